@@ -1,0 +1,151 @@
+"""Embeddings of a sample collection: from a field, an array or a model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dequity.errors import DequityError
+from dequity.models import load_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    """Embedding vectors and the ids of the samples they belong to.
+
+    ``missing_ids`` are samples that have no embedding (an unreadable image
+    skipped by the model, or an empty value in the embeddings field).
+    """
+
+    vectors: np.ndarray
+    sample_ids: list[str]
+    missing_ids: list[str]
+
+
+def validate_vectors(vectors: Any, num_samples: int | None = None) -> np.ndarray:
+    """Check that ``vectors`` is a finite ``(n, d)`` float array.
+
+    Example::
+
+        >>> validate_vectors([[0.0, 1.0], [1.0, 0.0]]).shape
+        (2, 2)
+    """
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise DequityError(
+            "embeddings must be numeric vectors of one length; "
+            f"got values that do not form an array ({e})"
+        ) from e
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise DequityError(
+            f"embeddings must have shape (num_samples, dim), got {array.shape}"
+        )
+    if num_samples is not None and array.shape[0] != num_samples:
+        raise DequityError(
+            f"got {array.shape[0]} embeddings for {num_samples} samples; pass "
+            "one row per sample of the collection, in its order"
+        )
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise DequityError(
+            f"{int(bad.sum())} embeddings contain NaN or inf (first at row "
+            f"{int(np.argmax(bad))}); recompute them or drop those samples"
+        )
+    return array
+
+
+def from_array(samples: Any, vectors: Any) -> Embeddings:
+    """Embeddings given as an array aligned with ``samples``."""
+    ids = samples.values("id")
+    return Embeddings(validate_vectors(vectors, len(ids)), ids, [])
+
+
+def validate_embeddings_field(samples: Any, field: str) -> None:
+    """Raise unless ``field`` exists on ``samples`` and holds vectors."""
+    import fiftyone.core.fields as fof
+
+    schema = samples.get_field_schema()
+    if field not in schema:
+        raise DequityError(
+            f"the collection has no field {field!r}; compute embeddings first "
+            "(dataset.compute_embeddings(model, embeddings_field=...)) or "
+            "pass model= to compute them"
+        )
+    kind = schema[field]
+    is_list = isinstance(kind, fof.ListField) and isinstance(
+        kind.field, (fof.FloatField, fof.IntField)
+    )
+    if not isinstance(kind, fof.VectorField) and not is_list:
+        raise DequityError(
+            f"field {field!r} is a {type(kind).__name__}, not a vector field; "
+            "choose a field of embedding vectors"
+        )
+
+
+def from_field(samples: Any, field: str) -> Embeddings:
+    """Embeddings read from a vector field; samples without one are missing."""
+    validate_embeddings_field(samples, field)
+    ids, values = samples.values(["id", field])
+    return _split_missing(ids, values, f"have no value in field {field!r}")
+
+
+def from_model(
+    samples: Any,
+    model: Any = None,
+    *,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    skip_failures: bool = True,
+    device: str | None = None,
+    progress: Any = None,
+) -> Embeddings:
+    """Embed every image of ``samples`` with ``model`` (see :func:`load_model`).
+
+    Batches are decoded by ``num_workers`` DataLoader workers while the model
+    runs. With ``skip_failures=True`` an unreadable image is logged and left
+    out; with ``False`` it raises :class:`DequityError`.
+
+    Example::
+
+        emb = from_model(dataset, "efficientnet-lite0", batch_size=16)
+        emb.vectors.shape  # (len(dataset), 1280)
+    """
+    fo_model = load_model(model if model is not None else "efficientnet-lite0", device=device)
+    try:
+        vectors = samples.compute_embeddings(
+            fo_model,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            skip_failures=skip_failures,
+            progress=progress,
+        )
+    except Exception as e:
+        if skip_failures:
+            raise
+        raise DequityError(
+            f"embedding failed: {e}; fix or remove the image, or pass "
+            "skip_failures=True to leave unreadable images out"
+        ) from e
+    ids = samples.values("id")
+    if isinstance(vectors, np.ndarray):
+        return Embeddings(validate_vectors(vectors, len(ids)), ids, [])
+    return _split_missing(ids, vectors, "could not be embedded (unreadable image?)")
+
+
+def _split_missing(ids: list[str], values: list[Any], why: str) -> Embeddings:
+    present = [i for i, v in enumerate(values) if v is not None]
+    missing = [ids[i] for i, v in enumerate(values) if v is None]
+    if missing:
+        logger.warning(
+            "%d samples %s; they get no likelihood or weight", len(missing), why
+        )
+    if not present:
+        raise DequityError(f"all {len(ids)} samples {why}; nothing to cluster")
+    vectors = validate_vectors([values[i] for i in present])
+    return Embeddings(vectors, [ids[i] for i in present], missing)

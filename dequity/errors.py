@@ -1,0 +1,13 @@
+"""The one exception type that dequity raises for bad input."""
+
+
+class DequityError(ValueError):
+    """Bad input or an impossible request; the message names the fix.
+
+    Example::
+
+        try:
+            dequity.gfl_weight(0.5, eta=-1)
+        except dequity.DequityError as e:
+            print(e)
+    """

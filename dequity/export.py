@@ -1,0 +1,90 @@
+"""Export a run's likelihoods and weights for other training code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from dequity.core import load_dequity_results
+from dequity.errors import DequityError
+from dequity.likelihood import cluster_sizes
+
+FORMATS = ("json", "csv", "pkl")
+COLUMNS = ("id", "filepath", "cluster", "likelihood", "weight")
+
+
+def export_weights(
+    samples: Any,
+    run_key: str,
+    path: str | Path,
+    format: str | None = None,
+    token_field: str | None = None,
+) -> Path:
+    """Write run ``run_key``'s per-sample values to ``path``.
+
+    Formats (``format``, else the file suffix):
+
+    - ``json``: ``{"run_key", "config", "samples": [{id, filepath, cluster,
+      likelihood, weight}, ...]}``;
+    - ``csv``: one row per sample with the same columns;
+    - ``pkl``: the DatasetEquity authors' ``*_training_cluster_info.pkl``, a
+      dict ``token -> {"cluster_id", "cluster_size", "largest_cluster_size"}``
+      that their DD3D/BEVFormer forks read. The token is the image file's
+      stem, or the value of ``token_field`` (e.g. a nuScenes sample token).
+      Cluster sizes follow the run's noise policy, so
+      ``cluster_size / largest_cluster_size`` is the run's likelihood.
+
+    Samples without an embedding have empty values (and no ``pkl`` entry).
+
+    Example::
+
+        dequity.export_weights(dataset, "dequity", "kitti_weights.json")
+        dequity.export_weights(dataset, "dequity", "kitti_training_cluster_info.pkl")
+    """
+    path = Path(path)
+    format = format or path.suffix.lstrip(".").lower()
+    if format not in FORMATS:
+        raise DequityError(
+            f"unknown export format {format!r}; use one of {FORMATS} or a path ending in one"
+        )
+    results = load_dequity_results(samples, run_key)
+    config = results.config
+    dataset = samples._root_dataset
+    fields = ["id", "filepath", config.cluster_field, config.likelihood_field, config.weight_field]
+    if token_field is not None:
+        if not dataset.has_sample_field(token_field):
+            raise DequityError(f"token_field {token_field!r} is not a field of the dataset")
+        fields.append(token_field)
+    run_view = dataset.select(results.sample_ids + results.missing_ids, ordered=True)
+    columns = run_view.values(fields)
+    rows = [dict(zip(COLUMNS, values)) for values in zip(*columns[:5])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    if format == "json":
+        doc = {"run_key": run_key, "config": config.serialize(), "samples": rows}
+        path.write_text(json.dumps(doc, indent=1))
+    elif format == "csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        tokens = columns[5] if token_field else [Path(p).stem for p in columns[1]]
+        path.write_bytes(pickle.dumps(_cluster_info(results, dict(zip(columns[0], tokens)))))
+    return path
+
+
+def _cluster_info(results: Any, token_by_id: dict[str, str]) -> dict[str, dict[str, int]]:
+    sizes = cluster_sizes(results.labels, noise=results.config.noise)
+    largest = int(sizes.max())
+    return {
+        token_by_id[sample_id]: {
+            "cluster_id": int(label),
+            "cluster_size": int(size),
+            "largest_cluster_size": largest,
+        }
+        for sample_id, label, size in zip(results.sample_ids, results.labels, sizes)
+    }

@@ -1,0 +1,135 @@
+"""Projection of embeddings to a low-dimensional space before clustering."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from dequity.errors import DequityError
+
+logger = logging.getLogger(__name__)
+
+#: Principal components (default): fast, linear, keeps cluster sizes intact.
+PCA = "pca"
+#: The paper: scikit-learn t-SNE to 3-D, PCA init, perplexity 30.
+TSNE = "tsne"
+#: openTSNE (FFT-accelerated) after PCA to 50-D; scales to 100k+ points.
+OPENTSNE = "opentsne"
+PROJECTIONS = (PCA, TSNE, OPENTSNE, None)
+
+_DEFAULTS: dict[str | None, dict[str, Any]] = {
+    PCA: {"n_components": 50, "random_state": 51},
+    TSNE: {
+        "n_components": 3,
+        "init": "pca",
+        "perplexity": 30.0,
+        "random_state": 51,
+    },
+    OPENTSNE: {
+        "n_components": 2,
+        "perplexity": 30.0,
+        "pca_components": 50,
+        "random_state": 51,
+    },
+    None: {},
+}
+
+
+def validate_projection(method: str | None) -> None:
+    """Raise :class:`DequityError` unless ``method`` is a known projection."""
+    if method not in PROJECTIONS:
+        raise DequityError(
+            f"projection must be one of {PROJECTIONS}, got {method!r}"
+        )
+
+
+def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
+    """The full parameters of a projection: defaults updated by ``kwargs``.
+
+    Example::
+
+        >>> projection_params("tsne", {"perplexity": 50})["n_components"]
+        3
+    """
+    validate_projection(method)
+    params = dict(_DEFAULTS[method])
+    unknown = set(kwargs or {}) - set(params) - _EXTRA_KEYS[method]
+    if unknown:
+        raise DequityError(
+            f"unknown projection_kwargs {sorted(unknown)} for projection "
+            f"{method!r}; accepted: {sorted(set(params) | _EXTRA_KEYS[method])}"
+        )
+    params.update(kwargs or {})
+    return params
+
+
+_EXTRA_KEYS: dict[str | None, set[str]] = {
+    PCA: {"whiten"},
+    TSNE: {"early_exaggeration", "learning_rate", "max_iter", "metric"},
+    OPENTSNE: {"metric", "n_jobs", "early_exaggeration", "n_iter"},
+    None: set(),
+}
+
+
+def project(
+    embeddings: np.ndarray,
+    method: str | None = PCA,
+    **kwargs: Any,
+) -> np.ndarray:
+    """Project ``(n, d)`` embeddings to ``(n, k)`` points with ``method``.
+
+    Component counts and the t-SNE perplexity are capped to what ``n``
+    samples allow, so small datasets work with the defaults.
+
+    Example::
+
+        >>> x = np.random.default_rng(0).normal(size=(200, 64))
+        >>> project(x, "pca", n_components=10).shape
+        (200, 10)
+    """
+    params = projection_params(method, kwargs)
+    x = np.asarray(embeddings, dtype=np.float32)
+    n, d = x.shape
+    if method is None:
+        return x
+    if method == PCA:
+        return _pca(x, params.pop("n_components"), **params)
+    if method == TSNE:
+        from sklearn.manifold import TSNE as SklearnTSNE
+
+        params["perplexity"] = _cap_perplexity(params["perplexity"], n)
+        return SklearnTSNE(**params).fit_transform(x).astype(np.float32)
+    return _opentsne(x, **params)
+
+
+def _pca(x: np.ndarray, n_components: int, **params: Any) -> np.ndarray:
+    from sklearn.decomposition import PCA as SklearnPCA
+
+    k = min(int(n_components), x.shape[0], x.shape[1])
+    if k >= x.shape[1]:
+        return x
+    return SklearnPCA(n_components=k, **params).fit_transform(x).astype(np.float32)
+
+
+def _cap_perplexity(perplexity: float, n: int) -> float:
+    cap = max(1.0, (n - 1) / 3.0)
+    if perplexity > cap:
+        logger.warning(
+            "perplexity %s is too large for %d samples; using %.1f", perplexity, n, cap
+        )
+        return cap
+    return perplexity
+
+
+def _opentsne(
+    x: np.ndarray, pca_components: int, random_state: int, **params: Any
+) -> np.ndarray:
+    from openTSNE import TSNE as OpenTSNE
+
+    x = _pca(x, pca_components, random_state=random_state)
+    params["perplexity"] = _cap_perplexity(params["perplexity"], x.shape[0])
+    params.setdefault("n_jobs", -1)
+    tsne = OpenTSNE(random_state=random_state, verbose=False, **params)
+    return np.asarray(tsne.fit(x), dtype=np.float32)

@@ -1,0 +1,215 @@
+"""The dequity run: its config, its fields and its results on a FiftyOne dataset.
+
+A run is recorded with FiftyOne's runs API (``dataset.list_runs()``,
+``get_run_info``, ``load_run_results``, ``rename_run``, ``delete_run``), so the
+App's run management and plain FiftyOne code see it like any other run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import fiftyone.core.runs as focr
+import numpy as np
+
+from dequity.likelihood import NOISE_SINGLETON
+from dequity.weights import gfl_weight, validate_gfl_params
+
+METHOD = "dequity"
+FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
+
+
+def field_names(run_key: str) -> dict[str, str]:
+    """The sample fields a run writes, by role.
+
+    Example::
+
+        >>> field_names("dequity")["weight"]
+        'dequity_weight'
+    """
+    return {suffix: f"{run_key}_{suffix}" for suffix in FIELD_SUFFIXES}
+
+
+class DequityRunConfig(focr.RunConfig):
+    """Everything needed to reproduce a dequity run; stored with the run."""
+
+    def __init__(
+        self,
+        run_key: str = "dequity",
+        embeddings_field: str | None = None,
+        model: str | None = None,
+        projection: str | None = "pca",
+        projection_kwargs: dict | None = None,
+        clustering: str = "hdbscan",
+        clustering_kwargs: dict | None = None,
+        noise: str = NOISE_SINGLETON,
+        eta: float = 1.0,
+        gamma: float = 5.0,
+        cluster_field: str | None = None,
+        likelihood_field: str | None = None,
+        weight_field: str | None = None,
+        method: str = METHOD,
+        **kwargs: Any,
+    ) -> None:
+        fields = field_names(run_key)
+        self.embeddings_field = embeddings_field
+        self.model = model
+        self.projection = projection
+        self.projection_kwargs = projection_kwargs or {}
+        self.clustering = clustering
+        self.clustering_kwargs = clustering_kwargs or {}
+        self.noise = noise
+        self.eta = float(eta)
+        self.gamma = float(gamma)
+        self.cluster_field = cluster_field or fields["cluster"]
+        self.likelihood_field = likelihood_field or fields["likelihood"]
+        self.weight_field = weight_field or fields["weight"]
+        super().__init__(method=method, **kwargs)
+
+    @property
+    def fields(self) -> list[str]:
+        """The fields this run owns (deleted with it)."""
+        return [self.cluster_field, self.likelihood_field, self.weight_field]
+
+
+class DequityRun(focr.Run):
+    """Bookkeeping of a dequity run: which fields it owns and their cleanup."""
+
+    def get_fields(self, samples: Any, key: str) -> list[str]:
+        fields = list(self.config.fields)
+        if self.config.embeddings_field:
+            fields.append(self.config.embeddings_field)
+        return fields
+
+    def cleanup(self, samples: Any, key: str) -> None:
+        dataset = samples._root_dataset
+        present = [f for f in self.config.fields if dataset.has_sample_field(f)]
+        if present:
+            dataset.delete_sample_fields(present)
+
+    def rename(self, samples: Any, key: str, new_key: str) -> None:
+        """Rename the run's fields along with its key (``<key>_weight`` ...)."""
+        dataset = samples._root_dataset
+        old = dict(zip(FIELD_SUFFIXES, self.config.fields))
+        new = field_names(new_key)
+        taken = [new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(new[s])]
+        if taken:
+            raise ValueError(f"cannot rename run to {new_key!r}: fields {taken} exist")
+        renames = {old[s]: new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(old[s])}
+        dataset.rename_sample_fields(renames)
+        cached = getattr(dataset, self._results_cache_field()).get(key)
+        for config in (self.config, getattr(cached, "config", None)):
+            if config is not None:
+                config.cluster_field = new["cluster"]
+                config.likelihood_field = new["likelihood"]
+                config.weight_field = new["weight"]
+        self.update_run_config(samples, key, self.config)
+
+
+class DequityResults(focr.RunResults):
+    """Results of a dequity run: cluster labels, likelihoods and weights.
+
+    Get them from :func:`dequity.compute_dequity` or
+    :func:`dequity.load_dequity_results`.
+
+    Example::
+
+        res = dequity.load_dequity_results(dataset, "dequity")
+        res.cluster_sizes()          # {cluster id: size}, largest first
+        res.reweight(eta=0.5, gamma=2.0)
+    """
+
+    def __init__(
+        self,
+        samples: Any,
+        config: DequityRunConfig,
+        key: str,
+        sample_ids: list[str] | None = None,
+        labels: list[int] | None = None,
+        likelihoods: list[float] | None = None,
+        points: list[list[float]] | None = None,
+        missing_ids: list[str] | None = None,
+        backend: Any = None,
+    ) -> None:
+        super().__init__(samples, config, key, backend=backend)
+        self.sample_ids = list(sample_ids or [])
+        self.labels = [int(v) for v in (labels or [])]
+        self.likelihoods = [float(v) for v in (likelihoods or [])]
+        self.points = [list(map(float, p)) for p in (points or [])]
+        self.missing_ids = list(missing_ids or [])
+
+    def attributes(self) -> list[str]:
+        return ["cls", "sample_ids", "labels", "likelihoods", "points", "missing_ids"]
+
+    @classmethod
+    def _from_dict(cls, d: dict, samples: Any, config: Any, key: str) -> DequityResults:
+        return cls(
+            samples,
+            config,
+            key,
+            sample_ids=d.get("sample_ids"),
+            labels=d.get("labels"),
+            likelihoods=d.get("likelihoods"),
+            points=d.get("points"),
+            missing_ids=d.get("missing_ids"),
+        )
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Each sample's GFL weight under the run's current eta and gamma."""
+        return gfl_weight(np.asarray(self.likelihoods), self.config.eta, self.config.gamma)
+
+    def cluster_sizes(self) -> dict[int, int]:
+        """Samples per cluster id, most common first; ``-1`` is noise."""
+        return dict(Counter(self.labels).most_common())
+
+    @property
+    def num_clusters(self) -> int:
+        """Number of clusters found, noise excluded."""
+        return len({label for label in self.labels if label >= 0})
+
+    @property
+    def noise_fraction(self) -> float:
+        """Share of samples the clustering labelled noise."""
+        return float(np.mean(np.asarray(self.labels) < 0)) if self.labels else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and ranges worth printing or showing in the App."""
+        weights = self.weights
+        return {
+            "run_key": self.key,
+            "num_samples": len(self.sample_ids),
+            "num_missing": len(self.missing_ids),
+            "num_clusters": self.num_clusters,
+            "noise_fraction": self.noise_fraction,
+            "cluster_sizes": self.cluster_sizes(),
+            "eta": self.config.eta,
+            "gamma": self.config.gamma,
+            "min_weight": float(weights.min()) if len(weights) else None,
+            "max_weight": float(weights.max()) if len(weights) else None,
+        }
+
+    def reweight(self, eta: float, gamma: float, progress: Any = None) -> np.ndarray:
+        """Recompute weights with new ``eta``/``gamma``; only the weight field changes.
+
+        Clusters and likelihoods stay as they are; the run config records the
+        new parameters. Returns the new weights.
+
+        Example::
+
+            res.reweight(eta=0.5, gamma=2.0)
+            dataset.sort_by("dequity_weight", reverse=True)
+        """
+        validate_gfl_params(eta, gamma)
+        weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
+        dataset = self.samples._root_dataset
+        dataset.set_values(
+            self.config.weight_field,
+            dict(zip(self.sample_ids, weights.tolist())),
+            key_field="id",
+            progress=progress,
+        )
+        self.config.eta, self.config.gamma = float(eta), float(gamma)
+        self.save_config()
+        return weights

@@ -1,0 +1,189 @@
+"""The ``train`` and ``compare`` sub-commands of the ``dequity`` command line.
+
+Example::
+
+    parser = argparse.ArgumentParser(prog="dequity")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--dataset", "demo", "--steps", "100"])
+    args.func(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+__all__ = ["main", "register"]
+
+
+def _none_or_str(value: str) -> str | None:
+    return None if value.lower() in ("none", "") else value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.train import train_detector
+
+    result = train_detector(
+        args.dataset,
+        view=args.view,
+        train_key=args.train_key,
+        label_field=args.label_field,
+        classes=args.classes,
+        weight_field=args.weight_field,
+        likelihood_field=args.likelihood_field,
+        eta=args.eta,
+        gamma=args.gamma,
+        normalize_weights=args.normalize_weights,
+        train_tag=args.train_tag,
+        val_tag=args.val_tag,
+        val_fraction=args.val_fraction,
+        detector=args.detector,
+        weights=args.weights,
+        weights_backbone=args.weights_backbone,
+        image_size=args.image_size,
+        steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        output_dir=args.output_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        evaluate=not args.no_eval,
+        progress=not args.quiet,
+    )
+    print(f"run folder: {result.run_dir}")
+    if result.evaluation:
+        print(f"validation mAP: {result.evaluation['mAP']}")
+        print(json.dumps(result.evaluation["per_class_ap"], indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from training.compare import compare_runs
+
+    output = args.output or f"compare_{Path(args.run_a).name}_{Path(args.run_b).name}.png"
+    comparison = compare_runs(args.run_a, args.run_b, dataset=args.dataset, output=output)
+    print(comparison.table())
+    print(f"chart: {comparison.chart}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(comparison.to_dict(), indent=2))
+    return 0
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a detector on a dataset with DatasetEquity weights",
+        description=(
+            "Train a torchvision detector (default: FCOS on ImageNet-pretrained "
+            "EfficientNet-Lite0, works offline) on a FiftyOne dataset, weighting each "
+            "image's loss by its DatasetEquity weight. Writes a run folder, stores "
+            "predictions on the validation view as <train-key>_predictions and evaluates "
+            "them (COCO mAP, per-class AP)."
+        ),
+    )
+    p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
+    p.add_argument("--view", help="name of a saved view of the dataset to train on")
+    p.add_argument("--train-key", help="name of the run (default: dequity_train or baseline)")
+    p.add_argument("--label-field", default="ground_truth", help="Detections field")
+    p.add_argument("--classes", nargs="+", help="class names (default: all labels, sorted)")
+    p.add_argument(
+        "--weight-field",
+        type=_none_or_str,
+        default="dequity_weight",
+        help="per-sample weight field, or 'none' for the unweighted baseline",
+    )
+    p.add_argument("--likelihood-field", help="likelihood field (default: beside the weights)")
+    p.add_argument("--eta", type=float, help="recompute weights from the likelihood with this eta")
+    p.add_argument("--gamma", type=float, help="recompute weights with this gamma")
+    p.add_argument(
+        "--normalize-weights",
+        action="store_true",
+        help="divide each batch's weights by their mean (weights change the balance "
+        "between images, not the learning rate)",
+    )
+    split = p.add_argument_group("split")
+    split.add_argument("--train-tag", help="tag of the training samples")
+    split.add_argument("--val-tag", help="tag of the validation samples")
+    split.add_argument(
+        "--val-fraction", type=float, default=0.2, help="validation fraction without tags"
+    )
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--detector",
+        default="fcos_efficientnet_lite0",
+        help="fcos_efficientnet_lite0, retinanet_efficientnet_lite0 or a torchvision name",
+    )
+    model.add_argument("--weights", help="torchvision detection weights (e.g. DEFAULT)")
+    model.add_argument("--weights-backbone", help="torchvision backbone weights")
+    model.add_argument("--image-size", type=int, default=512, help="longest image side")
+    loop = p.add_argument_group("optimisation")
+    loop.add_argument("--steps", type=int, help="total optimiser steps (overrides --epochs)")
+    loop.add_argument("--epochs", type=int, help="total epochs (default 1)")
+    loop.add_argument("--batch-size", type=int, default=4)
+    loop.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    loop.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    out = p.add_argument_group("output")
+    out.add_argument("--output-dir", help="run folder (default: runs/<train-key>)")
+    out.add_argument("--resume", help="run folder or checkpoint.pt to continue from")
+    out.add_argument("--overwrite", action="store_true", help="replace a run of the same key")
+    out.add_argument("--no-eval", action="store_true", help="skip predicting and evaluating")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="per-class AP of two training runs side by side",
+        description=(
+            "Print the per-class AP of RUN_B against RUN_A with the change in percent, "
+            "and save a bar chart. A run is a run folder or, with --dataset, a train key."
+        ),
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="run folder or train key (the reference)")
+    p.add_argument("run_b", metavar="RUN_B", help="run folder or train key")
+    p.add_argument("--dataset", help="dataset holding the runs when given by train key")
+    p.add_argument("--output", help="bar chart PNG (default: compare_<A>_<B>.png)")
+    p.add_argument("--json", help="also write the table as JSON here")
+    p.set_defaults(func=_compare)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``train`` and ``compare`` sub-commands; each sets ``func(args)``.
+
+    Example::
+
+        parser = argparse.ArgumentParser(prog="dequity")
+        register(parser.add_subparsers(dest="command", required=True))
+    """
+    _add_train(subparsers)
+    _add_compare(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs ``train`` or ``compare`` on its own (``python -m training.cli``).
+
+    Example::
+
+        main(["compare", "runs/baseline", "runs/dequity_train"])
+    """
+    parser = argparse.ArgumentParser(prog="dequity")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    from dequity.errors import DequityError
+
+    try:
+        return args.func(args)
+    except DequityError as e:
+        parser.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

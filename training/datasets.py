@@ -1,0 +1,396 @@
+"""PyTorch datasets built from FiftyOne views, carrying the dequity weights.
+
+Both datasets are ``view.to_torch(get_item)`` datasets
+(:class:`fiftyone.utils.torch.FiftyOneTorchDataset`): they read the sample
+fields through FiftyOne and are safe with ``DataLoader`` workers when the
+loader is given ``worker_init_fn=FiftyOneTorchDataset.worker_init``.
+
+Detection items are ``(image, target)`` in torchvision's detection format:
+``image`` a float tensor ``[3, H, W]`` in ``[0, 1]``; ``target`` a dict with
+``boxes`` (absolute ``xyxy`` pixels, float32 ``[N, 4]``, ``[0, 4]`` for an
+image without boxes), ``labels`` (int64 ``[N]``, the 1-based position of the
+label in ``classes``; 0 is the background), ``weight`` and ``likelihood``
+(float32 scalars; the likelihood is NaN when the view has none) and
+``sample_id`` (str).
+
+Classification items are ``(image, label, weight)`` with a 0-based int64
+label, ready for ``cross_entropy(..., reduction="none")``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from fiftyone.utils.torch import FiftyOneTorchDataset, GetItem
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from dequity.errors import DequityError
+from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight
+
+DEFAULT_WEIGHT_FIELD = "dequity_weight"
+
+__all__ = [
+    "ClassificationGetItem",
+    "DetectionGetItem",
+    "FiftyOneTorchDataset",
+    "classification_dataset",
+    "collate_detection",
+    "detection_dataset",
+    "detection_transforms",
+    "likelihood_field_for",
+    "resolve_classes",
+]
+
+
+def detection_transforms(train: bool = True) -> v2.Compose:
+    """Default box-aware transforms: a random horizontal flip when training.
+
+    Boxes travel with the image because targets hold
+    :class:`torchvision.tv_tensors.BoundingBoxes`; any ``transforms.v2``
+    pipeline can replace this one. Resizing is left to the detector.
+
+    Example::
+
+        ds = detection_dataset(view, classes=["car"], transforms=detection_transforms(True))
+    """
+    steps: list[Any] = [v2.RandomHorizontalFlip(0.5)] if train else []
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes()]
+    return v2.Compose(steps)
+
+
+def likelihood_field_for(weight_field: str | None) -> str | None:
+    """The likelihood field written beside ``weight_field`` by the same run.
+
+    Example::
+
+        >>> likelihood_field_for("dequity_weight")
+        'dequity_likelihood'
+    """
+    if weight_field and weight_field.endswith("_weight"):
+        return weight_field[: -len("_weight")] + "_likelihood"
+    return None
+
+
+def _load_image(path: str) -> tv_tensors.Image:
+    with Image.open(path) as img:
+        return tv_tensors.Image(F.pil_to_tensor(img.convert("RGB")))
+
+
+def _sample_weight(d: dict, eta: float | None, gamma: float | None) -> tuple[float, float]:
+    likelihood = d.get("likelihood")
+    likelihood = math.nan if likelihood is None else float(likelihood)
+    if eta is not None or gamma is not None:
+        if math.isnan(likelihood):
+            raise DequityError(
+                f"sample {d.get('id')} has no likelihood to recompute its weight "
+                "from; run `dequity compute` (dequity.compute_dequity) on the whole view"
+            )
+        weight = gfl_weight(
+            likelihood,
+            DEFAULT_ETA if eta is None else eta,
+            DEFAULT_GAMMA if gamma is None else gamma,
+        )
+    elif "weight" in d:
+        if d["weight"] is None:
+            raise DequityError(
+                f"sample {d.get('id')} has no weight; run `dequity compute` "
+                "(dequity.compute_dequity) on the whole view, or train without weights"
+            )
+        weight = float(d["weight"])
+    else:
+        weight = 1.0
+    return weight, likelihood
+
+
+class DetectionGetItem(GetItem):
+    """Turns a sample's fields into a torchvision detection ``(image, target)``.
+
+    Args:
+        classes: class names; a label's index in this list plus one is its id
+        label_field: a ``Detections`` field, or None for images only (inference)
+        weight_field: the per-sample weight field, or None for weight 1
+        likelihood_field: the likelihood field, or None
+        eta, gamma: if either is set, the weight is recomputed from the
+            likelihood with :func:`dequity.weights.gfl_weight`
+        transforms: a ``transforms.v2`` callable ``(image, target) -> (image, target)``
+
+    Example::
+
+        get_item = DetectionGetItem(["person", "car"], "ground_truth", "dequity_weight")
+        torch_dataset = view.to_torch(get_item)
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        label_field: str | None = "ground_truth",
+        weight_field: str | None = DEFAULT_WEIGHT_FIELD,
+        likelihood_field: str | None = None,
+        *,
+        eta: float | None = None,
+        gamma: float | None = None,
+        transforms: Callable | None = None,
+    ) -> None:
+        self.classes = list(classes)
+        self.class_ids = {name: i + 1 for i, name in enumerate(self.classes)}
+        self.eta, self.gamma = eta, gamma
+        self.transforms = transforms if transforms is not None else detection_transforms(False)
+        self._fields = {"id": "id", "filepath": "filepath"}
+        for key, field in (
+            ("detections", label_field),
+            ("weight", None if eta is not None or gamma is not None else weight_field),
+            ("likelihood", likelihood_field),
+        ):
+            if field:
+                self._fields[key] = field
+        super().__init__(field_mapping=self._fields)
+
+    @property
+    def required_keys(self) -> list[str]:
+        return list(self._fields)
+
+    def _label_id(self, label: str | None, sample_id: str) -> int:
+        try:
+            return self.class_ids[label]
+        except KeyError:
+            raise DequityError(
+                f"sample {sample_id} has label {label!r}, which is not in the classes "
+                f"{self.classes}; add it to the classes or filter it out with "
+                "view.filter_labels(...)"
+            ) from None
+
+    def __call__(self, d: dict) -> tuple[torch.Tensor, dict[str, Any]]:
+        image = _load_image(d["filepath"])
+        height, width = image.shape[-2:]
+        dets = d.get("detections")
+        dets = dets.detections if dets is not None else []
+        boxes = torch.tensor([det.bounding_box for det in dets], dtype=torch.float32).reshape(-1, 4)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        xyxy = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1) * scale
+        labels = torch.tensor(
+            [self._label_id(det.label, d["id"]) for det in dets], dtype=torch.int64
+        )
+        weight, likelihood = _sample_weight(d, self.eta, self.gamma)
+        target: dict[str, Any] = {
+            "boxes": tv_tensors.BoundingBoxes(xyxy, format="XYXY", canvas_size=(height, width)),
+            "labels": labels,
+        }
+        image, target = self.transforms(image, target)
+        boxes = target["boxes"].as_subclass(torch.Tensor)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return image.as_subclass(torch.Tensor), {
+            "boxes": boxes[keep],
+            "labels": target["labels"][keep],
+            "weight": torch.tensor(weight, dtype=torch.float32),
+            "likelihood": torch.tensor(likelihood, dtype=torch.float32),
+            "sample_id": d["id"],
+        }
+
+
+class ClassificationGetItem(GetItem):
+    """Turns a sample into ``(image, label, weight)`` for image classification.
+
+    Example::
+
+        get_item = ClassificationGetItem(["cat", "dog"], "ground_truth", "dequity_weight")
+        loader = DataLoader(view.to_torch(get_item), batch_size=8)
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        label_field: str = "ground_truth",
+        weight_field: str | None = DEFAULT_WEIGHT_FIELD,
+        *,
+        transforms: Callable | None = None,
+    ) -> None:
+        self.classes = list(classes)
+        self.class_ids = {name: i for i, name in enumerate(self.classes)}
+        self.transforms = transforms or v2.ToDtype(torch.float32, scale=True)
+        self._fields = {"id": "id", "filepath": "filepath", "label": label_field}
+        if weight_field:
+            self._fields["weight"] = weight_field
+        super().__init__(field_mapping=self._fields)
+
+    @property
+    def required_keys(self) -> list[str]:
+        return list(self._fields)
+
+    def __call__(self, d: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        label = getattr(d["label"], "label", None)
+        if label not in self.class_ids:
+            raise DequityError(
+                f"sample {d['id']} has label {label!r}, which is not in the classes "
+                f"{self.classes}; add it to the classes or filter the view"
+            )
+        weight, _ = _sample_weight(d, None, None)
+        image = self.transforms(_load_image(d["filepath"]))
+        return (
+            image.as_subclass(torch.Tensor),
+            torch.tensor(self.class_ids[label], dtype=torch.int64),
+            torch.tensor(weight, dtype=torch.float32),
+        )
+
+
+def collate_detection(batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Collates detection items into ``(images, targets)`` lists.
+
+    Example::
+
+        DataLoader(ds, batch_size=4, collate_fn=collate_detection,
+                   worker_init_fn=FiftyOneTorchDataset.worker_init)
+    """
+    for item in batch:
+        if isinstance(item, Exception):
+            raise item
+    images, targets = zip(*batch, strict=True) if batch else ((), ())
+    return list(images), list(targets)
+
+
+def _field_type(view: Any, field: str) -> Any:
+    return view.get_field(field)
+
+
+def _check_weight_field(view: Any, weight_field: str) -> None:
+    if _field_type(view, weight_field) is None:
+        run_key = weight_field[: -len("_weight")] if weight_field.endswith("_weight") else None
+        how = (
+            f"`dequity compute --dataset {view._root_dataset.name} --run-key {run_key}` "
+            f"or dequity.compute_dequity(dataset, run_key={run_key!r})"
+            if run_key
+            else "`dequity compute` or dequity.compute_dequity(dataset)"
+        )
+        raise DequityError(
+            f"the weight field {weight_field!r} does not exist on dataset "
+            f"{view._root_dataset.name!r}; compute the weights first with {how}, "
+            "or pass weight_field=None (--weight-field none) to train without weights"
+        )
+    missing = len(view) - view.count(weight_field)
+    if missing:
+        raise DequityError(
+            f"{missing} samples of the view have no {weight_field!r}; recompute the "
+            "weights on the whole dataset with `dequity compute` (dequity.compute_dequity)"
+        )
+
+
+def resolve_classes(view: Any, label_field: str, classes: Sequence[str] | None = None) -> list[str]:
+    """The class list: ``classes`` checked against the view's labels, or all of them sorted.
+
+    Raises :class:`DequityError` when a label of the view is not in ``classes``.
+
+    Example::
+
+        classes = resolve_classes(dataset, "ground_truth")  # ['car', 'person', 'truck']
+    """
+    field = _field_type(view, label_field)
+    if field is None:
+        raise DequityError(
+            f"the label field {label_field!r} does not exist on dataset "
+            f"{view._root_dataset.name!r}; pass the name of a Detections field"
+        )
+    import fiftyone.core.labels as fol
+
+    doc_type = getattr(field, "document_type", None)
+    if doc_type is fol.Detections:
+        path = f"{label_field}.detections.label"
+    elif doc_type is fol.Classification:
+        path = f"{label_field}.label"
+    else:
+        raise DequityError(
+            f"{label_field!r} holds {getattr(doc_type, '__name__', field)}; pass a "
+            "Detections field (detection) or a Classification field (classification)"
+        )
+    present = [c for c in view.distinct(path) if c is not None]
+    if classes is None:
+        return sorted(present)
+    unknown = sorted(set(present) - set(classes))
+    if unknown:
+        raise DequityError(
+            f"labels {unknown} of {label_field!r} are not in the classes {list(classes)}; "
+            "add them to the classes or filter them out with view.filter_labels(...)"
+        )
+    return list(classes)
+
+
+def detection_dataset(
+    view: Any,
+    label_field: str | None = "ground_truth",
+    classes: Sequence[str] | None = None,
+    *,
+    weight_field: str | None = DEFAULT_WEIGHT_FIELD,
+    likelihood_field: str | None = None,
+    eta: float | None = None,
+    gamma: float | None = None,
+    transforms: Callable | None = None,
+    train: bool = False,
+    vectorize: bool = False,
+) -> FiftyOneTorchDataset:
+    """A torch dataset of torchvision detection items from a FiftyOne view.
+
+    Checks the fields first: a missing weight field names the run to compute,
+    an unknown label names the fix. ``likelihood_field`` defaults to the one
+    beside ``weight_field`` when it exists. ``eta``/``gamma`` recompute the
+    weight from the likelihood. ``train`` picks the default augmentation.
+
+    Example::
+
+        ds = detection_dataset(dataset, "ground_truth", ["person", "car", "truck"])
+        loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_detection,
+                            worker_init_fn=FiftyOneTorchDataset.worker_init)
+    """
+    if label_field is not None:
+        classes = resolve_classes(view, label_field, classes)
+    elif classes is None:
+        classes = []
+    if likelihood_field is None:
+        candidate = likelihood_field_for(weight_field)
+        if candidate and _field_type(view, candidate) is not None:
+            likelihood_field = candidate
+    if eta is not None or gamma is not None:
+        if likelihood_field is None or _field_type(view, likelihood_field) is None:
+            raise DequityError(
+                "eta/gamma recompute the weights from the likelihood, but the view has "
+                f"no likelihood field {likelihood_field!r}; run `dequity compute` first"
+            )
+        _check_weight_field(view, likelihood_field)
+    elif weight_field is not None:
+        _check_weight_field(view, weight_field)
+    get_item = DetectionGetItem(
+        classes,
+        label_field,
+        weight_field,
+        likelihood_field,
+        eta=eta,
+        gamma=gamma,
+        transforms=transforms if transforms is not None else detection_transforms(train),
+    )
+    return view.to_torch(get_item, vectorize=vectorize)
+
+
+def classification_dataset(
+    view: Any,
+    label_field: str = "ground_truth",
+    classes: Sequence[str] | None = None,
+    *,
+    weight_field: str | None = DEFAULT_WEIGHT_FIELD,
+    transforms: Callable | None = None,
+    vectorize: bool = False,
+) -> FiftyOneTorchDataset:
+    """A torch dataset of ``(image, label, weight)`` from a view with a Classification field.
+
+    Example::
+
+        ds = classification_dataset(dataset, "ground_truth", weight_field="dequity_weight")
+        image, label, weight = ds[0]
+    """
+    classes = resolve_classes(view, label_field, classes)
+    if weight_field is not None:
+        _check_weight_field(view, weight_field)
+    get_item = ClassificationGetItem(classes, label_field, weight_field, transforms=transforms)
+    return view.to_torch(get_item, vectorize=vectorize)
