@@ -1,0 +1,92 @@
+"""Scale: wall time and peak RSS of the likelihood stage at 10k .. 1M x 512.
+
+Each measurement runs in its own process (``python -m benchmarks.scale N
+METHOD``), which prints JSON with its time and peak RSS; a measurement past
+its time limit is reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+from dataclasses import replace
+
+from benchmarks.common import md_table, pca_reference_seconds
+
+NAME = "scale"
+METHODS = ("default", "proposed")
+
+
+def _worker(n: int, method: str) -> dict:
+    from benchmarks import methods as bm
+    from benchmarks.common import spearman, timed
+    from benchmarks.mixtures import HARD, make_mixture, true_frequency
+    from dequity.weights import gfl_weight
+
+    x, comp = make_mixture(replace(HARD, n=n))
+    data_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    estimator = bm.pca_hdbscan if method == "default" else bm.subsample_hdbscan
+    seconds, (p, labels) = timed(estimator, x)
+    gfl_weight(p)
+    return {
+        "seconds": seconds,
+        "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "data_gb": data_rss,
+        "spearman": spearman(p, true_frequency(comp)),
+        "noise": float((labels < 0).mean()),
+    }
+
+
+def measure(n: int, method: str, limit: float) -> dict | None:
+    """Run one measurement in a subprocess; None if it ran past ``limit`` s."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.scale", str(n), method],
+            capture_output=True, text=True, timeout=limit, check=True,
+        ).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run(quick: bool) -> str:
+    """Measure both paths at growing n; stop a path once it exceeds its limit."""
+    sizes = (5_000, 20_000) if quick else (10_000, 30_000, 100_000, 1_000_000)
+    limit = 60.0 if quick else 600.0
+    unit = pca_reference_seconds()
+    rows = []
+    for method in METHODS:
+        first: tuple[int, float] | None = None
+        for n in sizes:
+            r = measure(n, method, limit)
+            if r is None:
+                rows.append([method, f"{n:,}", f"> {limit:.0f} s (stopped)", "", "", "", "", ""])
+                break
+            first = first or (n, r["seconds"])
+            growth = (
+                math.log(r["seconds"] / first[1]) / math.log(n / first[0])
+                if n != first[0] else ""
+            )
+            rows.append([
+                method, f"{n:,}", f"{r['seconds']:.1f}", r["seconds"] / unit, growth,
+                f"{r['peak_gb']:.2f} ({r['data_gb']:.2f} with data only)",
+                r["spearman"], r["noise"],
+            ])
+    header = (
+        "### Scale, GUIDE's harder mixture (d 512, 30 components)\n\n"
+        f"Speed unit: sklearn PCA-50 of 10k x 512 took {unit:.2f} s in this run; "
+        "growth exponent b in time ~ n^b from the smallest n. "
+        "Targets: 1M in <= 10 min and <= 8 GB.\n\n"
+    )
+    table = md_table(
+        ["path", "n", "wall s", "wall / unit", "growth b", "peak RSS GB", "Spearman", "noise"],
+        rows,
+    )
+    return header + table
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(int(sys.argv[1]), sys.argv[2])))

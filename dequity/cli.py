@@ -1,0 +1,295 @@
+"""The ``dequity`` command line.
+
+Examples::
+
+    dequity demo
+    dequity compute --dataset kitti --model efficientnet-lite0
+    dequity compute --dataset kitti --run-key paper --projection tsne \\
+        --clustering dbscan --clustering-kwargs eps=2.0 min_samples=10 --noise cluster
+    dequity reweight --dataset kitti --eta 0.5 --gamma 2
+    dequity export --dataset kitti kitti_weights.json
+    dequity list --dataset kitti
+    dequity delete --dataset kitti --run-key paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dequity import clustering as dc
+from dequity import projection as dp
+from dequity.errors import DequityError
+from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
+from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
+
+
+def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``["eps=2.0", "metric=euclidean"]`` -> ``{"eps": 2.0, "metric": "euclidean"}``.
+
+    Example::
+
+        >>> parse_kwargs(["eps=2.0", "min_samples=10"])
+        {'eps': 2.0, 'min_samples': 10}
+    """
+    kwargs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DequityError(f"expected key=value, got {pair!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _load_samples(args: argparse.Namespace) -> Any:
+    import fiftyone as fo
+
+    if not fo.dataset_exists(args.dataset):
+        raise DequityError(
+            f"no FiftyOne dataset {args.dataset!r}; datasets: {fo.list_datasets()}"
+        )
+    dataset = fo.load_dataset(args.dataset)
+    if getattr(args, "view", None):
+        if not dataset.has_saved_view(args.view):
+            raise DequityError(
+                f"dataset {args.dataset!r} has no saved view {args.view!r}; "
+                f"saved views: {dataset.list_saved_views()}"
+            )
+        return dataset.load_saved_view(args.view)
+    return dataset
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, view: bool = False) -> None:
+    parser.add_argument("--dataset", required=True, help="FiftyOne dataset name")
+    if view:
+        parser.add_argument("--view", help="a saved view of the dataset to restrict the run to")
+    parser.add_argument("--run-key", default="dequity", help="run name (default: dequity)")
+
+
+def _add_compute_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--embeddings", help="read embeddings from this vector field")
+    source.add_argument(
+        "--model",
+        help="embedding model: efficientnet-lite0 (default, offline) or "
+        "clip:ViT-B-32@laion2b_s34b_b79k (open_clip tag or checkpoint path)",
+    )
+    parser.add_argument("--embeddings-field", help="store computed embeddings in this field")
+    parser.add_argument("--projection", default=dp.PCA, choices=["pca", "tsne", "opentsne", "none"])
+    parser.add_argument("--projection-kwargs", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--clustering", default=dc.HDBSCAN, choices=list(dc.CLUSTERINGS))
+    parser.add_argument(
+        "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
+    )
+    parser.add_argument("--noise", default=NOISE_SINGLETON, choices=list(NOISE_POLICIES))
+    parser.add_argument("--eta", type=float, default=DEFAULT_ETA)
+    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--fail-on-unreadable",
+        action="store_true",
+        help="stop on an unreadable image (default: skip it with a warning)",
+    )
+
+
+def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "embeddings": args.embeddings,
+        "model": args.model,
+        "embeddings_field": args.embeddings_field,
+        "projection": None if args.projection == "none" else args.projection,
+        "projection_kwargs": parse_kwargs(args.projection_kwargs),
+        "clustering": args.clustering,
+        "clustering_kwargs": parse_kwargs(args.clustering_kwargs),
+        "noise": args.noise,
+        "eta": args.eta,
+        "gamma": args.gamma,
+        "overwrite": args.overwrite,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "device": args.device,
+        "skip_failures": not args.fail_on_unreadable,
+        "progress": True,
+    }
+
+
+def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
+    """Human-readable summary of a run: clusters, noise, weights, rarest samples."""
+    s = results.summary()
+    sizes = ", ".join(f"{k}:{v}" for k, v in s["cluster_sizes"].items())
+    lines = [
+        f"run {s['run_key']!r}: {s['num_samples']} samples, {s['num_clusters']} clusters, "
+        f"{s['noise_fraction']:.1%} noise, {s['num_missing']} without embedding",
+        f"cluster sizes (id:size, common to rare; -1 = noise): {sizes}",
+        f"weights (eta={s['eta']}, gamma={s['gamma']}): "
+        f"{s['min_weight']:.3f} (most common) .. {s['max_weight']:.3f} (rarest)",
+        "rarest samples:",
+    ]
+    weight_field = results.config.weight_field
+    rarest = samples.exists(weight_field).sort_by(weight_field, reverse=True).limit(num_rarest)
+    for path, weight in zip(*rarest.values(["filepath", weight_field])):
+        lines.append(f"  {weight:.3f}  {path}")
+    return "\n".join(lines)
+
+
+def cmd_compute(args: argparse.Namespace) -> None:
+    import dequity
+
+    samples = _load_samples(args)
+    results = dequity.compute_dequity(samples, args.run_key, **_compute_options(args))
+    print(format_summary(results, samples))
+
+
+def cmd_reweight(args: argparse.Namespace) -> None:
+    import dequity
+
+    samples = _load_samples(args)
+    results = dequity.load_dequity_results(samples, args.run_key)
+    results.reweight(args.eta, args.gamma, progress=True)
+    print(format_summary(results, samples))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import dequity
+
+    path = dequity.export_weights(
+        _load_samples(args), args.run_key, args.path, format=args.format,
+        token_field=args.token_field,
+    )
+    print(f"wrote {path}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    import dequity
+
+    samples = _load_samples(args)
+    keys = dequity.list_dequity_runs(samples)
+    if not keys:
+        print(f"no dequity runs on {args.dataset!r}; compute one with `dequity compute`")
+    for key in keys:
+        info = samples.get_run_info(key)
+        c = info.config
+        s = dequity.load_dequity_results(samples, key).summary()
+        print(
+            f"{key}: {info.timestamp:%Y-%m-%d %H:%M} {c.model or c.embeddings_field} "
+            f"{c.projection}+{c.clustering} noise={c.noise} eta={c.eta} gamma={c.gamma} | "
+            f"{s['num_samples']} samples, {s['num_clusters']} clusters, "
+            f"{s['noise_fraction']:.1%} noise"
+        )
+
+
+def cmd_delete(args: argparse.Namespace) -> None:
+    import dequity
+
+    dequity.delete_dequity_run(_load_samples(args), args.run_key)
+    print(f"deleted run {args.run_key!r} and its fields")
+
+
+def cmd_rename(args: argparse.Namespace) -> None:
+    import dequity
+
+    dequity.rename_dequity_run(_load_samples(args), args.run_key, args.new_run_key)
+    print(f"renamed run {args.run_key!r} to {args.new_run_key!r}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dequity.core import compute_dequity
+    from dequity.demo import load_demo_dataset
+
+    dataset = load_demo_dataset(args.name, overwrite=args.fresh)
+    print(f"dataset {dataset.name!r}: {len(dataset)} images from {dataset.first().filepath}")
+    results = compute_dequity(
+        dataset,
+        "dequity",
+        model=args.model,
+        embeddings_field="embedding",
+        overwrite=True,
+        progress=True,
+        num_workers=args.num_workers,
+    )
+    print(format_summary(results, dataset))
+    print(
+        "\nopen it in the App:  fiftyone app launch " + dataset.name + "\n"
+        "then sort the grid by dequity_weight (rarest first), or in Python:\n"
+        f"  fo.load_dataset({dataset.name!r}).sort_by('dequity_weight', reverse=True)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dequity`` command."""
+    parser = argparse.ArgumentParser(
+        prog="dequity",
+        description="Find visually common and rare images in FiftyOne datasets "
+        "(DatasetEquity) and weight them for training.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compute", help="compute likelihoods and weights for a dataset")
+    _add_dataset_args(p, view=True)
+    _add_compute_args(p)
+    p.set_defaults(func=cmd_compute)
+
+    p = sub.add_parser("reweight", help="new eta/gamma for a run; rewrites only the weights")
+    _add_dataset_args(p)
+    p.add_argument("--eta", type=float, required=True)
+    p.add_argument("--gamma", type=float, required=True)
+    p.set_defaults(func=cmd_reweight)
+
+    p = sub.add_parser("export", help="write a run's weights as JSON, CSV or the authors' pkl")
+    _add_dataset_args(p)
+    p.add_argument("path", help="output file: .json, .csv or .pkl")
+    p.add_argument("--format", choices=["json", "csv", "pkl"], help="default: from the suffix")
+    p.add_argument("--token-field", help="pkl keys from this field (default: file stem)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("list", help="list the dequity runs of a dataset")
+    p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("delete", help="delete a run and its fields")
+    _add_dataset_args(p)
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("rename", help="rename a run and its fields")
+    _add_dataset_args(p)
+    p.add_argument("new_run_key", help="the new run key")
+    p.set_defaults(func=cmd_rename)
+
+    p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
+    p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
+    p.add_argument("--model", default="efficientnet-lite0", help="embedding model")
+    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers")
+    p.add_argument("--fresh", action="store_true", help="re-import the demo images first")
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from training.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dequity`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DequityError as e:
+        print(f"dequity: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

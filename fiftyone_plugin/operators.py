@@ -1,0 +1,633 @@
+"""Operators: thin shells over :mod:`dequity`, usable from the App and from Python.
+
+Example::
+
+    import fiftyone.operators as foo
+    compute = foo.get_operator("@dequity/dequity/compute_dequity")
+    compute(dataset, "dequity", embeddings="embedding")              # immediate
+    compute(dataset, "dequity_clip", model="clip:ViT-B-32@laion2b_s34b_b79k",
+            delegate=True)                                             # queued
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+import dequity
+from dequity import clustering as dclustering
+from dequity import projection as dprojection
+from dequity.embeddings import validate_embeddings_field
+from dequity.likelihood import NOISE_CLUSTER, NOISE_SINGLETON
+from dequity.models import DEFAULT_MODEL
+from fiftyone_plugin import plots
+from fiftyone_plugin.common import (
+    existing_run_input,
+    free_run_key,
+    gfl_inputs,
+    new_run_key_input,
+    report,
+    run_key_problem,
+    run_with_progress,
+    vector_fields,
+)
+from fiftyone_plugin.viz import delete_visualization, rename_visualization, store_visualization
+
+FIELD_SOURCE = "field"
+MODEL_SOURCE = "model"
+NO_PROJECTION = "none"
+MODELS = {
+    "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet, offline, default)",
+    "efficientnet-lite1": "EfficientNet-Lite1 (ImageNet, offline)",
+    "efficientnet-lite2": "EfficientNet-Lite2 (ImageNet, offline)",
+    "clip:ViT-B-32@laion2b_s34b_b79k": "open_clip ViT-B-32 (the paper's CLIP; downloads weights)",
+}
+_PROJECTION_LABELS = {
+    "pca": "PCA (default: fast, keeps cluster sizes)",
+    "tsne": "t-SNE to 3-D (the paper)",
+    "opentsne": "openTSNE (large datasets)",
+    NO_PROJECTION: "None (cluster the raw embeddings)",
+}
+_CLUSTERING_LABELS = {
+    "hdbscan": "HDBSCAN (default: no distance threshold to tune)",
+    "dbscan": "DBSCAN (the paper; eps depends on the projection's scale)",
+}
+_NOISE_LABELS = {
+    NOISE_SINGLETON: "Singleton: each noise image is a cluster of one (rarest)",
+    NOISE_CLUSTER: "Cluster: all noise images form one more cluster (authors' code)",
+}
+
+
+def _execute(
+    operator: foo.Operator,
+    samples: Any,
+    params: dict,
+    delegate: bool,
+    delegation_target: str | None,
+    target: str | None = "CURRENT_VIEW",
+) -> Any:
+    ctx = {"dataset": samples._root_dataset, "view": samples.view(), "params": dict(params)}
+    if target is not None:
+        ctx["params"]["view_target"] = target
+    return foo.execute_operator(
+        operator.uri, ctx, request_delegation=delegate, delegation_target=delegation_target
+    )
+
+
+def _drain(gen: Generator[Any, None, Any]) -> Any:
+    """Run a generator to its end; return its return value."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _method_params(method: str | None, kind: str) -> dict:
+    if kind == "projection":
+        return dprojection.projection_params(None if method == NO_PROJECTION else method)
+    return dclustering.clustering_params(method)
+
+
+def _method_inputs(ctx: Any, inputs: types.Object, kind: str, method: str) -> dict:
+    """One input per scalar parameter of a projection/clustering method.
+
+    Inputs are named ``<method>__<parameter>`` so values typed for one method
+    are not carried over to another. Returns the parameter values.
+    """
+    values = {}
+    for key, default in _method_params(method, kind).items():
+        name = f"{method}__{key}"
+        label = f"{method} {key}"
+        if isinstance(default, bool):
+            inputs.bool(name, default=default, label=label)
+        elif isinstance(default, int):
+            inputs.int(name, default=default, label=label)
+        elif isinstance(default, float):
+            inputs.float(name, default=default, label=label)
+        elif isinstance(default, str):
+            inputs.str(name, default=default, label=label)
+        else:
+            continue
+        values[key] = ctx.params.get(name, default)
+    return values
+
+
+def _method_kwargs(params: dict, kind: str, method: str) -> dict:
+    """The method's kwargs from form values, updated by a ``<kind>_kwargs`` dict."""
+    kwargs = {}
+    for key in _method_params(method, kind):
+        value = params.get(f"{method}__{key}")
+        if value is not None:
+            kwargs[key] = value
+    kwargs.update(params.get(f"{kind}_kwargs") or {})
+    return kwargs
+
+
+def _choice_enum(
+    inputs: types.Object, name: str, labels: dict, default: str, label: str, **kwargs: Any
+) -> Any:
+    view = types.DropdownView()
+    for value, description in labels.items():
+        view.add_choice(value, label=description)
+    return inputs.enum(
+        name, view.values(), default=default, required=True, label=label, view=view, **kwargs
+    )
+
+
+def _summary(results: dequity.DequityResults, viz: str | None) -> dict:
+    s = results.summary()
+    config = results.config
+    return {
+        "run_key": s["run_key"],
+        "num_samples": s["num_samples"],
+        "num_missing": s["num_missing"],
+        "num_clusters": s["num_clusters"],
+        "noise_share": f"{s['noise_fraction']:.1%}",
+        "weight_range": f"{s['min_weight']:.3f} to {s['max_weight']:.3f}",
+        "fields": ", ".join(config.fields),
+        "visualization": viz or "",
+    }
+
+
+def _summary_property() -> types.Property:
+    outputs = types.Object()
+    outputs.str("run_key", label="Run key")
+    outputs.int("num_samples", label="Samples scored")
+    outputs.int("num_missing", label="Samples without an embedding")
+    outputs.int("num_clusters", label="Clusters")
+    outputs.str("noise_share", label="Noise share")
+    outputs.str("weight_range", label="Weight range")
+    outputs.str("fields", label="Fields written")
+    outputs.str("visualization", label="Embeddings panel brain key")
+    return types.Property(outputs, view=types.View(label="Dequity computed"))
+
+
+class ComputeDequity(foo.Operator):
+    """Cluster images by appearance and store likelihoods and GFL weights."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="compute_dequity",
+            label="Compute dequity",
+            description="Find visually rare images and weight them up",
+            icon="balance",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def __call__(
+        self,
+        samples: Any,
+        run_key: str = "dequity",
+        *,
+        embeddings: str | None = None,
+        model: str | None = None,
+        projection: str | None = "pca",
+        projection_kwargs: dict | None = None,
+        clustering: str = "hdbscan",
+        clustering_kwargs: dict | None = None,
+        noise: str = NOISE_SINGLETON,
+        eta: float = 1.0,
+        gamma: float = 5.0,
+        overwrite: bool = False,
+        embeddings_field: str | None = None,
+        batch_size: int = 32,
+        delegate: bool = False,
+        delegation_target: str | None = None,
+    ) -> Any:
+        """Run on ``samples`` (a dataset or view); see :func:`dequity.compute_dequity`.
+
+        ``embeddings`` names a vector field; otherwise ``model`` (default
+        ``"efficientnet-lite0"``) embeds the images, and ``embeddings_field``
+        optionally stores them. Returns the ``ExecutionResult``.
+        """
+        params = {
+            "run_key": run_key,
+            "overwrite": overwrite,
+            "embeddings_source": FIELD_SOURCE if embeddings else MODEL_SOURCE,
+            "embeddings": embeddings,
+            "model": model or DEFAULT_MODEL,
+            "embeddings_field": embeddings_field,
+            "batch_size": batch_size,
+            "projection": projection or NO_PROJECTION,
+            "projection_kwargs": projection_kwargs or {},
+            "clustering": clustering,
+            "clustering_kwargs": clustering_kwargs or {},
+            "noise": noise,
+            "eta": eta,
+            "gamma": gamma,
+        }
+        return _execute(self, samples, params, delegate, delegation_target)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Compute dequity on")
+        target = ctx.target_view()
+
+        overwrite = bool(ctx.params.get("overwrite", False))
+        new_run_key_input(ctx, inputs, target, overwrite=overwrite, default=free_run_key(target))
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Overwrite",
+            description="Replace an existing dequity run with this key",
+        )
+
+        self._embeddings_inputs(ctx, inputs, target)
+
+        inputs.view("method_header", types.Header(label="Projection and clustering", divider=True))
+        projection = ctx.params.get("projection", "pca")
+        proj_prop = _choice_enum(inputs, "projection", _PROJECTION_LABELS, "pca", "Projection")
+        if projection in _PROJECTION_LABELS:
+            _method_inputs(ctx, inputs, "projection", projection)
+            self._check_kwargs(ctx, proj_prop, "projection", projection)
+        clustering = ctx.params.get("clustering", "hdbscan")
+        clus_prop = _choice_enum(inputs, "clustering", _CLUSTERING_LABELS, "hdbscan", "Clustering")
+        if clustering in _CLUSTERING_LABELS:
+            _method_inputs(ctx, inputs, "clustering", clustering)
+            self._check_kwargs(ctx, clus_prop, "clustering", clustering)
+        _choice_enum(
+            inputs,
+            "noise",
+            _NOISE_LABELS,
+            NOISE_SINGLETON,
+            "Noise policy",
+            description="How images the clustering calls noise count in the likelihood",
+        )
+
+        inputs.view("gfl_header", types.Header(label="Generalized Focal Loss", divider=True))
+        weights = gfl_inputs(ctx, inputs)
+        if weights is not None:
+            traces, layout = plots.weight_curve(*weights)
+            inputs.plot(
+                "weight_curve",
+                label="W(p)",
+                data=traces,
+                layout=layout,
+                config={"displayModeBar": False},
+            )
+        return types.Property(inputs, view=types.View(label="Compute dequity"))
+
+    def _embeddings_inputs(self, ctx: Any, inputs: types.Object, target: Any) -> None:
+        inputs.view("emb_header", types.Header(label="Embeddings", divider=True))
+        fields = vector_fields(target)
+        default_source = FIELD_SOURCE if fields else MODEL_SOURCE
+        source_view = types.RadioGroup(orientation="horizontal")
+        source_view.add_choice(FIELD_SOURCE, label="Existing vector field")
+        source_view.add_choice(MODEL_SOURCE, label="Compute with a model")
+        inputs.enum(
+            "embeddings_source",
+            source_view.values(),
+            default=default_source,
+            required=True,
+            label="Embeddings source",
+            view=source_view,
+        )
+        source = ctx.params.get("embeddings_source", default_source)
+
+        if source == FIELD_SOURCE:
+            choices = types.DropdownView()
+            for name in fields:
+                choices.add_choice(name, label=name)
+            prop = inputs.enum(
+                "embeddings",
+                choices.values(),
+                required=True,
+                default=fields[0] if fields else None,
+                label="Vector field",
+                description="Field of embedding vectors, e.g. from compute_embeddings",
+                view=choices,
+            )
+            field = ctx.params.get("embeddings", fields[0] if fields else None)
+            problem = None
+            if not fields and field is None:
+                problem = "this collection has no vector field; choose 'Compute with a model'"
+            elif field is not None:
+                try:
+                    validate_embeddings_field(target, field)
+                except dequity.DequityError as e:
+                    problem = str(e)
+            if problem:
+                prop.invalid = True
+                prop.error_message = problem
+            return
+
+        choices = types.AutocompleteView(allow_user_input=True, allow_duplicates=False)
+        for name, label in MODELS.items():
+            choices.add_choice(name, label=label)
+        inputs.str(
+            "model",
+            required=True,
+            default=DEFAULT_MODEL,
+            label="Model",
+            description=(
+                "efficientnet-lite0 works offline; 'clip:<arch>@<tag or checkpoint>' "
+                "loads an open_clip image encoder"
+            ),
+            view=choices,
+        )
+        store = inputs.str(
+            "embeddings_field",
+            label="Store embeddings in field",
+            description="Optional: keep the computed embeddings for later runs",
+        )
+        name = ctx.params.get("embeddings_field")
+        if name:
+            if not str(name).isidentifier():
+                store.invalid = True
+                store.error_message = f"field name must be an identifier, got {name!r}"
+            elif target._root_dataset.has_sample_field(name):
+                try:
+                    validate_embeddings_field(target, name)
+                except dequity.DequityError as e:
+                    store.invalid = True
+                    store.error_message = str(e)
+        inputs.int("batch_size", default=32, min=1, label="Batch size")
+
+    @staticmethod
+    def _check_kwargs(ctx: Any, prop: Any, kind: str, method: str) -> None:
+        kwargs = _method_kwargs(ctx.params, kind, method)
+        try:
+            if kind == "projection":
+                dprojection.projection_params(None if method == NO_PROJECTION else method, kwargs)
+            else:
+                dclustering.clustering_params(method, kwargs)
+        except (dequity.DequityError, TypeError) as e:
+            prop.invalid = True
+            prop.error_message = str(e)
+
+    def execute(self, ctx: Any) -> Any:
+        gen = self._run(ctx)
+        return _drain(gen) if ctx.delegated else gen
+
+    def _run(self, ctx: Any) -> Generator[Any, None, dict]:
+        p = ctx.params
+        target = ctx.target_view()
+        projection = p.get("projection", "pca")
+        clustering = p.get("clustering", "hdbscan")
+        kwargs: dict[str, Any] = {
+            "projection": None if projection == NO_PROJECTION else projection,
+            "projection_kwargs": _method_kwargs(p, "projection", projection),
+            "clustering": clustering,
+            "clustering_kwargs": _method_kwargs(p, "clustering", clustering),
+            "noise": p.get("noise", NOISE_SINGLETON),
+            "eta": float(p.get("eta", 1.0)),
+            "gamma": float(p.get("gamma", 5.0)),
+            "overwrite": bool(p.get("overwrite", False)),
+        }
+        labels = ["Writing fields"]
+        if p.get("embeddings_source", MODEL_SOURCE) == FIELD_SOURCE:
+            kwargs["embeddings"] = p["embeddings"]
+        else:
+            kwargs["model"] = p.get("model") or DEFAULT_MODEL
+            kwargs["embeddings_field"] = p.get("embeddings_field") or None
+            kwargs["batch_size"] = int(p.get("batch_size") or 32)
+            kwargs["num_workers"] = None if ctx.delegated else 0
+            labels = ["Embedding images", "Writing fields"]
+
+        run_key = p["run_key"]
+        results = yield from run_with_progress(
+            ctx,
+            lambda progress: dequity.compute_dequity(target, run_key, progress=progress, **kwargs),
+            labels,
+        )
+        msg = report(ctx, "Storing the 2-D visualization")
+        if msg is not None:
+            yield msg
+        viz = store_visualization(results)
+        summary = _summary(results, viz)
+        if not ctx.delegated:
+            yield ctx.ops.show_output(_summary_property().to_json(), summary)
+            yield ctx.trigger("reload_dataset")
+        return summary
+
+    def resolve_output(self, ctx: Any) -> types.Property | None:
+        return _summary_property() if ctx.results else None
+
+
+class ReweightDequity(foo.Operator):
+    """Recompute a run's weights for new eta and gamma (clusters are kept)."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="reweight_dequity",
+            label="Reweight dequity run",
+            description="Change eta and gamma of a dequity run; only the weight field changes",
+            icon="tune",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(
+        self,
+        samples: Any,
+        run_key: str,
+        eta: float,
+        gamma: float,
+        *,
+        delegate: bool = False,
+        delegation_target: str | None = None,
+    ) -> Any:
+        """Reweight run ``run_key`` of ``samples``' dataset; see ``DequityResults.reweight``."""
+        params = {"run_key": run_key, "eta": eta, "gamma": gamma}
+        return _execute(self, samples, params, delegate, delegation_target, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            results = dequity.load_dequity_results(ctx.dataset, run_key)
+            cfg = results.config
+            inputs.view(
+                "current",
+                types.Notice(label=f"Current: eta={cfg.eta:g}, gamma={cfg.gamma:g}"),
+            )
+            weights = gfl_inputs(ctx, inputs, cfg.eta, cfg.gamma)
+            if weights is not None:
+                curve, curve_layout = plots.weight_curve(*weights, results.likelihoods)
+                inputs.plot(
+                    "weight_curve",
+                    label="W(p)",
+                    data=curve,
+                    layout=curve_layout,
+                    config={"displayModeBar": False},
+                )
+                new = dequity.gfl_weight(results.likelihoods, *weights)
+                hist, hist_layout = plots.weight_histogram(new, "Resulting weights")
+                inputs.plot(
+                    "weight_histogram",
+                    label="Weights",
+                    data=hist,
+                    layout=hist_layout,
+                    config={"displayModeBar": False},
+                )
+        return types.Property(inputs, view=types.View(label="Reweight dequity run"))
+
+    def execute(self, ctx: Any) -> dict:
+        run_key = ctx.params["run_key"]
+        eta, gamma = float(ctx.params["eta"]), float(ctx.params["gamma"])
+        results = dequity.load_dequity_results(ctx.dataset, run_key)
+        progress = None
+        if ctx.delegated:
+            progress = lambda pb: ctx.set_progress(  # noqa: E731
+                progress=pb.progress, label="Writing weights"
+            )
+        weights = results.reweight(eta, gamma, progress=progress)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {
+            "run_key": run_key,
+            "weight_field": results.config.weight_field,
+            "eta": eta,
+            "gamma": gamma,
+            "weight_range": f"{weights.min():.3f} to {weights.max():.3f}",
+        }
+
+    def resolve_output(self, ctx: Any) -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_key", label="Run key")
+        outputs.str("weight_field", label="Weight field")
+        outputs.float("eta", label="eta")
+        outputs.float("gamma", label="gamma")
+        outputs.str("weight_range", label="Weight range")
+        return types.Property(outputs, view=types.View(label="Weights updated"))
+
+
+class GetDequityInfo(foo.Operator):
+    """Show a dequity run's configuration and summary."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="get_dequity_info",
+            label="Get dequity run info",
+            icon="info",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
+        """Info about run ``run_key``; the dict is in the result's ``.result``."""
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        existing_run_input(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Get dequity run info"))
+
+    def execute(self, ctx: Any) -> dict:
+        run_key = ctx.params["run_key"]
+        info = ctx.dataset.get_run_info(run_key)
+        results = dequity.load_dequity_results(ctx.dataset, run_key)
+        summary = results.summary()
+        summary["cluster_sizes"] = {str(k): v for k, v in summary["cluster_sizes"].items()}
+        config = {k: v for k, v in info.config.serialize().items() if v is not None}
+        return {
+            "run_key": run_key,
+            "timestamp": info.timestamp.isoformat(sep=" ", timespec="seconds"),
+            "version": info.version,
+            "config": config,
+            "summary": summary,
+        }
+
+    def resolve_output(self, ctx: Any) -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_key", label="Run key")
+        outputs.str("timestamp", label="Created")
+        outputs.str("version", label="FiftyOne version")
+        outputs.obj("config", label="Config", view=types.JSONView())
+        outputs.obj("summary", label="Summary", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="Dequity run info"))
+
+
+class RenameDequityRun(foo.Operator):
+    """Rename a dequity run, its fields and its visualization."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="rename_dequity_run",
+            label="Rename dequity run",
+            icon="edit",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(
+        self, samples: Any, run_key: str, new_run_key: str, *, delegate: bool = False
+    ) -> Any:
+        """Rename ``run_key`` to ``new_run_key``; see :func:`dequity.rename_dequity_run`."""
+        params = {"run_key": run_key, "new_run_key": new_run_key}
+        return _execute(self, samples, params, delegate, None, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        if existing_run_input(ctx, inputs) is not None:
+            new_run_key_input(ctx, inputs, ctx.dataset, name="new_run_key", label="New run key")
+        return types.Property(inputs, view=types.View(label="Rename dequity run"))
+
+    def execute(self, ctx: Any) -> dict:
+        old, new = ctx.params["run_key"], ctx.params["new_run_key"]
+        problem = run_key_problem(ctx.dataset, new)
+        if problem:
+            raise dequity.DequityError(problem)
+        dequity.rename_dequity_run(ctx.dataset, old, new)
+        rename_visualization(ctx.dataset, old, new)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"run_key": new}
+
+
+class DeleteDequityRun(foo.Operator):
+    """Delete a dequity run, the fields it wrote and its visualization."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="delete_dequity_run",
+            label="Delete dequity run",
+            icon="delete",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
+        """Delete ``run_key`` and its fields; see :func:`dequity.delete_dequity_run`."""
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            fields = dequity.load_dequity_results(ctx.dataset, run_key).config.fields
+            inputs.view(
+                "warning",
+                types.Warning(
+                    label=f"This deletes run '{run_key}' and the fields {', '.join(fields)}"
+                ),
+            )
+        return types.Property(inputs, view=types.View(label="Delete dequity run"))
+
+    def execute(self, ctx: Any) -> dict:
+        run_key = ctx.params["run_key"]
+        dequity.delete_dequity_run(ctx.dataset, run_key)
+        delete_visualization(ctx.dataset, run_key)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"deleted": run_key}
+
+
+OPERATORS = (ComputeDequity, ReweightDequity, GetDequityInfo, RenameDequityRun, DeleteDequityRun)

@@ -1,0 +1,72 @@
+"""Tests of the k-nearest-neighbour likelihood."""
+
+import numpy as np
+import pytest
+
+from dequity.density import knn_likelihood
+from dequity.errors import DequityError
+
+
+def _mixture(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A tight component of 300 points and a spread-out one of 100, in 8-D."""
+    rng = np.random.default_rng(seed)
+    tight = rng.normal(0.0, 0.2, size=(300, 8))
+    loose = rng.normal(4.0, 1.5, size=(100, 8))
+    return np.concatenate([tight, loose]), np.repeat([0, 1], [300, 100])
+
+
+def test_range_and_scale() -> None:
+    x, _ = _mixture()
+    p = knn_likelihood(x, k=10)
+    assert p.shape == (400,)
+    assert p.dtype == np.float64
+    assert np.all(p > 0) and np.all(p <= 1)
+    assert p.max() == pytest.approx(1.0)
+
+
+def test_denser_component_is_more_likely() -> None:
+    x, comp = _mixture()
+    p = knn_likelihood(x, k=10)
+    assert np.median(p[comp == 0]) > 5 * np.median(p[comp == 1])
+    # the densest sample belongs to the tight component
+    assert comp[np.argmax(p)] == 0
+
+
+def test_outlier_is_least_likely() -> None:
+    x, _ = _mixture()
+    x = np.concatenate([x, np.full((1, 8), 50.0)])
+    p = knn_likelihood(x, k=5)
+    assert np.argmin(p) == len(x) - 1
+
+
+def test_invariant_to_scale_and_order() -> None:
+    x, _ = _mixture()
+    perm = np.random.default_rng(1).permutation(len(x))
+    p = knn_likelihood(x, k=10)
+    np.testing.assert_allclose(knn_likelihood(3.0 * x, k=10), p, rtol=1e-9)
+    np.testing.assert_allclose(knn_likelihood(x[perm], k=10), p[perm], rtol=1e-9)
+
+
+def test_duplicates_count_as_densest() -> None:
+    x = np.concatenate([np.zeros((5, 3)), 10.0 + 10.0 * np.arange(15.0).reshape(5, 3)])
+    p = knn_likelihood(x, k=2)
+    assert np.all(p[:5] == 1.0)
+    assert np.all((p[5:] > 0) & (p[5:] <= 1)) and p[5:].min() < 1
+    np.testing.assert_array_equal(knn_likelihood(np.ones((4, 2)), k=2), np.ones(4))
+
+
+@pytest.mark.parametrize(
+    "points, k",
+    [
+        (np.zeros(5), 2),
+        (np.zeros((5, 0)), 2),
+        (np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0]]), 1),
+        (np.zeros((5, 2)), 0),
+        (np.zeros((5, 2)), 2.5),
+        (np.zeros((5, 2)), True),
+        (np.zeros((5, 2)), 5),
+    ],
+)
+def test_invalid_input(points: np.ndarray, k: object) -> None:
+    with pytest.raises(DequityError):
+        knn_likelihood(points, k=k)

@@ -1,0 +1,71 @@
+"""On a mixture with known, unequal component sizes, likelihoods rank the components."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from dequity import DequityError, cluster, project, scaled_likelihood
+from dequity.projection import projection_params
+
+SIZES = [400, 200, 120, 60, 30, 15]
+
+
+def mixture(seed: int = 0, dim: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian components of SIZES samples each; returns vectors and component ids."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 1.0, (len(SIZES), dim))
+    vectors, components = [], []
+    for i, size in enumerate(SIZES):
+        spread = rng.uniform(0.1, 0.3)
+        vectors.append(centres[i] + rng.normal(0.0, spread, (size, dim)))
+        components += [i] * size
+    order = rng.permutation(sum(SIZES))
+    return np.concatenate(vectors)[order], np.array(components)[order]
+
+
+@pytest.mark.parametrize("projection", ["pca", "opentsne"])
+def test_default_clustering_ranks_components_by_frequency(projection):
+    vectors, components = mixture()
+    labels = cluster(project(vectors, projection), "hdbscan")
+    likelihood = scaled_likelihood(labels)
+    mean_per_component = [likelihood[components == i].mean() for i in range(len(SIZES))]
+    rho = spearmanr(mean_per_component, SIZES).statistic
+    assert rho == pytest.approx(1.0)
+    assert np.mean(labels < 0) < 0.05
+    # the largest component is the most likely; the smallest gets about 15/400
+    assert mean_per_component[0] == pytest.approx(1.0, abs=0.05)
+    assert mean_per_component[-1] < 0.1
+
+
+def test_paper_configuration_depends_on_the_tsne_scale():
+    """The paper's DBSCAN eps is tied to the t-SNE output scale, which grows with n."""
+    vectors, _ = mixture(seed=1)
+    points = project(vectors, "tsne")
+    assert points.shape == (len(vectors), 3)
+    assert np.ptp(points, axis=0).min() > 20  # far wider than eps
+    labels = cluster(points, "dbscan", eps=2.0, min_samples=10)
+    assert (labels == -1).all()
+    # the authors' noise policy then makes every sample equally likely
+    assert (scaled_likelihood(labels, noise="cluster") == 1.0).all()
+
+
+def test_pca_caps_components_to_sample_count():
+    vectors = np.random.default_rng(0).normal(size=(20, 64))
+    assert project(vectors, "pca").shape == (20, 20)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: projection_params("umap"), "projection must be one of"),
+        (lambda: projection_params("pca", {"perplexity": 5}), "unknown projection_kwargs"),
+        (lambda: cluster(np.zeros((50, 2)), "kmeans"), "clustering must be one of"),
+        (lambda: cluster(np.zeros((50, 2)), "dbscan", eps=-1.0), "eps must be"),
+        (lambda: cluster(np.zeros((50, 2)), "hdbscan", min_cluster_size=1), "min_cluster_size"),
+        (lambda: cluster(np.zeros((50, 2)), "hdbscan", radius=3), "unknown clustering_kwargs"),
+        (lambda: cluster(np.zeros((5, 2)), "hdbscan"), "fewer than the 10"),
+    ],
+)
+def test_parameters_are_validated_at_the_door(call, message):
+    with pytest.raises(DequityError, match=message):
+        call()

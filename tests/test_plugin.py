@@ -1,0 +1,372 @@
+"""The FiftyOne plugin: registration, operators (immediate and delegated), forms, panel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Without the shared test setup, isolate FiftyOne here (before it is imported).
+if "FIFTYONE_PLUGINS_DIR" not in os.environ:
+    _tmp = Path(tempfile.mkdtemp(prefix="dequity-plugin-tests-"))
+    (_tmp / "plugins").mkdir()
+    (_tmp / "plugins" / "dequity").symlink_to(REPO)
+    os.environ["FIFTYONE_PLUGINS_DIR"] = str(_tmp / "plugins")
+    os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_tmp / "db"))
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+import dequity  # noqa: E402
+import fiftyone as fo  # noqa: E402
+import fiftyone.operators as foo  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from dequity.demo import load_demo_dataset  # noqa: E402
+from fiftyone.operators.delegated import DelegatedOperationService  # noqa: E402
+from fiftyone.operators.executor import (  # noqa: E402
+    ExecutionContext,
+    ExecutionError,
+    execute_or_delegate_operator,
+)
+
+PLUGIN = "@dequity/dequity"
+MANIFEST = yaml.safe_load((REPO / "fiftyone.yml").read_text())
+OPERATOR_NAMES = MANIFEST["operators"]
+PANEL_NAMES = MANIFEST["panels"]
+FAST_KW = {"min_cluster_size": 5}
+
+
+def uri(name: str) -> str:
+    return f"{PLUGIN}/{name}"
+
+
+def op(name: str) -> foo.Operator:
+    return foo.get_operator(uri(name))
+
+
+def run_delegated(dataset: fo.Dataset) -> list:
+    """Execute the dataset's queued operations in this process; fail on errors."""
+    done = DelegatedOperationService().execute_queued_operations(dataset_name=dataset.name)
+    assert done, "nothing was queued"
+    for result in done:
+        assert result.error is None, result.error_message
+    return done
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """The demo set with embeddings computed once, in a dataset of this module's own."""
+    name = f"dequity-plugin-{os.getpid()}"
+    ds = load_demo_dataset(name=name, overwrite=True)
+    ds.compute_embeddings(dequity.load_model("efficientnet-lite0"), embeddings_field="embedding")
+    yield ds
+    DelegatedOperationService().delete_for_dataset(ds._doc.id)
+    ds.delete()
+
+
+@pytest.fixture
+def clean(dataset):
+    """Remove every dequity run (and its visualization) before and after a test."""
+
+    def wipe():
+        for key in dequity.list_dequity_runs(dataset):
+            dequity.delete_dequity_run(dataset, key)
+        for key in dataset.list_brain_runs():
+            dataset.delete_brain_run(key)
+        DelegatedOperationService().delete_for_dataset(dataset._doc.id)
+
+    wipe()
+    yield dataset
+    wipe()
+
+
+def check_run(ds: fo.Dataset, run_key: str, num: int | None = None) -> dequity.DequityResults:
+    """The run record, its three fields and its visualization agree."""
+    assert run_key in dequity.list_dequity_runs(ds)
+    res = dequity.load_dequity_results(ds, run_key)
+    cfg = res.config
+    for field in cfg.fields:
+        assert ds.has_sample_field(field), field
+    ids = res.sample_ids
+    assert len(ids) == (num if num is not None else len(ds))
+    view = ds.select(ids, ordered=True)
+    assert view.values(cfg.cluster_field) == res.labels
+    np.testing.assert_allclose(view.values(cfg.weight_field), res.weights)
+    viz = f"{run_key}_viz"
+    assert viz in ds.list_brain_runs()
+    points = ds.load_brain_results(viz).points
+    np.testing.assert_allclose(points, np.asarray(res.points))
+    return res
+
+
+def test_every_operator_and_panel_is_registered():
+    operators = {o.uri for o in foo.list_operators(builtin=False, type="operator")}
+    panels = {o.uri for o in foo.list_operators(builtin=False, type="panel")}
+    assert {uri(n) for n in OPERATOR_NAMES} <= operators
+    assert {uri(n) for n in PANEL_NAMES} <= panels
+    mine = {u for u in operators | panels if u.startswith(PLUGIN + "/")}
+    assert mine == {uri(n) for n in OPERATOR_NAMES + PANEL_NAMES}, "manifest out of date"
+
+
+def test_compute_immediate_on_embeddings_field(clean):
+    ds = clean
+    result = op("compute_dequity")(ds, "dequity", embeddings="embedding", eta=0.5, gamma=2.0)
+    assert result.error is None
+    res = check_run(ds, "dequity")
+    assert (res.config.eta, res.config.gamma) == (0.5, 2.0)
+    assert res.config.embeddings_field == "embedding"
+    weights = np.asarray(ds.values("dequity_weight"))
+    assert weights.min() >= 0.5 / 1.5 - 1e-9 and weights.max() <= 1.0
+    assert res.num_clusters >= 2
+
+
+def test_compute_immediate_streams_progress_summary_and_reload(clean):
+    """What the App receives from an immediate run: progress, a summary, a reload."""
+    ds = clean
+    request = {
+        "dataset_name": ds.name,
+        "view": ds.view()._serialize(),
+        "params": {"run_key": "streamed", "embeddings_source": "field", "embeddings": "embedding"},
+    }
+
+    async def collect():
+        result = await execute_or_delegate_operator(uri("compute_dequity"), request)
+        assert result.error is None, result.error_message
+        assert result.is_generator
+        return [m.body.to_json() for m in result.result if m is not None]
+
+    messages = asyncio.run(collect())
+    names = [m["operator"] for m in messages]
+    assert names.count("set_progress") >= 2
+    assert names[-2:] == ["show_output", "reload_dataset"]
+    summary = messages[-2]["params"]["results"]
+    assert summary["run_key"] == "streamed"
+    assert summary["num_clusters"] == dequity.load_dequity_results(ds, "streamed").num_clusters
+    assert summary["visualization"] == "streamed_viz"
+    check_run(ds, "streamed")
+
+
+def test_compute_delegated_with_model(clean):
+    """The model path, queued and then run: default model, stored embeddings."""
+    ds = clean
+    queued = op("compute_dequity")(
+        ds, "dq_model", embeddings_field="emb_lite0", clustering_kwargs={"min_cluster_size": 5},
+        delegate=True,
+    )
+    assert queued.delegated
+    assert "dq_model" not in dequity.list_dequity_runs(ds)
+    [done] = run_delegated(ds)
+    assert done.result["num_samples"] == len(ds)
+    res = check_run(ds, "dq_model")
+    assert res.config.model == "efficientnet-lite0"
+    assert res.config.clustering_kwargs["min_cluster_size"] == 5
+    assert ds.has_sample_field("emb_lite0")
+    [doc] = DelegatedOperationService().list_operations(dataset_name=ds.name)
+    assert doc.run_state == "completed"
+    assert doc.status is not None and doc.status.label, "no progress was reported"
+
+
+def test_compute_on_selected_samples_with_paper_settings(clean):
+    ds = clean
+    ids = ds.take(80, seed=51).values("id")
+    ctx = {
+        "dataset": ds,
+        "view": ds.view(),
+        "selected": ids,
+        "params": {
+            "view_target": "SELECTED_SAMPLES",
+            "run_key": "sel",
+            "embeddings_source": "field",
+            "embeddings": "embedding",
+            "projection": "tsne",
+            "clustering": "dbscan",
+            "dbscan__eps": 3.0,
+            "dbscan__min_samples": 4,
+            "noise": "cluster",
+        },
+    }
+    foo.execute_operator(uri("compute_dequity"), ctx)
+    res = check_run(ds, "sel", num=80)
+    assert set(res.sample_ids) == set(ids)
+    assert (res.config.projection, res.config.clustering, res.config.noise) == (
+        "tsne",
+        "dbscan",
+        "cluster",
+    )
+    assert res.config.clustering_kwargs["eps"] == 3.0
+    assert ds.exists("sel_weight").count() == 80
+
+
+def test_overwrite(clean):
+    ds = clean
+    compute = op("compute_dequity")
+    compute(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    with pytest.raises(ExecutionError, match="already exists"):
+        compute(ds, "dq", embeddings="embedding")
+    compute(ds, "dq", embeddings="embedding", gamma=1.0, overwrite=True)
+    assert check_run(ds, "dq").config.gamma == 1.0
+
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
+def test_reweight_writes_only_the_weight_field(clean, delegate):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    before = {f: ds.values(f) for f in ("dq_cluster", "dq_likelihood", "dq_weight")}
+    op("reweight_dequity")(ds, "dq", eta=0.25, gamma=2.0, delegate=delegate)
+    if delegate:
+        assert dequity.load_dequity_results(ds, "dq").config.eta == 1.0
+        run_delegated(ds)
+    res = dequity.load_dequity_results(ds, "dq")
+    assert (res.config.eta, res.config.gamma) == (0.25, 2.0)
+    assert ds.values("dq_cluster") == before["dq_cluster"]
+    assert ds.values("dq_likelihood") == before["dq_likelihood"]
+    expected = dequity.gfl_weight(np.asarray(before["dq_likelihood"]), 0.25, 2.0)
+    np.testing.assert_allclose(ds.values("dq_weight"), expected)
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
+def test_info_rename_delete(clean, delegate):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+
+    info = op("get_dequity_info")(ds, "dq", delegate=delegate)
+    if delegate:
+        [info] = run_delegated(ds)
+    assert info.result["run_key"] == "dq"
+    assert info.result["config"]["method"] == "dequity"
+    assert info.result["summary"]["num_samples"] == len(ds)
+
+    op("rename_dequity_run")(ds, "dq", "renamed", delegate=delegate)
+    if delegate:
+        run_delegated(ds)
+    assert dequity.list_dequity_runs(ds) == ["renamed"]
+    assert not ds.has_sample_field("dq_weight")
+    check_run(ds, "renamed")
+    assert "dq_viz" not in ds.list_brain_runs()
+
+    op("delete_dequity_run")(ds, "renamed", delegate=delegate)
+    if delegate:
+        run_delegated(ds)
+    assert dequity.list_dequity_runs(ds) == []
+    for field in ("renamed_cluster", "renamed_likelihood", "renamed_weight"):
+        assert not ds.has_sample_field(field)
+    assert ds.list_brain_runs() == []
+    assert ds.has_sample_field("embedding")
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"run_key": "1bad"}, "Python identifier"),
+        ({"run_key": "dq"}, "already exists"),
+        ({"run_key": "x", "embeddings": "nope"}, "no field 'nope'"),
+        ({"run_key": "x", "embeddings": "ground_truth"}, "not a vector field"),
+        ({"run_key": "x", "embeddings": "filepath"}, "not a vector field"),
+        ({"run_key": "x", "eta": -0.5}, "eta must be a finite number >= 0"),
+        ({"run_key": "x", "gamma": -1.0}, "gamma must be"),
+        ({"run_key": "x", "hdbscan__min_cluster_size": 1}, "min_cluster_size must be"),
+        ({"run_key": "x", "embeddings_source": "model", "embeddings_field": "ground_truth"},
+         "not a vector field"),
+    ],
+    ids=[
+        "bad-key", "taken-key", "missing-field", "label-field", "string-field", "eta",
+        "gamma", "cluster-size", "store-field",
+    ],
+)
+def test_compute_form_rejects_bad_parameters(clean, params, reason):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    params = {"embeddings_source": "field", "embeddings": "embedding", **params}
+    with pytest.raises(ExecutionError, match="Validation error") as err:
+        foo.execute_operator(uri("compute_dequity"), {"dataset": ds, "params": params})
+    assert reason in str(err.value)
+    # the message is on the form property, where the App shows it
+    ctx = ExecutionContext({"dataset_name": ds.name, "params": params})
+    form = op("compute_dequity").resolve_input(ctx)
+    messages = [p.error_message for p in form.type.properties.values() if p.invalid]
+    assert any(reason in (m or "") for m in messages), messages
+    assert dequity.list_dequity_runs(ds) == ["dq"]
+
+
+def test_other_forms_reject_bad_parameters(clean):
+    ds = clean
+    with pytest.raises(ExecutionError, match="Validation error"):
+        op("reweight_dequity")(ds, "dq", eta=1.0, gamma=1.0)  # no runs yet
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    op("compute_dequity")(ds, "dq2", embeddings="embedding", clustering_kwargs=FAST_KW)
+    with pytest.raises(ExecutionError, match="eta must be"):
+        op("reweight_dequity")(ds, "dq", eta=-1.0, gamma=1.0)
+    with pytest.raises(ExecutionError, match="no dequity run 'nope'"):
+        op("delete_dequity_run")(ds, "nope")
+    with pytest.raises(ExecutionError, match="already exists"):
+        op("rename_dequity_run")(ds, "dq", "dq2")
+    with pytest.raises(ExecutionError, match="identifier"):
+        op("rename_dequity_run")(ds, "dq", "not a key")
+    assert sorted(dequity.list_dequity_runs(ds)) == ["dq", "dq2"]
+
+
+def test_reweight_form_previews_curve_and_histogram(clean):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    ctx = ExecutionContext(
+        {"dataset_name": ds.name, "params": {"run_key": "dq", "eta": 0.5, "gamma": 3.0}}
+    )
+    form = op("reweight_dequity").resolve_input(ctx).to_json()
+    props = form["type"]["properties"]
+    curve = props["weight_curve"]["view"]
+    hist = props["weight_histogram"]["view"]
+    w = dequity.gfl_weight(np.asarray(curve["data"][0]["x"]), 0.5, 3.0)
+    np.testing.assert_allclose(curve["data"][0]["y"], w, atol=1e-4)
+    assert len(hist["data"][0]["x"]) == len(ds)
+    res = dequity.load_dequity_results(ds, "dq")
+    expected = dequity.gfl_weight(np.asarray(res.likelihoods), 0.5, 3.0)
+    np.testing.assert_allclose(sorted(hist["data"][0]["x"]), sorted(expected), atol=1e-4)
+
+
+def _panel_event(ds: fo.Dataset, method: str, state: dict, **event) -> dict:
+    """Run a panel event as the App does; return the triggered operations by name."""
+    ctx = {
+        "dataset": ds,
+        "params": {"__method__": method, "panel_id": "p1", "panel_state": state, **event},
+    }
+    result = foo.execute_operator(uri("dequity"), ctx)
+    return {r["operator"]: r.get("params") for r in result.executor.to_json()["requests"]}
+
+
+def test_panel_renders_plots_and_drives_the_grid(clean):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    res = dequity.load_dequity_results(ds, "dq")
+    state = {"run_key": "dq"}
+
+    out = _panel_event(ds, "on_load", state)
+    props = out["show_panel_output"]["output"]["type"]["properties"]
+    bars = props["cluster_sizes"]["view"]["data"][0]
+    sizes = bars["y"]
+    assert sizes[: res.num_clusters] == sorted(sizes[: res.num_clusters], reverse=True)
+    assert sum(sizes) == len(ds)
+    assert props["weight_curve"]["view"]["data"][0]["type"] == "scatter"
+    assert len(props["weight_histogram"]["view"]["data"][0]["x"]) == len(ds)
+
+    largest = bars["x"][0]
+    out = _panel_event(ds, "on_click_cluster", state, id=largest, x=largest)
+    stages = out["set_view"]["view"]
+    view = fo.DatasetView._build(ds, stages)
+    cluster = int(largest.lstrip("#"))
+    assert len(view) == res.cluster_sizes()[cluster]
+    assert set(view.values("dq_cluster")) == {cluster}
+
+    out = _panel_event(ds, "on_sort_rarest", state)
+    view = fo.DatasetView._build(ds, out["set_view"]["view"])
+    weights = view.values("dq_weight")
+    assert weights == sorted(weights, reverse=True)
+
+
+def test_panel_without_runs_offers_compute(clean):
+    out = _panel_event(clean, "on_load", {})
+    props = out["show_panel_output"]["output"]["type"]["properties"]
+    assert "compute" in props and "cluster_sizes" not in props

@@ -1,0 +1,162 @@
+"""Per-image loss weights: the batch gradient is the weighted sum of per-image gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torchvision.models.detection.fcos import FCOSHead
+
+from dequity.errors import DequityError
+from training.detectors import build_detector
+from training.losses import (
+    WeightedFCOSHead,
+    WeightedRetinaNetHead,
+    image_weights,
+    supports_image_weights,
+    weight_image_losses,
+    weighted_loss,
+)
+
+DETECTORS = ["fcos_efficientnet_lite0", "retinanet_efficientnet_lite0"]
+SIZE = 128
+
+
+def _batch() -> tuple[list[torch.Tensor], list[dict]]:
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, SIZE, SIZE, generator=gen, dtype=torch.float64) for _ in range(3)]
+    boxes = [
+        torch.tensor([[10.0, 12.0, 60.0, 90.0], [70.0, 20.0, 120.0, 50.0]]),
+        torch.tensor([[30.0, 30.0, 100.0, 110.0]]),
+        torch.zeros(0, 4),
+    ]
+    labels = [torch.tensor([1, 2]), torch.tensor([3]), torch.zeros(0, dtype=torch.int64)]
+    targets = [
+        {"boxes": b.double(), "labels": lab} for b, lab in zip(boxes, labels, strict=True)
+    ]
+    return images, targets
+
+
+def _with_weights(targets: list[dict], weights: list[float]) -> list[dict]:
+    return [{**t, "weight": torch.tensor(w)} for t, w in zip(targets, weights, strict=True)]
+
+
+@pytest.fixture(scope="module", params=DETECTORS)
+def models(request):
+    torch.manual_seed(0)
+    stock = build_detector(request.param, 4, image_size=SIZE, pretrained_backbone=False)
+    stock = stock.double().train()
+    weighted = weight_image_losses(copy.deepcopy(stock))
+    return request.param, stock, weighted
+
+
+def _grad(model, images, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss = sum(model(images, targets).values())
+    loss.backward()
+    grads = [p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]
+    return loss.detach(), torch.cat(grads)
+
+
+def test_batch_gradient_is_weighted_sum_of_image_gradients(models):
+    name, stock, weighted = models
+    images, targets = _batch()
+    weights = [0.3, 1.0, 0.7]
+    _, batch_grad = _grad(weighted, images, _with_weights(targets, weights))
+    if name.startswith("fcos"):
+        # image i's term is S_i / max(1, F) with F the batch's foreground count;
+        # alone, its loss is S_i / max(1, F_i)
+        counts = weighted.head.num_foreground
+        assert sum(counts) > 0
+        scales = [max(1, c) / max(1, sum(counts)) for c in counts]
+    else:
+        scales = [1 / len(images)] * len(images)
+    expected = torch.zeros_like(batch_grad)
+    for image, target, w, s in zip(images, targets, weights, scales, strict=True):
+        _, grad = _grad(stock, [image], [target])
+        expected += w * s * grad
+    torch.testing.assert_close(batch_grad, expected, rtol=1e-7, atol=1e-10)
+
+
+def test_zero_weight_removes_an_image(models):
+    name, _, weighted = models
+    images, targets = _batch()
+    _, grad = _grad(weighted, images, _with_weights(targets, [0.0, 1.0, 0.5]))
+    other = [torch.rand_like(images[0]), *images[1:]]
+    changed = [dict(targets[0]), *targets[1:]]
+    if name.startswith("retinanet"):
+        # RetinaNet normalises per image: the zero-weight image's boxes do not matter either
+        changed[0]["boxes"] = changed[0]["boxes"][:1] + 5
+        changed[0]["labels"] = changed[0]["labels"][:1]
+    _, grad_other = _grad(weighted, other, _with_weights(changed, [0.0, 1.0, 0.5]))
+    torch.testing.assert_close(grad, grad_other, rtol=1e-9, atol=1e-12)
+
+
+def test_equal_weights_reproduce_the_unweighted_loss(models):
+    _, stock, weighted = models
+    images, targets = _batch()
+    loss, grad = _grad(stock, images, targets)
+    loss_1, grad_1 = _grad(weighted, images, _with_weights(targets, [1.0, 1.0, 1.0]))
+    torch.testing.assert_close(loss_1, loss)
+    torch.testing.assert_close(grad_1, grad)
+    weighted.head.normalize_weights = True
+    try:
+        loss_n, grad_n = _grad(weighted, images, _with_weights(targets, [0.6, 0.6, 0.6]))
+    finally:
+        weighted.head.normalize_weights = False
+    torch.testing.assert_close(loss_n, loss)
+    torch.testing.assert_close(grad_n, grad)
+    # without weights in the targets the loss is torchvision's own
+    torch.testing.assert_close(_grad(weighted, images, targets)[0], loss)
+
+
+def test_weight_image_losses_swaps_only_the_head_class():
+    model = build_detector("fcos_efficientnet_lite0", 3, image_size=SIZE, pretrained_backbone=False)
+    keys = list(model.state_dict())
+    assert weight_image_losses(model, normalize=True) is model
+    assert isinstance(model.head, WeightedFCOSHead) and isinstance(model.head, FCOSHead)
+    assert model.head.normalize_weights is True
+    assert list(model.state_dict()) == keys
+    retina = build_detector("retinanet_efficientnet_lite0", 3, pretrained_backbone=False)
+    assert isinstance(weight_image_losses(retina).head, WeightedRetinaNetHead)
+
+
+def test_torchvision_detectors_by_name():
+    fcos = build_detector("fcos_resnet50_fpn", 3, image_size=SIZE)
+    assert supports_image_weights(fcos)
+    assert fcos.head.classification_head.num_classes == 3
+    frcnn = build_detector("fasterrcnn_mobilenet_v3_large_fpn", 3, image_size=SIZE)
+    assert not supports_image_weights(frcnn)
+    with pytest.raises(DequityError, match="FCOS and RetinaNet"):
+        weight_image_losses(frcnn)
+    with pytest.raises(DequityError, match="unknown detector"):
+        build_detector("no_such_detector", 3)
+
+
+def test_weighted_loss_helper():
+    losses = torch.tensor([1.0, 2.0, 4.0])
+    weights = torch.tensor([0.5, 1.0, 0.0])
+    assert weighted_loss(losses, weights).item() == pytest.approx((0.5 + 2.0) / 3)
+    assert weighted_loss(losses, weights, reduction="sum").item() == pytest.approx(2.5)
+    # normalised: the weights' batch mean is 0.5, so they act as (1, 2, 0)
+    assert weighted_loss(losses, weights, normalize=True).item() == pytest.approx(5.0 / 3)
+    same = weighted_loss(losses, torch.full((3,), 0.4), normalize=True)
+    assert same.item() == pytest.approx(losses.mean().item())
+    per_pixel = torch.ones(3, 2, 2)
+    assert weighted_loss(per_pixel, weights, reduction="none").shape == (3, 2, 2)
+    assert weighted_loss(per_pixel, weights).item() == pytest.approx(1.5 / 3)
+    with pytest.raises(DequityError, match="one weight per sample"):
+        weighted_loss(losses, torch.ones(2))
+    logits = torch.randn(3, 4, requires_grad=True)
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="none")
+    weighted_loss(ce, weights).backward()
+    assert torch.all(logits.grad[2] == 0)
+
+
+def test_image_weights():
+    assert image_weights([{"boxes": None}]) is None
+    w = image_weights([{"weight": torch.tensor(0.5)}, {"weight": 1.5}], normalize=True)
+    torch.testing.assert_close(w, torch.tensor([0.5, 1.5]))
+    with pytest.raises(DequityError, match="some targets"):
+        image_weights([{"weight": 1.0}, {}])
