@@ -16,7 +16,7 @@ NAME = "fidelity"
 
 def mixture_specs(quick: bool) -> list[MixtureSpec]:
     """Mixtures varying dimension, spread and number of components."""
-    n = 1_000 if quick else 4_000
+    n = 1_000 if quick else 3_000
     base = replace(HARD, n=n)
     specs = [base, replace(base, dim=128, seed=1)]
     if not quick:
@@ -67,7 +67,7 @@ def _mixtures(quick: bool) -> str:
 def _fashion(quick: bool) -> str:
     from benchmarks.fashion import long_tail_embeddings
 
-    total = 300 if quick else 2_000
+    total = 200 if quick else 2_000
     x, y = long_tail_embeddings(total)
     classes, counts = np.unique(y, return_counts=True)
     freq = counts / counts.max()

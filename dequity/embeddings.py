@@ -135,7 +135,24 @@ def from_model(
     ids = samples.values("id")
     if isinstance(vectors, np.ndarray):
         return Embeddings(validate_vectors(vectors, len(ids)), ids, [])
+    vectors = _retry_failed_batches(samples, fo_model, ids, list(vectors))
     return _split_missing(ids, vectors, "could not be embedded (unreadable image?)")
+
+
+def _retry_failed_batches(samples: Any, fo_model: Any, ids: list[str], vectors: list) -> list:
+    """Embed one by one the samples of failed batches, so only bad images are lost.
+
+    FiftyOne skips a whole batch when one of its images fails to load.
+    """
+    failed = [i for i, v in enumerate(vectors) if v is None]
+    if not failed:
+        return vectors
+    retry = samples.select([ids[i] for i in failed], ordered=True).compute_embeddings(
+        fo_model, batch_size=1, num_workers=0, skip_failures=True, progress=False
+    )
+    for i, vector in zip(failed, retry):
+        vectors[i] = vector
+    return vectors
 
 
 def _split_missing(ids: list[str], values: list[Any], why: str) -> Embeddings:

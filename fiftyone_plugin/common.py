@@ -141,14 +141,12 @@ def gfl_inputs(
     """eta and gamma inputs checked by the library; returns them if valid."""
     eta_prop = inputs.float(
         "eta",
-        required=True,
         default=eta,
         label="eta",
         description="Weight floor: the most common images get eta / (eta + 1). Paper: 0.3-3",
     )
     gamma_prop = inputs.float(
         "gamma",
-        required=True,
         default=gamma,
         label="gamma",
         description="Focusing: higher gamma lowers the weight of common images faster",

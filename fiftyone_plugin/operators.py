@@ -133,9 +133,16 @@ def _choice_enum(
     view = types.DropdownView()
     for value, description in labels.items():
         view.add_choice(value, label=description)
-    return inputs.enum(
-        name, view.values(), default=default, required=True, label=label, view=view, **kwargs
-    )
+    return inputs.enum(name, view.values(), default=default, label=label, view=view, **kwargs)
+
+
+def _default_source(params: dict, fields: list[str]) -> str:
+    """Embeddings come from a field if one is named, or else if the target has one."""
+    if params.get("embeddings"):
+        return FIELD_SOURCE
+    if params.get("model"):
+        return MODEL_SOURCE
+    return FIELD_SOURCE if fields else MODEL_SOURCE
 
 
 def _summary(results: dequity.DequityResults, viz: str | None) -> dict:
@@ -279,7 +286,7 @@ class ComputeDequity(foo.Operator):
     def _embeddings_inputs(self, ctx: Any, inputs: types.Object, target: Any) -> None:
         inputs.view("emb_header", types.Header(label="Embeddings", divider=True))
         fields = vector_fields(target)
-        default_source = FIELD_SOURCE if fields else MODEL_SOURCE
+        default_source = _default_source(ctx.params, fields)
         source_view = types.RadioGroup(orientation="horizontal")
         source_view.add_choice(FIELD_SOURCE, label="Existing vector field")
         source_view.add_choice(MODEL_SOURCE, label="Compute with a model")
@@ -287,7 +294,6 @@ class ComputeDequity(foo.Operator):
             "embeddings_source",
             source_view.values(),
             default=default_source,
-            required=True,
             label="Embeddings source",
             view=source_view,
         )
@@ -300,7 +306,6 @@ class ComputeDequity(foo.Operator):
             prop = inputs.enum(
                 "embeddings",
                 choices.values(),
-                required=True,
                 default=fields[0] if fields else None,
                 label="Vector field",
                 description="Field of embedding vectors, e.g. from compute_embeddings",
@@ -325,7 +330,6 @@ class ComputeDequity(foo.Operator):
             choices.add_choice(name, label=label)
         inputs.str(
             "model",
-            required=True,
             default=DEFAULT_MODEL,
             label="Model",
             description=(
@@ -384,8 +388,9 @@ class ComputeDequity(foo.Operator):
             "overwrite": bool(p.get("overwrite", False)),
         }
         labels = ["Writing fields"]
-        if p.get("embeddings_source", MODEL_SOURCE) == FIELD_SOURCE:
-            kwargs["embeddings"] = p["embeddings"]
+        source = p.get("embeddings_source") or _default_source(p, vector_fields(target))
+        if source == FIELD_SOURCE:
+            kwargs["embeddings"] = p.get("embeddings") or vector_fields(target)[0]
         else:
             kwargs["model"] = p.get("model") or DEFAULT_MODEL
             kwargs["embeddings_field"] = p.get("embeddings_field") or None

@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-# Without the shared test setup, isolate FiftyOne here (before it is imported).
-if "FIFTYONE_PLUGINS_DIR" not in os.environ:
-    _tmp = Path(tempfile.mkdtemp(prefix="dequity-plugin-tests-"))
-    (_tmp / "plugins").mkdir()
-    (_tmp / "plugins" / "dequity").symlink_to(REPO)
-    os.environ["FIFTYONE_PLUGINS_DIR"] = str(_tmp / "plugins")
-    os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_tmp / "db"))
-    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-
-import dequity  # noqa: E402
-import fiftyone as fo  # noqa: E402
-import fiftyone.operators as foo  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from dequity.demo import load_demo_dataset  # noqa: E402
-from fiftyone.operators.delegated import DelegatedOperationService  # noqa: E402
-from fiftyone.operators.executor import (  # noqa: E402
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+import yaml
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import (
     ExecutionContext,
     ExecutionError,
     execute_or_delegate_operator,
 )
 
+import dequity
+
+REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "@dequity/dequity"
 MANIFEST = yaml.safe_load((REPO / "fiftyone.yml").read_text())
 OPERATOR_NAMES = MANIFEST["operators"]
@@ -56,31 +44,16 @@ def run_delegated(dataset: fo.Dataset) -> list:
     return done
 
 
-@pytest.fixture(scope="module")
-def dataset():
-    """The demo set with embeddings computed once, in a dataset of this module's own."""
-    name = f"dequity-plugin-{os.getpid()}"
-    ds = load_demo_dataset(name=name, overwrite=True)
-    ds.compute_embeddings(dequity.load_model("efficientnet-lite0"), embeddings_field="embedding")
-    yield ds
-    DelegatedOperationService().delete_for_dataset(ds._doc.id)
-    ds.delete()
+@pytest.fixture(autouse=True)
+def _quiet():
+    fo.config.show_progress_bars = False
 
 
 @pytest.fixture
-def clean(dataset):
-    """Remove every dequity run (and its visualization) before and after a test."""
-
-    def wipe():
-        for key in dequity.list_dequity_runs(dataset):
-            dequity.delete_dequity_run(dataset, key)
-        for key in dataset.list_brain_runs():
-            dataset.delete_brain_run(key)
-        DelegatedOperationService().delete_for_dataset(dataset._doc.id)
-
-    wipe()
-    yield dataset
-    wipe()
+def clean(demo):
+    """A private copy of the demo set (``embedding`` field, no run, no queued work)."""
+    yield demo
+    DelegatedOperationService().delete_for_dataset(demo._doc.id)
 
 
 def check_run(ds: fo.Dataset, run_key: str, num: int | None = None) -> dequity.DequityResults:
@@ -139,7 +112,7 @@ def test_compute_immediate_streams_progress_summary_and_reload(clean):
         return [m.body.to_json() for m in result.result if m is not None]
 
     messages = asyncio.run(collect())
-    names = [m["operator"] for m in messages]
+    names = [m["operator_uri"] for m in messages]
     assert names.count("set_progress") >= 2
     assert names[-2:] == ["show_output", "reload_dataset"]
     summary = messages[-2]["params"]["results"]
@@ -150,20 +123,21 @@ def test_compute_immediate_streams_progress_summary_and_reload(clean):
 
 
 def test_compute_delegated_with_model(clean):
-    """The model path, queued and then run: default model, stored embeddings."""
+    """The model path, queued then run, on a view: default model, stored embeddings."""
     ds = clean
+    view = ds.take(40, seed=1)
     queued = op("compute_dequity")(
-        ds, "dq_model", embeddings_field="emb_lite0", clustering_kwargs={"min_cluster_size": 5},
-        delegate=True,
+        view, "dq_model", embeddings_field="emb_lite0", clustering_kwargs=FAST_KW, delegate=True
     )
     assert queued.delegated
     assert "dq_model" not in dequity.list_dequity_runs(ds)
     [done] = run_delegated(ds)
-    assert done.result["num_samples"] == len(ds)
-    res = check_run(ds, "dq_model")
+    assert done.result["num_samples"] == 40
+    res = check_run(ds, "dq_model", num=40)
+    assert set(res.sample_ids) == set(view.values("id"))
     assert res.config.model == "efficientnet-lite0"
     assert res.config.clustering_kwargs["min_cluster_size"] == 5
-    assert ds.has_sample_field("emb_lite0")
+    assert ds.exists("emb_lite0").count() == 40
     [doc] = DelegatedOperationService().list_operations(dataset_name=ds.name)
     assert doc.run_state == "completed"
     assert doc.status is not None and doc.status.label, "no progress was reported"
@@ -208,7 +182,6 @@ def test_overwrite(clean):
         compute(ds, "dq", embeddings="embedding")
     compute(ds, "dq", embeddings="embedding", gamma=1.0, overwrite=True)
     assert check_run(ds, "dq").config.gamma == 1.0
-
 
 
 @pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
@@ -269,12 +242,21 @@ def test_info_rename_delete(clean, delegate):
         ({"run_key": "x", "eta": -0.5}, "eta must be a finite number >= 0"),
         ({"run_key": "x", "gamma": -1.0}, "gamma must be"),
         ({"run_key": "x", "hdbscan__min_cluster_size": 1}, "min_cluster_size must be"),
-        ({"run_key": "x", "embeddings_source": "model", "embeddings_field": "ground_truth"},
-         "not a vector field"),
+        (
+            {"run_key": "x", "embeddings_source": "model", "embeddings_field": "ground_truth"},
+            "not a vector field",
+        ),
     ],
     ids=[
-        "bad-key", "taken-key", "missing-field", "label-field", "string-field", "eta",
-        "gamma", "cluster-size", "store-field",
+        "bad-key",
+        "taken-key",
+        "missing-field",
+        "label-field",
+        "string-field",
+        "eta",
+        "gamma",
+        "cluster-size",
+        "store-field",
     ],
 )
 def test_compute_form_rejects_bad_parameters(clean, params, reason):
@@ -334,7 +316,7 @@ def _panel_event(ds: fo.Dataset, method: str, state: dict, **event) -> dict:
         "params": {"__method__": method, "panel_id": "p1", "panel_state": state, **event},
     }
     result = foo.execute_operator(uri("dequity"), ctx)
-    return {r["operator"]: r.get("params") for r in result.executor.to_json()["requests"]}
+    return {r["operator_uri"]: r.get("params") for r in result.executor.to_json()["requests"]}
 
 
 def test_panel_renders_plots_and_drives_the_grid(clean):

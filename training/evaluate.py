@@ -85,6 +85,8 @@ def evaluate_predictions(
     gt_field: str,
     eval_key: str,
     classes: Sequence[str],
+    *,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """COCO-style evaluation (FiftyOne ``evaluate_detections``, ``compute_mAP=True``).
 
@@ -103,6 +105,7 @@ def evaluate_predictions(
         method="coco",
         compute_mAP=True,
         classes=list(classes),
+        progress=progress,
     )
     per_class = {}
     for name in classes:

@@ -385,7 +385,12 @@ def train_detector(
             progress=progress,
         )
         evaluation = evaluate_predictions(
-            val_view, config["predictions_field"], label_field, dataset_eval, classes
+            val_view,
+            config["predictions_field"],
+            label_field,
+            dataset_eval,
+            classes,
+            progress=progress,
         )
         if metrics:
             metrics[-1]["val_mAP"] = evaluation["mAP"]

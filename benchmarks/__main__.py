@@ -1,0 +1,57 @@
+"""``python -m benchmarks [--quick] [--only NAME]``: run and tabulate benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import time
+from pathlib import Path
+
+import benchmarks  # noqa: F401  (sets FiftyOne's environment first)
+
+MODULES = {
+    "likelihood": "benchmarks.likelihood_stage",
+    "scale": "benchmarks.scale",
+    "writes": "benchmarks.db_writes",
+    "embedding": "benchmarks.embedding",
+    "fidelity": "benchmarks.fidelity",
+}
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 3 min)")
+    parser.add_argument("--only", choices=sorted(MODULES), action="append",
+                        help="run only this benchmark (repeatable)")
+    args = parser.parse_args(argv)
+    names = args.only or list(MODULES)
+    mode = "quick" if args.quick else "full"
+    sections = [
+        f"## dequity benchmarks ({mode} mode)\n\n{platform.node() and platform.machine()}, "
+        f"{_cores()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}. Each figure is a ratio against a "
+        "reference measured in the same run."
+    ]
+    for name in names:
+        start = time.perf_counter()
+        section = importlib.import_module(MODULES[name]).run(args.quick)
+        section += f"\n\n_{name}: {time.perf_counter() - start:.0f} s_"
+        print(section + "\n", flush=True)
+        sections.append(section)
+    if not args.quick:
+        target = RESULTS if args.only is None else RESULTS.with_name(
+            "results-" + "-".join(names) + ".md")
+        target.write_text("\n\n".join(sections) + "\n")
+        print(f"written to {target}")
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    main()

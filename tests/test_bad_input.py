@@ -1,0 +1,219 @@
+"""Bad input gets a clear error, and no run ever half-writes a dataset."""
+
+import warnings
+
+import fiftyone as fo
+import fiftyone.core.collections as focc
+import numpy as np
+import pytest
+
+import dequity
+from dequity import DequityError, compute_dequity
+from tests.conftest import EMBEDDINGS_FIELD
+
+RUN_FIELDS = ("dequity_cluster", "dequity_likelihood", "dequity_weight")
+
+
+def snapshot(dataset: fo.Dataset) -> tuple:
+    """Everything a failed run must leave as it was."""
+    fields = sorted(dataset.get_field_schema())
+    values = {f: dataset.values(f) for f in fields if f.startswith("dequity")}
+    runs = {k: dataset.get_run_info(k).timestamp for k in dataset.list_runs()}
+    return fields, values, runs
+
+
+def test_run_on_a_view_touches_only_its_samples(demo):
+    view = demo.take(120, seed=1)
+    compute_dequity(view, embeddings=EMBEDDINGS_FIELD, progress=False)
+    assert demo.count("dequity_weight") == 120
+    assert view.count("dequity_weight") == 120
+    outside = demo.exclude(view.values("id"))
+    assert outside.count("dequity_weight") == 0
+    assert len(dequity.load_dequity_results(demo, "dequity").sample_ids) == 120
+
+
+def test_overwrite_on_another_view_clears_samples_left_out(demo):
+    compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
+    view = demo.take(100, seed=2)
+    with pytest.raises(DequityError, match="overwrite=True"):
+        compute_dequity(view, embeddings=EMBEDDINGS_FIELD, progress=False)
+    compute_dequity(view, embeddings=EMBEDDINGS_FIELD, overwrite=True, progress=False)
+    assert demo.count("dequity_weight") == 100
+    assert demo.list_runs() == ["dequity"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 3])
+def test_failure_mid_run_leaves_the_dataset_as_it_was(demo, monkeypatch, failing_call):
+    compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=0.3, progress=False)
+    before = snapshot(demo)
+    real_set_values = focc.SampleCollection.set_values
+    calls = {"n": 0}
+
+    def failing_set_values(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == failing_call:
+            raise OSError("disk full")
+        return real_set_values(self, *args, **kwargs)
+
+    monkeypatch.setattr(focc.SampleCollection, "set_values", failing_set_values)
+    with pytest.raises(OSError, match="disk full"):
+        compute_dequity(
+            demo.take(150, seed=3),
+            embeddings=EMBEDDINGS_FIELD,
+            eta=2.0,
+            clustering_kwargs={"min_cluster_size": 5},
+            overwrite=True,
+            progress=False,
+        )
+    monkeypatch.undo()
+    assert snapshot(demo) == before
+    results = dequity.load_dequity_results(demo, "dequity")
+    assert results.config.eta == 0.3 and len(results.sample_ids) == 199
+
+
+def test_failure_of_a_first_run_leaves_no_fields(demo, monkeypatch):
+    before = snapshot(demo)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(dequity.runs.DequityRun, "save_run_results", fail)
+    with pytest.raises(RuntimeError):
+        compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
+    monkeypatch.undo()
+    assert snapshot(demo) == before
+    assert not any(demo.has_sample_field(f) for f in RUN_FIELDS)
+
+
+def test_empty_view(demo):
+    with pytest.raises(DequityError, match="empty"):
+        compute_dequity(demo.limit(0), embeddings=EMBEDDINGS_FIELD)
+
+
+def test_fewer_samples_than_the_clustering_needs(demo):
+    with pytest.raises(DequityError, match="fewer than the 10"):
+        compute_dequity(demo.limit(6), embeddings=EMBEDDINGS_FIELD)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda n: np.full((n, 8), np.nan), "NaN or inf"),
+        (lambda n: np.vstack([np.ones((n - 1, 8)), [[np.inf] * 8]]), "NaN or inf"),
+        (lambda n: np.ones((n - 3, 8)), "got 196 embeddings for 199 samples"),
+        (lambda n: np.ones(n), r"shape \(num_samples, dim\)"),
+    ],
+)
+def test_bad_embedding_arrays(demo, make, message):
+    before = snapshot(demo)
+    with pytest.raises(DequityError, match=message):
+        compute_dequity(demo, embeddings=make(len(demo)))
+    assert snapshot(demo) == before
+
+
+def test_embeddings_field_missing_or_not_a_vector(demo):
+    with pytest.raises(DequityError, match="no field 'nope'"):
+        compute_dequity(demo, embeddings="nope")
+    with pytest.raises(DequityError, match="not a vector field"):
+        compute_dequity(demo, embeddings="filepath")
+
+
+def test_missing_images_are_skipped_with_a_warning_or_fail(demo, caplog):
+    broken = demo.take(3, seed=4)
+    broken_ids = broken.values("id")
+    for sample in broken:
+        sample.filepath = sample.filepath.replace(".jpg", "_missing.jpg")
+        sample.save()
+    small = demo.take(60, seed=5)
+    small_ids = set(small.values("id")) | set(broken_ids)
+    view = demo.select(list(small_ids))
+
+    with pytest.raises(DequityError, match="skip_failures=True"):
+        compute_dequity(view, model="efficientnet-lite0", skip_failures=False, progress=False)
+    assert not demo.has_sample_field("dequity_weight")
+
+    results = compute_dequity(
+        view,
+        model="efficientnet-lite0",
+        clustering_kwargs={"min_cluster_size": 5},
+        num_workers=0,
+        progress=False,
+    )
+    assert sorted(results.missing_ids) == sorted(broken_ids)
+    assert "could not be embedded" in caplog.text
+    assert view.count("dequity_weight") == len(small_ids) - 3
+    assert demo.select(broken_ids).count("dequity_weight") == 0
+
+
+def test_existing_run_key_without_overwrite(demo):
+    compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
+    with pytest.raises(DequityError, match="already exists; pass overwrite=True"):
+        compute_dequity(demo, embeddings=EMBEDDINGS_FIELD)
+
+
+def test_run_key_of_another_kind_of_run(demo):
+    demo.register_run("other", fo.RunConfig(foo="bar"))
+    with pytest.raises(DequityError, match="another kind of run"):
+        compute_dequity(demo, "other", embeddings=EMBEDDINGS_FIELD, overwrite=True)
+
+
+def test_field_already_holding_other_data(demo):
+    demo.set_values("dequity_weight", ["mine"] * len(demo))
+    before = snapshot(demo)
+    with pytest.raises(DequityError, match="'dequity_weight' already exists"):
+        compute_dequity(demo, embeddings=EMBEDDINGS_FIELD)
+    assert snapshot(demo) == before
+
+
+@pytest.mark.parametrize("run_key", ["", "has space", "1abc", None])
+def test_invalid_run_key(demo, run_key):
+    with pytest.raises(DequityError, match="run_key must be a Python identifier"):
+        compute_dequity(demo, run_key, embeddings=EMBEDDINGS_FIELD)
+
+
+def test_every_point_noise_is_an_error_that_names_the_fix(demo):
+    before = snapshot(demo)
+    with pytest.raises(DequityError, match=r"every sample noise.*raise eps \(now 2.0\)"):
+        compute_dequity(
+            demo, embeddings=EMBEDDINGS_FIELD, projection="tsne", clustering="dbscan",
+            noise="cluster", progress=False,
+        )
+    assert snapshot(demo) == before
+
+
+def test_single_cluster_is_a_documented_warning(demo):
+    # two tight groups of 100 and 99 identical vectors, DBSCAN with a huge eps
+    vectors = np.repeat([[0.0, 0.0], [0.1, 0.0]], [100, 99], axis=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = compute_dequity(
+            demo, embeddings=vectors, projection=None, clustering="dbscan",
+            clustering_kwargs={"eps": 10.0}, eta=1.0, progress=False,
+        )
+    assert any("single cluster" in str(w.message) for w in caught)
+    assert set(demo.values("dequity_weight")) == {0.5}
+    assert results.num_clusters == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eta": -0.5}, "eta must be"),
+        ({"gamma": float("nan")}, "gamma must be"),
+        ({"noise": "drop"}, "noise must be one of"),
+        ({"projection": "umap"}, "projection must be one of"),
+        ({"clustering": "kmeans"}, "clustering must be one of"),
+        ({"clustering_kwargs": {"eps": 1.0}}, "unknown clustering_kwargs"),
+        ({"batchsize": 8}, "unknown arguments"),
+        ({"model": "efficientnet-lite0"}, "either embeddings or model"),
+    ],
+)
+def test_bad_parameters_fail_before_any_work(demo, kwargs, message):
+    with pytest.raises(DequityError, match=message):
+        compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, **kwargs)
+    assert not demo.has_sample_field("dequity_weight")
+
+
+def test_unknown_model_name(demo):
+    with pytest.raises(DequityError, match="unknown model 'resnet9000'"):
+        compute_dequity(demo, model="resnet9000")

@@ -1,0 +1,178 @@
+"""A short real training run on the demo frames: run folder, evaluation, resume, compare, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import fiftyone as fo
+import numpy as np
+import pytest
+from PIL import Image
+
+from dequity import compute_dequity
+from dequity.errors import DequityError
+from training import compare_runs, load_training_run, train_detector
+from training.cli import main, register
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+STEPS = 8
+COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 256, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def demo_weighted() -> fo.Dataset:
+    """The demo frames with real DatasetEquity fields, 8 frames tagged train, 6 val.
+
+    The embeddings are small grey thumbnails, enough for the clustering to run
+    on real images without the cost of a network.
+    """
+    dataset = fo.Dataset.from_dir(
+        dataset_dir=str(DEMO),
+        dataset_type=fo.types.FiftyOneImageDetectionDataset,
+        label_field="ground_truth",
+        progress=False,
+    )
+    thumbs = np.stack(
+        [
+            np.asarray(Image.open(p).convert("L").resize((24, 18)), dtype=np.float32).ravel()
+            for p in dataset.values("filepath")
+        ]
+    )
+    compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
+    with_truck = dataset.match(
+        fo.ViewField("ground_truth.detections").filter(fo.ViewField("label") == "truck").length()
+        > 0
+    )
+    val_ids = with_truck.values("id")[:3] + dataset.skip(150).values("id")[:3]
+    dataset.select(val_ids).tag_samples("val")
+    dataset.exclude(val_ids).take(8, seed=1).tag_samples("train")
+    dataset.save_view("subset", dataset.match_tags(["train", "val"]))
+    yield dataset
+    dataset.delete()
+
+
+@pytest.fixture(scope="module")
+def weighted_run(demo_weighted, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "weighted"
+    result = train_detector(
+        demo_weighted,
+        view="subset",
+        train_key="weighted",
+        steps=STEPS,
+        lr=5e-4,
+        output_dir=run_dir,
+        progress=False,
+        **COMMON,
+    )
+    return result
+
+
+def test_training_lowers_the_loss_and_writes_a_run_folder(demo_weighted, weighted_run):
+    run_dir = weighted_run.run_dir
+    for name in ("config.json", "metrics.json", "metrics.csv", "steps.csv", "checkpoint.pt"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["weight_field"] == "dequity_weight" and config["num_train"] == 8
+    assert config["classes"] == ["car", "person", "truck"]
+    losses = weighted_run.step_losses
+    assert len(losses) == STEPS
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    with open(run_dir / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == STEPS and float(rows[0]["mean_weight"]) < 1.0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics[-1]["step"] == STEPS and "val_mAP" in metrics[-1]
+
+
+def test_evaluation_gives_per_class_ap(demo_weighted, weighted_run):
+    evaluation = weighted_run.evaluation
+    assert set(evaluation["per_class_ap"]) == {"car", "person", "truck"}
+    assert all(0.0 <= ap <= 1.0 for ap in evaluation["per_class_ap"].values())
+    assert json.loads((weighted_run.run_dir / "evaluation.json").read_text()) == evaluation
+    val = demo_weighted.match_tags("val")
+    assert val.count("weighted_predictions") == len(val) == 6
+    assert demo_weighted.match_tags("val", bool=False).count("weighted_predictions") == 0
+    assert "weighted_eval" in demo_weighted.list_evaluations()
+    record = load_training_run(demo_weighted, "weighted")
+    assert record.evaluation == evaluation and record.config.train_key == "weighted"
+
+
+def test_resume_continues_the_step_count(demo_weighted, weighted_run):
+    resumed = train_detector(
+        demo_weighted,
+        view="subset",
+        train_key="weighted",
+        steps=STEPS + 2,
+        lr=5e-4,
+        output_dir=weighted_run.run_dir,
+        resume=weighted_run.run_dir,
+        progress=False,
+        evaluate=False,
+        **COMMON,
+    )
+    assert len(resumed.step_losses) == STEPS + 2
+    assert resumed.step_losses[:STEPS] == weighted_run.step_losses
+    with pytest.raises(DequityError, match="exists"):
+        train_detector(demo_weighted, train_key="weighted", output_dir=weighted_run.run_dir)
+
+
+def test_cli_trains_a_baseline_and_compares(demo_weighted, weighted_run, tmp_path, capsys):
+    base_dir = tmp_path / "baseline"
+    args = ["train", "--dataset", demo_weighted.name, "--view", "subset"]
+    args += ["--train-key", "baseline", "--weight-field", "none", "--steps", "3"]
+    args += ["--train-tag", "train", "--val-tag", "val", "--image-size", "256"]
+    args += ["--output-dir", str(base_dir), "--quiet"]
+    assert main(args) == 0
+    assert json.loads((base_dir / "config.json").read_text())["weight_field"] is None
+    chart, table = tmp_path / "compare.png", tmp_path / "compare.json"
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "compare",
+                str(base_dir),
+                str(weighted_run.run_dir),
+                "--output",
+                str(chart),
+                "--json",
+                str(table),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for name in ("car", "person", "truck", "mAP", "change"):
+        assert name in out
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads(table.read_text())["rows"]
+    assert [r["class"] for r in rows] == ["car", "person", "truck", "mAP"]
+    by_key = compare_runs("baseline", "weighted", dataset=demo_weighted.name)
+    assert by_key.rows == [(r["class"], r["ap_a"], r["ap_b"], r["change_percent"]) for r in rows]
+    for _, a, b, change in by_key.rows:
+        if a:
+            assert change == pytest.approx(100 * (b - a) / a)
+    demo_weighted.delete_run("baseline")
+    assert not demo_weighted.has_sample_field("baseline_predictions")
+    assert "baseline_eval" not in demo_weighted.list_evaluations()
+
+
+def test_missing_weights_name_the_command(demo_weighted, tmp_path):
+    with pytest.raises(DequityError, match="dequity compute"):
+        train_detector(
+            demo_weighted, weight_field="other_weight", output_dir=tmp_path, progress=False
+        )
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_cli_help(command, capsys):
+    parser = argparse.ArgumentParser(prog="dequity")
+    register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert ("--weight-field" in out) if command == "train" else ("RUN_A" in out)
