@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only or list(MODULES)
     mode = "quick" if args.quick else "full"
     sections = [
-        f"## dequity benchmarks ({mode} mode)\n\n{platform.node() and platform.machine()}, "
+        f"## dequity benchmarks ({mode} mode)\n\n{platform.machine()}, "
         f"{_cores()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}. Each figure is a ratio against a "
         "reference measured in the same run."

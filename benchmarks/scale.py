@@ -41,7 +41,7 @@ def _worker(n: int, method: str) -> dict:
 
 
 def measure(n: int, method: str, limit: float) -> dict | None:
-    """Run one measurement in a subprocess; None if it ran past ``limit`` s."""
+    """Run one measurement in a subprocess; None past ``limit`` s, ``error`` if it failed."""
     try:
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.scale", str(n), method],
@@ -49,14 +49,17 @@ def measure(n: int, method: str, limit: float) -> dict | None:
         ).stdout
     except subprocess.TimeoutExpired:
         return None
+    except subprocess.CalledProcessError as e:
+        lines = (e.stderr or "").strip().splitlines() or ["no output"]
+        return {"error": lines[-1][:120]}
     return json.loads(out.strip().splitlines()[-1])
 
 
 def run(quick: bool) -> str:
     """Measure both paths at growing n; stop a path once it exceeds its limit."""
-    sizes = (5_000, 20_000) if quick else (10_000, 30_000, 100_000, 1_000_000)
+    sizes = (2_000, 5_000) if quick else (10_000, 30_000, 100_000, 1_000_000)
     # the default path is stopped sooner: past 5 min at 100k it cannot reach 1M in 10
-    limits = {"default": 60.0 if quick else 300.0, "proposed": 60.0 if quick else 600.0}
+    limits = {"default": 120.0 if quick else 300.0, "proposed": 120.0 if quick else 600.0}
     unit = pca_reference_seconds()
     rows = []
     for method in METHODS:
@@ -66,6 +69,9 @@ def run(quick: bool) -> str:
             r = measure(n, method, limit)
             if r is None:
                 rows.append([method, f"{n:,}", f"> {limit:.0f} s (stopped)", "", "", "", "", ""])
+                break
+            if "error" in r:
+                rows.append([method, f"{n:,}", f"failed: {r['error']}", "", "", "", "", ""])
                 break
             first = first or (n, r["seconds"])
             growth = (

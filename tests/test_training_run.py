@@ -18,13 +18,13 @@ from training import compare_runs, load_training_run, train_detector
 from training.cli import main, register
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
-STEPS = 8
-COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 256, "batch_size": 4}
+STEPS = 6
+COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 192, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
 def demo_weighted() -> fo.Dataset:
-    """The demo frames with real DatasetEquity fields, 8 frames tagged train, 6 val.
+    """The demo frames with real DatasetEquity fields, 4 frames tagged train, 6 val.
 
     The embeddings are small grey thumbnails, enough for the clustering to run
     on real images without the cost of a network.
@@ -48,7 +48,7 @@ def demo_weighted() -> fo.Dataset:
     )
     val_ids = with_truck.values("id")[:3] + dataset.skip(150).values("id")[:3]
     dataset.select(val_ids).tag_samples("val")
-    dataset.exclude(val_ids).take(8, seed=1).tag_samples("train")
+    dataset.exclude(val_ids).take(4, seed=1).tag_samples("train")
     dataset.save_view("subset", dataset.match_tags(["train", "val"]))
     yield dataset
     dataset.delete()
@@ -76,7 +76,7 @@ def test_training_lowers_the_loss_and_writes_a_run_folder(demo_weighted, weighte
         assert (run_dir / name).stat().st_size > 0, name
     assert (run_dir / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["weight_field"] == "dequity_weight" and config["num_train"] == 8
+    assert config["weight_field"] == "dequity_weight" and config["num_train"] == 4
     assert config["classes"] == ["car", "person", "truck"]
     losses = weighted_run.step_losses
     assert len(losses) == STEPS
@@ -101,20 +101,20 @@ def test_evaluation_gives_per_class_ap(demo_weighted, weighted_run):
     assert record.evaluation == evaluation and record.config.train_key == "weighted"
 
 
-def test_resume_continues_the_step_count(demo_weighted, weighted_run):
+def test_resume_continues_the_step_count(demo_weighted, weighted_run, tmp_path):
     resumed = train_detector(
         demo_weighted,
         view="subset",
-        train_key="weighted",
-        steps=STEPS + 2,
+        train_key="resumed",
+        steps=STEPS + 1,
         lr=5e-4,
-        output_dir=weighted_run.run_dir,
+        output_dir=tmp_path / "resumed",
         resume=weighted_run.run_dir,
         progress=False,
         evaluate=False,
         **COMMON,
     )
-    assert len(resumed.step_losses) == STEPS + 2
+    assert len(resumed.step_losses) == STEPS + 1
     assert resumed.step_losses[:STEPS] == weighted_run.step_losses
     with pytest.raises(DequityError, match="exists"):
         train_detector(demo_weighted, train_key="weighted", output_dir=weighted_run.run_dir)
@@ -123,8 +123,9 @@ def test_resume_continues_the_step_count(demo_weighted, weighted_run):
 def test_cli_trains_a_baseline_and_compares(demo_weighted, weighted_run, tmp_path, capsys):
     base_dir = tmp_path / "baseline"
     args = ["train", "--dataset", demo_weighted.name, "--view", "subset"]
-    args += ["--train-key", "baseline", "--weight-field", "none", "--steps", "3"]
-    args += ["--train-tag", "train", "--val-tag", "val", "--image-size", "256"]
+    args += ["--train-key", "baseline", "--weight-field", "none", "--steps", "2"]
+    args += ["--train-tag", "train", "--val-tag", "val", "--image-size", "192"]
+    args += ["--batch-size", "2"]
     args += ["--output-dir", str(base_dir), "--quiet"]
     assert main(args) == 0
     assert json.loads((base_dir / "config.json").read_text())["weight_field"] is None

