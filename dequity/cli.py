@@ -51,9 +51,7 @@ def _load_samples(args: argparse.Namespace) -> Any:
     import fiftyone as fo
 
     if not fo.dataset_exists(args.dataset):
-        raise DequityError(
-            f"no FiftyOne dataset {args.dataset!r}; datasets: {fo.list_datasets()}"
-        )
+        raise DequityError(f"no FiftyOne dataset {args.dataset!r}; datasets: {fo.list_datasets()}")
     dataset = fo.load_dataset(args.dataset)
     if getattr(args, "view", None):
         if not dataset.has_saved_view(args.view):
@@ -162,7 +160,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     import dequity
 
     path = dequity.export_weights(
-        _load_samples(args), args.run_key, args.path, format=args.format,
+        _load_samples(args),
+        args.run_key,
+        args.path,
+        format=args.format,
         token_field=args.token_field,
     )
     print(f"wrote {path}")

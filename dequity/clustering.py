@@ -66,9 +66,7 @@ def _validate_values(method: str, params: dict) -> None:
     size = params[size_key]
     if not isinstance(size, (int, np.integer)) or size < 2:
         raise DequityError(f"{size_key} must be an integer >= 2, got {size!r}")
-    if method == DBSCAN and not (
-        isinstance(params["eps"], (int, float)) and params["eps"] > 0
-    ):
+    if method == DBSCAN and not (isinstance(params["eps"], (int, float)) and params["eps"] > 0):
         raise DequityError(f"eps must be a number > 0, got {params['eps']!r}")
 
 

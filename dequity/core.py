@@ -188,9 +188,10 @@ def _validate_request(
                 "(--overwrite) to replace it, or choose another run_key"
             )
 
-    field_types = {name: kind for name, kind in zip(
-        field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT)
-    )}
+    field_types = {
+        name: kind
+        for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
+    }
     df.check_fields_free(samples, field_types, run_key)
 
     embeddings_source = embeddings if isinstance(embeddings, str) else None

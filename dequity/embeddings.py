@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from dequity.errors import DequityError
 from dequity.models import load_model
 
 logger = logging.getLogger(__name__)
+_CHECK_ROWS = 65_536
 
 
 @dataclass
@@ -43,15 +45,18 @@ def validate_vectors(vectors: Any, num_samples: int | None = None) -> np.ndarray
             f"got values that do not form an array ({e})"
         ) from e
     if array.ndim != 2 or array.shape[1] == 0:
-        raise DequityError(
-            f"embeddings must have shape (num_samples, dim), got {array.shape}"
-        )
+        raise DequityError(f"embeddings must have shape (num_samples, dim), got {array.shape}")
     if num_samples is not None and array.shape[0] != num_samples:
         raise DequityError(
             f"got {array.shape[0]} embeddings for {num_samples} samples; pass "
             "one row per sample of the collection, in its order"
         )
-    bad = ~np.isfinite(array).all(axis=1)
+    bad = np.concatenate(
+        [
+            ~np.isfinite(array[i : i + _CHECK_ROWS]).all(axis=1)
+            for i in range(0, len(array), _CHECK_ROWS)
+        ]
+    )
     if bad.any():
         raise DequityError(
             f"{int(bad.sum())} embeddings contain NaN or inf (first at row "
@@ -104,12 +109,15 @@ def from_model(
     skip_failures: bool = True,
     device: str | None = None,
     progress: Any = None,
+    chunk_size: int = 50_000,
 ) -> Embeddings:
     """Embed every image of ``samples`` with ``model`` (see :func:`load_model`).
 
     Batches are decoded by ``num_workers`` DataLoader workers while the model
     runs. With ``skip_failures=True`` an unreadable image is logged and left
-    out; with ``False`` it raises :class:`DequityError`.
+    out; with ``False`` it raises :class:`DequityError`. Collections larger
+    than ``chunk_size`` are embedded chunk by chunk into a temporary
+    memory-mapped file, so the vectors never sit in RAM twice.
 
     Example::
 
@@ -117,6 +125,46 @@ def from_model(
         emb.vectors.shape  # (len(dataset), 1280)
     """
     fo_model = load_model(model if model is not None else "efficientnet-lite0", device=device)
+    ids = samples.values("id")
+    store: np.ndarray | None = None
+    kept: list[str] = []
+    missing: list[str] = []
+    for start in range(0, len(ids), chunk_size):
+        chunk_ids = ids[start : start + chunk_size]
+        chunk = samples if len(ids) <= chunk_size else samples.select(chunk_ids, ordered=True)
+        values = _embed(chunk, fo_model, batch_size, num_workers, skip_failures, progress)
+        values = _retry_failed_batches(chunk, fo_model, chunk_ids, values)
+        present = [i for i, v in enumerate(values) if v is not None]
+        missing += [chunk_ids[i] for i, v in enumerate(values) if v is None]
+        if not present:
+            continue
+        vectors = validate_vectors([values[i] for i in present])
+        if len(ids) <= chunk_size:
+            store = vectors
+        elif store is None:
+            store = np.memmap(
+                tempfile.TemporaryFile(), np.float32, "w+", shape=(len(ids), vectors.shape[1])
+            )
+        if store is not vectors:
+            store[len(kept) : len(kept) + len(present)] = vectors
+        kept += [chunk_ids[i] for i in present]
+    why = "could not be embedded (unreadable image?)"
+    if missing:
+        logger.warning("%d samples %s; they get no likelihood or weight", len(missing), why)
+    if store is None:
+        raise DequityError(f"all {len(ids)} samples {why}; nothing to cluster")
+    return Embeddings(store[: len(kept)], kept, missing)
+
+
+def _embed(
+    samples: Any,
+    fo_model: Any,
+    batch_size: int,
+    num_workers: int | None,
+    skip_failures: bool,
+    progress: Any,
+) -> list:
+    """One vector (or None for a failure) per sample, via FiftyOne's batching."""
     try:
         vectors = samples.compute_embeddings(
             fo_model,
@@ -132,11 +180,7 @@ def from_model(
             f"embedding failed: {e}; fix or remove the image, or pass "
             "skip_failures=True to leave unreadable images out"
         ) from e
-    ids = samples.values("id")
-    if isinstance(vectors, np.ndarray):
-        return Embeddings(validate_vectors(vectors, len(ids)), ids, [])
-    vectors = _retry_failed_batches(samples, fo_model, ids, list(vectors))
-    return _split_missing(ids, vectors, "could not be embedded (unreadable image?)")
+    return list(vectors)
 
 
 def _retry_failed_batches(samples: Any, fo_model: Any, ids: list[str], vectors: list) -> list:
@@ -159,9 +203,7 @@ def _split_missing(ids: list[str], values: list[Any], why: str) -> Embeddings:
     present = [i for i, v in enumerate(values) if v is not None]
     missing = [ids[i] for i, v in enumerate(values) if v is None]
     if missing:
-        logger.warning(
-            "%d samples %s; they get no likelihood or weight", len(missing), why
-        )
+        logger.warning("%d samples %s; they get no likelihood or weight", len(missing), why)
     if not present:
         raise DequityError(f"all {len(ids)} samples {why}; nothing to cluster")
     vectors = validate_vectors([values[i] for i in present])

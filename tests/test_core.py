@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import dequity
+import dequity.embeddings
 from dequity.likelihood import cluster_sizes
 from tests.conftest import EMBEDDINGS_FIELD
 
@@ -145,3 +146,13 @@ def test_export_files_read_back(demo, tmp_path):
 
     with pytest.raises(dequity.DequityError, match="unknown export format"):
         dequity.export_weights(demo, "dequity", tmp_path / "w.xlsx")
+
+
+def test_large_collections_stream_through_a_memory_map(computed):
+    """Chunked embedding (a memory-mapped store) gives the vectors of the one-pass path."""
+    dataset, _ = computed
+    view = dataset.take(70, seed=7)
+    emb = dequity.embeddings.from_model(view, num_workers=0, chunk_size=32, progress=False)
+    assert isinstance(emb.vectors, np.memmap) and emb.vectors.shape == (70, 1280)
+    assert emb.sample_ids == view.values("id") and emb.missing_ids == []
+    np.testing.assert_allclose(emb.vectors, np.stack(view.values(EMBEDDINGS_FIELD)), atol=1e-4)
