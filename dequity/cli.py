@@ -25,6 +25,7 @@ from dequity import projection as dp
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
+from training.cli import register as register_training_commands
 
 
 def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -121,7 +122,12 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
-    """Human-readable summary of a run: clusters, noise, weights, rarest samples."""
+    """Human-readable summary of a run: clusters, noise, weights, rarest samples.
+
+    Example::
+
+        print(format_summary(dequity.load_dequity_results(ds, "dequity"), ds))
+    """
     s = results.summary()
     sizes = ", ".join(f"{k}:{v}" for k, v in s["cluster_sizes"].items())
     lines = [
@@ -139,7 +145,7 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
     return "\n".join(lines)
 
 
-def cmd_compute(args: argparse.Namespace) -> None:
+def _cmd_compute(args: argparse.Namespace) -> None:
     import dequity
 
     samples = _load_samples(args)
@@ -147,7 +153,7 @@ def cmd_compute(args: argparse.Namespace) -> None:
     print(format_summary(results, samples))
 
 
-def cmd_reweight(args: argparse.Namespace) -> None:
+def _cmd_reweight(args: argparse.Namespace) -> None:
     import dequity
 
     samples = _load_samples(args)
@@ -156,7 +162,7 @@ def cmd_reweight(args: argparse.Namespace) -> None:
     print(format_summary(results, samples))
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def _cmd_export(args: argparse.Namespace) -> None:
     import dequity
 
     path = dequity.export_weights(
@@ -169,7 +175,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def cmd_list(args: argparse.Namespace) -> None:
+def _cmd_list(args: argparse.Namespace) -> None:
     import dequity
 
     samples = _load_samples(args)
@@ -188,21 +194,21 @@ def cmd_list(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_delete(args: argparse.Namespace) -> None:
+def _cmd_delete(args: argparse.Namespace) -> None:
     import dequity
 
     dequity.delete_dequity_run(_load_samples(args), args.run_key)
     print(f"deleted run {args.run_key!r} and its fields")
 
 
-def cmd_rename(args: argparse.Namespace) -> None:
+def _cmd_rename(args: argparse.Namespace) -> None:
     import dequity
 
     dequity.rename_dequity_run(_load_samples(args), args.run_key, args.new_run_key)
     print(f"renamed run {args.run_key!r} to {args.new_run_key!r}")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace) -> None:
     from dequity.core import compute_dequity
     from dequity.demo import load_demo_dataset
 
@@ -237,47 +243,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compute", help="compute likelihoods and weights for a dataset")
     _add_dataset_args(p, view=True)
     _add_compute_args(p)
-    p.set_defaults(func=cmd_compute)
+    p.set_defaults(func=_cmd_compute)
 
     p = sub.add_parser("reweight", help="new eta/gamma for a run; rewrites only the weights")
     _add_dataset_args(p)
     p.add_argument("--eta", type=float, required=True)
     p.add_argument("--gamma", type=float, required=True)
-    p.set_defaults(func=cmd_reweight)
+    p.set_defaults(func=_cmd_reweight)
 
     p = sub.add_parser("export", help="write a run's weights as JSON, CSV or the authors' pkl")
     _add_dataset_args(p)
     p.add_argument("path", help="output file: .json, .csv or .pkl")
     p.add_argument("--format", choices=["json", "csv", "pkl"], help="default: from the suffix")
     p.add_argument("--token-field", help="pkl keys from this field (default: file stem)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("list", help="list the dequity runs of a dataset")
     p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("delete", help="delete a run and its fields")
     _add_dataset_args(p)
-    p.set_defaults(func=cmd_delete)
+    p.set_defaults(func=_cmd_delete)
 
     p = sub.add_parser("rename", help="rename a run and its fields")
     _add_dataset_args(p)
     p.add_argument("new_run_key", help="the new run key")
-    p.set_defaults(func=cmd_rename)
+    p.set_defaults(func=_cmd_rename)
 
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
     p.add_argument("--model", default="efficientnet-lite0", help="embedding model")
     p.add_argument("--num-workers", type=int, default=2, help="image decoding workers")
     p.add_argument("--fresh", action="store_true", help="re-import the demo images first")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_cmd_demo)
 
-    try:
-        from training.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    register_training_commands(sub)
     return parser
 
 

@@ -302,18 +302,16 @@ def _commit(
             "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
             info={"run_key": run_key},
         )
-        missing = {**stale, **dict.fromkeys(emb.missing_ids)}
-        df.write_values(
-            samples, config.cluster_field, {**dict(zip(ids, results.labels)), **missing}, progress
-        )
-        df.write_values(
+        cleared = list(stale) + emb.missing_ids
+        df.write_scalars(
             samples,
-            config.likelihood_field,
-            {**dict(zip(ids, results.likelihoods)), **missing},
+            ids + cleared,
+            {
+                config.cluster_field: results.labels + [None] * len(cleared),
+                config.likelihood_field: results.likelihoods + [None] * len(cleared),
+                config.weight_field: weights.tolist() + [None] * len(cleared),
+            },
             progress,
-        )
-        df.write_values(
-            samples, config.weight_field, {**dict(zip(ids, weights.tolist())), **missing}, progress
         )
         if store_field:
             df.declare_field(samples, store_field, df.VECTOR, "image embedding")

@@ -7,6 +7,7 @@ failed run never leaves half-written values or a broken record behind.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +52,40 @@ def declare_field(samples: Any, name: str, kind: type, description: str, **kwarg
 
 
 def write_values(samples: Any, name: str, values_by_id: dict[str, Any], progress: Any) -> None:
-    """Bulk-write ``{sample id: value}`` into field ``name``."""
+    """Bulk-write ``{sample id: value}`` into field ``name`` (any field type)."""
     if values_by_id:
         samples._root_dataset.set_values(name, values_by_id, key_field="id", progress=progress)
+
+
+def write_scalars(
+    samples: Any, ids: list[str], columns: dict[str, list], progress: Any = None
+) -> None:
+    """Write several declared int/float/None fields of samples ``ids`` in one pass.
+
+    One unordered bulk write of one update per sample sets every field at
+    once (and ``last_modified_at``): about a third of the time of one
+    ``set_values`` per field.
+
+    Example::
+
+        write_scalars(dataset, ids, {"dequity_cluster": labels, "dequity_weight": weights})
+    """
+    from bson import ObjectId
+    from pymongo import UpdateOne
+
+    dataset = samples._root_dataset
+    names = list(columns)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    ops = [
+        UpdateOne(
+            {"_id": ObjectId(sample_id)},
+            {"$set": {**dict(zip(names, values)), "last_modified_at": now}},
+        )
+        for sample_id, *values in zip(ids, *columns.values())
+    ]
+    # FiftyOne's own bulk path (as set_values uses): batches, progress, and
+    # reloading of in-memory samples
+    dataset._bulk_write(ops, ids=ids, progress=progress)
 
 
 @contextmanager

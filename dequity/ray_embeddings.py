@@ -81,6 +81,7 @@ def embed_with_ray(
                              address="auto")
         emb.vectors.shape   # (len(dataset) - len(emb.missing_ids), 1280)
     """
+    model = DEFAULT_MODEL if model is None else model
     _validate_args(model, num_workers, batch_size, num_cpus_per_worker, num_gpus_per_worker)
     ray = _import_ray()
     ids, filepaths = samples.values(["id", "filepath"])
@@ -263,13 +264,15 @@ def _gather(embedded: Any, n: int, skip_failures: bool) -> tuple[np.ndarray, lis
 
 def _as_dequity_error(error: Exception, skip_failures: bool) -> DequityError:
     """The DequityError raised in an actor, or a readable wrapper of a Ray failure."""
-    seen: Exception | None = error
-    while seen is not None:
+    seen: BaseException | None = error
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
         if isinstance(seen, DequityError):
             message = str(seen).strip().splitlines()
             return DequityError(message[-1] if message else str(seen))
         cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, Exception) and cause is not seen else seen.__cause__
+        seen = cause if isinstance(cause, BaseException) else seen.__cause__
     text = str(error).strip().splitlines()
     for line in reversed(text):
         if "DequityError" in line:

@@ -203,12 +203,10 @@ class DequityResults(focr.RunResults):
         """
         validate_gfl_params(eta, gamma)
         weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
-        dataset = self.samples._root_dataset
-        dataset.set_values(
-            self.config.weight_field,
-            dict(zip(self.sample_ids, weights.tolist())),
-            key_field="id",
-            progress=progress,
+        from dequity.fields import write_scalars
+
+        write_scalars(
+            self.samples, self.sample_ids, {self.config.weight_field: weights.tolist()}, progress
         )
         self.config.eta, self.config.gamma = float(eta), float(gamma)
         self.save_config()

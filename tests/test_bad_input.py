@@ -3,7 +3,6 @@
 import warnings
 
 import fiftyone as fo
-import fiftyone.core.collections as focc
 import numpy as np
 import pytest
 
@@ -42,20 +41,25 @@ def test_overwrite_on_another_view_clears_samples_left_out(demo):
     assert demo.list_runs() == ["dequity"]
 
 
-@pytest.mark.parametrize("failing_call", [1, 3])
-def test_failure_mid_run_leaves_the_dataset_as_it_was(demo, monkeypatch, failing_call):
+@pytest.mark.parametrize(
+    "target",
+    [(fo.Dataset, "_bulk_write"), (dequity.runs.DequityRun, "register_run")],
+    ids=["field-write", "run-record"],
+)
+def test_failure_mid_run_leaves_the_dataset_as_it_was(demo, monkeypatch, target):
     compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=0.3, progress=False)
     before = snapshot(demo)
-    real_set_values = focc.SampleCollection.set_values
-    calls = {"n": 0}
 
-    def failing_set_values(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == failing_call:
+    real = getattr(*target)
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
             raise OSError("disk full")
-        return real_set_values(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(focc.SampleCollection, "set_values", failing_set_values)
+    monkeypatch.setattr(*target, fail_once)
     with pytest.raises(OSError, match="disk full"):
         compute_dequity(
             demo.take(150, seed=3),

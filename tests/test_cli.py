@@ -12,7 +12,7 @@ import pytest
 from dequity.cli import main, parse_kwargs
 from tests.conftest import EMBEDDINGS_FIELD
 
-SUBCOMMANDS = ["compute", "reweight", "export", "list", "delete", "rename", "demo"]
+SUBCOMMANDS = ["compute", "reweight", "export", "list", "delete", "rename", "demo", "train", "compare"]
 
 
 def dequity_exe() -> str:

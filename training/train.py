@@ -35,7 +35,7 @@ from training.detectors import DEFAULT_DETECTOR, build_detector
 from training.evaluate import evaluate_predictions, predict
 from training.losses import weight_image_losses
 from training.plots import plot_loss_curve
-from training.records import record_training_run
+from training.records import METHOD, record_training_run
 
 __all__ = ["TrainingResult", "load_samples", "split_view", "train_detector"]
 
@@ -209,6 +209,10 @@ def train_detector(
         raise DequityError(f"train_key must be a valid identifier, got {train_key!r}")
     if steps is not None and steps < 1 or epochs is not None and epochs < 1:
         raise DequityError("steps and epochs must be >= 1")
+    if train_key in dataset.list_runs() and train_key not in dataset.list_runs(method=METHOD):
+        raise DequityError(
+            f"run key {train_key!r} is taken by another kind of run; pick another train key"
+        )
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / train_key
     checkpoint_path = run_dir / "checkpoint.pt"
     if (
