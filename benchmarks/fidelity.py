@@ -16,7 +16,7 @@ NAME = "fidelity"
 
 def mixture_specs(quick: bool) -> list[MixtureSpec]:
     """Mixtures varying dimension, spread and number of components."""
-    n = 1_000 if quick else 3_000
+    n = 1_000 if quick else 2_000
     base = replace(HARD, n=n)
     specs = [base, replace(base, dim=128, seed=1)]
     if not quick:

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROJECTION = dp.PCA
 DEFAULT_CLUSTERING = dc.HDBSCAN
 _EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device"}
+EMBEDDING_BACKENDS = ("local", "ray")
+_RAY_OPTIONS = {"num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address"}
 
 
 def compute_dequity(
@@ -42,6 +44,8 @@ def compute_dequity(
     overwrite: bool = False,
     progress: Any = None,
     embeddings_field: str | None = None,
+    embedding_backend: str = "local",
+    ray_options: dict | None = None,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -72,6 +76,11 @@ def compute_dequity(
         overwrite: replace an existing run with the same key.
         progress: FiftyOne progress setting (True/False/None/callable).
         embeddings_field: store computed embeddings in this field for reuse.
+        embedding_backend: ``"local"`` (default: batched DataLoader inference
+            in this process) or ``"ray"``: the model runs on a Ray cluster, one
+            actor per worker (``pip install 'dequity[ray]'``).
+        ray_options: for the Ray backend: ``num_workers`` (2),
+            ``num_cpus_per_worker``, ``num_gpus_per_worker``, ``address``.
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise) and ``device`` (``"cpu"``, ``"cuda"``).
@@ -106,10 +115,14 @@ def compute_dequity(
         gamma,
         overwrite,
         embeddings_field,
+        embedding_backend,
+        ray_options,
         embedding_options,
     )
 
-    emb = _get_embeddings(samples, embeddings, model, progress, embedding_options)
+    emb = _get_embeddings(
+        samples, embeddings, model, progress, embedding_backend, ray_options, embedding_options
+    )
     logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
     points = dp.project(emb.vectors, projection, **config.projection_kwargs)
     logger.info("Clustering (%s)...", clustering)
@@ -147,6 +160,8 @@ def _validate_request(
     gamma: float,
     overwrite: bool,
     embeddings_field: str | None,
+    embedding_backend: str,
+    ray_options: dict | None,
     embedding_options: dict,
 ) -> tuple[DequityRunConfig, str | None]:
     """Check every argument before any work; return the run config."""
@@ -164,6 +179,7 @@ def _validate_request(
         )
     if embeddings is not None and model is not None:
         raise DequityError("pass either embeddings or model, not both")
+    _validate_backend(embedding_backend, ray_options, embeddings, embedding_options)
     validate_noise_policy(noise)
     validate_gfl_params(eta, gamma)
     projection_params = dp.projection_params(projection, projection_kwargs)
@@ -221,13 +237,55 @@ def _validate_request(
     return config, store_field
 
 
+def _validate_backend(
+    backend: str, ray_options: dict | None, embeddings: Any, options: dict
+) -> None:
+    if backend not in EMBEDDING_BACKENDS:
+        raise DequityError(
+            f"embedding_backend must be one of {EMBEDDING_BACKENDS}, got {backend!r}"
+        )
+    if backend == "local":
+        if ray_options:
+            raise DequityError("ray_options need embedding_backend='ray'")
+        return
+    if embeddings is not None:
+        raise DequityError("embedding_backend='ray' computes embeddings; do not pass embeddings")
+    unknown = set(ray_options or {}) - _RAY_OPTIONS
+    if unknown:
+        raise DequityError(
+            f"unknown ray_options {sorted(unknown)}; accepted: {sorted(_RAY_OPTIONS)}"
+        )
+    local_only = {"num_workers", "device"} & set(options)
+    if local_only:
+        raise DequityError(
+            f"{sorted(local_only)} apply to the local backend; with Ray use "
+            "ray_options={'num_workers': ..., 'num_gpus_per_worker': ...}"
+        )
+
+
 def _get_embeddings(
-    samples: Any, embeddings: Any, model: Any, progress: Any, options: dict
+    samples: Any,
+    embeddings: Any,
+    model: Any,
+    progress: Any,
+    backend: str,
+    ray_options: dict | None,
+    options: dict,
 ) -> de.Embeddings:
     if isinstance(embeddings, str):
         return de.from_field(samples, embeddings)
     if embeddings is not None:
         return de.from_array(samples, embeddings)
+    if backend == "ray":
+        from dequity.ray_embeddings import embed_with_ray
+
+        return embed_with_ray(
+            samples,
+            model if model is not None else "efficientnet-lite0",
+            batch_size=options.get("batch_size", 32),
+            skip_failures=options.get("skip_failures", True),
+            **(ray_options or {}),
+        )
     return de.from_model(samples, model, progress=progress, **options)
 
 

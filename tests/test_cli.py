@@ -12,7 +12,17 @@ import pytest
 from dequity.cli import main, parse_kwargs
 from tests.conftest import EMBEDDINGS_FIELD
 
-SUBCOMMANDS = ["compute", "reweight", "export", "list", "delete", "rename", "demo", "train", "compare"]
+SUBCOMMANDS = [
+    "compute",
+    "reweight",
+    "export",
+    "list",
+    "delete",
+    "rename",
+    "demo",
+    "train",
+    "compare",
+]
 
 
 def dequity_exe() -> str:
@@ -65,9 +75,22 @@ def test_compute_list_reweight_export_rename_delete(demo, tmp_path, capsys):
 
 def test_paper_configuration_from_the_command_line(demo, capsys):
     argv = [
-        "compute", "--dataset", demo.name, "--run-key", "paper", "--embeddings",
-        EMBEDDINGS_FIELD, "--projection", "tsne", "--clustering", "dbscan",
-        "--clustering-kwargs", "eps=20", "min_samples=10", "--noise", "cluster",
+        "compute",
+        "--dataset",
+        demo.name,
+        "--run-key",
+        "paper",
+        "--embeddings",
+        EMBEDDINGS_FIELD,
+        "--projection",
+        "tsne",
+        "--clustering",
+        "dbscan",
+        "--clustering-kwargs",
+        "eps=20",
+        "min_samples=10",
+        "--noise",
+        "cluster",
     ]
     assert main(argv) == 0, capsys.readouterr().err
     config = demo.get_run_info("paper").config
@@ -78,8 +101,10 @@ def test_paper_configuration_from_the_command_line(demo, capsys):
 def test_errors_exit_2_with_the_fix(demo, capsys):
     assert main(["compute", "--dataset", "no-such-dataset"]) == 2
     assert "no FiftyOne dataset 'no-such-dataset'" in capsys.readouterr().err
-    assert main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD,
-                 "--eta", "-1"]) == 2
+    assert (
+        main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD, "--eta", "-1"])
+        == 2
+    )
     assert "eta must be" in capsys.readouterr().err
 
 
