@@ -23,7 +23,7 @@ def run(quick: bool) -> str:
     spec = replace(HARD, n=2_000 if quick else 10_000)
     x, comp = make_mixture(spec)
     truth = true_frequency(comp)
-    names = [bm.REFERENCE, bm.DEFAULT, bm.PROPOSED]
+    names = [bm.REFERENCE, bm.DEFAULT, bm.SUBSAMPLED]
     rows, ref_time = [], None
     for name in names:
         seconds, (p, labels) = timed(_stage, bm.CANDIDATES[name], x)

@@ -61,7 +61,11 @@ def test_run_is_listed_and_reloads_from_the_database(computed):
     info = dataset.get_run_info("dequity")
     assert info.config.method == "dequity"
     assert info.config.projection == "pca" and info.config.clustering == "hdbscan"
-    assert info.config.clustering_kwargs == {"min_cluster_size": 10, "min_samples": 1}
+    assert info.config.clustering_kwargs == {
+        "min_cluster_size": 10,
+        "min_samples": 1,
+        "fit_samples": 20_000,
+    }
     assert info.config.model == "efficientnet-lite0"
     fresh = dataset.load_run_results("dequity", cache=False)
     assert isinstance(fresh, dequity.DequityResults)

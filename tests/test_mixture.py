@@ -79,3 +79,17 @@ def test_pca_fitted_on_a_subsample_matches_the_full_fit():
     # the same subspace up to sign: each axis correlates almost perfectly with its twin
     corr = [abs(np.corrcoef(full[:, i], sub[:, i])[0, 1]) for i in range(5)]
     assert min(corr) > 0.99
+
+
+def test_hdbscan_fitted_on_a_subsample_keeps_the_ranking():
+    """Above fit_samples, HDBSCAN runs on a subsample and the rest join their nearest point."""
+    vectors, components = mixture(seed=3)
+    points = project(vectors, "pca")
+    labels = cluster(points, "hdbscan", fit_samples=300)
+    likelihood = scaled_likelihood(labels)
+    mean_per_component = [likelihood[components == i].mean() for i in range(len(SIZES))]
+    assert spearmanr(mean_per_component, SIZES).statistic == pytest.approx(1.0)
+    # sizes are counted over all points: the largest component holds about 400
+    assert np.bincount(labels[labels >= 0]).max() == pytest.approx(400, abs=20)
+    with pytest.raises(DequityError, match="fit_samples"):
+        cluster(points, "hdbscan", fit_samples=5)
