@@ -23,8 +23,12 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (about 3 min)")
-    parser.add_argument("--only", choices=sorted(MODULES), action="append",
-                        help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--only",
+        choices=sorted(MODULES),
+        action="append",
+        help="run only this benchmark (repeatable)",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(MODULES)
     mode = "quick" if args.quick else "full"
@@ -41,8 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         print(section + "\n", flush=True)
         sections.append(section)
     if not args.quick:
-        target = RESULTS if args.only is None else RESULTS.with_name(
-            "results-" + "-".join(names) + ".md")
+        target = (
+            RESULTS
+            if args.only is None
+            else RESULTS.with_name("results-" + "-".join(names) + ".md")
+        )
         target.write_text("\n\n".join(sections) + "\n")
         print(f"written to {target}")
 

@@ -30,8 +30,9 @@ def run(quick: bool) -> str:
 
     n = 5_000 if quick else 100_000
     ds = fo.Dataset("dequity-bench-writes", overwrite=True)
-    ds.add_samples([fo.Sample(filepath=f"/tmp/dequity-bench-img/{i}.jpg") for i in range(n)],
-                   progress=False)
+    ds.add_samples(
+        [fo.Sample(filepath=f"/tmp/dequity-bench-img/{i}.jpg") for i in range(n)], progress=False
+    )
     rng = np.random.default_rng(0)
     ids = ds.values("id")
     labels = rng.integers(-1, 50, n).tolist()
@@ -40,23 +41,33 @@ def run(quick: bool) -> str:
     ref, _ = timed(ds.values, "filepath")
 
     def set_values(run_key: str) -> None:
-        for name, kind, vals in (("cluster", df.INT, labels), ("likelihood", df.FLOAT, p),
-                                 ("weight", df.FLOAT, w)):
+        for name, kind, vals in (
+            ("cluster", df.INT, labels),
+            ("likelihood", df.FLOAT, p),
+            ("weight", df.FLOAT, w),
+        ):
             df.declare_field(ds, f"{run_key}_{name}", kind, name)
             df.write_values(ds, f"{run_key}_{name}", dict(zip(ids, vals)), progress=False)
 
     def bulk(run_key: str) -> None:
         for name, kind in (("cluster", df.INT), ("likelihood", df.FLOAT), ("weight", df.FLOAT)):
             df.declare_field(ds, f"{run_key}_{name}", kind, name)
-        _bulk_write(ds, ids, {f"{run_key}_cluster": labels, f"{run_key}_likelihood": p,
-                              f"{run_key}_weight": w})
+        _bulk_write(
+            ds,
+            ids,
+            {f"{run_key}_cluster": labels, f"{run_key}_likelihood": p, f"{run_key}_weight": w},
+        )
         ds.reload()
 
     def scalars(run_key: str) -> None:
         for name, kind in (("cluster", df.INT), ("likelihood", df.FLOAT), ("weight", df.FLOAT)):
             df.declare_field(ds, f"{run_key}_{name}", kind, name)
-        df.write_scalars(ds, ids, {f"{run_key}_cluster": labels, f"{run_key}_likelihood": p,
-                                   f"{run_key}_weight": w}, progress=False)
+        df.write_scalars(
+            ds,
+            ids,
+            {f"{run_key}_cluster": labels, f"{run_key}_likelihood": p, f"{run_key}_weight": w},
+            progress=False,
+        )
 
     t_set, _ = timed(set_values, "a")
     t_bulk, _ = timed(bulk, "b")

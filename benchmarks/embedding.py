@@ -43,8 +43,11 @@ def _bare(files: list[str], decode_inline: bool) -> float:
     def forward() -> None:
         with torch.inference_mode():
             for s in range(0, len(files), BATCH):
-                chunk = [_decode(f) for f in files[s:s + BATCH]] if decode_inline \
-                    else tensors[s:s + BATCH]
+                chunk = (
+                    [_decode(f) for f in files[s : s + BATCH]]
+                    if decode_inline
+                    else tensors[s : s + BATCH]
+                )
                 net(torch.stack(chunk))
 
     with torch.inference_mode():  # warm-up

@@ -20,8 +20,10 @@ def mixture_specs(quick: bool) -> list[MixtureSpec]:
     base = replace(HARD, n=n)
     specs = [base, replace(base, dim=128, seed=1)]
     if not quick:
-        specs += [replace(base, spread=(0.5, 2.5), seed=2),
-                  replace(base, components=60, alpha=0.8, seed=3)]
+        specs += [
+            replace(base, spread=(0.5, 2.5), seed=2),
+            replace(base, components=60, alpha=0.8, seed=3),
+        ]
     return specs
 
 
@@ -53,14 +55,16 @@ def _mixtures(quick: bool) -> str:
     rows = []
     for name, vals in scores.items():
         arr = np.array(vals)
-        rows.append([name] + [f"{v[0]:.3f} / {v[1]:.1%}" for v in vals]
-                    + [arr[:, 0].mean(), f"{arr[:, 1].mean():.1%}", arr[:, 2].mean()])
+        rows.append(
+            [name]
+            + [f"{v[0]:.3f} / {v[1]:.1%}" for v in vals]
+            + [arr[:, 0].mean(), f"{arr[:, 1].mean():.1%}", arr[:, 2].mean()]
+        )
     return (
         f"### Fidelity on Gaussian mixtures ({specs[0].n:,} samples each, power-law "
         "sizes)\n\nSpearman between each sample's likelihood and the true relative "
         "frequency of its component; noise share. Targets for the default: Spearman "
-        ">= 0.95 and noise <= 5 %, both better than the paper.\n\n"
-        + md_table(headers, rows)
+        ">= 0.95 and noise <= 5 %, both better than the paper.\n\n" + md_table(headers, rows)
     )
 
 

@@ -61,9 +61,9 @@ def make_mixture(spec: MixtureSpec, chunk: int = 100_000) -> tuple[np.ndarray, n
     comp = rng.permutation(np.repeat(np.arange(k), sizes))
     x = np.empty((spec.n, d), dtype=np.float32)
     for start in range(0, spec.n, chunk):
-        c = comp[start:start + chunk]
+        c = comp[start : start + chunk]
         noise = rng.standard_normal(size=(len(c), d), dtype=np.float32)
-        x[start:start + chunk] = centres[c] + noise * stds[c]
+        x[start : start + chunk] = centres[c] + noise * stds[c]
     return x, comp
 
 

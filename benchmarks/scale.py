@@ -45,7 +45,10 @@ def measure(n: int, method: str, limit: float) -> dict | None:
     try:
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.scale", str(n), method],
-            capture_output=True, text=True, timeout=limit, check=True,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            check=True,
         ).stdout
     except subprocess.TimeoutExpired:
         return None
@@ -74,14 +77,20 @@ def run(quick: bool) -> str:
                 break
             first = first or (n, r["seconds"])
             growth = (
-                math.log(r["seconds"] / first[1]) / math.log(n / first[0])
-                if n != first[0] else ""
+                math.log(r["seconds"] / first[1]) / math.log(n / first[0]) if n != first[0] else ""
             )
-            rows.append([
-                method, f"{n:,}", f"{r['seconds']:.1f}", r["seconds"] / unit, growth,
-                f"{r['peak_gb']:.2f} ({r['data_gb']:.2f} with data only)",
-                r["spearman"], r["noise"],
-            ])
+            rows.append(
+                [
+                    method,
+                    f"{n:,}",
+                    f"{r['seconds']:.1f}",
+                    r["seconds"] / unit,
+                    growth,
+                    f"{r['peak_gb']:.2f} ({r['data_gb']:.2f} with data only)",
+                    r["spearman"],
+                    r["noise"],
+                ]
+            )
     header = (
         "### Scale, GUIDE's harder mixture (d 512, 30 components)\n\n"
         f"Speed unit: sklearn PCA-50 of 10k x 512 took {unit:.2f} s in this run; "

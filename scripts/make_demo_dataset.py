@@ -88,9 +88,7 @@ def build(video: Path, out: Path, every: int, width: int, min_score: float) -> i
             labels[name] = detections
         index += 1
     classes = sorted({d["label"] for dets in labels.values() for d in dets})
-    (out / "labels.json").write_text(
-        json.dumps({"classes": None, "labels": labels}, indent=1)
-    )
+    (out / "labels.json").write_text(json.dumps({"classes": None, "labels": labels}, indent=1))
     (out / "README.md").write_text(
         f"{len(labels)} frames of OpenCV's vtest.avi (every {every}th, {width} px "
         f"wide) with SSD-MobileNetV2-COCO boxes (score >= {min_score}) for "

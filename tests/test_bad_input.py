@@ -179,8 +179,12 @@ def test_every_point_noise_is_an_error_that_names_the_fix(demo):
     before = snapshot(demo)
     with pytest.raises(DequityError, match=r"every sample noise.*raise eps \(now 2.0\)"):
         compute_dequity(
-            demo, embeddings=EMBEDDINGS_FIELD, projection="tsne", clustering="dbscan",
-            noise="cluster", progress=False,
+            demo,
+            embeddings=EMBEDDINGS_FIELD,
+            projection="tsne",
+            clustering="dbscan",
+            noise="cluster",
+            progress=False,
         )
     assert snapshot(demo) == before
 
@@ -191,8 +195,13 @@ def test_single_cluster_is_a_documented_warning(demo):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = compute_dequity(
-            demo, embeddings=vectors, projection=None, clustering="dbscan",
-            clustering_kwargs={"eps": 10.0}, eta=1.0, progress=False,
+            demo,
+            embeddings=vectors,
+            projection=None,
+            clustering="dbscan",
+            clustering_kwargs={"eps": 10.0},
+            eta=1.0,
+            progress=False,
         )
     assert any("single cluster" in str(w.message) for w in caught)
     assert set(demo.values("dequity_weight")) == {0.5}

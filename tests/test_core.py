@@ -87,9 +87,7 @@ def test_reweight_changes_only_weights(demo):
     after = demo.values(["dequity_cluster", "dequity_likelihood", "dequity_weight"])
     assert after[0] == before[0] and after[1] == before[1]
     assert after[2] != before[2]
-    np.testing.assert_allclose(
-        after[2], dequity.gfl_weight(np.array(after[1]), eta=0.5, gamma=2.0)
-    )
+    np.testing.assert_allclose(after[2], dequity.gfl_weight(np.array(after[1]), eta=0.5, gamma=2.0))
     np.testing.assert_allclose(sorted(after[2]), sorted(new_weights))
     config = demo.get_run_info("dequity").config
     assert (config.eta, config.gamma) == (0.5, 2.0)

@@ -182,10 +182,20 @@ def external_mongod(tmp_path):
     log = open(tmp_path / "mongod.log", "wb")
     proc = subprocess.Popen(
         [
-            str(binary), "--dbpath", str(tmp_path / "db"), "--bind_ip", "127.0.0.1",
-            "--port", str(port), "--replSet", "rs0", "--nounixsocket",
-            "--wiredTigerCacheSizeGB", "0.25",
-            "--setParameter", "diagnosticDataCollectionEnabled=false",
+            str(binary),
+            "--dbpath",
+            str(tmp_path / "db"),
+            "--bind_ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--replSet",
+            "rs0",
+            "--nounixsocket",
+            "--wiredTigerCacheSizeGB",
+            "0.25",
+            "--setParameter",
+            "diagnosticDataCollectionEnabled=false",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -246,7 +256,7 @@ def test_run_on_an_external_replica_set(external_mongod):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
+    out = json.loads(line[len("RESULT ") :])
     assert out["num_clusters"] == 3
     assert len(out["ids"]) == 199
     np.testing.assert_allclose(out["weights"], out["expected"], rtol=1e-6)
