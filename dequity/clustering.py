@@ -22,7 +22,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # fit_samples: above this many points HDBSCAN (whose cost grows about as
     # n^1.6 in 50-D) is fitted on a random subsample of this size and every
     # other point takes the label of its nearest fitted point.
-    HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 20_000},
+    HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 5_000},
     DBSCAN: {"eps": 2.0, "min_samples": 10},
 }
 _EXTRA_KEYS: dict[str, set[str]] = {

@@ -64,7 +64,7 @@ def test_run_is_listed_and_reloads_from_the_database(computed):
     assert info.config.clustering_kwargs == {
         "min_cluster_size": 10,
         "min_samples": 1,
-        "fit_samples": 20_000,
+        "fit_samples": 5_000,
     }
     assert info.config.model == "efficientnet-lite0"
     fresh = dataset.load_run_results("dequity", cache=False)
