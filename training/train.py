@@ -336,8 +336,8 @@ def train_detector(
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             optimizer.step()
             step += 1
-            row = {"step": step, "epoch": epoch + 1, "loss": float(loss)}
-            row.update({k: float(v) for k, v in losses.items()})
+            row = {"step": step, "epoch": epoch + 1, "loss": loss.item()}
+            row.update({k: v.item() for k, v in losses.items()})
             row["mean_weight"] = float(torch.stack([t["weight"] for t in targets]).mean())
             epoch_rows.append(row)
             step_rows.append(row)
