@@ -2,7 +2,7 @@
 # Set up dequity in ./.venv on a fresh Linux machine (x86_64, Python 3.10+).
 #
 #   bash scripts/setup.sh            # the library, plugin, training and the demo
-#   bash scripts/setup.sh --dev      # plus test tools and headless Chromium (needs root/apt)
+#   bash scripts/setup.sh --dev      # plus test tools, Chromium and benchmark data (root/apt)
 #
 # torch/torchvision are pinned: other versions pull a different multi-GB build.
 # FiftyOne's bundled MongoDB is repaired only where its download failed
@@ -39,11 +39,13 @@ if [ -z "${FIFTYONE_DATABASE_URI:-}" ]; then
   [ -x "$MONGOD" ] || { echo "mongod still missing at $MONGOD" >&2; exit 1; }
 fi
 
-if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+# Test and benchmark data from Debian: chromium drives the App in the browser
+# test, dataset-fashion-mnist is the real long-tailed set of the benchmarks.
+if [ "$DEV" = 1 ] && { ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; }; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null
   else
-    echo "note: install Debian's chromium (sudo apt-get install chromium) for the App tests" >&2
+    echo "note: sudo apt-get install chromium dataset-fashion-mnist (App test, benchmarks)" >&2
   fi
 fi
 echo "dequity is set up in .venv: run '.venv/bin/dequity demo'"
