@@ -83,9 +83,20 @@ def _validate_values(method: str, params: dict) -> None:
         raise DequityError(f"eps must be a number > 0, got {params['eps']!r}")
 
 
-def min_samples_needed(method: str, params: dict) -> int:
-    """Fewest samples for which the clustering can find a cluster."""
-    return int(params["min_cluster_size" if method == HDBSCAN else "min_samples"])
+def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
+    """Raise unless ``num_samples`` is enough for the clustering to form a cluster.
+
+    Example::
+
+        check_enough_samples(len(dataset), "hdbscan", clustering_params("hdbscan"))
+    """
+    key = "min_cluster_size" if method == HDBSCAN else "min_samples"
+    needed = int(params[key])
+    if num_samples < needed:
+        raise DequityError(
+            f"{num_samples} samples are fewer than the {needed} that {method} "
+            f"needs to form a cluster; add samples or lower {key}"
+        )
 
 
 def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndarray:
@@ -105,13 +116,7 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
     """
     params = clustering_params(method, kwargs)
     points = np.asarray(points)
-    needed = min_samples_needed(method, params)
-    if len(points) < needed:
-        raise DequityError(
-            f"{len(points)} samples are fewer than the {needed} that {method} "
-            f"needs to form a cluster; add samples or lower "
-            f"{'min_cluster_size' if method == HDBSCAN else 'min_samples'}"
-        )
+    check_enough_samples(len(points), method, params)
     if method == DBSCAN:
         from sklearn.cluster import DBSCAN as SklearnDBSCAN
 

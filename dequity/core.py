@@ -184,13 +184,7 @@ def _validate_request(
     validate_gfl_params(eta, gamma)
     projection_params = dp.projection_params(projection, projection_kwargs)
     clustering_params = dc.clustering_params(clustering, clustering_kwargs)
-    needed = dc.min_samples_needed(clustering, clustering_params)
-    if len(samples) < needed:
-        raise DequityError(
-            f"{len(samples)} samples are fewer than the {needed} that {clustering} "
-            "needs to form a cluster; add samples or lower "
-            f"{'min_cluster_size' if clustering == dc.HDBSCAN else 'min_samples'}"
-        )
+    dc.check_enough_samples(len(samples), clustering, clustering_params)
 
     existing_runs = samples.list_runs()
     if run_key in existing_runs:
