@@ -131,14 +131,10 @@ class WeightedFCOSHead(FCOSHead):
         self.num_foreground = counts
         if weights is None:
             return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
-        total: dict[str, torch.Tensor] = {}
-        for i, target in enumerate(targets):
-            one = super().compute_loss(
-                [target], _one(head_outputs, i), [anchors[i]], [matched_idxs[i]]
-            )
-            scale = weights[i] * max(1, counts[i])
-            for name, value in one.items():
-                total[name] = total[name] + value * scale if name in total else value * scale
+        scales = [weights[i] * max(1, counts[i]) for i in range(len(targets))]
+        total = _sum_image_losses(
+            super().compute_loss, targets, head_outputs, anchors, matched_idxs, scales
+        )
         normaliser = max(1, sum(counts))
         return {name: value / normaliser for name, value in total.items()}
 
@@ -158,15 +154,28 @@ class WeightedRetinaNetHead(RetinaNetHead):
         )
         if weights is None:
             return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
-        total: dict[str, torch.Tensor] = {}
-        for i, target in enumerate(targets):
-            one = super().compute_loss(
-                [target], _one(head_outputs, i), [anchors[i]], [matched_idxs[i]]
-            )
-            for name, value in one.items():
-                term = value * weights[i]
-                total[name] = total[name] + term if name in total else term
+        total = _sum_image_losses(
+            super().compute_loss, targets, head_outputs, anchors, matched_idxs, list(weights)
+        )
         return {name: value / len(targets) for name, value in total.items()}
+
+
+def _sum_image_losses(
+    compute_loss: Any,
+    targets: list[dict],
+    head_outputs: dict[str, torch.Tensor],
+    anchors: list[torch.Tensor],
+    matched_idxs: list[torch.Tensor],
+    scales: list,
+) -> dict[str, torch.Tensor]:
+    """``sum_i scales[i] * loss_i`` per loss term, each image's loss on its own."""
+    total: dict[str, torch.Tensor] = {}
+    for i, target in enumerate(targets):
+        one = compute_loss([target], _one(head_outputs, i), [anchors[i]], [matched_idxs[i]])
+        for name, value in one.items():
+            term = value * scales[i]
+            total[name] = total[name] + term if name in total else term
+    return total
 
 
 _WEIGHTED_HEADS = {FCOSHead: WeightedFCOSHead, RetinaNetHead: WeightedRetinaNetHead}
