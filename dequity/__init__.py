@@ -18,6 +18,7 @@ from dequity.core import (
     list_dequity_runs,
     load_dequity_results,
     rename_dequity_run,
+    validate_run_key,
 )
 from dequity.errors import DequityError
 from dequity.export import export_weights
@@ -44,4 +45,5 @@ __all__ = [
     "project",
     "rename_dequity_run",
     "scaled_likelihood",
+    "validate_run_key",
 ]

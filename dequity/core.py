@@ -165,10 +165,7 @@ def _validate_request(
     embedding_options: dict,
 ) -> tuple[DequityRunConfig, str | None]:
     """Check every argument before any work; return the run config."""
-    if not isinstance(run_key, str) or not run_key.isidentifier():
-        raise DequityError(
-            f"run_key must be a Python identifier such as 'dequity', got {run_key!r}"
-        )
+    validate_run_key(samples, run_key, overwrite=overwrite)
     if len(samples) == 0:
         raise DequityError("the collection is empty; pass a dataset or view with samples")
     unknown = set(embedding_options) - _EMBEDDING_OPTIONS
@@ -186,24 +183,6 @@ def _validate_request(
     clustering_params = dc.clustering_params(clustering, clustering_kwargs)
     dc.check_enough_samples(len(samples), clustering, clustering_params)
 
-    existing_runs = samples.list_runs()
-    if run_key in existing_runs:
-        if run_key not in samples.list_runs(method=METHOD):
-            raise DequityError(
-                f"run key {run_key!r} belongs to another kind of run; choose another run_key"
-            )
-        if not overwrite:
-            raise DequityError(
-                f"a dequity run {run_key!r} already exists; pass overwrite=True "
-                "(--overwrite) to replace it, or choose another run_key"
-            )
-
-    field_types = {
-        name: kind
-        for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
-    }
-    df.check_fields_free(samples, field_types, run_key)
-
     embeddings_source = embeddings if isinstance(embeddings, str) else None
     if embeddings_source is not None:
         de.validate_embeddings_field(samples, embeddings_source)
@@ -211,7 +190,7 @@ def _validate_request(
     else:
         store_field = embeddings_field
         if store_field is not None and embeddings is None:
-            if store_field in field_types:
+            if store_field in field_names(run_key).values():
                 raise DequityError(f"embeddings_field {store_field!r} is one of the run's fields")
             if samples._root_dataset.has_sample_field(store_field):
                 de.validate_embeddings_field(samples, store_field)
@@ -229,6 +208,39 @@ def _validate_request(
         gamma=gamma,
     )
     return config, store_field
+
+
+def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> None:
+    """Raise :class:`DequityError` unless ``run_key`` can name a new dequity run.
+
+    The key must be an identifier, not used by another kind of run, not used
+    by a dequity run unless ``overwrite``, and its fields must not hold other
+    data.
+
+    Example::
+
+        dequity.validate_run_key(dataset, "dequity", overwrite=True)
+    """
+    if not isinstance(run_key, str) or not run_key.isidentifier():
+        raise DequityError(
+            f"run_key must be a Python identifier such as 'dequity', got {run_key!r}"
+        )
+    if run_key in samples.list_runs():
+        if run_key not in samples.list_runs(method=METHOD):
+            raise DequityError(
+                f"run key {run_key!r} belongs to another kind of run; choose another run_key"
+            )
+        if not overwrite:
+            raise DequityError(
+                f"a dequity run {run_key!r} already exists; pass overwrite=True "
+                "(--overwrite) to replace it, or choose another run_key"
+            )
+
+    field_types = {
+        name: kind
+        for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
+    }
+    df.check_fields_free(samples, field_types, run_key)
 
 
 def _validate_backend(

@@ -11,9 +11,7 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 import dequity
-from dequity import fields as dfields
 from dequity.embeddings import validate_embeddings_field
-from dequity.runs import field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, validate_gfl_params
 
 PLUGIN_NAME = "@dequity/dequity"
@@ -44,22 +42,8 @@ def vector_fields(samples: Any) -> list[str]:
 
 def run_key_problem(samples: Any, run_key: Any, overwrite: bool = False) -> str | None:
     """Why ``run_key`` cannot name a new dequity run on ``samples``, or None."""
-    if not isinstance(run_key, str) or not run_key.isidentifier():
-        return f"run key must be a Python identifier such as 'dequity', got {run_key!r}"
-    dataset = samples._root_dataset
-    if run_key in dataset.list_runs():
-        if run_key not in dequity.list_dequity_runs(dataset):
-            return f"run key {run_key!r} belongs to another kind of run; choose another"
-        if not overwrite:
-            return (
-                f"a dequity run {run_key!r} already exists; tick 'Overwrite' to "
-                "replace it, or choose another run key"
-            )
-    types_by_field = dict(
-        zip(field_names(run_key).values(), (fo.IntField, fo.FloatField, fo.FloatField))
-    )
     try:
-        dfields.check_fields_free(dataset, types_by_field, run_key)
+        dequity.validate_run_key(samples._root_dataset, run_key, overwrite=overwrite)
     except dequity.DequityError as e:
         return str(e)
     return None
