@@ -8,6 +8,8 @@ times depend on the machine and its load.
 import os
 
 # FiftyOne reads these at import time, and importing dequity imports FiftyOne.
+# The experiments' database: benchmarks reuse its cached Fashion-MNIST embeddings.
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", "/tmp/dequity-bench-db")
-os.environ.setdefault("FIFTYONE_DATABASE_NAME", "dequity_bench")
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", "/tmp/dequity-experiments/db")
+os.environ.setdefault("FIFTYONE_DATABASE_NAME", "dequity_experiments")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")

@@ -1,0 +1,108 @@
+"""Fashion-MNIST training sets as FiftyOne datasets, embedded once and cached.
+
+Every image a training set uses (a row of the training split, in its
+style) is written once as a PNG and embedded once with dequity's default
+model into one persistent pool dataset. A training set is then a clone of
+its samples from the pool, on which :func:`dequity.compute_dequity` runs
+as a user would run it: from the stored embeddings, without labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.fashion_mnist import CLASSES, TrainingSet
+
+POOL_NAME = "dequity-exp-fashion-mnist-pool"
+EMBEDDING_FIELD = "embedding"
+
+
+def cache_dir() -> Path:
+    """Where images are cached (``$DEQUITY_EXPERIMENTS_CACHE`` overrides it)."""
+    return Path(os.environ.get("DEQUITY_EXPERIMENTS_CACHE", "/tmp/dequity-experiments"))
+
+
+def _pool() -> Any:
+    import fiftyone as fo
+
+    if fo.dataset_exists(POOL_NAME):
+        return fo.load_dataset(POOL_NAME)
+    pool = fo.Dataset(POOL_NAME, persistent=True)
+    pool.add_sample_field("row", fo.IntField)
+    pool.add_sample_field("inverted", fo.BooleanField)
+    return pool
+
+
+def _add_missing(pool: Any, keys: list[tuple[int, bool]], images: np.ndarray, labels: np.ndarray):
+    """Writes the PNGs of images the pool lacks and adds them as samples."""
+    import fiftyone as fo
+    from PIL import Image
+
+    have = set(zip(*pool.values(["row", "inverted"]))) if len(pool) else set()
+    new = sorted(set(keys) - have)
+    if not new:
+        return
+    folder = cache_dir() / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for row, inverted in new:
+        path = folder / f"{row:05d}{'-inverted' if inverted else ''}.png"
+        pixels = 255 - images[row] if inverted else images[row]
+        Image.fromarray(pixels).convert("RGB").save(path)
+        samples.append(
+            fo.Sample(
+                filepath=str(path),
+                row=int(row),
+                inverted=bool(inverted),
+                style="inverted" if inverted else "normal",
+                ground_truth=fo.Classification(label=CLASSES[int(labels[row])]),
+            )
+        )
+    pool.add_samples(samples, progress=False)
+
+
+def _embed_missing(pool: Any) -> None:
+    """Embeds, with dequity's default model, the pool samples without embeddings."""
+    from dequity.embeddings import from_model
+
+    todo = pool.exists(EMBEDDING_FIELD, False)
+    if len(todo) == 0:
+        return
+    print(f"embedding {len(todo)} images with efficientnet-lite0 (cached afterwards)")
+    emb = from_model(todo, batch_size=64, progress=True)
+    pool.set_values(EMBEDDING_FIELD, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
+
+
+def training_dataset(train_set: TrainingSet, images: np.ndarray, labels: np.ndarray) -> Any:
+    """A FiftyOne dataset of ``train_set``'s images, in its order, with embeddings.
+
+    Fields: ``ground_truth`` (Classification), ``style``, ``row``,
+    ``inverted`` and ``embedding``. Replaces an earlier dataset of that name.
+
+    Example::
+
+        ds = training_dataset(long_tail_set(labels, 1000), images, labels)
+        dequity.compute_dequity(ds, embeddings="embedding")
+    """
+    import fiftyone as fo
+
+    keys = [(int(r), bool(i)) for r, i in zip(train_set.rows, train_set.inverted)]
+    pool = _pool()
+    _add_missing(pool, keys, images, labels)
+    _embed_missing(pool)
+    id_of = dict(zip(zip(*pool.values(["row", "inverted"])), pool.values("id")))
+    name = f"dequity-exp-{train_set.name}"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    return pool.select([id_of[k] for k in keys], ordered=True).clone(name)
+
+
+def values_in_order(dataset: Any, train_set: TrainingSet, field: str) -> np.ndarray:
+    """``field`` of every image of ``train_set``, aligned with its rows."""
+    rows, inverted, values = dataset.values(["row", "inverted", field])
+    by_key = dict(zip(zip(rows, inverted), values))
+    return np.array([by_key[(int(r), bool(i))] for r, i in zip(train_set.rows, train_set.inverted)])

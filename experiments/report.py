@@ -1,0 +1,154 @@
+"""Markdown and plots for the results: mean and spread over seeds, verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import md_table
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+FULL_SEEDS = (0, 1, 2)
+
+
+@dataclass
+class Section:
+    """One experiment's part of ``docs/results.md``."""
+
+    title: str
+    body: str
+    verdicts: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return f"## {self.title}\n\n{self.body}\n"
+
+    def save(self, folder: Path, name: str) -> Path:
+        """Writes ``<name>.md`` and ``<name>.json`` (read back by :meth:`load`)."""
+        (folder / f"{name}.md").write_text(self.markdown())
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(asdict(self), indent=1, ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> Section | None:
+        """The section saved under ``name`` in ``folder``, or None."""
+        path = folder / f"{name}.json"
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def mean_spread(
+    values: Sequence[float], scale: float = 100.0, digits: int = 1, signed: bool = False
+) -> str:
+    """``"mean ± std"`` of ``values`` (times ``scale``), e.g. accuracies in percent.
+
+    Example::
+
+        >>> mean_spread([0.5, 0.7])
+        '60.0 ± 14.1'
+    """
+    v = np.asarray(values, dtype=float) * scale
+    spread = v.std(ddof=1) if len(v) > 1 else 0.0
+    sign = "+" if signed else ""
+    return f"{v.mean():{sign}.{digits}f} ± {spread:.{digits}f}"
+
+
+def verdict(name: str, ours: Sequence[float], reference: Sequence[float], what: str) -> str:
+    """A plain sentence: does ``ours`` beat ``reference`` beyond the seed spread?
+
+    The difference counts when the mean gain exceeds twice its standard
+    error over seeds (paired by seed); otherwise it is called a tie.
+
+    Example::
+
+        >>> verdict("dequity", [0.6, 0.62, 0.61], [0.5, 0.52, 0.5], "rare-class accuracy")
+        'dequity raises rare-class accuracy by 10.3 points (± 0.6 over 3 seeds): supported.'
+    """
+    diff = (np.asarray(ours, float) - np.asarray(reference, float)) * 100
+    n = len(diff)
+    err = diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("inf")
+    mean = diff.mean()
+    spread = f"(± {diff.std(ddof=1) if n > 1 else 0.0:.1f} over {n} seed{'s' * (n > 1)})"
+    if mean > 2 * err:
+        return f"{name} raises {what} by {mean:.1f} points {spread}: supported."
+    if mean < -2 * err:
+        return f"{name} lowers {what} by {-mean:.1f} points {spread}: it hurts here."
+    return f"{name} changes {what} by {mean:+.1f} points {spread}: no clear effect."
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table (see :func:`benchmarks.common.md_table`)."""
+    return md_table(headers, rows)
+
+
+def bar_chart(
+    path: Path,
+    groups: Sequence[str],
+    series: dict[str, Sequence[Sequence[float]]],
+    ylabel: str,
+    title: str,
+) -> Path:
+    """Grouped bars of mean ± std: ``series[name][g]`` holds one value per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
+    width = 0.8 / len(series)
+    for i, (name, per_group) in enumerate(series.items()):
+        means = [100 * np.mean(v) for v in per_group]
+        stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0 for v in per_group]
+        xs = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def script_main(
+    run: Callable[[bool, Sequence[int], Path], Section], doc: str | None, name: str
+) -> None:
+    """Command line of one experiment: ``--quick``, ``--seeds``, ``--output``.
+
+    Writes ``<output>/<name>.md`` (default output: ``docs/results`` in full
+    mode, ``/tmp/dequity-experiments/quick`` with ``--quick``).
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=doc)
+    add_arguments(parser)
+    args = parser.parse_args()
+    output = output_dir(args)
+    section = run(args.quick, seeds_of(args), output)
+    section.save(output, name)
+    print(section.markdown())
+    print(f"written to {output / name}.md; python -m experiments --only ... assembles them")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every experiment takes."""
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (quick: 0)")
+    parser.add_argument("--output", type=Path, help="folder for the markdown and plots")
+
+
+def seeds_of(args: argparse.Namespace) -> tuple[int, ...]:
+    """The seeds asked for, or the mode's default."""
+    return tuple(args.seeds) if args.seeds else ((0,) if args.quick else FULL_SEEDS)
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The output folder asked for, or the mode's default; created."""
+    default = Path("/tmp/dequity-experiments/quick") if args.quick else DOCS / "results"
+    folder = args.output or default
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
