@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.projection import use_cuml, validate_backend
 
 #: ``hdbscan.HDBSCAN``: no distance threshold to tune, robust to density.
 HDBSCAN = "hdbscan"
@@ -53,7 +54,7 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
     """
     validate_clustering(method)
     params = dict(_DEFAULTS[method])
-    accepted = set(params) | _EXTRA_KEYS[method]
+    accepted = set(params) | _EXTRA_KEYS[method] | {"backend"}
     unknown = set(kwargs or {}) - accepted
     if unknown:
         raise DequityError(
@@ -81,6 +82,18 @@ def _validate_values(method: str, params: dict) -> None:
         )
     if method == DBSCAN and not (isinstance(params["eps"], (int, float)) and params["eps"] > 0):
         raise DequityError(f"eps must be a number > 0, got {params['eps']!r}")
+    if "backend" in params:
+        validate_backend(params["backend"])
+        cpu_only = sorted(_CPU_ONLY[method] & set(params))
+        if params["backend"] == "cuml" and cpu_only:
+            raise DequityError(
+                f"{cpu_only} are scikit-learn/hdbscan options that cuML's {method} "
+                "lacks; drop them or use backend='sklearn'"
+            )
+
+
+# options of the CPU implementations that cuML's do not take
+_CPU_ONLY: dict[str, set[str]] = {HDBSCAN: set(), DBSCAN: {"algorithm", "leaf_size", "p", "n_jobs"}}
 
 
 def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
@@ -102,6 +115,10 @@ def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
 def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndarray:
     """Cluster ``(n, k)`` points; returns int labels, ``-1`` for noise.
 
+    ``backend`` (a key of ``kwargs``): ``"sklearn"`` (default: scikit-learn
+    DBSCAN, the ``hdbscan`` package), ``"cuml"`` (RAPIDS cuML on the GPU) or
+    ``"auto"`` (cuML when it is installed and sees a GPU, else the CPU).
+
     Example::
 
         >>> rng = np.random.default_rng(0)
@@ -115,12 +132,19 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
         array([1500, 3000])
     """
     params = clustering_params(method, kwargs)
+    backend = params.pop("backend", "sklearn")
     points = np.asarray(points)
     check_enough_samples(len(points), method, params)
     if method == DBSCAN:
-        from sklearn.cluster import DBSCAN as SklearnDBSCAN
+        if use_cuml(backend, supported=not _CPU_ONLY[DBSCAN] & set(params)):
+            from cuml.cluster import DBSCAN as DBSCANClass
 
-        return np.asarray(SklearnDBSCAN(**params).fit_predict(points), dtype=np.int64)
+            params["output_type"] = "numpy"
+        else:
+            from sklearn.cluster import DBSCAN as DBSCANClass
+
+        return np.asarray(DBSCANClass(**params).fit_predict(points), dtype=np.int64)
+    params["gpu"] = use_cuml(backend)
     fit_samples = params.pop("fit_samples")
     if fit_samples is None or len(points) <= fit_samples:
         return _hdbscan(points, params)
@@ -128,6 +152,12 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
 
 
 def _hdbscan(points: np.ndarray, params: dict) -> np.ndarray:
+    params = dict(params)
+    if params.pop("gpu", False):
+        from cuml.cluster import HDBSCAN as CumlHDBSCAN
+
+        model = CumlHDBSCAN(output_type="numpy", **params)
+        return np.asarray(model.fit_predict(np.asarray(points, np.float32)), dtype=np.int64)
     import hdbscan
 
     model = hdbscan.HDBSCAN(core_dist_n_jobs=-1, **params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -110,11 +111,15 @@ def from_model(
     device: str | None = None,
     progress: Any = None,
     chunk_size: int = 50_000,
+    precision: str = "auto",
 ) -> Embeddings:
     """Embed every image of ``samples`` with ``model`` (see :func:`load_model`).
 
     Batches are decoded by ``num_workers`` DataLoader workers while the model
-    runs. With ``skip_failures=True`` an unreadable image is logged and left
+    runs; the default (:func:`default_num_workers`) is 0 for a CPU model on up
+    to 4 cores, where workers would only take cores from the forward pass.
+    ``precision`` is :func:`load_model`'s (``"auto"``: float16 autocast on
+    CUDA). With ``skip_failures=True`` an unreadable image is logged and left
     out; with ``False`` it raises :class:`DequityError`. Collections larger
     than ``chunk_size`` are embedded chunk by chunk into a temporary
     memory-mapped file, so the vectors never sit in RAM twice.
@@ -124,7 +129,11 @@ def from_model(
         emb = from_model(dataset, "efficientnet-lite0", batch_size=16)
         emb.vectors.shape  # (len(dataset), 1280)
     """
-    fo_model = load_model(model if model is not None else "efficientnet-lite0", device=device)
+    fo_model = load_model(
+        model if model is not None else "efficientnet-lite0", device=device, precision=precision
+    )
+    if num_workers is None:
+        num_workers = default_num_workers(fo_model)
     ids = samples.values("id")
     store: np.ndarray | None = None
     kept: list[str] = []
@@ -154,6 +163,32 @@ def from_model(
     if store is None:
         raise DequityError(f"all {len(ids)} samples {why}; nothing to cluster")
     return Embeddings(store[: len(kept)], kept, missing)
+
+
+def default_num_workers(fo_model: Any, cores: int | None = None) -> int | None:
+    """DataLoader workers for ``fo_model`` on this machine; None: FiftyOne's default.
+
+    On CPU the forward pass already uses every core (torch's intra-op
+    threads) and decoding plus resizing a JPEG costs ~2-5 ms against tens of
+    ms for the forward, so workers only move that work onto cores the forward
+    needs, and each adds a process with its own database connection and copy
+    of the dataset's ids (measured on 2 cores: the same throughput with 0 or
+    2 workers). So: no workers on up to 4 cores, one per 4 cores above. On a
+    GPU, or for a model without a torch device, FiftyOne's default.
+
+    Example::
+
+        >>> import types, torch
+        >>> default_num_workers(types.SimpleNamespace(device=torch.device("cpu")), cores=2)
+        0
+        >>> default_num_workers(types.SimpleNamespace(device=torch.device("cpu")), cores=16)
+        4
+    """
+    if getattr(getattr(fo_model, "device", None), "type", None) != "cpu":
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if (cores or 1) <= 4 else cores // 4
 
 
 def _embed(

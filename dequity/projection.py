@@ -19,6 +19,9 @@ TSNE = "tsne"
 #: openTSNE (FFT-accelerated) after PCA to 50-D; scales to 100k+ points.
 OPENTSNE = "opentsne"
 PROJECTIONS = (PCA, TSNE, OPENTSNE, None)
+#: ``backend`` (a key of projection/clustering kwargs): scikit-learn & co.
+#: (default), RAPIDS cuML on the GPU, or cuML when importable with a GPU.
+BACKENDS = ("sklearn", "cuml", "auto")
 
 _DEFAULTS: dict[str | None, dict[str, Any]] = {
     PCA: {"n_components": 50, "random_state": 51},
@@ -54,13 +57,26 @@ def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
     """
     validate_projection(method)
     params = dict(_DEFAULTS[method])
-    unknown = set(kwargs or {}) - set(params) - _EXTRA_KEYS[method]
+    accepted = set(params) | _EXTRA_KEYS[method] | {"backend"}
+    unknown = set(kwargs or {}) - accepted
     if unknown:
         raise DequityError(
             f"unknown projection_kwargs {sorted(unknown)} for projection "
-            f"{method!r}; accepted: {sorted(set(params) | _EXTRA_KEYS[method])}"
+            f"{method!r}; accepted: {sorted(accepted)}"
         )
     params.update(kwargs or {})
+    if "backend" in params:
+        validate_backend(params["backend"])
+        if params["backend"] == "cuml" and method == OPENTSNE:
+            raise DequityError(
+                "projection 'opentsne' has no cuML version; use projection='tsne' or "
+                "'pca' with backend='cuml', or backend='sklearn'"
+            )
+        if params["backend"] == "cuml" and method == TSNE and params["n_components"] != 2:
+            raise DequityError(
+                f"cuML's t-SNE makes 2 components, not {params['n_components']}; pass "
+                "n_components=2 or backend='sklearn'"
+            )
     return params
 
 
@@ -72,6 +88,47 @@ _EXTRA_KEYS: dict[str | None, set[str]] = {
 }
 
 
+def validate_backend(backend: str) -> None:
+    """Raise :class:`DequityError` for an unknown backend, or ``"cuml"`` without cuML."""
+    if backend not in BACKENDS:
+        raise DequityError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuml" and not cuml_available():
+        raise DequityError(
+            "backend='cuml' needs RAPIDS cuML and an NVIDIA GPU: pip install cuml-cu12 "
+            "(see https://docs.rapids.ai/install), or use backend='auto' to fall "
+            "back to the CPU"
+        )
+
+
+def cuml_available() -> bool:
+    """Whether RAPIDS cuML imports and sees a GPU."""
+    try:
+        import cuml  # noqa: F401
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or a CUDA error without a usable GPU
+        return False
+
+
+def use_cuml(backend: str, supported: bool = True) -> bool:
+    """Whether to run on cuML: ``"cuml"``, or ``"auto"`` with cuML present.
+
+    ``supported=False`` (parameters cuML lacks) sends ``"auto"`` to the CPU.
+
+    Example::
+
+        >>> use_cuml("sklearn")
+        False
+    """
+    validate_backend(backend)
+    if backend == "sklearn":
+        return False
+    if backend == "auto":
+        return supported and cuml_available()
+    return True
+
+
 def project(
     embeddings: np.ndarray,
     method: str | None = PCA,
@@ -80,7 +137,10 @@ def project(
     """Project ``(n, d)`` embeddings to ``(n, k)`` points with ``method``.
 
     Component counts and the t-SNE perplexity are capped to what ``n``
-    samples allow, so small datasets work with the defaults.
+    samples allow, so small datasets work with the defaults. ``backend`` (a
+    key of ``kwargs``, see :data:`BACKENDS`) runs PCA and t-SNE on RAPIDS
+    cuML: ``"cuml"`` requires it, ``"auto"`` uses it when installed with a GPU
+    (and t-SNE has 2 components) and the CPU otherwise.
 
     Example::
 
@@ -89,34 +149,58 @@ def project(
         (200, 10)
     """
     params = projection_params(method, kwargs)
+    backend = params.pop("backend", "sklearn")
     x = np.asarray(embeddings, dtype=np.float32)
     n = x.shape[0]
     if method is None:
         return x
     if method == PCA:
-        return _pca(x, params.pop("n_components"), **params)
+        return _pca(x, params.pop("n_components"), gpu=use_cuml(backend), **params)
     if method == TSNE:
+        params["perplexity"] = _cap_perplexity(params["perplexity"], n)
+        if use_cuml(backend, supported=params["n_components"] == 2):
+            return _cuml_tsne(x, params)
         from sklearn.manifold import TSNE as SklearnTSNE
 
-        params["perplexity"] = _cap_perplexity(params["perplexity"], n)
         return SklearnTSNE(**params).fit_transform(x).astype(np.float32)
     return _opentsne(x, **params)
 
 
-def _pca(x: np.ndarray, n_components: int, fit_samples: int = 100_000, **params: Any) -> np.ndarray:
+def _cuml_tsne(x: np.ndarray, params: dict) -> np.ndarray:
+    """cuML's t-SNE (Barnes-Hut/FFT on the GPU); it chooses its own init and iterations."""
+    from cuml.manifold import TSNE as CumlTSNE
+
+    keep = {"n_components", "perplexity", "random_state", "early_exaggeration", "learning_rate"}
+    tsne = CumlTSNE(**{k: v for k, v in params.items() if k in keep}, output_type="numpy")
+    return np.asarray(tsne.fit_transform(x), dtype=np.float32)
+
+
+def _pca(
+    x: np.ndarray,
+    n_components: int,
+    fit_samples: int = 100_000,
+    gpu: bool = False,
+    **params: Any,
+) -> np.ndarray:
     """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk.
 
     The principal axes of 100k random rows match those of all rows closely,
     and neither step copies the full matrix (it may be a memory-mapped file).
+    ``gpu=True`` fits and applies cuML's PCA instead of scikit-learn's.
     """
-    from sklearn.decomposition import PCA as SklearnPCA
+    if gpu:
+        from cuml.decomposition import PCA as PCAClass
+
+        params["output_type"] = "numpy"
+    else:
+        from sklearn.decomposition import PCA as PCAClass
 
     k = min(int(n_components), x.shape[0], x.shape[1])
     if k >= x.shape[1]:
         return x
     rng = np.random.default_rng(params.get("random_state"))
     rows = x if len(x) <= fit_samples else x[np.sort(rng.choice(len(x), fit_samples, False))]
-    pca = SklearnPCA(n_components=k, **params).fit(rows)
+    pca = PCAClass(n_components=k, **params).fit(rows)
     out = np.empty((len(x), k), dtype=np.float32)
     for i in range(0, len(x), _CHUNK_ROWS):
         out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
