@@ -94,6 +94,12 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="embedding precision (auto: fp16 autocast on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
         "--fail-on-unreadable",
         action="store_true",
         help="stop on an unreadable image (default: skip it with a warning)",
@@ -116,6 +122,7 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "device": args.device,
+        "precision": args.precision,
         "skip_failures": not args.fail_on_unreadable,
         "progress": True,
     }

@@ -15,7 +15,7 @@ from dequity import fields as df
 from dequity import projection as dp
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_SINGLETON, scaled_likelihood, validate_noise_policy
-from dequity.models import model_name
+from dequity.models import model_name, resolve_precision
 from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PROJECTION = dp.PCA
 DEFAULT_CLUSTERING = dc.HDBSCAN
-_EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device"}
+_EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device", "precision"}
 EMBEDDING_BACKENDS = ("local", "ray")
 _RAY_OPTIONS = {"num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address"}
 
@@ -83,7 +83,9 @@ def compute_dequity(
             ``num_cpus_per_worker``, ``num_gpus_per_worker``, ``address``.
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
-            warning; False: raise) and ``device`` (``"cpu"``, ``"cuda"``).
+            warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
+            ``precision`` (``"auto"``: fp16 autocast on CUDA, fp32 on CPU;
+            ``"fp32"``, ``"fp16"``, ``"bf16"``).
 
     Returns:
         the run's :class:`DequityResults`
@@ -177,6 +179,8 @@ def _validate_request(
     if embeddings is not None and model is not None:
         raise DequityError("pass either embeddings or model, not both")
     _validate_backend(embedding_backend, ray_options, embeddings, embedding_options)
+    if "precision" in embedding_options:
+        resolve_precision(embedding_options["precision"], embedding_options.get("device"))
     validate_noise_policy(noise)
     validate_gfl_params(eta, gamma)
     projection_params = dp.projection_params(projection, projection_kwargs)
@@ -261,7 +265,7 @@ def _validate_backend(
         raise DequityError(
             f"unknown ray_options {sorted(unknown)}; accepted: {sorted(_RAY_OPTIONS)}"
         )
-    local_only = {"num_workers", "device"} & set(options)
+    local_only = {"num_workers", "device", "precision"} & set(options)
     if local_only:
         raise DequityError(
             f"{sorted(local_only)} apply to the local backend; with Ray use "

@@ -123,13 +123,13 @@ def test_embeddings_field_missing_or_not_a_vector(demo):
 
 
 def test_missing_images_are_skipped_with_a_warning_or_fail(demo, caplog):
-    broken = demo.take(3, seed=4)
-    broken_ids = broken.values("id")
-    for sample in broken:
+    # every 3rd frame, so the subset (and its clusters) is the same in every session
+    in_time_order = demo.sort_by("filepath").values("id")
+    broken_ids = in_time_order[10::60][:3]
+    for sample in demo.select(broken_ids):
         sample.filepath = sample.filepath.replace(".jpg", "_missing.jpg")
         sample.save()
-    small = demo.take(60, seed=5)
-    small_ids = set(small.values("id")) | set(broken_ids)
+    small_ids = set(in_time_order[::3]) | set(broken_ids)
     view = demo.select(list(small_ids))
 
     with pytest.raises(DequityError, match="skip_failures=True"):
@@ -230,3 +230,12 @@ def test_bad_parameters_fail_before_any_work(demo, kwargs, message):
 def test_unknown_model_name(demo):
     with pytest.raises(DequityError, match="unknown model 'resnet9000'"):
         compute_dequity(demo, model="resnet9000")
+
+
+def test_precision_the_device_cannot_run_fails_before_any_work(demo):
+    before = snapshot(demo)
+    with pytest.raises(DequityError, match="fp16"):
+        compute_dequity(demo, model="efficientnet-lite0", device="cpu", precision="fp16")
+    with pytest.raises(DequityError, match="precision must be one of"):
+        compute_dequity(demo, model="efficientnet-lite0", precision="half")
+    assert snapshot(demo) == before
