@@ -13,7 +13,9 @@ from dequity.projection import use_cuml, validate_backend
 HDBSCAN = "hdbscan"
 #: scikit-learn DBSCAN, as in the paper (eps depends on the projection scale).
 DBSCAN = "dbscan"
-CLUSTERINGS = (HDBSCAN, DBSCAN)
+#: no clusters: a continuous k-NN density likelihood (:mod:`dequity.density`).
+KNN = "knn"
+CLUSTERINGS = (HDBSCAN, DBSCAN, KNN)
 _ASSIGN_ROWS = 65_536
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -25,6 +27,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # other point takes the label of its nearest fitted point.
     HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 5_000},
     DBSCAN: {"eps": 2.0, "min_samples": 10},
+    KNN: {"k": 10},
 }
 _EXTRA_KEYS: dict[str, set[str]] = {
     HDBSCAN: {
@@ -35,6 +38,7 @@ _EXTRA_KEYS: dict[str, set[str]] = {
         "allow_single_cluster",
     },
     DBSCAN: {"metric", "algorithm", "leaf_size", "p", "n_jobs"},
+    KNN: set(),
 }
 
 
@@ -54,7 +58,7 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
     """
     validate_clustering(method)
     params = dict(_DEFAULTS[method])
-    accepted = set(params) | _EXTRA_KEYS[method] | {"backend"}
+    accepted = set(params) | _EXTRA_KEYS[method] | ({"backend"} if method != KNN else set())
     unknown = set(kwargs or {}) - accepted
     if unknown:
         raise DequityError(
@@ -67,6 +71,11 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
 
 
 def _validate_values(method: str, params: dict) -> None:
+    if method == KNN:
+        k = params["k"]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise DequityError(f"k must be an integer >= 1, got {k!r}")
+        return
     size_key = "min_cluster_size" if method == HDBSCAN else "min_samples"
     size = params[size_key]
     if not isinstance(size, (int, np.integer)) or size < 2:
@@ -103,6 +112,13 @@ def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
 
         check_enough_samples(len(dataset), "hdbscan", clustering_params("hdbscan"))
     """
+    if method == KNN:
+        if num_samples <= params["k"]:
+            raise DequityError(
+                f"{num_samples} samples are too few for k={params['k']} neighbours; "
+                "add samples or lower k"
+            )
+        return
     key = "min_cluster_size" if method == HDBSCAN else "min_samples"
     needed = int(params[key])
     if num_samples < needed:
@@ -131,6 +147,10 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
         >>> np.bincount(cluster(big, "hdbscan", fit_samples=1000))   # faster
         array([1500, 3000])
     """
+    if method == KNN:
+        raise DequityError(
+            "clustering 'knn' forms no clusters; use dequity.density.knn_likelihood(points, k)"
+        )
     params = clustering_params(method, kwargs)
     backend = params.pop("backend", "sklearn")
     points = np.asarray(points)

@@ -13,6 +13,7 @@ from dequity import clustering as dc
 from dequity import embeddings as de
 from dequity import fields as df
 from dequity import projection as dp
+from dequity.density import knn_likelihood
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_SINGLETON, scaled_likelihood, validate_noise_policy
 from dequity.models import model_name, resolve_precision
@@ -67,8 +68,12 @@ def compute_dequity(
         projection: ``"pca"`` (default, 50 components), ``"tsne"`` (the
             paper: 3-D, PCA init, perplexity 30), ``"opentsne"`` or None.
         projection_kwargs: parameters of the projection.
-        clustering: ``"hdbscan"`` (default, ``min_cluster_size=10``) or
-            ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``).
+        clustering: ``"hdbscan"`` (default, ``min_cluster_size=10``),
+            ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``) or
+            ``"knn"``: no clusters, a continuous likelihood from each
+            sample's distance to its ``k``-th neighbour (``k=10``, see
+            :func:`dequity.density.knn_likelihood`); the cluster field
+            stays empty.
         clustering_kwargs: parameters of the clustering.
         noise: ``"singleton"`` (default: a noise point is a cluster of one,
             the rarest) or ``"cluster"`` (the authors' code).
@@ -127,10 +132,15 @@ def compute_dequity(
     )
     logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
     points = dp.project(emb.vectors, projection, **config.projection_kwargs)
-    logger.info("Clustering (%s)...", clustering)
-    labels = dc.cluster(points, clustering, **config.clustering_kwargs)
-    _check_labels(labels, clustering, config.clustering_kwargs)
-    likelihoods = scaled_likelihood(labels, noise=noise)
+    if clustering == dc.KNN:
+        logger.info("k-NN density likelihood (k=%d)...", config.clustering_kwargs["k"])
+        labels = np.empty(0, dtype=np.int64)
+        likelihoods = knn_likelihood(points, **config.clustering_kwargs)
+    else:
+        logger.info("Clustering (%s)...", clustering)
+        labels = dc.cluster(points, clustering, **config.clustering_kwargs)
+        _check_labels(labels, clustering, config.clustering_kwargs)
+        likelihoods = scaled_likelihood(labels, noise=noise)
     weights = gfl_weight(likelihoods, eta, gamma)
 
     results = DequityResults(
@@ -371,11 +381,12 @@ def _commit(
             info={"run_key": run_key},
         )
         cleared = list(stale) + emb.missing_ids
+        clusters = results.labels or [None] * len(ids)  # "knn" forms no clusters
         df.write_scalars(
             samples,
             ids + cleared,
             {
-                config.cluster_field: results.labels + [None] * len(cleared),
+                config.cluster_field: clusters + [None] * len(cleared),
                 config.likelihood_field: results.likelihoods + [None] * len(cleared),
                 config.weight_field: weights.tolist() + [None] * len(cleared),
             },

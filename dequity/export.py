@@ -78,6 +78,11 @@ def export_weights(
 
 
 def _cluster_info(results: Any, token_by_id: dict[str, str]) -> dict[str, dict[str, int]]:
+    if not results.labels:
+        raise DequityError(
+            f"run {results.key!r} used clustering='knn', which forms no clusters; the "
+            "authors' pkl holds cluster sizes: export format 'json' or 'csv' instead"
+        )
     sizes = cluster_sizes(results.labels, noise=results.config.noise)
     largest = int(sizes.max())
     return {

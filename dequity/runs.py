@@ -110,6 +110,8 @@ class DequityRun(focr.Run):
 class DequityResults(focr.RunResults):
     """Results of a dequity run: cluster labels, likelihoods and weights.
 
+    ``labels`` is empty for a ``clustering="knn"`` run, which forms no clusters.
+
     Get them from :func:`dequity.compute_dequity` or
     :func:`dequity.load_dequity_results`.
 

@@ -58,26 +58,27 @@ def mean_spread(
 
 
 def verdict(name: str, ours: Sequence[float], reference: Sequence[float], what: str) -> str:
-    """A plain sentence: does ``ours`` beat ``reference`` beyond the seed spread?
+    """A plain sentence: is ``ours`` above or below ``reference`` beyond the seed spread?
 
-    The difference counts when the mean gain exceeds twice its standard
-    error over seeds (paired by seed); otherwise it is called a tie.
+    The difference counts when its mean exceeds twice its standard error
+    over seeds (paired by seed); otherwise it is within seed noise.
 
     Example::
 
-        >>> verdict("dequity", [0.6, 0.62, 0.61], [0.5, 0.52, 0.5], "rare-class accuracy")
-        'dequity raises rare-class accuracy by 10.3 points (± 0.6 over 3 seeds): supported.'
+        >>> verdict("dequity vs unweighted:", [0.6, 0.62, 0.61], [0.5, 0.52, 0.5], "accuracy")
+        'dequity vs unweighted: accuracy +10.3 points (± 0.6 over 3 seeds): a real gain.'
     """
     diff = (np.asarray(ours, float) - np.asarray(reference, float)) * 100
     n = len(diff)
-    err = diff.std(ddof=1) / np.sqrt(n) if n > 1 else float("inf")
+    std = diff.std(ddof=1) if n > 1 else 0.0
+    err = std / np.sqrt(n) if n > 1 else float("inf")
     mean = diff.mean()
-    spread = f"(± {diff.std(ddof=1) if n > 1 else 0.0:.1f} over {n} seed{'s' * (n > 1)})"
+    head = f"{name} {what} {mean:+.1f} points (± {std:.1f} over {n} seed{'s' * (n > 1)})"
     if mean > 2 * err:
-        return f"{name} raises {what} by {mean:.1f} points {spread}: supported."
+        return f"{head}: a real gain."
     if mean < -2 * err:
-        return f"{name} lowers {what} by {-mean:.1f} points {spread}: it hurts here."
-    return f"{name} changes {what} by {mean:+.1f} points {spread}: no clear effect."
+        return f"{head}: a real loss."
+    return f"{head}: within seed noise, no clear effect."
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -98,7 +99,7 @@ def bar_chart(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups)), 4.0))
     width = 0.8 / len(series)
     for i, (name, per_group) in enumerate(series.items()):
         means = [100 * np.mean(v) for v in per_group]
@@ -108,7 +109,7 @@ def bar_chart(
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(series))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -139,15 +139,22 @@ class DequityPanel(foo.Panel):
         if ctx.dataset.has_brain_run(viz_key(run_key)):
             buttons.btn("embeddings", label="Embeddings panel", on_click=self.on_open_embeddings)
 
-        traces, layout = plots.cluster_size_bars(results.cluster_sizes())
-        panel.plot(
-            "cluster_sizes",
-            data=traces,
-            layout=layout,
-            config=_PLOT_CONFIG,
-            on_click=self.on_click_cluster,
-            height=40,
-        )
+        if results.labels:
+            traces, layout = plots.cluster_size_bars(results.cluster_sizes())
+            panel.plot(
+                "cluster_sizes",
+                data=traces,
+                layout=layout,
+                config=_PLOT_CONFIG,
+                on_click=self.on_click_cluster,
+                height=40,
+            )
+        else:
+            panel.md(
+                "This run used k-NN density (`clustering='knn'`): no clusters; each "
+                "image's likelihood comes from its distance to its k-th neighbour.",
+                name="no_clusters",
+            )
         traces, layout = plots.weight_curve(cfg.eta, cfg.gamma, results.likelihoods)
         panel.plot("weight_curve", data=traces, layout=layout, config=_PLOT_CONFIG, height=40)
         traces, layout = plots.weight_histogram(results.weights, "Weight distribution")

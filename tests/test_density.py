@@ -70,3 +70,53 @@ def test_duplicates_count_as_densest() -> None:
 def test_invalid_input(points: np.ndarray, k: object) -> None:
     with pytest.raises(DequityError):
         knn_likelihood(points, k=k)
+
+
+def test_compute_dequity_with_knn_density_writes_likelihoods_without_clusters(demo, tmp_path):
+    import dequity
+    from dequity.density import knn_likelihood as reference
+    from dequity.projection import project
+    from dequity.weights import gfl_weight
+    from tests.conftest import EMBEDDINGS_FIELD
+
+    res = dequity.compute_dequity(
+        demo, "dens", embeddings=EMBEDDINGS_FIELD, clustering="knn", clustering_kwargs={"k": 5}
+    )
+    vectors = np.stack(demo.values(EMBEDDINGS_FIELD))
+    expected = reference(project(vectors, "pca"), k=5)
+    ids = demo.values("id")
+    by_id = dict(zip(res.sample_ids, res.likelihoods))
+    assert np.allclose([by_id[i] for i in ids], expected)
+    assert np.allclose(demo.values("dens_likelihood"), expected)
+    assert np.allclose(demo.values("dens_weight"), gfl_weight(expected, 1.0, 5.0))
+    assert demo.count("dens_cluster") == 0  # no clusters: the field stays empty
+    assert res.labels == [] and res.num_clusters == 0 and res.cluster_sizes() == {}
+    reloaded = dequity.load_dequity_results(demo, "dens")
+    assert reloaded.config.clustering == "knn" and reloaded.config.clustering_kwargs == {"k": 5}
+    assert dequity.export_weights(demo, "dens", tmp_path / "w.csv").exists()
+    with pytest.raises(DequityError, match="forms no clusters"):
+        dequity.export_weights(demo, "dens", tmp_path / "w.pkl")
+
+
+def test_knn_density_parameters_are_checked_before_any_work(demo):
+    import dequity
+    from dequity.clustering import cluster
+    from tests.conftest import EMBEDDINGS_FIELD
+
+    fields = set(demo.get_field_schema())
+    for kwargs, message in (
+        ({"k": 0}, "k must be an integer >= 1"),
+        ({"k": len(demo)}, "too few for k="),
+        ({"k": 5, "backend": "cuml"}, "unknown clustering_kwargs"),
+    ):
+        with pytest.raises(DequityError, match=message):
+            dequity.compute_dequity(
+                demo,
+                "dens",
+                embeddings=EMBEDDINGS_FIELD,
+                clustering="knn",
+                clustering_kwargs=kwargs,
+            )
+    assert set(demo.get_field_schema()) == fields and "dens" not in demo.list_runs()
+    with pytest.raises(DequityError, match="forms no clusters"):
+        cluster(np.zeros((20, 2)), "knn")

@@ -70,7 +70,7 @@ def test_small_cnn_learns_fashion_mnist_and_resampling_runs(fashion):
 
 
 def test_verdict_separates_effects_from_seed_noise():
-    assert verdict("a", [0.7, 0.71, 0.69], [0.6, 0.61, 0.6], "x").endswith("supported.")
-    assert "hurts" in verdict("a", [0.5, 0.5, 0.51], [0.6, 0.61, 0.6], "x")
+    assert verdict("a", [0.7, 0.71, 0.69], [0.6, 0.61, 0.6], "x").endswith("a real gain.")
+    assert verdict("a", [0.5, 0.5, 0.51], [0.6, 0.61, 0.6], "x").endswith("a real loss.")
     assert "no clear effect" in verdict("a", [0.6, 0.7, 0.5], [0.61, 0.59, 0.6], "x")
     assert "no clear effect" in verdict("a", [0.9], [0.1], "x")  # one seed proves nothing
