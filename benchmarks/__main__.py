@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import benchmarks  # noqa: F401  (sets FiftyOne's environment first)
+from benchmarks.common import add_only_option
 
 MODULES = {
     "likelihood": "benchmarks.likelihood_stage",
@@ -23,12 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (about 3 min)")
-    parser.add_argument(
-        "--only",
-        choices=sorted(MODULES),
-        action="append",
-        help="run only this benchmark (repeatable)",
-    )
+    add_only_option(parser, MODULES, "benchmark")
     args = parser.parse_args(argv)
     names = args.only or list(MODULES)
     mode = "quick" if args.quick else "full"

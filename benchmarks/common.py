@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+
+def add_only_option(parser: argparse.ArgumentParser, names: Sequence[str], what: str) -> None:
+    """``--only NAME`` (repeatable), shared by ``python -m benchmarks`` and ``experiments``."""
+    parser.add_argument(
+        "--only",
+        choices=sorted(names),
+        action="append",
+        help=f"run only this {what} (repeatable)",
+    )
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:

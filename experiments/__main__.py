@@ -14,6 +14,7 @@ import platform
 import time
 
 import experiments  # noqa: F401  (sets FiftyOne's environment first)
+from benchmarks.common import add_only_option
 from experiments.report import DOCS, Section, add_arguments, output_dir, seeds_of
 
 MODULES = {
@@ -42,12 +43,7 @@ sensitive is it to its parameters?
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     add_arguments(parser)
-    parser.add_argument(
-        "--only",
-        choices=sorted(MODULES),
-        action="append",
-        help="run only this experiment (repeatable); the others' saved sections are kept",
-    )
+    add_only_option(parser, MODULES, "experiment; the others' saved sections are kept")
     args = parser.parse_args(argv)
     output, seeds = output_dir(args), seeds_of(args)
     for name in args.only or list(MODULES):
