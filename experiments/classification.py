@@ -123,6 +123,7 @@ def long_tail_results(size: Sizes, seeds: Sequence[int], images, labels, test) -
         rare, common = by_size[:RARE_CLASSES], by_size[-RARE_CLASSES:]
         diag.append(_weight_diagnostics(weights, clusters, np.isin(y, rare)))
         for m in METHODS:
+            print(f"{train_set.name}: training {m}", flush=True)
             pred = train_and_test(m, x, y, weights, test[0], size.epochs, seed)
             acc = per_class_accuracy(pred, test[1])
             out[m]["overall"].append(np.nanmean(acc))
@@ -146,6 +147,7 @@ def appearance_results(size: Sizes, seeds: Sequence[int], images, labels, test) 
         weights, _, clusters = dequity_weights(train_set, images, labels)
         diag.append(_weight_diagnostics(weights, clusters, train_set.inverted))
         for m in METHODS:
+            print(f"{train_set.name}: training {m}", flush=True)
             pred = train_and_test(m, x, y, weights, test_x, size.epochs, seed)
             correct = pred == test_y
             out[m]["overall"].append(correct.mean())

@@ -93,7 +93,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         if any(TSNE in c for _, _, c in configs):
             vectors = np.stack(values_in_order(dataset, train_set, EMBEDDING_FIELD))
             tsne = dequity.project(vectors, "tsne")
-        for _, label, config in configs:
+        for i, (_, label, config) in enumerate(configs):
+            print(f"seed {seed}, configuration {i + 1}/{len(configs)}: {label}", flush=True)
             w, clusters = weights_of(dataset, train_set, config, tsne)
             pred = train_and_test("dequity", x, y, w, test_x, size.epochs, seed)
             correct = pred == test_y
