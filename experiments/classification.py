@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-import dequity
 from experiments.classifier import METHODS, method_weights, predict, train_classifier
 from experiments.fashion_mnist import (
     CLASSES,
@@ -31,7 +30,7 @@ from experiments.fashion_mnist import (
     long_tail_set,
     power_law_sizes,
 )
-from experiments.pool import EMBEDDING_FIELD, training_dataset, values_in_order
+from experiments.pool import dequity_fields, training_dataset
 from experiments.report import Section, bar_chart, mean_spread, script_main, table, verdict
 
 NAME = "classification"
@@ -72,12 +71,7 @@ def dequity_weights(train_set: TrainingSet, images: np.ndarray, labels: np.ndarr
     when empty). No labels are used.
     """
     ds = training_dataset(train_set, images, labels)
-    dequity.compute_dequity(
-        ds, "dequity", embeddings=EMBEDDING_FIELD, overwrite=True, progress=False, **kw
-    )
-    return tuple(
-        values_in_order(ds, train_set, f"dequity_{f}") for f in ("weight", "likelihood", "cluster")
-    )
+    return dequity_fields(ds, train_set, ("weight", "likelihood", "cluster"), **kw)
 
 
 def train_and_test(

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-import dequity
 from benchmarks.common import spearman
 from dequity.errors import DequityError
 from experiments.fashion_mnist import load_split, long_tail_set
-from experiments.pool import EMBEDDING_FIELD, training_dataset, values_in_order
+from experiments.pool import dequity_fields, training_dataset
 from experiments.report import Section, mean_spread, script_main, table
 
 NAME = "discovery"
@@ -47,10 +46,7 @@ CONFIGS: dict[str, dict] = {
 
 def likelihoods(dataset, train_set, config: dict) -> np.ndarray:
     """Likelihood of each image of ``train_set`` under ``config`` (no labels used)."""
-    dequity.compute_dequity(
-        dataset, "dequity", embeddings=EMBEDDING_FIELD, overwrite=True, progress=False, **config
-    )
-    return values_in_order(dataset, train_set, "dequity_likelihood")
+    return dequity_fields(dataset, train_set, ("likelihood",), **config)[0]
 
 
 def scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:

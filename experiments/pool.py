@@ -106,3 +106,19 @@ def values_in_order(dataset: Any, train_set: TrainingSet, field: str) -> np.ndar
     rows, inverted, values = dataset.values(["row", "inverted", field])
     by_key = dict(zip(zip(rows, inverted), values))
     return np.array([by_key[(int(r), bool(i))] for r, i in zip(train_set.rows, train_set.inverted)])
+
+
+def dequity_fields(
+    dataset: Any, train_set: TrainingSet, fields: tuple[str, ...], **kwargs: Any
+) -> tuple[np.ndarray, ...]:
+    """Runs ``compute_dequity`` (key ``"dequity"``) and returns ``fields``, in set order.
+
+    ``kwargs`` go to :func:`dequity.compute_dequity`; ``embeddings`` defaults
+    to the stored embedding field. ``fields`` are suffixes: ``"weight"``,
+    ``"likelihood"``, ``"cluster"``.
+    """
+    import dequity
+
+    kwargs.setdefault("embeddings", EMBEDDING_FIELD)
+    dequity.compute_dequity(dataset, "dequity", overwrite=True, progress=False, **kwargs)
+    return tuple(values_in_order(dataset, train_set, f"dequity_{f}") for f in fields)

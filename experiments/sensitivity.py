@@ -20,7 +20,7 @@ import numpy as np
 import dequity
 from experiments.classification import sizes, test_split, train_and_test
 from experiments.fashion_mnist import appearance_set, load_split
-from experiments.pool import EMBEDDING_FIELD, training_dataset, values_in_order
+from experiments.pool import EMBEDDING_FIELD, dequity_fields, training_dataset, values_in_order
 from experiments.report import Section, mean_spread, script_main, table, verdict
 
 NAME = "sensitivity"
@@ -62,13 +62,9 @@ def configurations(quick: bool) -> list[tuple[str, str, dict]]:
 def weights_of(dataset, train_set, config: dict, tsne_points: np.ndarray | None) -> tuple:
     """``(weights, clusters)`` from ``compute_dequity`` with ``config``."""
     kwargs = dict(config)
-    embeddings = EMBEDDING_FIELD
     if kwargs.pop(TSNE, False):
-        embeddings, kwargs["projection"] = tsne_points, None
-    dequity.compute_dequity(
-        dataset, "dequity", embeddings=embeddings, overwrite=True, progress=False, **kwargs
-    )
-    return tuple(values_in_order(dataset, train_set, f"dequity_{f}") for f in ("weight", "cluster"))
+        kwargs["embeddings"], kwargs["projection"] = tsne_points, None
+    return dequity_fields(dataset, train_set, ("weight", "cluster"), **kwargs)
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
