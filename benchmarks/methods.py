@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dequity.clustering import cluster
+from dequity.clustering import assign_noise, cluster
 from dequity.density import knn_likelihood
 from dequity.likelihood import scaled_likelihood
 from dequity.projection import project
@@ -37,8 +37,15 @@ def opentsne_hdbscan(x: np.ndarray) -> Estimate:
     return scaled_likelihood(labels), labels
 
 
-def knn_density(x: np.ndarray, k: int = 10) -> Estimate:
-    """k-NN density likelihood on PCA-50, no cluster step."""
+def pca_hdbscan_nearest(x: np.ndarray) -> Estimate:
+    """The default, then each noise point joins its nearest clustered point's cluster."""
+    points = project(x, "pca")
+    labels = assign_noise(points, cluster(points, "hdbscan"))
+    return scaled_likelihood(labels, noise="nearest"), labels
+
+
+def knn_density(x: np.ndarray, k: int = 30) -> Estimate:
+    """k-NN neighbourhood-count likelihood on PCA-50, no cluster step."""
     return knn_likelihood(project(x, "pca"), k=k), None
 
 
@@ -59,7 +66,9 @@ CANDIDATES: dict[str, Estimator] = {
     "PCA-20 + HDBSCAN": lambda x: pca_hdbscan(x, 20),
     "PCA-10 + HDBSCAN": lambda x: pca_hdbscan(x, 10),
     "openTSNE 2-D + HDBSCAN": opentsne_hdbscan,
-    "k-NN density (k 10) on PCA-50": knn_density,
+    "default, noise joins the nearest cluster (noise='nearest')": pca_hdbscan_nearest,
+    "k-NN density (k 30) on PCA-50": knn_density,
+    "k-NN density (k 10) on PCA-50": lambda x: knn_density(x, 10),
     "PCA-50 + HDBSCAN fitted on 2k samples + 1-NN (fit_samples 2000)": subsample_hdbscan,
 }
 REFERENCE = next(iter(CANDIDATES))

@@ -27,7 +27,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # other point takes the label of its nearest fitted point.
     HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 5_000},
     DBSCAN: {"eps": 2.0, "min_samples": 10},
-    KNN: {"k": 10},
+    KNN: {"k": 30},
 }
 _EXTRA_KEYS: dict[str, set[str]] = {
     HDBSCAN: {
@@ -169,6 +169,36 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
     if fit_samples is None or len(points) <= fit_samples:
         return _hdbscan(points, params)
     return _subsampled_hdbscan(points, params, fit_samples)
+
+
+def assign_noise(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Labels in which each noise point takes the label of its nearest clustered point.
+
+    Used by ``noise="nearest"``: every sample then counts in a cluster. When
+    every point is noise the labels come back unchanged.
+
+    Example::
+
+        >>> pts = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [0.5], [4.0]])
+        >>> assign_noise(pts, np.array([0, 0, 0, 1, 1, -1, -1]))
+        array([0, 0, 0, 1, 1, 0, 1])
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels, dtype=np.int64)
+    noise = labels < 0
+    if not noise.any() or noise.all():
+        return labels.copy()
+    points = np.asarray(points)
+    clustered = np.flatnonzero(~noise)
+    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(points[clustered])
+    out = labels.copy()
+    rows = np.flatnonzero(noise)
+    for start in range(0, len(rows), _ASSIGN_ROWS):
+        chunk = rows[start : start + _ASSIGN_ROWS]
+        nearest = index.kneighbors(points[chunk], return_distance=False)[:, 0]
+        out[chunk] = labels[clustered[nearest]]
+    return out
 
 
 def _hdbscan(points: np.ndarray, params: dict) -> np.ndarray:

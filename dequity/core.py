@@ -15,7 +15,12 @@ from dequity import fields as df
 from dequity import projection as dp
 from dequity.density import knn_likelihood
 from dequity.errors import DequityError
-from dequity.likelihood import NOISE_SINGLETON, scaled_likelihood, validate_noise_policy
+from dequity.likelihood import (
+    NOISE_NEAREST,
+    NOISE_SINGLETON,
+    scaled_likelihood,
+    validate_noise_policy,
+)
 from dequity.models import model_name, resolve_precision
 from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
@@ -70,13 +75,15 @@ def compute_dequity(
         projection_kwargs: parameters of the projection.
         clustering: ``"hdbscan"`` (default, ``min_cluster_size=10``),
             ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``) or
-            ``"knn"``: no clusters, a continuous likelihood from each
-            sample's distance to its ``k``-th neighbour (``k=10``, see
+            ``"knn"``: no clusters, a likelihood from how many samples lie
+            within the typical distance to the ``k``-th neighbour (``k=30``, see
             :func:`dequity.density.knn_likelihood`); the cluster field
             stays empty.
         clustering_kwargs: parameters of the clustering.
         noise: ``"singleton"`` (default: a noise point is a cluster of one,
-            the rarest) or ``"cluster"`` (the authors' code).
+            the rarest), ``"cluster"`` (the authors' code) or ``"nearest"``
+            (each noise point joins the cluster of its nearest clustered
+            sample; no sample is left noise).
         eta, gamma: Generalized Focal Loss parameters.
         overwrite: replace an existing run with the same key.
         progress: FiftyOne progress setting (True/False/None/callable).
@@ -140,6 +147,8 @@ def compute_dequity(
         logger.info("Clustering (%s)...", clustering)
         labels = dc.cluster(points, clustering, **config.clustering_kwargs)
         _check_labels(labels, clustering, config.clustering_kwargs)
+        if noise == NOISE_NEAREST:
+            labels = dc.assign_noise(points, labels)
         likelihoods = scaled_likelihood(labels, noise=noise)
     weights = gfl_weight(likelihoods, eta, gamma)
 

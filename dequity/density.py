@@ -6,27 +6,29 @@ import numpy as np
 
 from dequity.errors import DequityError
 
+#: rows per radius query: bounds the memory of the neighbour lists
+_ROWS = 4_096
 
-def knn_likelihood(points: np.ndarray, k: int = 10) -> np.ndarray:
-    """Likelihood of each sample from its distance to its ``k``-th neighbour.
 
-    ``p_i = r_min / r_i`` where ``r_i`` is the distance from sample ``i`` to
-    its ``k``-th nearest other sample and ``r_min`` the smallest such
-    distance: the densest sample gets 1, sparser samples less, all in
-    ``(0, 1]``. ``1 / r_k`` is a monotone function of the k-NN density
-    estimate ``k / (n * V_d * r_k ** d)``, so rankings agree with it, while
-    the values stay usable as likelihoods in high dimension (``r ** d``
-    would underflow). Duplicate points (``r_i = 0``) get 1, like the densest
-    distinct sample.
+def knn_likelihood(points: np.ndarray, k: int = 30) -> np.ndarray:
+    """Likelihood of each sample from how many samples lie near it.
 
-    Local density is not frequency: a tight rare group is denser than a
-    spread-out common one, so this score can rank them the wrong way round;
-    cluster-size likelihoods (:func:`dequity.scaled_likelihood`) measure
-    frequency.
+    ``p_i = n_i / max_j n_j``, where ``n_i`` counts the samples (itself
+    included) within radius ``R`` of sample ``i`` and ``R`` is the median,
+    over all samples, of the distance to the ``k``-th nearest other sample.
+    This is the paper's eq. 3 with each sample's ``R``-neighbourhood as its
+    cluster: a relative frequency of samples like it, measured at the scale
+    where a typical sample has ``k`` neighbours. The most crowded sample gets
+    1, an isolated one ``1 / max_j n_j``.
+
+    Crowding is not group size: a tight rare group can be more crowded than
+    a spread-out common one, so this score can rank them the wrong way round;
+    cluster-size likelihoods (:func:`dequity.scaled_likelihood`) measure the
+    size of well-separated groups.
 
     Args:
         points: ``(n, d)`` array, usually projected embeddings (e.g. PCA-50).
-        k: neighbours counted, ``1 <= k < n``.
+        k: neighbours of a typical sample, ``1 <= k < n``.
 
     Returns:
         float64 array of shape ``(n,)`` with values in ``(0, 1]``.
@@ -34,10 +36,10 @@ def knn_likelihood(points: np.ndarray, k: int = 10) -> np.ndarray:
     Example::
 
         >>> rng = np.random.default_rng(0)
-        >>> pts = np.concatenate([rng.normal(0, 0.1, (50, 2)),
-        ...                       rng.normal(5, 1.0, (50, 2))])
+        >>> pts = np.concatenate([rng.normal(0, 1, (80, 2)),
+        ...                       rng.normal(9, 1, (20, 2))])
         >>> p = knn_likelihood(pts, k=5)
-        >>> float(p.max()), bool(p[:50].mean() > p[50:].mean())
+        >>> float(p.max()), bool(p[:80].mean() > 2 * p[80:].mean())
         (1.0, True)
     """
     from sklearn.neighbors import NearestNeighbors
@@ -52,11 +54,13 @@ def knn_likelihood(points: np.ndarray, k: int = 10) -> np.ndarray:
     n = x.shape[0]
     if n <= k:
         raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")
+    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
     # query the fitted points themselves: column 0 is each point (or a duplicate)
-    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    r = dist[:, k]
-    positive = r[r > 0]
-    if positive.size == 0:
-        return np.ones(n)
-    r = np.maximum(r, positive.min())
-    return positive.min() / r
+    radius = float(np.median(index.kneighbors(x)[0][:, k]))
+    counts = np.concatenate(
+        [
+            np.diff(index.radius_neighbors_graph(x[start : start + _ROWS], radius).indptr)
+            for start in range(0, n, _ROWS)
+        ]
+    )
+    return counts / counts.max()

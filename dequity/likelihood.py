@@ -11,7 +11,11 @@ from dequity.errors import DequityError
 NOISE_SINGLETON = "singleton"
 #: The authors' code: all noise points (label -1) form one more cluster.
 NOISE_CLUSTER = "cluster"
-NOISE_POLICIES = (NOISE_SINGLETON, NOISE_CLUSTER)
+#: Each noise point joins the cluster of its nearest clustered sample in the
+#: projected space (:func:`dequity.clustering.assign_noise`), so every sample
+#: counts in a cluster; the labels must be assigned before the likelihood.
+NOISE_NEAREST = "nearest"
+NOISE_POLICIES = (NOISE_SINGLETON, NOISE_CLUSTER, NOISE_NEAREST)
 
 
 def validate_noise_policy(noise: str) -> None:
@@ -38,6 +42,11 @@ def cluster_sizes(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarra
         raise DequityError("labels is empty: there are no samples to score")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DequityError(f"labels must be integers, got dtype {labels.dtype}")
+    if noise == NOISE_NEAREST and (labels < 0).any():
+        raise DequityError(
+            "noise='nearest' needs labels without noise; assign noise points first "
+            "with dequity.clustering.assign_noise(points, labels)"
+        )
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sizes = counts[inverse]
     if noise == NOISE_SINGLETON:

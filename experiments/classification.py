@@ -1,14 +1,14 @@
-"""Classification on Fashion-MNIST, trained four ways, on two kinds of imbalance.
+"""Classification on Fashion-MNIST, trained five ways, on two kinds of imbalance.
 
 - Long tail: class sizes fall off as a power law (imbalance ratio 100).
 - Appearance: labels balanced, but in every class a few images are shown
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults), with the class-balanced loss of Cui
-et al. (2019) and with class-balanced resampling. The test sets are
-balanced: the whole test split, and for the appearance set each test image
-in both styles.
+``compute_dequity`` with its defaults, and with ``clustering="knn"``), with
+the class-balanced loss of Cui et al. (2019) and with class-balanced
+resampling. The test sets are balanced: the whole test split, and for the
+appearance set each test image in both styles.
 
 Run: ``python -m experiments.classification [--quick] [--seeds 0 1 2]``.
 """
@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.classifier import METHODS, method_weights, predict, train_classifier
+from experiments.classifier import (
+    LABEL_FREE,
+    METHODS,
+    method_weights,
+    predict,
+    train_classifier,
+)
 from experiments.fashion_mnist import (
     CLASSES,
     TrainingSet,
@@ -30,7 +36,7 @@ from experiments.fashion_mnist import (
     long_tail_set,
     power_law_sizes,
 )
-from experiments.pool import dequity_fields, training_dataset
+from experiments.pool import dequity_fields, training_dataset, values_in_order
 from experiments.report import Section, bar_chart, mean_spread, script_main, table, verdict
 
 NAME = "classification"
@@ -64,14 +70,18 @@ def test_split(per_class: int | None) -> tuple[np.ndarray, np.ndarray]:
     return images[rows], labels[rows]
 
 
-def dequity_weights(train_set: TrainingSet, images: np.ndarray, labels: np.ndarray, **kw):
-    """``(weights, likelihoods, clusters)`` of the set's images from ``compute_dequity``.
+def label_free_weights(
+    train_set: TrainingSet, images: np.ndarray, labels: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each label-free method's weights of the set's images, and the default run's clusters.
 
-    ``kw`` goes to :func:`dequity.compute_dequity` (default configuration
-    when empty). No labels are used.
+    The methods (:data:`LABEL_FREE`) run ``compute_dequity``; no labels are used.
     """
     ds = training_dataset(train_set, images, labels)
-    return dequity_fields(ds, train_set, ("weight", "likelihood", "cluster"), **kw)
+    weights = {}
+    for method in reversed(LABEL_FREE):  # the default runs last: its clusters stay
+        (weights[method],) = dequity_fields(ds, train_set, ("weight",), **LABEL_FREE[method])
+    return weights, values_in_order(ds, train_set, "dequity_cluster")
 
 
 def train_and_test(
@@ -111,14 +121,14 @@ def long_tail_results(size: Sizes, seeds: Sequence[int], images, labels, test) -
         train_set = long_tail_set(labels, size.largest, seed=seed)
         y = labels[train_set.rows]
         x = train_set.images(images)
-        weights, _, clusters = dequity_weights(train_set, images, labels)
+        label_free, clusters = label_free_weights(train_set, images, labels)
         counts = np.bincount(y, minlength=10)
         by_size = np.argsort(counts)
         rare, common = by_size[:RARE_CLASSES], by_size[-RARE_CLASSES:]
-        diag.append(_weight_diagnostics(weights, clusters, np.isin(y, rare)))
+        diag.append(_weight_diagnostics(label_free["dequity"], clusters, np.isin(y, rare)))
         for m in METHODS:
             print(f"{train_set.name}: training {m}", flush=True)
-            pred = train_and_test(m, x, y, weights, test[0], size.epochs, seed)
+            pred = train_and_test(m, x, y, label_free.get(m), test[0], size.epochs, seed)
             acc = per_class_accuracy(pred, test[1])
             out[m]["overall"].append(np.nanmean(acc))
             out[m]["rare"].append(np.nanmean(acc[rare]))
@@ -138,11 +148,11 @@ def appearance_results(size: Sizes, seeds: Sequence[int], images, labels, test) 
         train_set = appearance_set(labels, size.per_class, size.rare_share, seed=seed)
         y = labels[train_set.rows]
         x = train_set.images(images)
-        weights, _, clusters = dequity_weights(train_set, images, labels)
-        diag.append(_weight_diagnostics(weights, clusters, train_set.inverted))
+        label_free, clusters = label_free_weights(train_set, images, labels)
+        diag.append(_weight_diagnostics(label_free["dequity"], clusters, train_set.inverted))
         for m in METHODS:
             print(f"{train_set.name}: training {m}", flush=True)
-            pred = train_and_test(m, x, y, weights, test_x, size.epochs, seed)
+            pred = train_and_test(m, x, y, label_free.get(m), test_x, size.epochs, seed)
             correct = pred == test_y
             out[m]["overall"].append(correct.mean())
             out[m]["rare"].append(correct[inverted].mean())
@@ -197,6 +207,12 @@ def _verdicts(results: dict, part: str) -> list[str]:
             "overall accuracy",
         ),
         verdict(f"dequity vs {best_class}:", m["dequity"]["rare"], m[best_class]["rare"], part),
+        verdict(
+            "dequity with k-NN density vs unweighted:",
+            m["dequity, k-NN"]["rare"],
+            m["unweighted"]["rare"],
+            part,
+        ),
     ]
 
 

@@ -26,7 +26,9 @@ from torch.utils.data import WeightedRandomSampler
 
 from training.losses import weighted_loss
 
-METHODS = ("unweighted", "dequity", "class-balanced loss", "class-balanced resampling")
+#: label-free methods: their weights come from ``compute_dequity``
+LABEL_FREE = {"dequity": {}, "dequity, k-NN": {"clustering": "knn"}}
+METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")
 
 
 class SmallCNN(nn.Module):
@@ -78,12 +80,16 @@ def inverse_frequency(labels: np.ndarray) -> np.ndarray:
 def method_weights(
     method: str, labels: np.ndarray, dequity_weights: np.ndarray | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(loss weights, sampling weights)`` of a training method."""
+    """``(loss weights, sampling weights)`` of a training method.
+
+    ``dequity_weights``: the images' weights from the label-free method's
+    ``compute_dequity`` run (:data:`LABEL_FREE`); ignored by the others.
+    """
     if method == "unweighted":
         return None, None
-    if method == "dequity":
+    if method in LABEL_FREE:
         if dequity_weights is None:
-            raise ValueError("the dequity method needs the images' dequity weights")
+            raise ValueError(f"the {method} method needs the images' dequity weights")
         return np.asarray(dequity_weights, dtype=float), None
     if method == "class-balanced loss":
         return class_balanced_weights(labels), None

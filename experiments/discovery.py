@@ -36,11 +36,12 @@ CONFIGS: dict[str, dict] = {
     },
     "openTSNE 2-D + HDBSCAN(10)": {"projection": "opentsne"},
     "PCA-50 + HDBSCAN(25)": {"clustering_kwargs": {"min_cluster_size": 25}},
-    "k-NN density (k 10) on PCA-50, no clusters": {"clustering": "knn"},
-    "k-NN density (k 30) on PCA-50, no clusters": {
+    "PCA-50 + HDBSCAN(10), noise joins the nearest cluster": {"noise": "nearest"},
+    "k-NN density (k 10) on PCA-50, no clusters": {
         "clustering": "knn",
-        "clustering_kwargs": {"k": 30},
+        "clustering_kwargs": {"k": 10},
     },
+    "k-NN density (k 30) on PCA-50, no clusters": {"clustering": "knn"},
 }
 
 

@@ -21,7 +21,7 @@ import dequity
 from dequity import clustering as dclustering
 from dequity import projection as dprojection
 from dequity.embeddings import validate_embeddings_field
-from dequity.likelihood import NOISE_CLUSTER, NOISE_SINGLETON
+from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
 from dequity.models import DEFAULT_MODEL
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
@@ -59,6 +59,7 @@ _CLUSTERING_LABELS = {
 _NOISE_LABELS = {
     NOISE_SINGLETON: "Singleton: each noise image is a cluster of one (rarest)",
     NOISE_CLUSTER: "Cluster: all noise images form one more cluster (authors' code)",
+    NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster",
 }
 
 

@@ -152,7 +152,7 @@ class DequityPanel(foo.Panel):
         else:
             panel.md(
                 "This run used k-NN density (`clustering='knn'`): no clusters; each "
-                "image's likelihood comes from its distance to its k-th neighbour.",
+                "image's likelihood is the number of images near it over the largest such count.",
                 name="no_clusters",
             )
         traces, layout = plots.weight_curve(cfg.eta, cfg.gamma, results.likelihoods)

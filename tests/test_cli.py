@@ -98,6 +98,13 @@ def test_paper_configuration_from_the_command_line(demo, capsys):
     assert config.projection_kwargs["n_components"] == 3
 
 
+def test_noise_nearest_from_the_command_line(demo, capsys):
+    argv = ["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]
+    assert main(argv + ["--run-key", "near", "--noise", "nearest"]) == 0, capsys.readouterr().err
+    assert demo.get_run_info("near").config.noise == "nearest"
+    assert min(demo.values("near_cluster")) == 0 and "0.0% noise" in capsys.readouterr().out
+
+
 def test_errors_exit_2_with_the_fix(demo, capsys):
     assert main(["compute", "--dataset", "no-such-dataset"]) == 2
     assert "no FiftyOne dataset 'no-such-dataset'" in capsys.readouterr().err

@@ -80,6 +80,23 @@ def test_reuse_stored_embeddings_gives_the_same_clusters(computed):
     dequity.delete_dequity_run(dataset, "again")
 
 
+def test_noise_nearest_puts_every_frame_in_its_nearest_cluster(computed):
+    dataset, results = computed
+    singleton = np.array(results.labels)
+    assert (singleton < 0).any(), "the demo run should leave some frames noise"
+    nearest = dequity.compute_dequity(
+        dataset, "nearest", embeddings=EMBEDDINGS_FIELD, noise="nearest", progress=False
+    )
+    labels = np.array(nearest.labels)
+    clustered = singleton >= 0
+    assert (labels >= 0).all()
+    np.testing.assert_array_equal(labels[clustered], singleton[clustered])
+    sizes = np.bincount(labels)
+    np.testing.assert_allclose(nearest.likelihoods, sizes[labels] / sizes.max())
+    assert sorted(dataset.values("nearest_cluster")) == sorted(labels.tolist())
+    dequity.delete_dequity_run(dataset, "nearest")
+
+
 def test_reweight_changes_only_weights(demo):
     results = dequity.compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
     before = demo.values(["dequity_cluster", "dequity_likelihood", "dequity_weight"])

@@ -26,6 +26,12 @@ def test_noise_cluster_reproduces_the_authors_code():
     assert scaled_likelihood(labels, noise="cluster").tolist() == expected
 
 
+def test_noise_nearest_needs_assigned_labels():
+    with pytest.raises(DequityError, match="assign_noise"):
+        scaled_likelihood(np.array([0, 0, -1]), noise="nearest")
+    assert scaled_likelihood(np.array([0, 0, 1]), noise="nearest").tolist() == [1, 1, 0.5]
+
+
 def test_cluster_sizes_under_both_policies():
     labels = np.array([3, 3, -1, 7, -1])
     assert cluster_sizes(labels, "singleton").tolist() == [2, 2, 1, 1, 1]
