@@ -1,4 +1,4 @@
-"""Continuous k-nearest-neighbour likelihood: a density score without clusters."""
+"""k-nearest-neighbour likelihood: neighbourhood counts in place of clusters."""
 
 from __future__ import annotations
 

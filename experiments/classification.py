@@ -1,14 +1,14 @@
-"""Classification on Fashion-MNIST, trained five ways, on two kinds of imbalance.
+"""Classification on Fashion-MNIST, trained six ways, on two kinds of imbalance.
 
 - Long tail: class sizes fall off as a power law (imbalance ratio 100).
 - Appearance: labels balanced, but in every class a few images are shown
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, and with ``clustering="knn"``), with
-the class-balanced loss of Cui et al. (2019) and with class-balanced
-resampling. The test sets are balanced: the whole test split, and for the
-appearance set each test image in both styles.
+``compute_dequity`` with its defaults, with ``noise="nearest"`` and with
+``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
+and with class-balanced resampling. The test sets are balanced: the whole
+test split, and for the appearance set each test image in both styles.
 
 Run: ``python -m experiments.classification [--quick] [--seeds 0 1 2]``.
 """

@@ -27,7 +27,11 @@ from torch.utils.data import WeightedRandomSampler
 from training.losses import weighted_loss
 
 #: label-free methods: their weights come from ``compute_dequity``
-LABEL_FREE = {"dequity": {}, "dequity, k-NN": {"clustering": "knn"}}
+LABEL_FREE = {
+    "dequity": {},
+    "dequity, noise nearest": {"noise": "nearest"},
+    "dequity, k-NN": {"clustering": "knn"},
+}
 METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")
 
 

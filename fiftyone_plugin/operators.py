@@ -54,7 +54,7 @@ _PROJECTION_LABELS = {
 _CLUSTERING_LABELS = {
     "hdbscan": "HDBSCAN (default: no distance threshold to tune)",
     "dbscan": "DBSCAN (the paper; eps depends on the projection's scale)",
-    "knn": "None: k-NN density likelihood, no clusters",
+    "knn": "None: k-NN neighbourhood-count likelihood, no clusters",
 }
 _NOISE_LABELS = {
     NOISE_SINGLETON: "Singleton: each noise image is a cluster of one (rarest)",

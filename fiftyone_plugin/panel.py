@@ -151,7 +151,7 @@ class DequityPanel(foo.Panel):
             )
         else:
             panel.md(
-                "This run used k-NN density (`clustering='knn'`): no clusters; each "
+                "This run used k-NN neighbourhood counts (`clustering='knn'`): no clusters; each "
                 "image's likelihood is the number of images near it over the largest such count.",
                 name="no_clusters",
             )
