@@ -146,9 +146,9 @@ def compute_dequity(
     else:
         logger.info("Clustering (%s)...", clustering)
         labels = dc.cluster(points, clustering, **config.clustering_kwargs)
-        _check_labels(labels, clustering, config.clustering_kwargs)
         if noise == NOISE_NEAREST:
             labels = dc.assign_noise(points, labels)
+        _check_labels(labels, clustering, config.clustering_kwargs)
         likelihoods = scaled_likelihood(labels, noise=noise)
     weights = gfl_weight(likelihoods, eta, gamma)
 

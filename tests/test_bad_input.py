@@ -208,6 +208,24 @@ def test_single_cluster_is_a_documented_warning(demo):
     assert results.num_clusters == 1
 
 
+def test_noise_joining_a_single_cluster_warns_too(demo):
+    # one group of 190 identical vectors and 9 scattered points that DBSCAN calls noise
+    vectors = np.concatenate([np.zeros((190, 2)), np.c_[10.0 * np.arange(1, 10), np.ones(9)]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compute_dequity(
+            demo,
+            embeddings=vectors,
+            projection=None,
+            clustering="dbscan",
+            clustering_kwargs={"eps": 1.0},
+            noise="nearest",
+            progress=False,
+        )
+    assert any("single cluster" in str(w.message) for w in caught)
+    assert set(demo.values("dequity_cluster")) == {0}
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
