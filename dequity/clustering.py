@@ -183,21 +183,25 @@ def assign_noise(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         >>> assign_noise(pts, np.array([0, 0, 0, 1, 1, -1, -1]))
         array([0, 0, 0, 1, 1, 0, 1])
     """
-    from sklearn.neighbors import NearestNeighbors
-
     labels = np.asarray(labels, dtype=np.int64)
     noise = labels < 0
-    if not noise.any() or noise.all():
-        return labels.copy()
-    points = np.asarray(points)
-    clustered = np.flatnonzero(~noise)
-    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(points[clustered])
     out = labels.copy()
-    rows = np.flatnonzero(noise)
-    for start in range(0, len(rows), _ASSIGN_ROWS):
-        chunk = rows[start : start + _ASSIGN_ROWS]
-        nearest = index.kneighbors(points[chunk], return_distance=False)[:, 0]
-        out[chunk] = labels[clustered[nearest]]
+    if noise.any() and not noise.all():
+        points = np.asarray(points)
+        out[noise] = _nearest_labels(points[~noise], labels[~noise], points[noise])
+    return out
+
+
+def _nearest_labels(reference: np.ndarray, labels: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """The label of each ``query`` point's nearest ``reference`` point (chunked brute force)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(reference)
+    out = np.empty(len(query), dtype=np.int64)
+    for start in range(0, len(query), _ASSIGN_ROWS):
+        chunk = query[start : start + _ASSIGN_ROWS]
+        nearest = index.kneighbors(chunk, return_distance=False)[:, 0]
+        out[start : start + len(chunk)] = labels[nearest]
     return out
 
 
@@ -221,17 +225,9 @@ def _subsampled_hdbscan(points: np.ndarray, params: dict, fit_samples: int) -> n
     meaning; groups smaller than about ``min_cluster_size / fit_samples`` of
     the data come out as noise (the rarest samples).
     """
-    from sklearn.neighbors import NearestNeighbors
-
     rng = np.random.default_rng(51)
     rows = np.sort(rng.choice(len(points), fit_samples, replace=False))
     fitted = _hdbscan(points[rows], params)
-    index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(points[rows])
-    labels = np.empty(len(points), dtype=np.int64)
-    for start in range(0, len(points), _ASSIGN_ROWS):
-        chunk = points[start : start + _ASSIGN_ROWS]
-        labels[start : start + len(chunk)] = fitted[
-            index.kneighbors(chunk, return_distance=False)[:, 0]
-        ]
+    labels = _nearest_labels(points[rows], fitted, points)
     labels[rows] = fitted
     return labels
