@@ -9,12 +9,15 @@ from typing import Any
 import fiftyone.core.validation as fov
 import numpy as np
 
+from dequity import claims
 from dequity import clustering as dc
+from dequity import commit as dcommit
 from dequity import embeddings as de
 from dequity import fields as df
 from dequity import projection as dp
 from dequity.density import knn_likelihood
 from dequity.errors import DequityError
+from dequity.faults import fault_point
 from dequity.likelihood import (
     NOISE_NEAREST,
     NOISE_SINGLETON,
@@ -115,6 +118,7 @@ def compute_dequity(
                                 noise="cluster")
     """
     fov.validate_collection(samples)
+    dcommit.recover_dataset(samples)
     config, store_field = _validate_request(
         samples,
         run_key,
@@ -134,35 +138,39 @@ def compute_dequity(
         embedding_options,
     )
 
-    emb = _get_embeddings(
-        samples, embeddings, model, progress, embedding_backend, ray_options, embedding_options
-    )
-    logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
-    points = dp.project(emb.vectors, projection, **config.projection_kwargs)
-    if clustering == dc.KNN:
-        logger.info("k-NN density likelihood (k=%d)...", config.clustering_kwargs["k"])
-        labels = np.empty(0, dtype=np.int64)
-        likelihoods = knn_likelihood(points, **config.clustering_kwargs)
-    else:
-        logger.info("Clustering (%s)...", clustering)
-        labels = dc.cluster(points, clustering, **config.clustering_kwargs)
-        if noise == NOISE_NEAREST:
-            labels = dc.assign_noise(points, labels)
-        _check_labels(labels, clustering, config.clustering_kwargs)
-        likelihoods = scaled_likelihood(labels, noise=noise)
-    weights = gfl_weight(likelihoods, eta, gamma)
+    with dcommit.claim_run(samples, run_key) as claim:
+        # another process may have written this key since the checks above
+        validate_run_key(samples, run_key, overwrite=overwrite)
+        fault_point("claimed")
+        emb = _get_embeddings(
+            samples, embeddings, model, progress, embedding_backend, ray_options, embedding_options
+        )
+        logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
+        points = dp.project(emb.vectors, projection, **config.projection_kwargs)
+        if clustering == dc.KNN:
+            logger.info("k-NN density likelihood (k=%d)...", config.clustering_kwargs["k"])
+            labels = np.empty(0, dtype=np.int64)
+            likelihoods = knn_likelihood(points, **config.clustering_kwargs)
+        else:
+            logger.info("Clustering (%s)...", clustering)
+            labels = dc.cluster(points, clustering, **config.clustering_kwargs)
+            if noise == NOISE_NEAREST:
+                labels = dc.assign_noise(points, labels)
+            _check_labels(labels, clustering, config.clustering_kwargs)
+            likelihoods = scaled_likelihood(labels, noise=noise)
+        weights = gfl_weight(likelihoods, eta, gamma)
 
-    results = DequityResults(
-        samples,
-        config,
-        run_key,
-        sample_ids=emb.sample_ids,
-        labels=labels.tolist(),
-        likelihoods=likelihoods.tolist(),
-        points=_points_2d(points).tolist(),
-        missing_ids=emb.missing_ids,
-    )
-    _commit(samples, run_key, config, results, weights, emb, store_field, overwrite, progress)
+        results = DequityResults(
+            samples,
+            config,
+            run_key,
+            sample_ids=emb.sample_ids,
+            labels=labels.tolist(),
+            likelihoods=likelihoods.tolist(),
+            points=_points_2d(points).tolist(),
+            missing_ids=emb.missing_ids,
+        )
+        _commit(claim, samples, run_key, config, results, weights, emb, store_field, progress)
     logger.info("dequity run %r: %s", run_key, _short_summary(results))
     return results
 
@@ -349,6 +357,7 @@ def _points_2d(points: np.ndarray) -> np.ndarray:
 
 
 def _commit(
+    claim: Any,
     samples: Any,
     run_key: str,
     config: DequityRunConfig,
@@ -356,57 +365,54 @@ def _commit(
     weights: np.ndarray,
     emb: de.Embeddings,
     store_field: str | None,
-    overwrite: bool,
     progress: Any,
 ) -> None:
-    """Write fields, index and run record, all or nothing."""
-    fields = config.fields + ([store_field] if store_field else [])
+    """Write fields, index and run record, all or nothing (see :mod:`dequity.commit`)."""
     ids = emb.sample_ids
-    with df.transaction(samples, fields, run_key):
-        stale: dict[str, None] = {}
-        if overwrite and samples.has_run(run_key):
-            old = samples.load_run_results(run_key)
-            stale = dict.fromkeys(set(old.sample_ids + old.missing_ids) - set(ids))
-            df.DequityRun.delete_run(samples, run_key, cleanup=False)
-        df.declare_field(
-            samples,
+    stale: list[str] = []
+    if samples.has_run(run_key):
+        old = samples.load_run_results(run_key)
+        stale = list(set(old.sample_ids + old.missing_ids) - set(ids))
+    cleared = stale + emb.missing_ids
+    everyone = ids + cleared
+    blanks = [None] * len(cleared)
+    columns = [
+        dcommit.Column(
             config.cluster_field,
-            df.INT,
+            "int",
             "dequity cluster id of the sample's image (-1: noise)",
-            info={"run_key": run_key},
-        )
-        df.declare_field(
-            samples,
+            everyone,
+            (results.labels or [None] * len(ids)) + blanks,  # "knn" forms no clusters
+        ),
+        dcommit.Column(
             config.likelihood_field,
-            df.FLOAT,
+            "float",
             "dequity likelihood: size of the sample's cluster / size of the largest",
-            info={"run_key": run_key},
-        )
-        df.declare_field(
-            samples,
+            everyone,
+            results.likelihoods + blanks,
+        ),
+        dcommit.Column(
             config.weight_field,
-            df.FLOAT,
+            "float",
             "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-            info={"run_key": run_key},
+            everyone,
+            weights.tolist() + blanks,
+        ),
+    ]
+    if store_field:
+        columns.append(
+            dcommit.Column(store_field, "vector", "image embedding", ids, emb.vectors, owned=False)
         )
-        cleared = list(stale) + emb.missing_ids
-        clusters = results.labels or [None] * len(ids)  # "knn" forms no clusters
-        df.write_scalars(
-            samples,
-            ids + cleared,
-            {
-                config.cluster_field: clusters + [None] * len(cleared),
-                config.likelihood_field: results.likelihoods + [None] * len(cleared),
-                config.weight_field: weights.tolist() + [None] * len(cleared),
-            },
-            progress,
-        )
-        if store_field:
-            df.declare_field(samples, store_field, df.VECTOR, "image embedding")
-            df.write_values(samples, store_field, dict(zip(ids, emb.vectors)), progress)
-        samples._root_dataset.create_index(config.weight_field)
-        config.build().register_run(samples, run_key, overwrite=False, cleanup=False)
-        config.build().save_run_results(samples, run_key, results)
+    dcommit.commit_run(
+        claim,
+        samples,
+        run_key,
+        config,
+        results,
+        columns,
+        index=config.weight_field,
+        progress=progress,
+    )
 
 
 def _short_summary(results: DequityResults) -> str:
@@ -425,10 +431,17 @@ def load_dequity_results(samples: Any, run_key: str = "dequity") -> DequityResul
         res = dequity.load_dequity_results(fo.load_dataset("kitti"), "dequity")
         print(res.summary())
     """
+    dcommit.recover_dataset(samples)
+    writer = dcommit.writer_of(samples, run_key)
     if run_key not in samples.list_runs(method=METHOD):
+        busy = f" (it is being computed by {claims.describe(writer)})" if writer else ""
         raise DequityError(
-            f"no dequity run {run_key!r} on this dataset; runs: "
-            f"{list_dequity_runs(samples)}. Compute one with dequity.compute_dequity"
+            f"no dequity run {run_key!r} on this dataset{busy}; runs: "
+            f"{samples.list_runs(method=METHOD)}. Compute one with dequity.compute_dequity"
+        )
+    if writer is not None and writer.get("phase") == "committing":
+        raise DequityError(
+            f"run {run_key!r} is being written by {claims.describe(writer)}; try again in a moment"
         )
     return samples.load_run_results(run_key)
 
@@ -440,6 +453,7 @@ def list_dequity_runs(samples: Any) -> list[str]:
 
         dequity.list_dequity_runs(dataset)   # ['dequity', 'paper']
     """
+    dcommit.recover_dataset(samples)
     return samples.list_runs(method=METHOD)
 
 
@@ -451,7 +465,10 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
         dequity.delete_dequity_run(dataset, "paper")
     """
     load_dequity_results(samples, run_key)
-    samples._root_dataset.delete_run(run_key)
+    dataset = samples._root_dataset
+    with dcommit.claim_run(dataset, run_key), claims.dataset_lock(dataset):
+        load_dequity_results(dataset, run_key)
+        dataset.delete_run(run_key)
 
 
 def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
@@ -467,7 +484,16 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
         raise DequityError(f"new run key must be a Python identifier, got {new_run_key!r}")
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
-    df.check_fields_free(
-        samples, dict.fromkeys(field_names(new_run_key).values(), object), new_run_key
-    )
-    samples._root_dataset.rename_run(run_key, new_run_key)
+    dataset = samples._root_dataset
+    with (
+        dcommit.claim_run(dataset, run_key),
+        dcommit.claim_run(dataset, new_run_key),
+        claims.dataset_lock(dataset),
+    ):
+        load_dequity_results(dataset, run_key)
+        if dataset.has_run(new_run_key):
+            raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
+        df.check_fields_free(
+            dataset, dict.fromkeys(field_names(new_run_key).values(), object), new_run_key
+        )
+        dataset.rename_run(run_key, new_run_key)

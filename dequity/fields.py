@@ -1,22 +1,15 @@
-"""All-or-nothing writes of a run's fields and record.
-
-Everything a run computes is written inside :func:`transaction`: if any write
-fails, the fields and the run record are restored to what they were, so a
-failed run never leaves half-written values or a broken record behind.
-"""
+"""The sample fields of a run: checks, declarations and bulk writes."""
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import fiftyone.core.fields as fof
 
 from dequity.errors import DequityError
-from dequity.runs import METHOD, DequityRun
+from dequity.runs import METHOD
 
 logger = logging.getLogger(__name__)
 
@@ -86,42 +79,6 @@ def write_scalars(
     # FiftyOne's own bulk path (as set_values uses): batches, progress, and
     # reloading of in-memory samples
     dataset._bulk_write(ops, ids=ids, progress=progress)
-
-
-@contextmanager
-def transaction(samples: Any, fields: list[str], run_key: str) -> Iterator[None]:
-    """Restore ``fields`` on ``samples`` and run ``run_key`` if the block raises.
-
-    Example::
-
-        with transaction(view, ["dequity_weight"], "dequity"):
-            view.set_values("dequity_weight", weights)
-    """
-    dataset = samples._root_dataset
-    existing = [f for f in fields if dataset.has_sample_field(f)]
-    snapshot: dict[str, dict[str, Any]] = {}
-    if existing:
-        ids = dataset.values("id")
-        for name in existing:
-            snapshot[name] = dict(zip(ids, dataset.values(name)))
-    had_run = samples.has_run(run_key)
-    old_info = samples.get_run_info(run_key) if had_run else None
-    old_results = samples.load_run_results(run_key) if had_run else None
-    try:
-        yield
-    except BaseException:
-        logger.error("run %r failed; restoring fields %s and the run record", run_key, fields)
-        for name in fields:
-            if name in snapshot:
-                dataset.set_values(name, snapshot[name], key_field="id")
-            elif dataset.has_sample_field(name):
-                dataset.delete_sample_field(name)
-        if samples.has_run(run_key):
-            DequityRun.delete_run(samples, run_key, cleanup=False)
-        if had_run:
-            DequityRun.save_run_info(samples, old_info, overwrite=True, cleanup=False)
-            DequityRun.save_run_results(samples, run_key, old_results)
-        raise
 
 
 FLOAT, INT, VECTOR = fof.FloatField, fof.IntField, fof.VectorField

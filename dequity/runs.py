@@ -8,11 +8,13 @@ App's run management and plain FiftyOne code see it like any other run.
 from __future__ import annotations
 
 from collections import Counter
+from copy import deepcopy
 from typing import Any
 
 import fiftyone.core.runs as focr
 import numpy as np
 
+from dequity.errors import DequityError
 from dequity.likelihood import NOISE_SINGLETON
 from dequity.weights import gfl_weight, validate_gfl_params
 
@@ -204,12 +206,23 @@ class DequityResults(focr.RunResults):
             dataset.sort_by("dequity_weight", reverse=True)
         """
         validate_gfl_params(eta, gamma)
-        weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
-        from dequity.fields import write_scalars
+        from dequity import commit as dcommit
 
-        write_scalars(
-            self.samples, self.sample_ids, {self.config.weight_field: weights.tolist()}, progress
+        weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
+        config = deepcopy(self.config)
+        config.eta, config.gamma = float(eta), float(gamma)
+        column = dcommit.Column(
+            config.weight_field,
+            "float",
+            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+            self.sample_ids,
+            weights.tolist(),
         )
-        self.config.eta, self.config.gamma = float(eta), float(gamma)
-        self.save_config()
+        with dcommit.claim_run(self.samples, self.key) as claim:
+            if self.key not in self.samples.list_runs(method=METHOD):
+                raise DequityError(f"run {self.key!r} no longer exists")
+            dcommit.commit_run(
+                claim, self.samples, self.key, config, self, [column], progress=progress
+            )
+        self.config.eta, self.config.gamma = config.eta, config.gamma
         return weights

@@ -43,8 +43,8 @@ def test_overwrite_on_another_view_clears_samples_left_out(demo):
 
 @pytest.mark.parametrize(
     "target",
-    [(fo.Dataset, "_bulk_write"), (dequity.runs.DequityRun, "register_run")],
-    ids=["field-write", "run-record"],
+    [(dequity.commit, "_stage"), (dequity.commit, "_save_run_doc"), (dequity.commit, "_link")],
+    ids=["field-write", "run-record", "commit"],
 )
 def test_failure_mid_run_leaves_the_dataset_as_it_was(demo, monkeypatch, target):
     compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=0.3, progress=False)
@@ -81,12 +81,33 @@ def test_failure_of_a_first_run_leaves_no_fields(demo, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(dequity.runs.DequityRun, "save_run_results", fail)
+    monkeypatch.setattr(dequity.commit, "_link", fail)
     with pytest.raises(RuntimeError):
         compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
     monkeypatch.undo()
     assert snapshot(demo) == before
     assert not any(demo.has_sample_field(f) for f in RUN_FIELDS)
+
+
+def test_failure_after_the_commit_point_finishes_the_run(demo, monkeypatch):
+    compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=0.3, progress=False)
+    real = dequity.commit._finish
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("connection reset")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dequity.commit, "_finish", fail_once)
+    with pytest.raises(OSError, match="connection reset"):
+        compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=2.0, overwrite=True, progress=False)
+    monkeypatch.undo()
+    results = dequity.load_dequity_results(demo, "dequity")
+    assert results.config.eta == 2.0
+    weights = dict(zip(demo.values("id"), demo.values("dequity_weight")))
+    assert [weights[i] for i in results.sample_ids] == pytest.approx(results.weights.tolist())
 
 
 def test_empty_view(demo):

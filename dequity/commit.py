@@ -1,0 +1,367 @@
+"""Crash-safe writes of a run: stage, commit with one atomic update, finish.
+
+A run's writes go through three steps, journalled in the claim on its key
+(see :mod:`dequity.claims`):
+
+1. **stage**: the new values go into a private staging collection, and the
+   new run record (config and results) is saved without being linked to the
+   dataset. The dataset itself is untouched: an old run with the same key
+   stays intact and readable.
+2. **commit**: one atomic update points the dataset's run key at the new
+   record.
+3. **finish**: declare the fields, merge the staged values into the samples,
+   delete the replaced record and the staging collection.
+
+A process that dies before the commit leaves only the staging data, which
+the next call on the dataset drops; one that dies after it leaves a run that
+the next call finishes. Every step of ``finish`` can be repeated.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import Any
+
+import fiftyone.core.fields as fof
+
+from dequity import claims
+from dequity.errors import DequityError
+from dequity.faults import fault_point
+from dequity.runs import DequityRun
+
+logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = "dequity_staging_"
+KINDS = {"int": fof.IntField, "float": fof.FloatField, "vector": fof.VectorField}
+_BATCH = 10_000
+
+
+@dataclass
+class Column:
+    """New values of one field: ``values[i]`` for sample ``ids[i]`` (None clears it).
+
+    ``owned``: the field belongs to the run (deleted with it).
+    """
+
+    name: str
+    kind: str
+    description: str
+    ids: Sequence[str]
+    values: Sequence[Any]
+    owned: bool = True
+
+
+def run_claim_id(dataset: Any, run_key: str) -> str:
+    """The claim (and journal) id of run ``run_key`` on ``dataset``."""
+    return f"{dataset._doc.id}:run:{run_key}"
+
+
+@contextmanager
+def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
+    """Hold run key ``run_key`` of ``samples``' dataset for the block.
+
+    Raises :class:`DequityError` at once if another live process holds it;
+    finishes or undoes the work of a dead holder first. The dataset is
+    reloaded on entry, so checks in the block see other processes' runs.
+
+    Example::
+
+        with claim_run(dataset, "dequity") as claim:
+            commit_run(claim, dataset, "dequity", config, results, columns)
+    """
+    dataset = samples._root_dataset
+    claim, previous = claims.acquire(
+        run_claim_id(dataset, run_key),
+        lambda doc: (
+            f"run {run_key!r} of dataset {dataset.name!r} is being written by "
+            f"{claims.describe(doc)}; wait for it to finish or choose another run_key"
+        ),
+        dataset_id=str(dataset._doc.id),
+        run_key=run_key,
+        kind="run",
+        phase="computing",
+    )
+    try:
+        if previous is not None:
+            _recover(dataset, claim.doc)
+            claim.update(
+                phase="computing",
+                staging=None,
+                run_doc_id=None,
+                results_id=None,
+                old_run_doc_id=None,
+                fields=None,
+                index=None,
+            )
+        dataset.reload()
+        yield claim
+    finally:
+        claim.release()
+
+
+def commit_run(
+    claim: claims.Claim,
+    samples: Any,
+    run_key: str,
+    config: Any,
+    results: Any,
+    columns: list[Column],
+    index: str | None = None,
+    progress: Any = None,
+) -> None:
+    """Write ``columns`` and the run record of ``run_key``, all or nothing.
+
+    Replaces an existing run ``run_key`` (its record, and its fields' values
+    where ``columns`` give new ones) only once everything new is stored.
+
+    Example::
+
+        commit_run(claim, dataset, "dequity", config, results,
+                   [Column("dequity_weight", "float", "weight", ids, weights)])
+    """
+    from bson import ObjectId
+
+    dataset = samples._root_dataset
+    claim.update(
+        phase="staging",
+        staging=f"{STAGING_PREFIX}{claim.token}",
+        run_doc_id=ObjectId(),
+        results_id=ObjectId(),
+        fields=[[c.name, c.kind, c.description, c.owned] for c in columns],
+        index=index,
+    )
+    journal = claim.doc
+    try:
+        _stage(journal["staging"], columns, progress)
+        fault_point("staged")
+        _save_run_doc(samples, run_key, config, results, journal)
+        fault_point("run_saved")
+        _link(claim, dataset, run_key, journal["run_doc_id"])
+        fault_point("linked")
+    except BaseException:
+        logger.error("run %r failed; its staged writes are undone", run_key)
+        _settle(claim, dataset)
+        raise
+    try:
+        _finish(dataset, journal)
+    except BaseException:
+        _settle(claim, dataset)
+        raise
+    getattr(dataset, DequityRun._results_cache_field())[run_key] = results
+    fault_point("done")
+
+
+def recover_dataset(samples: Any) -> list[str]:
+    """Finish or undo the runs of ``samples``' dataset whose writers died.
+
+    Returns the keys it recovered. Runs still being written by live processes
+    are left alone.
+
+    Example::
+
+        recover_dataset(dataset)   # ['dequity'] after a killed compute_dequity
+    """
+    dataset = samples._root_dataset
+    recovered = []
+    for doc in claims.collection().find({"dataset_id": str(dataset._doc.id), "kind": "run"}):
+        claim = claims.take_over(doc)
+        if claim is None:
+            continue
+        logger.warning(
+            "run %r of dataset %r was left unfinished by %s; recovering it",
+            doc["run_key"],
+            dataset.name,
+            claims.describe(doc),
+        )
+        try:
+            _recover(dataset, claim.doc)
+        except BaseException:
+            claim.abandon()
+            raise
+        claim.release()
+        recovered.append(doc["run_key"])
+    _sync(dataset)
+    return recovered
+
+
+def writer_of(samples: Any, run_key: str) -> dict | None:
+    """The claim document of the live process writing run ``run_key``, if any."""
+    return claims.collection().find_one({"_id": run_claim_id(samples._root_dataset, run_key)})
+
+
+def _settle(claim: claims.Claim, dataset: Any) -> None:
+    """After a failure: undo before the commit point, finish after it."""
+    try:
+        _recover(dataset, claim.doc)
+    except BaseException:
+        logger.error("could not settle run %r; the next call will", claim.doc.get("run_key"))
+        claim.abandon()
+        raise
+
+
+def _recover(dataset: Any, journal: dict) -> None:
+    run_doc_id = journal.get("run_doc_id")
+    if run_doc_id is not None and _linked_run(dataset, journal["run_key"]) == run_doc_id:
+        _finish(dataset, journal)
+    else:
+        _roll_back(journal)
+    _sync(dataset)
+
+
+def _stage(name: str, columns: list[Column], progress: Any) -> None:
+    import fiftyone.core.odm as foo
+    import fiftyone.core.utils as fou
+    from bson import ObjectId
+
+    docs: dict[str, dict] = {}
+    for column in columns:
+        field = KINDS[column.kind]()
+        for sample_id, value in zip(column.ids, column.values):
+            doc = docs.setdefault(sample_id, {"_id": ObjectId(sample_id)})
+            doc[column.name] = None if value is None else field.to_mongo(value)
+    coll = foo.get_db_conn()[name]
+    batch = list(docs.values())
+    with fou.ProgressBar(total=len(batch), progress=progress) as pb:
+        for start in range(0, len(batch), _BATCH):
+            chunk = batch[start : start + _BATCH]
+            coll.insert_many(chunk, ordered=False)
+            pb.update(len(chunk))
+
+
+def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
+    import fiftyone.constants as foc
+    import fiftyone.core.view as fov
+    from bson import json_util
+    from fiftyone.core.odm.runs import RunDocument
+
+    view_stages = None
+    if isinstance(samples, fov.DatasetView):
+        view_stages = [json_util.dumps(s) for s in samples._serialize(include_uuids=False)]
+    run_doc = RunDocument(
+        id=journal["run_doc_id"],
+        dataset_id=samples._root_dataset._doc.id,
+        key=run_key,
+        version=foc.VERSION,
+        timestamp=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
+        config=deepcopy(config.serialize()),
+        view_stages=view_stages,
+        results=None,
+    )
+    run_doc.results.put(
+        json_util.dumps(results.serialize()).encode(),
+        content_type="application/json",
+        _id=journal["results_id"],
+    )
+    run_doc.results_meta = dict(results.get_meta() or {})
+    run_doc.save(upsert=True)
+
+
+def _dataset_collection(dataset: Any) -> Any:
+    return type(dataset._doc)._get_collection()
+
+
+def _linked_run(dataset: Any, run_key: str) -> Any:
+    """The id of the run record that ``run_key`` points at in the database."""
+    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    return (raw.get("runs") or {}).get(run_key)
+
+
+def _link(claim: claims.Claim, dataset: Any, run_key: str, run_doc_id: Any) -> None:
+    """The commit point: point ``run_key`` at the new record in one atomic update."""
+    with claims.dataset_lock(dataset):
+        old = _linked_run(dataset, run_key)
+        claim.update(phase="committing", old_run_doc_id=old)
+        expected = old if old is not None else {"$exists": False}
+        updated = _dataset_collection(dataset).update_one(
+            {"_id": dataset._doc.id, f"runs.{run_key}": expected},
+            {"$set": {f"runs.{run_key}": run_doc_id}},
+        )
+        if not updated.modified_count:
+            raise DequityError(f"run {run_key!r} changed while this run was computed; run again")
+        dataset.reload()
+
+
+def _finish(dataset: Any, journal: dict) -> None:
+    """Everything after the commit point; each step can be repeated."""
+    import fiftyone.core.odm as foo
+
+    run_key = journal["run_key"]
+    fields = journal.get("fields") or []
+    with claims.dataset_lock(dataset):
+        for name, kind, description, owned in fields:
+            if not dataset.has_sample_field(name):
+                dataset.add_sample_field(
+                    name,
+                    KINDS[kind],
+                    description=description,
+                    info={"run_key": run_key} if owned else None,
+                )
+    fault_point("fields_declared")
+    db = foo.get_db_conn()
+    project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
+    db[journal["staging"]].aggregate(
+        [
+            {"$project": project},
+            {
+                "$merge": {
+                    "into": dataset._sample_collection_name,
+                    "on": "_id",
+                    "whenMatched": "merge",
+                    "whenNotMatched": "discard",
+                }
+            },
+        ]
+    )
+    fault_point("values_merged")
+    if journal.get("index"):
+        dataset.create_index(journal["index"])
+    old = journal.get("old_run_doc_id")
+    if old is not None and old != journal["run_doc_id"]:
+        _delete_run_doc(old)
+    fault_point("old_run_deleted")
+    db.drop_collection(journal["staging"])
+    dataset.reload()
+    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+
+
+def _roll_back(journal: dict) -> None:
+    """Undo everything before the commit point: nothing outside staging was touched."""
+    import fiftyone.core.odm as foo
+    import gridfs
+    from fiftyone.core.odm.runs import RunDocument
+
+    db = foo.get_db_conn()
+    if journal.get("run_doc_id") is not None:
+        RunDocument._get_collection().delete_one({"_id": journal["run_doc_id"]})
+    if journal.get("results_id") is not None:
+        gridfs.GridFS(db).delete(journal["results_id"])
+    if journal.get("staging"):
+        db.drop_collection(journal["staging"])
+
+
+def _delete_run_doc(run_doc_id: Any) -> None:
+    from fiftyone.core.odm.runs import RunDocument
+
+    run_doc = RunDocument.objects(id=run_doc_id).first()
+    if run_doc is not None:
+        if run_doc.results:
+            run_doc.results.delete()
+        run_doc.delete()
+
+
+def _sync(dataset: Any) -> None:
+    """Reload ``dataset`` if another process changed its runs since it was loaded."""
+    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    linked = raw.get("runs") or {}
+    loaded = {key: getattr(doc, "id", doc) for key, doc in dataset._doc.runs.items()}
+    if linked != loaded:
+        dataset.reload()
+        cache = getattr(dataset, DequityRun._results_cache_field())
+        for key in list(cache):
+            if linked.get(key) != loaded.get(key):
+                cache.pop(key, None)
