@@ -156,11 +156,50 @@ def commit_run(
     fault_point("done")
 
 
+def delete_run(claim: claims.Claim, samples: Any, run_key: str) -> None:
+    """Delete run ``run_key``, its record and the fields it owns; resumable.
+
+    Example::
+
+        with claim_run(dataset, "dequity") as claim:
+            delete_run(claim, dataset, "dequity")
+    """
+    dataset = samples._root_dataset
+    config = dataset.get_run_info(run_key).config
+    claim.update(
+        phase="deleting", run_doc_id=_linked_run(dataset, run_key), fields=list(config.fields)
+    )
+    _settle(claim, dataset)
+
+
+def rename_run(claim: claims.Claim, samples: Any, run_key: str, new_run_key: str) -> None:
+    """Rename run ``run_key`` and its fields to ``new_run_key``; resumable.
+
+    The caller holds the claims on both keys; ``claim`` is the one on ``run_key``.
+
+    Example::
+
+        with claim_run(dataset, "a") as claim, claim_run(dataset, "b"):
+            rename_run(claim, dataset, "a", "b")
+    """
+    from dequity.runs import field_names
+
+    dataset = samples._root_dataset
+    config = dataset.get_run_info(run_key).config
+    claim.update(
+        phase="renaming",
+        run_doc_id=_linked_run(dataset, run_key),
+        new_run_key=new_run_key,
+        renames=dict(zip(config.fields, field_names(new_run_key).values())),
+    )
+    _settle(claim, dataset)
+
+
 def recover_dataset(samples: Any) -> list[str]:
     """Finish or undo the runs of ``samples``' dataset whose writers died.
 
     Returns the keys it recovered. Runs still being written by live processes
-    are left alone.
+    are left alone; locks of dead processes are released.
 
     Example::
 
@@ -168,9 +207,12 @@ def recover_dataset(samples: Any) -> list[str]:
     """
     dataset = samples._root_dataset
     recovered = []
-    for doc in claims.collection().find({"dataset_id": str(dataset._doc.id), "kind": "run"}):
+    for doc in claims.collection().find({"dataset_id": str(dataset._doc.id)}):
         claim = claims.take_over(doc)
         if claim is None:
+            continue
+        if doc.get("kind") != "run":  # a schema lock: nothing to undo
+            claim.release()
             continue
         logger.warning(
             "run %r of dataset %r was left unfinished by %s; recovering it",
@@ -206,7 +248,11 @@ def _settle(claim: claims.Claim, dataset: Any) -> None:
 
 def _recover(dataset: Any, journal: dict) -> None:
     run_doc_id = journal.get("run_doc_id")
-    if run_doc_id is not None and _linked_run(dataset, journal["run_key"]) == run_doc_id:
+    if journal.get("phase") == "deleting":
+        _finish_delete(dataset, journal)
+    elif journal.get("phase") == "renaming":
+        _finish_rename(dataset, journal)
+    elif run_doc_id is not None and _linked_run(dataset, journal["run_key"]) == run_doc_id:
         _finish(dataset, journal)
     else:
         _roll_back(journal)
@@ -327,6 +373,54 @@ def _finish(dataset: Any, journal: dict) -> None:
     db.drop_collection(journal["staging"])
     dataset.reload()
     getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+
+
+def _finish_delete(dataset: Any, journal: dict) -> None:
+    run_key, run_doc_id = journal["run_key"], journal.get("run_doc_id")
+    with claims.dataset_lock(dataset):
+        _dataset_collection(dataset).update_one(
+            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+            {"$unset": {f"runs.{run_key}": ""}},
+        )
+        dataset.reload()
+        fault_point("run_unlinked")
+        present = [f for f in journal["fields"] if dataset.has_sample_field(f)]
+        if present:
+            dataset.delete_sample_fields(present)
+    if run_doc_id is not None:
+        _delete_run_doc(run_doc_id)
+    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+
+
+def _finish_rename(dataset: Any, journal: dict) -> None:
+    from fiftyone.core.odm.runs import RunDocument
+
+    run_key, new_key = journal["run_key"], journal["new_run_key"]
+    run_doc_id = journal["run_doc_id"]
+    renames = journal["renames"]
+    with claims.dataset_lock(dataset):
+        for old, new in renames.items():
+            if dataset.has_sample_field(old) and not dataset.has_sample_field(new):
+                dataset.rename_sample_field(old, new)
+        fault_point("fields_renamed")
+        suffixes = ("cluster_field", "likelihood_field", "weight_field")
+        RunDocument._get_collection().update_one(
+            {"_id": run_doc_id},
+            {
+                "$set": {
+                    "key": new_key,
+                    **{f"config.{s}": new for s, new in zip(suffixes, renames.values())},
+                }
+            },
+        )
+        _dataset_collection(dataset).update_one(
+            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+            {"$set": {f"runs.{new_key}": run_doc_id}, "$unset": {f"runs.{run_key}": ""}},
+        )
+        dataset.reload()
+    cache = getattr(dataset, DequityRun._results_cache_field())
+    cache.pop(run_key, None)
+    cache.pop(new_key, None)
 
 
 def _roll_back(journal: dict) -> None:

@@ -466,9 +466,9 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
     """
     load_dequity_results(samples, run_key)
     dataset = samples._root_dataset
-    with dcommit.claim_run(dataset, run_key), claims.dataset_lock(dataset):
+    with dcommit.claim_run(dataset, run_key) as claim:
         load_dequity_results(dataset, run_key)
-        dataset.delete_run(run_key)
+        dcommit.delete_run(claim, dataset, run_key)
 
 
 def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
@@ -485,15 +485,11 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
     dataset = samples._root_dataset
-    with (
-        dcommit.claim_run(dataset, run_key),
-        dcommit.claim_run(dataset, new_run_key),
-        claims.dataset_lock(dataset),
-    ):
+    with dcommit.claim_run(dataset, run_key) as claim, dcommit.claim_run(dataset, new_run_key):
         load_dequity_results(dataset, run_key)
         if dataset.has_run(new_run_key):
             raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
         df.check_fields_free(
             dataset, dict.fromkeys(field_names(new_run_key).values(), object), new_run_key
         )
-        dataset.rename_run(run_key, new_run_key)
+        dcommit.rename_run(claim, dataset, run_key, new_run_key)

@@ -1,6 +1,7 @@
 """Named points in the write path where a test can make the process die.
 
-Setting ``DEQUITY_FAULT_POINT`` to one of :data:`POINTS` makes the process
+Setting ``DEQUITY_FAULT_POINT`` to one of :data:`POINTS` (a run's writes),
+:data:`DELETE_POINTS` or :data:`RENAME_POINTS` makes the process
 exit at once (``os._exit``, no clean-up, like ``SIGKILL``) when it gets there.
 Fault-injection tests use it to check that a run killed at any point leaves
 the dataset consistent.
@@ -22,6 +23,8 @@ POINTS = (
     "old_run_deleted",  # the replaced run record is gone
     "done",  # everything but releasing the claim
 )
+DELETE_POINTS = ("run_unlinked",)  # delete: the record is unlinked, the fields remain
+RENAME_POINTS = ("fields_renamed",)  # rename: the fields have their new names, the run not
 
 
 def fault_point(name: str) -> None:
