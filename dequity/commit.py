@@ -403,6 +403,12 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
             if dataset.has_sample_field(old) and not dataset.has_sample_field(new):
                 dataset.rename_sample_field(old, new)
         fault_point("fields_renamed")
+        dataset.reload()
+        for new in renames.values():
+            field = dataset.get_field(new)
+            if field is not None and (field.info or {}).get("run_key") == run_key:
+                field.info = {**field.info, "run_key": new_key}
+                field.save()
         suffixes = ("cluster_field", "likelihood_field", "weight_field")
         RunDocument._get_collection().update_one(
             {"_id": run_doc_id},

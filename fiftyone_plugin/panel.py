@@ -10,7 +10,8 @@ from fiftyone import ViewField as F
 
 import dequity
 from fiftyone_plugin import plots
-from fiftyone_plugin.common import uri, viz_key
+from fiftyone_plugin.common import uri
+from fiftyone_plugin.viz import owned_visualization
 
 _PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
 
@@ -136,7 +137,7 @@ class DequityPanel(foo.Panel):
         buttons.btn("clear", label="Show all", on_click=self.on_clear_view)
         buttons.btn("reweight", label="Reweight...", on_click=self.on_reweight)
         buttons.btn("compute", label="New run...", on_click=self.on_compute)
-        if ctx.dataset.has_brain_run(viz_key(run_key)):
+        if owned_visualization(ctx.dataset, run_key):
             buttons.btn("embeddings", label="Embeddings panel", on_click=self.on_open_embeddings)
 
         if results.labels:

@@ -353,3 +353,18 @@ def test_panel_without_runs_offers_compute(clean):
     out = _panel_event(clean, "on_load", {})
     props = out["show_panel_output"]["output"]["type"]["properties"]
     assert "compute" in props and "cluster_sizes" not in props
+
+
+def test_a_users_brain_run_named_like_the_visualization_is_left_alone(clean):
+    import fiftyone.brain as fob
+
+    ds = clean
+    points = np.random.default_rng(0).normal(size=(len(ds), 2))
+    fob.compute_visualization(ds, points=points, brain_key="dq_viz")
+
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    op("rename_dequity_run")(ds, "dq", "dq2")
+    op("delete_dequity_run")(ds, "dq2")
+    assert ds.list_brain_runs() == ["dq_viz"]
+    assert not hasattr(ds.get_brain_info("dq_viz").config, "dequity_run")
+    np.testing.assert_allclose(ds.load_brain_results("dq_viz").points, points)
