@@ -16,6 +16,7 @@ from dequity import compute_dequity
 from dequity.errors import DequityError
 from training import compare_runs, load_training_run, train_detector
 from training.cli import main, register
+from training.train import _load_checkpoint, _sha256
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 STEPS = 6
@@ -118,6 +119,38 @@ def test_resume_continues_the_step_count(demo_weighted, weighted_run, tmp_path):
     assert resumed.step_losses[:STEPS] == weighted_run.step_losses
     with pytest.raises(DequityError, match="exists"):
         train_detector(demo_weighted, train_key="weighted", output_dir=weighted_run.run_dir)
+
+
+class _RunsCode:
+    """Unpickling this object runs ``touch <path>``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_resume_never_runs_code_from_a_checkpoint(demo_weighted, weighted_run, tmp_path):
+    import shutil
+
+    import torch
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(weighted_run.run_dir, crafted)
+    marker = tmp_path / "code-ran"
+    torch.save({"model": _RunsCode(str(marker))}, crafted / "checkpoint.pt")
+    meta = json.loads((crafted / "checkpoint.json").read_text())
+    meta["sha256"] = _sha256(crafted / "checkpoint.pt")
+    (crafted / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(DequityError, match="more than tensors"):
+        _load_checkpoint(crafted)
+    assert not marker.exists()
+    (crafted / "checkpoint.json").unlink()
+    with pytest.raises(DequityError, match="metadata"):
+        _load_checkpoint(crafted)
 
 
 def test_cli_trains_a_baseline_and_compares(demo_weighted, weighted_run, tmp_path, capsys):

@@ -1,7 +1,9 @@
 """Train a torchvision detector on a FiftyOne view with DatasetEquity weights.
 
 A run folder holds ``config.json``, ``metrics.json``/``metrics.csv`` (one row
-per epoch), ``steps.csv`` (one row per step), ``checkpoint.pt``,
+per epoch), ``steps.csv`` (one row per step), ``checkpoint.pt`` (model and
+optimizer tensors only, loaded with ``weights_only=True``) with its metadata in
+``checkpoint.json`` (step, epoch, config, metrics and the tensors' SHA-256),
 ``loss_curve.png`` and ``evaluation.json``. The run is also recorded on the
 dataset (``dataset.list_runs()``), its predictions on the validation view are
 stored in ``<train_key>_predictions`` and evaluated under ``<train_key>_eval``.
@@ -10,8 +12,11 @@ stored in ``<train_key>_predictions`` and evaluated under ``<train_key>_eval``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
+import pickle
 import random
 import time
 from collections.abc import Sequence
@@ -38,6 +43,8 @@ from training.plots import plot_loss_curve
 from training.records import METHOD, record_training_run
 
 __all__ = ["TrainingResult", "load_samples", "split_view", "train_detector"]
+
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -144,12 +151,48 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _load_checkpoint(resume: str | Path) -> dict[str, Any]:
+    """Tensors from ``checkpoint.pt`` (tensors only: no code runs) and metadata from its JSON."""
     path = Path(resume)
     if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.exists():
-        raise DequityError(f"no checkpoint at {path}; pass a run folder or its checkpoint.pt")
-    return torch.load(path, map_location="cpu", weights_only=False)
+        path = path / CHECKPOINT
+    meta_path = path.with_suffix(".json")
+    if not path.exists() or not meta_path.exists():
+        raise DequityError(
+            f"no checkpoint at {path} with its metadata {meta_path.name}; pass a run "
+            "folder or its checkpoint.pt"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("sha256") != _sha256(path):
+        raise DequityError(
+            f"{path.name} does not match {meta_path.name} (one was replaced or half "
+            "written); resume from a complete run folder"
+        )
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DequityError(
+            f"{path} holds more than tensors and is not loaded (it could run code): {e}"
+        ) from None
+    return {**meta, **tensors}
+
+
+def _save_checkpoint(path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Tensors to ``path``, metadata (with the tensors' hash) to its JSON; each replaced whole."""
+    partial = path.with_suffix(".pt.partial")
+    torch.save(tensors, partial)
+    meta = {**meta, "sha256": _sha256(partial)}
+    meta_partial = path.with_suffix(".json.partial")
+    meta_partial.write_text(json.dumps(meta, indent=1))
+    os.replace(partial, path)
+    os.replace(meta_partial, path.with_suffix(".json"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def train_detector(
@@ -214,7 +257,7 @@ def train_detector(
             f"run key {train_key!r} is taken by another kind of run; pick another train key"
         )
     run_dir = Path(output_dir) if output_dir is not None else Path("runs") / train_key
-    checkpoint_path = run_dir / "checkpoint.pt"
+    checkpoint_path = run_dir / CHECKPOINT
     if (
         resume is None
         and not overwrite
@@ -358,17 +401,16 @@ def train_detector(
                 epoch_metrics[name] = sum(r[name] for r in epoch_rows) / len(epoch_rows)
         metrics.append(epoch_metrics)
         epoch += 1 if finished else 0
-        torch.save(
+        _save_checkpoint(
+            checkpoint_path,
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
                 "step": step,
                 "epoch": epoch,
                 "config": config,
                 "metrics": metrics,
                 "step_rows": step_rows,
             },
-            checkpoint_path,
         )
         if not finished:
             break
