@@ -240,7 +240,42 @@ def load_image(path: str, min_size: int | None = None) -> Any:
         img = Image.open(f)
         if min_size:
             img.draft("RGB", (min_size, min_size))
+        return to_rgb8(img)
+
+
+_HIGH_DEPTH_MODES = ("I", "F")  # "I;16*" load as "I;16", "I;16B", ...
+
+
+def to_rgb8(img: Any) -> Any:
+    """An 8-bit RGB copy of PIL image ``img``, high bit depths scaled, not clipped.
+
+    PIL's ``convert("RGB")`` clips 16-bit, 32-bit and float pixels at 255,
+    so most such images turn white. Here 16-bit values are divided by 257
+    (65535 -> 255); 32-bit integers likewise when they fit in 16 bits, else
+    they are scaled from their own range; floats in [0, 1] are multiplied by
+    255, other floats scaled from their own range (NaN as 0).
+
+    Example::
+
+        >>> from PIL import Image
+        >>> import numpy as np
+        >>> img = Image.fromarray(np.full((2, 2), 65535, dtype=np.uint16))
+        >>> to_rgb8(img).getpixel((0, 0))
+        (255, 255, 255)
+    """
+    from PIL import Image
+
+    if not img.mode.startswith(_HIGH_DEPTH_MODES):
         return img.convert("RGB")
+    a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+    if img.mode.startswith("F") and a.min() >= 0 and a.max() <= 1:
+        a = a * 255
+    elif not img.mode.startswith("F") and a.min() >= 0 and a.max() <= 65535:
+        a = a / 257
+    else:
+        lo, hi = a.min(), a.max()
+        a = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.rint(a).astype(np.uint8)).convert("RGB")
 
 
 def _wrap(

@@ -165,10 +165,9 @@ class _EmbedActor:
         return {"index": batch["index"], "embedding": out, "error": errors}
 
     def _load(self, path: str) -> Any:
-        from PIL import Image
+        from dequity.models import load_image
 
-        with open(path, "rb") as f:
-            img = Image.open(f).convert("RGB")
+        img = load_image(path)
         return self.transforms(img) if self.transforms is not None else np.asarray(img)
 
     def _embed(self, inputs: list) -> np.ndarray:
