@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ def export_weights(
       ``cluster_size / largest_cluster_size`` is the run's likelihood.
 
     Samples without an embedding have empty values (and no ``pkl`` entry).
+    Samples deleted from the dataset since the run are left out, with a
+    warning. The ``pkl`` keys must be unique: file stems shared by several
+    samples raise :class:`DequityError`; pass ``token_field`` then.
 
     Example::
 
@@ -58,8 +63,18 @@ def export_weights(
         if not dataset.has_sample_field(token_field):
             raise DequityError(f"token_field {token_field!r} is not a field of the dataset")
         fields.append(token_field)
-    run_view = dataset.select(results.sample_ids + results.missing_ids, ordered=True)
+    run_ids = results.sample_ids + results.missing_ids
+    run_view = dataset.select(run_ids, ordered=True)
     columns = run_view.values(fields)
+    gone = len(run_ids) - len(columns[0])
+    if gone:
+        kept = set(columns[0])
+        examples = [i for i in run_ids if i not in kept][:5]
+        warnings.warn(
+            f"{gone} samples of run {run_key!r} no longer exist in the dataset and are "
+            f"left out of the export (e.g. {examples}); recompute the run to drop them",
+            stacklevel=2,
+        )
     rows = [dict(zip(COLUMNS, values)) for values in zip(*columns[:5])]
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -73,6 +88,7 @@ def export_weights(
             writer.writerows(rows)
     else:
         tokens = columns[5] if token_field else [Path(p).stem for p in columns[1]]
+        _check_unique(tokens, token_field)
         path.write_bytes(pickle.dumps(_cluster_info(results, dict(zip(columns[0], tokens)))))
     return path
 
@@ -92,4 +108,19 @@ def _cluster_info(results: Any, token_by_id: dict[str, str]) -> dict[str, dict[s
             "largest_cluster_size": largest,
         }
         for sample_id, label, size in zip(results.sample_ids, results.labels, sizes)
+        if sample_id in token_by_id
     }
+
+
+def _check_unique(tokens: list[Any], token_field: str | None) -> None:
+    """The pkl is keyed by token: two samples with one token would merge silently."""
+    counts = Counter(tokens)
+    repeated = {t: n for t, n in counts.items() if n > 1}
+    if repeated:
+        source = f"field {token_field!r}" if token_field else "the image file stems"
+        examples = dict(list(repeated.items())[:5])
+        raise DequityError(
+            f"{len(repeated)} pkl keys from {source} are shared by several samples "
+            f"(key: count, e.g. {examples}); pass token_field (--token-field) naming a "
+            "field with a unique value per sample, such as a sample token"
+        )

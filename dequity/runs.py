@@ -179,15 +179,25 @@ class DequityResults(focr.RunResults):
         return float(np.mean(np.asarray(self.labels) < 0)) if self.labels else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Counts and ranges worth printing or showing in the App."""
-        weights = self.weights
+        """Counts and ranges worth printing or showing in the App.
+
+        Counts only the samples that still exist: samples deleted from the
+        dataset since the run are reported as ``num_deleted``.
+        """
+        existing = set(self.samples._root_dataset.values("id"))
+        present = np.array([i in existing for i in self.sample_ids], dtype=bool)
+        labels = [label for label, kept in zip(self.labels, present) if kept]
+        sizes = Counter(labels)
+        weights = self.weights[present] if len(present) else self.weights
+        missing = sum(i in existing for i in self.missing_ids)
         return {
             "run_key": self.key,
-            "num_samples": len(self.sample_ids),
-            "num_missing": len(self.missing_ids),
-            "num_clusters": self.num_clusters,
-            "noise_fraction": self.noise_fraction,
-            "cluster_sizes": self.cluster_sizes(),
+            "num_samples": int(present.sum()),
+            "num_missing": missing,
+            "num_deleted": int((~present).sum()) + len(self.missing_ids) - missing,
+            "num_clusters": len(set(sizes) - {-1}),
+            "noise_fraction": sizes[-1] / len(labels) if labels else 0.0,
+            "cluster_sizes": dict(sizes.most_common()),
             "eta": self.config.eta,
             "gamma": self.config.gamma,
             "min_weight": float(weights.min()) if len(weights) else None,
