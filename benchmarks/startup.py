@@ -66,7 +66,11 @@ def run(quick: bool) -> str:
         verdict = ("yes" if worst < TARGET_SECONDS else "NO") if cli else ""
         rows.append([name, median, worst, median / ref, verdict])
     if not quick:
-        RAW.write_text(json.dumps({"command": dq, "repeats": repeats, "seconds": raw}, indent=1))
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        record = {"commit": commit, "command": dq, "repeats": repeats, "seconds": raw}
+        RAW.write_text(json.dumps(record, indent=1))
     header = (
         f"### Start-up, {repeats} fresh processes each\n\n"
         f"Target: every help and argument error answers in under {TARGET_SECONDS:.0f} s. "
