@@ -21,7 +21,8 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -377,29 +378,45 @@ class _DropMessage(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
-def configure_output() -> None:
-    """Quiet, labelled output for the command line.
+@contextmanager
+def cli_output() -> Iterator[None]:
+    """Quiet, labelled output for the command line, within the block.
 
     dequity's progress labels ("Embedding images...") are printed like
-    FiftyOne's own; FiftyOne's notice about MongoDB 6.0 and PyMongo's
-    warning about DataLoader workers forked after connecting (FiftyOne
-    reconnects in each worker) are not.
+    FiftyOne's own. Not printed: FiftyOne's notice about MongoDB 6.0 (see
+    :data:`MONGODB_NOTICE`) and PyMongo's warning about DataLoader workers
+    forked after connecting (FiftyOne reconnects in each worker).
 
     Example::
 
-        configure_output()
+        with cli_output():
+            dequity.compute_dequity(dataset, progress=True)
     """
     logger = logging.getLogger("dequity")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+    level, propagate = logger.level, logger.propagate
+    progress = logging.StreamHandler(sys.stdout)  # labels on stdout, problems on stderr
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    problems = logging.StreamHandler(sys.stderr)
+    problems.setLevel(logging.WARNING)
+    handlers = [progress, problems]
+    for handler in handlers:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     database_logger = logging.getLogger("fiftyone.core.odm.database")
-    if not any(isinstance(f, _DropMessage) for f in database_logger.filters):
-        database_logger.addFilter(_DropMessage(MONGODB_NOTICE))
-    warnings.filterwarnings("ignore", message="MongoClient opened before fork")
+    notice = _DropMessage(MONGODB_NOTICE)
+    database_logger.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="MongoClient opened before fork")
+            yield
+    finally:
+        database_logger.removeFilter(notice)
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,9 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         main(["list", "--dataset", "kitti"])
     """
     args = build_parser().parse_args(argv)
-    configure_output()
     try:
-        args.func(args)
+        with cli_output():
+            args.func(args)
     except DequityError as e:
         return _fail(str(e))
     except OSError as e:
