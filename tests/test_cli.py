@@ -11,7 +11,8 @@ from pathlib import Path
 import fiftyone as fo
 import pytest
 
-from dequity.cli import MONGODB_NOTICE, main, parse_kwargs
+from dequity.cli import main, parse_kwargs
+from dequity.console import MONGODB_NOTICE
 from tests.conftest import EMBEDDINGS_FIELD, REPO
 
 HEAVY_MODULES = ("fiftyone", "torch", "sklearn", "dequity.core", "training.train")

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dequity.cli import output_folder, output_path
+from dequity.argtypes import output_folder, output_path
 
 __all__ = ["add_compare", "add_train", "main", "register"]
 
