@@ -26,6 +26,7 @@ from dequity.likelihood import (
 )
 from dequity.models import model_name, resolve_precision
 from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
+from dequity.validation import check_estimators, check_field_name, check_number
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
 
 logger = logging.getLogger(__name__)
@@ -205,14 +206,24 @@ def _validate_request(
         )
     if embeddings is not None and model is not None:
         raise DequityError("pass either embeddings or model, not both")
+    _validate_embedding_options(embedding_options)
     _validate_backend(embedding_backend, ray_options, embeddings, embedding_options)
     if "precision" in embedding_options:
         resolve_precision(embedding_options["precision"], embedding_options.get("device"))
     validate_noise_policy(noise)
     validate_gfl_params(eta, gamma)
+    for name, kwargs in (
+        ("projection_kwargs", projection_kwargs),
+        ("clustering_kwargs", clustering_kwargs),
+    ):
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise DequityError(f"{name} must be a dict, got {kwargs!r}")
     projection_params = dp.projection_params(projection, projection_kwargs)
     clustering_params = dc.clustering_params(clustering, clustering_kwargs)
+    check_estimators(projection, projection_params, clustering, clustering_params)
     dc.check_enough_samples(len(samples), clustering, clustering_params)
+    if embeddings_field is not None:
+        check_field_name("embeddings_field", embeddings_field)
 
     embeddings_source = embeddings if isinstance(embeddings, str) else None
     if embeddings_source is not None:
@@ -252,10 +263,7 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
 
         dequity.validate_run_key(dataset, "dequity", overwrite=True)
     """
-    if not isinstance(run_key, str) or not run_key.isidentifier():
-        raise DequityError(
-            f"run_key must be a Python identifier such as 'dequity', got {run_key!r}"
-        )
+    check_run_key_name("run_key", run_key)
     if run_key in samples.list_runs():
         if run_key not in samples.list_runs(method=METHOD):
             raise DequityError(
@@ -272,6 +280,35 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
         for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
     }
     df.check_fields_free(samples, field_types, run_key)
+
+
+def check_run_key_name(name: str, run_key: Any) -> None:
+    """Raise unless ``run_key`` is an identifier whose fields FiftyOne accepts.
+
+    Example::
+
+        >>> check_run_key_name("run_key", "_x")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dequity.errors.DequityError: run_key must be a Python identifier ...
+    """
+    if not isinstance(run_key, str) or not run_key.isidentifier() or run_key.startswith("_"):
+        raise DequityError(
+            f"{name} must be a Python identifier such as 'dequity', not starting with '_' "
+            f"(it prefixes field names, which cannot), got {run_key!r}"
+        )
+
+
+def _validate_embedding_options(options: dict) -> None:
+    if "batch_size" in options:
+        check_number("batch_size", options["batch_size"], minimum=1, integer=True)
+    if options.get("num_workers") is not None:
+        check_number("num_workers", options["num_workers"], minimum=0, integer=True)
+    if not isinstance(options.get("skip_failures", True), bool):
+        raise DequityError(f"skip_failures must be True or False, got {options['skip_failures']!r}")
+    device = options.get("device")
+    if device is not None and not isinstance(device, str):
+        raise DequityError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
 
 
 def _validate_backend(
@@ -480,8 +517,7 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
         # fields are now dequity_clip_cluster/_likelihood/_weight
     """
     load_dequity_results(samples, run_key)
-    if not isinstance(new_run_key, str) or not new_run_key.isidentifier():
-        raise DequityError(f"new run key must be a Python identifier, got {new_run_key!r}")
+    check_run_key_name("new run key", new_run_key)
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
     dataset = samples._root_dataset

@@ -38,6 +38,9 @@ def validate_vectors(vectors: Any, num_samples: int | None = None) -> np.ndarray
         >>> validate_vectors([[0.0, 1.0], [1.0, 0.0]]).shape
         (2, 2)
     """
+    kind = _NON_REAL.get(_dtype_kind(vectors))
+    if kind is not None:
+        raise DequityError(f"embeddings must be real numbers, got {kind} values")
     try:
         array = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as e:
@@ -64,6 +67,19 @@ def validate_vectors(vectors: Any, num_samples: int | None = None) -> np.ndarray
             f"{int(np.argmax(bad))}); recompute them or drop those samples"
         )
     return array
+
+
+_NON_REAL = {"b": "bool", "c": "complex", "U": "str", "S": "bytes"}
+
+
+def _dtype_kind(vectors: Any) -> str:
+    """The numpy kind of ``vectors`` (an array) or of its first row (a sequence)."""
+    if isinstance(vectors, np.ndarray):
+        return vectors.dtype.kind
+    try:
+        return np.asarray(vectors[0]).dtype.kind
+    except (TypeError, IndexError, KeyError, ValueError):
+        return "f"
 
 
 def from_array(samples: Any, vectors: Any) -> Embeddings:

@@ -7,6 +7,7 @@ from typing import TypeVar
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.validation import check_number
 
 Likelihood = TypeVar("Likelihood")
 
@@ -16,7 +17,9 @@ DEFAULT_GAMMA = 5.0
 
 
 def validate_gfl_params(eta: float, gamma: float) -> None:
-    """Raise :class:`DequityError` unless ``eta >= 0`` and ``gamma >= 0``."""
+    """Raise :class:`DequityError` unless ``eta >= 0`` and ``gamma >= 0`` are real numbers."""
+    check_number("eta", eta)
+    check_number("gamma", gamma)
     if not np.isfinite(eta) or eta < 0:
         raise DequityError(
             f"eta must be a finite number >= 0, got {eta!r}; the paper uses "

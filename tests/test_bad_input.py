@@ -278,3 +278,58 @@ def test_precision_the_device_cannot_run_fails_before_any_work(demo):
     with pytest.raises(DequityError, match="precision must be one of"):
         compute_dequity(demo, model="efficientnet-lite0", precision="half")
     assert snapshot(demo) == before
+
+
+@pytest.fixture(scope="module")
+def unreadable() -> fo.Dataset:
+    """Samples whose images do not exist: any embedding attempt fails differently."""
+    dataset = fo.Dataset()
+    dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(40)])
+    yield dataset
+    dataset.delete()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"projection_kwargs": {"n_components": -1}}, "'n_components' parameter of PCA"),
+        ({"projection_kwargs": {"n_components": True}}, "must not be a bool"),
+        ({"projection": "tsne", "projection_kwargs": {"metric": "nope"}}, "'metric'.*TSNE"),
+        ({"projection": "opentsne", "projection_kwargs": {"n_components": 0}}, "n_components"),
+        ({"clustering_kwargs": {"min_samples": 0}}, "'min_samples' parameter of HDBSCAN"),
+        ({"clustering_kwargs": {"metric": "nope"}}, "'metric' parameter of HDBSCAN"),
+        ({"clustering": "dbscan", "clustering_kwargs": {"metric": "nope"}}, "of DBSCAN"),
+        ({"clustering_kwargs": [("min_cluster_size", 5)]}, "clustering_kwargs must be a dict"),
+        ({"batch_size": 0}, "batch_size must be a finite number >= 1"),
+        ({"batch_size": 8.5}, "batch_size must be an integer"),
+        ({"num_workers": -1}, "num_workers must be"),
+        ({"skip_failures": "yes"}, "skip_failures must be True or False"),
+        ({"embeddings_field": "a.b"}, "embeddings_field must be a Python identifier"),
+        ({"embeddings_field": "_emb"}, "embeddings_field must be a Python identifier"),
+        ({"eta": "1"}, r"eta must be a number, got '1' \(str\)"),
+        ({"eta": None}, r"eta must be a number, got None"),
+        ({"eta": True}, r"eta must be a number, got True \(bool\)"),
+        ({"eta": np.array([1.0, 2.0])}, r"eta must be a number"),
+        ({"gamma": 1 + 2j}, r"gamma must be a number"),
+    ],
+)
+def test_every_parameter_is_checked_before_any_embedding(unreadable, kwargs, message):
+    kwargs = {"skip_failures": False, **kwargs}
+    with pytest.raises(DequityError, match=message):
+        compute_dequity(unreadable, model="efficientnet-lite0", progress=False, **kwargs)
+    assert not unreadable.has_sample_field("dequity_weight")
+
+
+@pytest.mark.parametrize("run_key", ["_", "_x"])
+def test_run_keys_must_make_valid_field_names(unreadable, run_key):
+    with pytest.raises(DequityError, match="not starting with '_'"):
+        compute_dequity(unreadable, run_key, model="efficientnet-lite0", progress=False)
+
+
+def test_complex_and_bool_embeddings_are_refused(demo):
+    n = len(demo)
+    with pytest.raises(DequityError, match="real numbers, got complex"):
+        compute_dequity(demo, embeddings=np.ones((n, 8)) * (1 + 1j), progress=False)
+    with pytest.raises(DequityError, match="real numbers, got bool"):
+        compute_dequity(demo, embeddings=np.ones((n, 8), dtype=bool), progress=False)
+    assert not demo.has_sample_field("dequity_weight")
