@@ -264,6 +264,7 @@ def _stage(name: str, columns: list[Column], progress: Any) -> None:
     import fiftyone.core.utils as fou
     from bson import ObjectId
 
+    logger.info("Writing fields %s...", ", ".join(c.name for c in columns))
     docs: dict[str, dict] = {}
     for column in columns:
         field = KINDS[column.kind]()
