@@ -18,6 +18,7 @@ MODULES = {
     "embedding": "benchmarks.embedding",
     "fidelity": "benchmarks.fidelity",
     "startup": "benchmarks.startup",
+    "robustness": "benchmarks.robustness",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
