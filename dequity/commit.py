@@ -43,15 +43,16 @@ _BATCH = 10_000
 
 @dataclass
 class Column:
-    """New values of one field: ``values[i]`` for sample ``ids[i]`` (None clears it).
+    """New values of one field: ``values[i]`` for the ``i``-th id of the commit.
 
-    ``owned``: the field belongs to the run (deleted with it).
+    ``values`` may be shorter than the ids: it covers their first
+    ``len(values)``. None clears a value. ``owned``: the field belongs to the
+    run (deleted with it).
     """
 
     name: str
     kind: str
     description: str
-    ids: Sequence[str]
     values: Sequence[Any]
     owned: bool = True
 
@@ -72,7 +73,7 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
     Example::
 
         with claim_run(dataset, "dequity") as claim:
-            commit_run(claim, dataset, "dequity", config, results, columns)
+            commit_run(claim, dataset, "dequity", config, results, ids, columns)
     """
     dataset = samples._root_dataset
     claim, previous = claims.acquire(
@@ -110,19 +111,20 @@ def commit_run(
     run_key: str,
     config: Any,
     results: Any,
+    ids: Sequence[str],
     columns: list[Column],
     index: str | None = None,
     progress: Any = None,
 ) -> None:
-    """Write ``columns`` and the run record of ``run_key``, all or nothing.
+    """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
 
     Replaces an existing run ``run_key`` (its record, and its fields' values
     where ``columns`` give new ones) only once everything new is stored.
 
     Example::
 
-        commit_run(claim, dataset, "dequity", config, results,
-                   [Column("dequity_weight", "float", "weight", ids, weights)])
+        commit_run(claim, dataset, "dequity", config, results, ids,
+                   [Column("dequity_weight", "float", "weight", weights)])
     """
     from bson import ObjectId
 
@@ -137,7 +139,7 @@ def commit_run(
     )
     journal = claim.doc
     try:
-        _stage(journal["staging"], columns, progress)
+        _stage(journal["staging"], ids, columns, progress)
         fault_point("staged")
         _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")
@@ -259,25 +261,23 @@ def _recover(dataset: Any, journal: dict) -> None:
     _sync(dataset)
 
 
-def _stage(name: str, columns: list[Column], progress: Any) -> None:
+def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) -> None:
+    """Insert one staging document per sample, batch by batch."""
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
     from bson import ObjectId
 
     logger.info("Writing fields %s...", ", ".join(c.name for c in columns))
-    docs: dict[str, dict] = {}
-    for column in columns:
-        field = KINDS[column.kind]()
-        for sample_id, value in zip(column.ids, column.values):
-            doc = docs.setdefault(sample_id, {"_id": ObjectId(sample_id)})
-            doc[column.name] = None if value is None else field.to_mongo(value)
     coll = foo.get_db_conn()[name]
-    batch = list(docs.values())
-    with fou.ProgressBar(total=len(batch), progress=progress) as pb:
-        for start in range(0, len(batch), _BATCH):
-            chunk = batch[start : start + _BATCH]
-            coll.insert_many(chunk, ordered=False)
-            pb.update(len(chunk))
+    fields = [KINDS[c.kind]() for c in columns]
+    with fou.ProgressBar(total=len(ids), progress=progress) as pb:
+        for start in range(0, len(ids), _BATCH):
+            docs = [{"_id": ObjectId(i)} for i in ids[start : start + _BATCH]]
+            for column, field in zip(columns, fields):
+                for doc, value in zip(docs, column.values[start : start + _BATCH]):
+                    doc[column.name] = None if value is None else field.to_mongo(value)
+            coll.insert_many(docs, ordered=False)
+            pb.update(len(docs))
 
 
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:

@@ -411,34 +411,30 @@ def _commit(
         old = samples.load_run_results(run_key)
         stale = list(set(old.sample_ids + old.missing_ids) - set(ids))
     cleared = stale + emb.missing_ids
-    everyone = ids + cleared
     blanks = [None] * len(cleared)
     columns = [
         dcommit.Column(
             config.cluster_field,
             "int",
             "dequity cluster id of the sample's image (-1: noise)",
-            everyone,
             (results.labels or [None] * len(ids)) + blanks,  # "knn" forms no clusters
         ),
         dcommit.Column(
             config.likelihood_field,
             "float",
             "dequity likelihood: size of the sample's cluster / size of the largest",
-            everyone,
             results.likelihoods + blanks,
         ),
         dcommit.Column(
             config.weight_field,
             "float",
             "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-            everyone,
             weights.tolist() + blanks,
         ),
     ]
-    if store_field:
+    if store_field:  # the first len(ids) samples: those with an embedding
         columns.append(
-            dcommit.Column(store_field, "vector", "image embedding", ids, emb.vectors, owned=False)
+            dcommit.Column(store_field, "vector", "image embedding", emb.vectors, owned=False)
         )
     dcommit.commit_run(
         claim,
@@ -446,6 +442,7 @@ def _commit(
         run_key,
         config,
         results,
+        ids + cleared,
         columns,
         index=config.weight_field,
         progress=progress,

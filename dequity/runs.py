@@ -225,14 +225,20 @@ class DequityResults(focr.RunResults):
             config.weight_field,
             "float",
             "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-            self.sample_ids,
             weights.tolist(),
         )
         with dcommit.claim_run(self.samples, self.key) as claim:
             if self.key not in self.samples.list_runs(method=METHOD):
                 raise DequityError(f"run {self.key!r} no longer exists")
             dcommit.commit_run(
-                claim, self.samples, self.key, config, self, [column], progress=progress
+                claim,
+                self.samples,
+                self.key,
+                config,
+                self,
+                self.sample_ids,
+                [column],
+                progress=progress,
             )
         self.config.eta, self.config.gamma = config.eta, config.gamma
         return weights
