@@ -80,6 +80,25 @@ def test_image_without_boxes(small):
     assert target["labels"].shape == (0,) and target["labels"].dtype == torch.int64
 
 
+def test_boxes_are_clamped_and_degenerate_ones_dropped(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.zeros((H, W, 3), dtype=np.uint8)).save(path)
+    dataset = fo.Dataset()
+    boxes = [
+        ("person", [0.5, 0.5, 0.0, 0.25]),  # no width
+        ("car", [0.75, 0.5, 0.5, 0.25]),  # past the right edge
+        ("truck", [0.1, 0.1, 0.005, 0.5]),  # a third of a pixel wide
+    ]
+    dets = [fol.Detection(label=label, bounding_box=box) for label, box in boxes]
+    dataset.add_sample(fo.Sample(filepath=str(path), ground_truth=fol.Detections(detections=dets)))
+    try:
+        _, target = detection_dataset(dataset, "ground_truth", CLASSES, weight_field=None)[0]
+    finally:
+        dataset.delete()
+    torch.testing.assert_close(target["boxes"], torch.tensor([[48.0, 24.0, 64.0, 36.0]]))
+    assert target["labels"].tolist() == [2]
+
+
 def test_label_mapping_follows_the_class_list(small):
     _, target = detection_dataset(small, "ground_truth", ["truck", "car", "person"])[0]
     assert target["labels"].tolist() == [3, 1]

@@ -11,7 +11,9 @@ Detection items are ``(image, target)`` in torchvision's detection format:
 image without boxes), ``labels`` (int64 ``[N]``, the 1-based position of the
 label in ``classes``; 0 is the background), ``weight`` and ``likelihood``
 (float32 scalars; the likelihood is NaN when the view has none) and
-``sample_id`` (str).
+``sample_id`` (str). After the transforms, boxes are clamped to the image and
+those under 1 pixel wide or high are dropped with their labels
+(``transforms.v2.SanitizeBoundingBoxes``).
 
 Classification items are ``(image, label, weight)`` with a 0-based int64
 label, ready for ``cross_entropy(..., reduction="none")``.
@@ -27,6 +29,7 @@ import torch
 from fiftyone.utils.torch import FiftyOneTorchDataset, GetItem
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -60,8 +63,12 @@ def detection_transforms(train: bool = True) -> v2.Compose:
         ds = detection_dataset(view, classes=["car"], transforms=detection_transforms(True))
     """
     steps: list[Any] = [v2.RandomHorizontalFlip(0.5)] if train else []
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes()]
+    steps.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(steps)
+
+
+# run after any transforms: torchvision's detectors need boxes of positive size
+_SANITIZE = v2.Compose([v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
 
 
 def likelihood_field_for(weight_field: str | None) -> str | None:
@@ -171,22 +178,21 @@ class DetectionGetItem(GetItem):
         dets = d.get("detections")
         dets = dets.detections if dets is not None else []
         boxes = torch.tensor([det.bounding_box for det in dets], dtype=torch.float32).reshape(-1, 4)
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        xyxy = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1) * scale
+        boxes *= torch.tensor([width, height, width, height], dtype=torch.float32)
         labels = torch.tensor(
             [self._label_id(det.label, d["id"]) for det in dets], dtype=torch.int64
         )
         weight, likelihood = _sample_weight(d, self.eta, self.gamma)
         target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(xyxy, format="XYXY", canvas_size=(height, width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                box_convert(boxes, "xywh", "xyxy"), format="XYXY", canvas_size=(height, width)
+            ),
             "labels": labels,
         }
-        image, target = self.transforms(image, target)
-        boxes = target["boxes"].as_subclass(torch.Tensor)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        image, target = _SANITIZE(*self.transforms(image, target))
         return image.as_subclass(torch.Tensor), {
-            "boxes": boxes[keep],
-            "labels": target["labels"][keep],
+            "boxes": target["boxes"].as_subclass(torch.Tensor),
+            "labels": target["labels"],
             "weight": torch.tensor(weight, dtype=torch.float32),
             "likelihood": torch.tensor(likelihood, dtype=torch.float32),
             "sample_id": d["id"],
