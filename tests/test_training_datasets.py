@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from dequity import compute_dequity, delete_dequity_run
 from dequity.errors import DequityError
 from dequity.weights import gfl_weight
 from training.datasets import (
@@ -25,9 +26,25 @@ CLASSES = ["person", "car", "truck"]
 W, H = 64, 48
 
 
+def _dequity_run(dataset: fo.Dataset, run_key: str) -> None:
+    """A real dequity run on four images (k-NN density on fixed vectors)."""
+    compute_dequity(
+        dataset,
+        run_key,
+        embeddings=np.eye(4, 3),
+        projection=None,
+        clustering="knn",
+        clustering_kwargs={"k": 2},
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> fo.Dataset:
-    """Four synthetic images with known boxes, one without any, and weight fields."""
+    """Four synthetic images with known boxes, one without any, and a dequity run.
+
+    The run's likelihood and weight fields are then set to known values.
+    """
     folder = tmp_path_factory.mktemp("images")
     dataset = fo.Dataset()
     boxes = [
@@ -50,6 +67,7 @@ def small(tmp_path_factory) -> fo.Dataset:
             )
         )
     dataset.add_samples(samples)
+    _dequity_run(dataset, "dequity")
     dataset.set_values("dequity_likelihood", [0.0, 0.5, 1.0, 0.25])
     dataset.set_values("dequity_weight", [1.0, 0.75, 0.5, 0.9])
     yield dataset
@@ -122,6 +140,28 @@ def test_weights_baseline_and_eta_gamma_override(small):
     again = detection_dataset(small, "ground_truth", CLASSES, eta=0.5, gamma=2.0)
     expected = gfl_weight(np.array([0.0, 0.5, 1.0, 0.25]), 0.5, 2.0)
     assert [t["weight"].item() for _, t in again] == pytest.approx(expected.tolist())
+
+
+def test_the_likelihood_field_is_read_from_the_run_config(small):
+    _dequity_run(small, "night")
+    small.set_values("night_likelihood", [1.0, 0.25, 0.5, 0.0])
+    small.clone_sample_field("dequity_weight", "copied_weight")
+    small.clone_sample_field("dequity_likelihood", "copied_likelihood")
+    try:
+        night = detection_dataset(
+            small, "ground_truth", CLASSES, weight_field="night_weight", eta=0.5, gamma=2.0
+        )
+        assert [t["likelihood"].item() for _, t in night] == [1.0, 0.25, 0.5, 0.0]
+        expected = gfl_weight(np.array([1.0, 0.25, 0.5, 0.0]), 0.5, 2.0)
+        assert [t["weight"].item() for _, t in night] == pytest.approx(expected.tolist())
+        # no dequity run wrote copied_weight: no likelihood is beside it, whatever the names
+        copied = detection_dataset(small, "ground_truth", CLASSES, weight_field="copied_weight")
+        assert all(np.isnan(t["likelihood"].item()) for _, t in copied)
+        with pytest.raises(DequityError, match="no likelihood field"):
+            detection_dataset(small, "ground_truth", CLASSES, weight_field="copied_weight", eta=0.5)
+    finally:
+        delete_dequity_run(small, "night")
+        small.delete_sample_fields(["copied_weight", "copied_likelihood"])
 
 
 def test_missing_weight_field_names_the_run_to_compute(small):
