@@ -197,6 +197,11 @@ class TrainConfig:
         """The run folder: ``output_dir``, or ``runs/<train key>``."""
         return Path(self.output_dir) if self.output_dir is not None else Path("runs") / self.key
 
+    @property
+    def checkpoint(self) -> Path:
+        """The run's checkpoint, in the run folder."""
+        return self.run_dir / "checkpoint.pt"
+
 
 @dataclass
 class _Progress:
@@ -221,11 +226,7 @@ class _Run:
     model: torch.nn.Module
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
-    progress: _Progress
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.config.run_dir / "checkpoint.pt"
+    state: _Progress
 
 
 def _seed_everything(seed: int) -> None:
@@ -256,7 +257,7 @@ def _checkpoint_file(resume: str | Path) -> Path:
 
 
 def _save_checkpoint(run: _Run) -> None:
-    state = run.progress
+    state = run.state
     torch.save(
         {
             "model": run.model.state_dict(),
@@ -267,7 +268,7 @@ def _save_checkpoint(run: _Run) -> None:
             "metrics": state.metrics,
             "step_rows": state.step_rows,
         },
-        run.checkpoint,
+        run.config.checkpoint,
     )
 
 
@@ -275,13 +276,13 @@ def _resume(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: float
 ) -> _Progress:
     """Loads a checkpoint into ``model`` and ``optimizer``; the new ``lr`` applies."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
     for group in optimizer.param_groups:
         group["lr"] = lr
     return _Progress(
-        state["step"], state["epoch"], state.get("metrics", []), state.get("step_rows", [])
+        saved["step"], saved["epoch"], saved.get("metrics", []), saved.get("step_rows", [])
     )
 
 
@@ -291,7 +292,7 @@ def _check_key(dataset: Any, config: TrainConfig) -> None:
         raise DequityError(
             f"run key {key!r} is taken by another kind of run; pick another train key"
         )
-    exists = (config.run_dir / "checkpoint.pt").exists() or key in dataset.list_runs()
+    exists = config.checkpoint.exists() or key in dataset.list_runs()
     if config.resume is None and not config.overwrite and exists:
         raise DequityError(
             f"training run {key!r} exists ({config.run_dir}); pass overwrite=True "
@@ -383,15 +384,15 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
     model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    progress = _Progress()
+    state = _Progress()
     if checkpoint is not None:
-        progress = _resume(checkpoint, model, optimizer, config.lr)
-        _seed_everything(config.seed + progress.epoch)
+        state = _resume(checkpoint, model, optimizer, config.lr)
+        _seed_everything(config.seed + state.epoch)
 
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.json").write_text(json.dumps(record, indent=2))
     return _Run(
-        config, dataset, classes, val_view, train_data, record, model, params, optimizer, progress
+        config, dataset, classes, val_view, train_data, record, model, params, optimizer, state
     )
 
 
@@ -399,7 +400,7 @@ def _epoch_loader(run: _Run) -> DataLoader:
     """The loader of the next epoch, shuffled with a seed of the run's seed and epoch."""
     config, data = run.config, run.train_data
     sampler = RandomSampler(
-        data, generator=torch.Generator().manual_seed(config.seed * 1000 + run.progress.epoch)
+        data, generator=torch.Generator().manual_seed(config.seed * 1000 + run.state.epoch)
     )
     return DataLoader(
         data,
@@ -414,7 +415,7 @@ def _epoch_loader(run: _Run) -> DataLoader:
 
 def _train_step(run: _Run, images: list, targets: list) -> dict[str, Any]:
     """One optimiser step on a batch; returns its ``steps.csv`` row."""
-    device, state = run.config.device, run.progress
+    device, state = run.config.device, run.state
     images = [image.to(device) for image in images]
     losses = run.model(images, [_to(t, device) for t in targets])
     loss = sum(losses.values())
@@ -453,7 +454,7 @@ def _train_loop(run: _Run) -> None:
     """Trains up to the total step count, saving a checkpoint after every (partial) epoch."""
     from tqdm.auto import tqdm
 
-    config, state = run.config, run.progress
+    config, state = run.config, run.state
     batches_per_epoch = math.ceil(len(run.train_data) / config.batch_size)
     total_steps = (
         config.steps if config.steps is not None else (config.epochs or 1) * batches_per_epoch
@@ -512,15 +513,15 @@ def _evaluate(run: _Run) -> dict[str, Any] | None:
         run.classes,
         progress=config.progress,
     )
-    if run.progress.metrics:
-        run.progress.metrics[-1]["val_mAP"] = evaluation["mAP"]
+    if run.state.metrics:
+        run.state.metrics[-1]["val_mAP"] = evaluation["mAP"]
     (config.run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     return evaluation
 
 
 def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
     """Writes the metrics, steps and loss curve, and records the run on the dataset."""
-    run_dir, metrics, step_rows = run.config.run_dir, run.progress.metrics, run.progress.step_rows
+    run_dir, metrics, step_rows = run.config.run_dir, run.state.metrics, run.state.step_rows
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_csv(run_dir / "metrics.csv", metrics)
     if step_rows:
@@ -539,7 +540,7 @@ def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
             "metrics": metrics,
             "evaluation": evaluation,
             "run_dir": run.record["run_dir"],
-            "checkpoint": str(run.checkpoint.resolve()),
+            "checkpoint": str(run.config.checkpoint.resolve()),
         },
     )
     return TrainingResult(
@@ -548,7 +549,7 @@ def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
         config=run.record,
         metrics=metrics,
         evaluation=evaluation,
-        checkpoint=run.checkpoint,
+        checkpoint=run.config.checkpoint,
         step_losses=[r["loss"] for r in step_rows],
     )
 
