@@ -79,7 +79,15 @@ def check_estimators(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    estimators = {"pca": PCA, "tsne": TSNE, "hdbscan": HDBSCAN, "dbscan": DBSCAN}
+    from dequity.clustering import DENSITY_KEYS
+
+    estimators = {
+        "pca": PCA,
+        "tsne": TSNE,
+        "hdbscan": HDBSCAN,
+        "hdbscan_knn": HDBSCAN,  # and a k-NN crowding: DENSITY_KEYS
+        "dbscan": DBSCAN,
+    }
     for what, method, params in (
         ("projection_kwargs", projection, projection_params),
         ("clustering_kwargs", clustering, clustering_params),
@@ -92,7 +100,8 @@ def check_estimators(
                 check_number(f"{what} {key}", params[key], minimum=1, integer=key != "perplexity")
         if method not in estimators:
             continue
-        passed = {k: v for k, v in params.items() if k not in _OURS}
+        ours = _OURS | (set(DENSITY_KEYS) if method == "hdbscan_knn" else set())
+        passed = {k: v for k, v in params.items() if k not in ours}
         try:
             estimators[method](**passed)._validate_params()
         except (TypeError, ValueError) as e:

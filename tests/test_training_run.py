@@ -14,9 +14,9 @@ from PIL import Image
 
 from dequity import compute_dequity
 from dequity.errors import DequityError
-from training import compare_runs, load_training_run, train_detector
+from training import TrainConfig, compare_runs, load_training_run, train_detector
 from training.cli import main, register
-from training.train import _load_checkpoint, _sha256
+from training.train import _checkpoint_file, _load_checkpoint, _sha256
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 STEPS = 6
@@ -146,11 +146,11 @@ def test_resume_never_runs_code_from_a_checkpoint(demo_weighted, weighted_run, t
     meta["sha256"] = _sha256(crafted / "checkpoint.pt")
     (crafted / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(DequityError, match="more than tensors"):
-        _load_checkpoint(crafted)
+        _load_checkpoint(_checkpoint_file(crafted))
     assert not marker.exists()
     (crafted / "checkpoint.json").unlink()
     with pytest.raises(DequityError, match="metadata"):
-        _load_checkpoint(crafted)
+        _checkpoint_file(crafted)
 
 
 def test_cli_trains_a_baseline_and_compares(demo_weighted, weighted_run, tmp_path, capsys):
@@ -199,6 +199,21 @@ def test_missing_weights_name_the_command(demo_weighted, tmp_path):
         train_detector(
             demo_weighted, weight_field="other_weight", output_dir=tmp_path, progress=False
         )
+
+
+def test_train_config_defaults_and_checks():
+    assert TrainConfig().key == "dequity_train"
+    assert TrainConfig(weight_field=None).key == "baseline"
+    assert TrainConfig(weight_field=None, eta=0.5).key == "dequity_train"
+    assert TrainConfig(weight_field=None).checkpoint == Path("runs/baseline/checkpoint.pt")
+    assert TrainConfig(output_dir="out").run_dir == Path("out")
+    with pytest.raises(DequityError, match="identifier"):
+        TrainConfig(train_key="two words")
+    with pytest.raises(DequityError, match=">= 1"):
+        TrainConfig(steps=0)
+    # keywords replace the config's fields, and are checked before any work
+    with pytest.raises(DequityError, match=">= 1"):
+        train_detector("no such dataset", TrainConfig(steps=5), epochs=0)
 
 
 @pytest.mark.parametrize("command", ["train", "compare"])
