@@ -70,8 +70,9 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
     radius = float(np.median(index.kneighbors(reference)[0][:, k]))
     counts = np.concatenate(
         [
-            (euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2)
-            .sum(axis=1)
+            (
+                euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2
+            ).sum(axis=1)
             for start in range(0, n, _ROWS)
         ]
     )
