@@ -76,17 +76,20 @@ def compute_dequity(
         projection: ``"pca"`` (default, 50 components), ``"tsne"`` (the
             paper: 3-D, PCA init, perplexity 30), ``"opentsne"`` or None.
         projection_kwargs: parameters of the projection.
-        clustering: ``"hdbscan"`` (default, ``min_cluster_size=10``),
-            ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``) or
+        clustering: ``"hdbscan_knn"`` (default: HDBSCAN's cluster share
+            times the square root of the sample's k-NN crowding, see
+            :func:`dequity.estimate.estimate_likelihood`; ``min_cluster_size=10,
+            k=30, density_power=0.5``), ``"hdbscan"`` (the cluster share
+            alone), ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``) or
             ``"knn"``: no clusters, a likelihood from how many samples lie
             within the typical distance to the ``k``-th neighbour (``k=30``, see
             :func:`dequity.density.knn_likelihood`); the cluster field
             stays empty.
         clustering_kwargs: parameters of the clustering.
-        noise: ``"singleton"`` (default: a noise point is a cluster of one,
-            the rarest), ``"cluster"`` (the authors' code) or ``"nearest"``
-            (each noise point joins the cluster of its nearest clustered
-            sample; no sample is left noise).
+        noise: ``"nearest"`` (default: each noise point joins the cluster of
+            its nearest clustered sample; no sample is left noise),
+            ``"singleton"`` (a noise point is a cluster of one, the rarest)
+            or ``"cluster"`` (the authors' code).
         eta, gamma: Generalized Focal Loss parameters.
         overwrite: replace an existing run with the same key.
         progress: FiftyOne progress setting (True/False/None/callable).

@@ -135,7 +135,7 @@ def test_compute_delegated_with_model(clean):
     assert done.result["num_samples"] == 40
     res = check_run(ds, "dq_model", num=40)
     assert set(res.sample_ids) == set(view.values("id"))
-    assert res.config.model == "efficientnet-lite0"
+    assert res.config.model == "efficientnet-lite0-layers"
     assert res.config.clustering_kwargs["min_cluster_size"] == 5
     assert ds.exists("emb_lite0").count() == 40
     [doc] = DelegatedOperationService().list_operations(dataset_name=ds.name)
@@ -242,7 +242,8 @@ def test_info_rename_delete(clean, delegate):
         ({"run_key": "x", "embeddings": "filepath"}, "not a vector field"),
         ({"run_key": "x", "eta": -0.5}, "eta must be a finite number >= 0"),
         ({"run_key": "x", "gamma": -1.0}, "gamma must be"),
-        ({"run_key": "x", "hdbscan__min_cluster_size": 1}, "min_cluster_size must be"),
+        ({"run_key": "x", "hdbscan_knn__min_cluster_size": 1}, "min_cluster_size must be"),
+        ({"run_key": "x", "hdbscan_knn__density_power": 2.0}, "density_power must be"),
         (
             {"run_key": "x", "embeddings_source": "model", "embeddings_field": "ground_truth"},
             "not a vector field",
@@ -257,6 +258,7 @@ def test_info_rename_delete(clean, delegate):
         "eta",
         "gamma",
         "cluster-size",
+        "density-power",
         "store-field",
     ],
 )
