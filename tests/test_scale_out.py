@@ -153,7 +153,9 @@ rng = np.random.default_rng(0)
 centres = rng.normal(0, 10, (3, 64))
 truth = np.repeat(np.arange(3), sizes)
 vectors = (centres[truth] + rng.normal(0, 0.5, (n, 64))).astype(np.float32)
-res = dequity.compute_dequity(ds, "dequity", embeddings=vectors, progress=False)
+res = dequity.compute_dequity(
+    ds, "dequity", embeddings=vectors, clustering="hdbscan", progress=False
+)
 ids, weights = ds.values(["id", "dequity_weight"])
 assert None not in weights, "a sample has no weight"
 print("RESULT " + json.dumps({
