@@ -258,7 +258,7 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
 
         dequity.validate_run_key(dataset, "dequity", overwrite=True)
     """
-    check_run_key_name("run_key", run_key)
+    check_field_name("run_key", run_key)
     if run_key in samples.list_runs():
         if run_key not in samples.list_runs(method=METHOD):
             raise DequityError(
@@ -275,23 +275,6 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
         for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
     }
     df.check_fields_free(samples, field_types, run_key)
-
-
-def check_run_key_name(name: str, run_key: Any) -> None:
-    """Raise unless ``run_key`` is an identifier whose fields FiftyOne accepts.
-
-    Example::
-
-        >>> check_run_key_name("run_key", "_x")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        dequity.errors.DequityError: run_key must be a Python identifier ...
-    """
-    if not isinstance(run_key, str) or not run_key.isidentifier() or run_key.startswith("_"):
-        raise DequityError(
-            f"{name} must be a Python identifier such as 'dequity', not starting with '_' "
-            f"(it prefixes field names, which cannot), got {run_key!r}"
-        )
 
 
 def _validate_embedding_options(options: dict) -> None:
@@ -486,7 +469,7 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
         # fields are now dequity_clip_cluster/_likelihood/_weight
     """
     load_dequity_results(samples, run_key)
-    check_run_key_name("new run key", new_run_key)
+    check_field_name("new run key", new_run_key)
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
     dataset = samples._root_dataset
