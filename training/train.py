@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from dequity.errors import DequityError
 from training.datasets import (
@@ -143,6 +143,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
+    """Non-negative draw weights of the training images, in the view's order."""
+    values = train_view.values(field)
+    if any(v is None for v in values):
+        raise DequityError(f"some training samples have no {field!r}; set it on every sample")
+    draw = torch.as_tensor(values, dtype=torch.double)
+    if not torch.isfinite(draw).all() or (draw < 0).any() or draw.sum() <= 0:
+        raise DequityError(f"{field!r} must hold finite values >= 0, not all zero")
+    return draw
+
+
 def _load_checkpoint(resume: str | Path) -> dict[str, Any]:
     path = Path(resume)
     if path.is_dir():
@@ -164,6 +175,7 @@ def train_detector(
     eta: float | None = None,
     gamma: float | None = None,
     normalize_weights: bool = False,
+    sampling_field: str | None = None,
     train_tag: str | None = None,
     val_tag: str | None = None,
     val_fraction: float = 0.2,
@@ -190,6 +202,8 @@ def train_detector(
     ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
     recompute the weights from the likelihood field; ``normalize_weights``
     divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``sampling_field`` resamples instead: each batch draws training images
+    with replacement, with probability proportional to that numeric field.
     ``steps`` (or else ``epochs``, default 1) is the total including a resumed
     run's; ``resume`` is a run folder or checkpoint, and a resumed run starts a
     fresh pass over the data. Returns a :class:`TrainingResult`; the run is
@@ -252,6 +266,7 @@ def train_detector(
         "eta": eta,
         "gamma": gamma,
         "normalize_weights": normalize_weights,
+        "sampling_field": sampling_field,
         "train_tag": train_tag,
         "val_tag": val_tag,
         "val_fraction": val_fraction,
@@ -300,6 +315,7 @@ def train_detector(
             group["lr"] = lr
         _seed_everything(seed + epoch)
 
+    draw = None if sampling_field is None else _sampling_probabilities(train_view, sampling_field)
     batches_per_epoch = math.ceil(len(train_data) / batch_size)
     total_steps = steps if steps is not None else (epochs or 1) * batches_per_epoch
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -310,8 +326,11 @@ def train_detector(
     bar = tqdm(total=total_steps, initial=step, desc=f"train {train_key}", disable=not progress)
     model.train()
     while step < total_steps:
-        sampler = RandomSampler(
-            train_data, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
+        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+        sampler = (
+            RandomSampler(train_data, generator=generator)
+            if draw is None
+            else WeightedRandomSampler(draw, len(train_data), generator=generator)
         )
         loader = DataLoader(
             train_data,
