@@ -40,12 +40,13 @@ import json
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from experiments import report
 from experiments.fashion_mnist import CLASSES
 from experiments.rare_conditions import (
     CONDITIONS,
@@ -54,7 +55,6 @@ from experiments.rare_conditions import (
     SetSpec,
     load_rare_conditions,
 )
-from experiments import report
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
 
@@ -181,9 +181,10 @@ def paper_run(train: Any) -> float:
     is the first of :data:`PAPER_EPS` that leaves at most half the images noise
     in at least 2 clusters (else the one with the least noise): a label-free rule.
     """
+    from sklearn.cluster import DBSCAN
+
     import dequity
     from dequity.projection import project
-    from sklearn.cluster import DBSCAN
 
     points = project(np.array(train.values("embedding"), dtype=np.float32), "tsne")
     stats = []
@@ -252,6 +253,7 @@ def train_model(dataset: Any, method: str, seed: int, config: Config, tag: str) 
         output_dir=cache_dir() / "detection-rare" / f"{method}_{tag}",
         overwrite=True,
         evaluate=False,
+        vectorize=True,
         progress=False,
         **_training_kwargs(method),
     )
@@ -267,7 +269,7 @@ def evaluate(model: Any, view: Any, config: Config) -> dict[str, dict[str, Any]]
 
     from training.evaluate import predict
 
-    predict(model, view, "pred", list(CLASSES), batch_size=32)
+    predict(model, view, "pred", list(CLASSES), batch_size=32, vectorize=True)
     subsets = {
         "all": view,
         "rare": view.match(F("condition").is_in(list(RARE_CONDITIONS))),
@@ -308,7 +310,7 @@ def jtt_errors(model: Any, train: Any, config: Config) -> np.ndarray:
 
     from training.evaluate import predict
 
-    predict(model, train, "jtt_pred", list(CLASSES), batch_size=32)
+    predict(model, train, "jtt_pred", list(CLASSES), batch_size=32, vectorize=True)
     confident = train.filter_labels(
         "jtt_pred", F("confidence") >= config.jtt_score, only_matches=False
     )
@@ -531,10 +533,10 @@ the {RARE_CLASS} class is inverted, magenta and turned on its side.
 FCOS on an ImageNet EfficientNet-Lite0, {cfg["steps"]} steps of batch {cfg["batch_size"]} at
 {cfg["image_size"]} px, AdamW lr {cfg["lr"]:g}, identical for every method and seeded alike.
 dequity default: {w["default_config"]} ({w["dq"]["clusters"]} clusters, noise
-{100 * w["dq"]["noise_share"]:.0f} %); paper: t-SNE 3-D + DBSCAN eps {w["paper_eps"]:g} (rule in `paper_run`), noise one
-cluster ({w["dqpaper"]["clusters"]} clusters, noise {100 * w["dqpaper"]["noise_share"]:.0f} %).
-Mean likelihood by training condition (default): {_fmt_dict(w["dq"]["mean_likelihood_by_condition"])};
-(paper): {_fmt_dict(w["dqpaper"]["mean_likelihood_by_condition"])}.
+{100 * w["dq"]["noise_share"]:.0f} %); paper: t-SNE 3-D + DBSCAN eps {w["paper_eps"]:g}
+(the label-free rule of `paper_run`), noise one cluster ({w["dqpaper"]["clusters"]} clusters,
+noise {100 * w["dqpaper"]["noise_share"]:.0f} %). Mean likelihood by training condition,
+default: {_likelihoods(w, "dq")}; paper: {_likelihoods(w, "dqpaper")}.
 Chosen on validation (seed {sel["seed"]}, rare-condition mAP %): eta, gamma {sel_gfl} →
 eta {sel["eta"]:g}, gamma {sel["gamma"]:g}; JTT lambda {sel_jtt} → {sel["lambda"]:g}
 (unweighted {_pct(sel["unweighted"])}). JTT's error set held {100 * jtt_share:.0f} % of the
@@ -565,7 +567,8 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def _fmt_dict(values: dict[str, float]) -> str:
+def _likelihoods(weights: dict[str, Any], key: str) -> str:
+    values = weights[key]["mean_likelihood_by_condition"]
     return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
 
 

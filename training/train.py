@@ -191,6 +191,7 @@ def train_detector(
     device: str = "cpu",
     seed: int = 0,
     num_workers: int = 0,
+    vectorize: bool = False,
     output_dir: str | Path | None = None,
     resume: str | Path | None = None,
     overwrite: bool = False,
@@ -202,6 +203,8 @@ def train_detector(
     ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
     recompute the weights from the likelihood field; ``normalize_weights``
     divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``vectorize`` loads the label and weight fields once up front instead of
+    per image (faster for small images, more memory).
     ``sampling_field`` resamples instead: each batch draws training images
     with replacement, with probability proportional to that numeric field.
     ``steps`` (or else ``epochs``, default 1) is the total including a resumed
@@ -254,6 +257,7 @@ def train_detector(
         eta=eta,
         gamma=gamma,
         train=True,
+        vectorize=vectorize,
     )
     config = {
         "train_key": train_key,

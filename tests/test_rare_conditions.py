@@ -1,0 +1,87 @@
+"""The rare-conditions detection set (exact boxes, condition shares) and the statistics helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.fashion_mnist import CLASSES, load_split
+from experiments.rare_conditions import CONDITIONS, RARE_CLASS, SetSpec, render_image
+from experiments.stats import mean_ci, paired_tests
+
+
+@pytest.fixture(scope="module")
+def items():
+    return load_split("test")
+
+
+def test_default_split_has_mostly_day_and_each_rare_condition_at_2_to_5_percent():
+    spec = SetSpec()
+    train = spec.condition_counts("train")
+    assert sum(train.values()) == spec.train
+    assert train["day"] / spec.train >= 0.85
+    for condition in CONDITIONS[1:]:
+        assert 0.02 <= train[condition] / spec.train <= 0.05
+    assert set(spec.condition_counts("test").values()) == {spec.test_per_condition}
+    assert spec.test_per_condition >= 200
+
+
+@pytest.mark.parametrize("condition", ["day", "rare_object"])
+def test_a_single_object_box_is_the_exact_extent_of_its_pixels(items, condition):
+    images, labels = items
+    spec = SetSpec(min_objects=1, max_objects=1)
+    black = np.zeros((200, 200, 3), np.uint8)
+    for k in range(5):
+        image, boxes = render_image(
+            np.random.default_rng(k), black, images, labels, condition, spec
+        )
+        ((label, (x, y, w, h)),) = boxes
+        ys, xs = np.nonzero(image.max(axis=2))
+        size = spec.image_px
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(
+            [x * size, y * size, (x + w) * size, (y + h) * size]
+        )
+        assert label in CLASSES
+        if condition == "rare_object":
+            assert label == RARE_CLASS
+            assert image[..., 1].max() < image[..., 0].max()  # magenta: little green
+
+
+def test_rendering_is_deterministic_and_conditions_change_the_pixels(items):
+    images, labels = items
+    spec = SetSpec()
+    background = np.full((160, 160, 3), 120, np.uint8)
+    day, boxes = render_image(np.random.default_rng(1), background, images, labels, "day", spec)
+    again, boxes_again = render_image(
+        np.random.default_rng(1), background, images, labels, "day", spec
+    )
+    assert np.array_equal(day, again) and boxes == boxes_again
+    assert spec.min_objects <= len(boxes) <= spec.max_objects
+    night, night_boxes = render_image(
+        np.random.default_rng(1), background, images, labels, "night", spec
+    )
+    assert night_boxes == boxes  # same objects and places, different look
+    assert night.mean() < 0.6 * day.mean()
+    fog, _ = render_image(np.random.default_rng(1), background, images, labels, "fog", spec)
+    assert fog.std() < day.std()
+
+
+def test_mean_ci_is_the_student_t_interval():
+    summary = mean_ci([1.0, 2.0, 3.0])
+    assert summary.mean == 2.0
+    assert summary.high == pytest.approx(2 + 4.302653 * 1 / np.sqrt(3), rel=1e-5)
+    assert mean_ci([0.5]).low == 0.5
+    assert mean_ci([]).n == 0
+
+
+def test_paired_tests_find_a_consistent_gain_and_holm_corrects_the_family():
+    reference = [0.30, 0.32, 0.31, 0.29, 0.33]
+    gain = [v + 0.02 + d for v, d in zip(reference, [0.001, -0.001, 0.002, 0.0, -0.002])]
+    noise = [v + d for v, d in zip(reference, [0.02, -0.03, 0.01, -0.02, 0.015])]
+    tests = paired_tests({"gain": gain, "noise": noise}, reference)
+    assert tests["gain"].significant and tests["gain"].diff.mean == pytest.approx(0.02)
+    assert not tests["noise"].significant
+    assert tests["noise"].p_holm >= tests["noise"].p
+    assert tests["gain"].p_holm == pytest.approx(min(1.0, 2 * tests["gain"].p))
+    with pytest.raises(ValueError, match="values"):
+        paired_tests({"short": [0.1]}, reference)
