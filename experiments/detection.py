@@ -87,6 +87,8 @@ class Config:
     gfl_grid: tuple[tuple[float, float], ...] = ((1.0, 5.0), (0.1, 1.0))
     jtt_grid: tuple[float, ...] = (3.0, 10.0)
     jtt_score: float = 0.3
+    workers: int = 2
+    max_detections: int = 20
 
 
 FULL = Config()
@@ -96,6 +98,7 @@ QUICK = Config(
     image_size=64,
     gfl_grid=((1.0, 5.0),),
     jtt_grid=(3.0,),
+    workers=1,
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
 
@@ -207,27 +210,31 @@ def paper_run(train: Any) -> float:
     return eps
 
 
-def gfl_fields(train: Any, eta: float, gamma: float, seed: int) -> None:
-    """Weights ``w_dequity``, ``w_paper`` and the shuffled ``w_permuted`` for (eta, gamma)."""
+def gfl_fields(train: Any, eta: float, gamma: float, tag: str) -> None:
+    """Weights ``w_dequity``, ``w_paper`` and the shuffled ``w_permuted_<tag>`` for (eta, gamma).
+
+    ``tag`` is ``seed<N>`` (the permutation's seed is N) or ``select``.
+    """
     from dequity.weights import gfl_weight
 
     default = gfl_weight(np.array(train.values("dq_likelihood"), dtype=float), eta, gamma)
     paper = gfl_weight(np.array(train.values("dqpaper_likelihood"), dtype=float), eta, gamma)
     _set(train, "w_dequity", default)
     _set(train, "w_paper", paper)
-    _set(train, "w_permuted", np.random.default_rng(seed).permutation(default))
+    seed = int(tag[4:]) if tag.startswith("seed") else 10**6
+    _set(train, f"w_permuted_{tag}", np.random.default_rng(seed).permutation(default))
 
 
-def _training_kwargs(method: str) -> dict[str, Any]:
+def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
     return {
         "unweighted": {"weight_field": None},
         "dequity": {"weight_field": "w_dequity"},
         "dequity_paper": {"weight_field": "w_paper"},
         "dequity_normalised": {"weight_field": "w_dequity", "normalize_weights": True},
-        "dequity_permuted": {"weight_field": "w_permuted"},
+        "dequity_permuted": {"weight_field": f"w_permuted_{tag}"},
         "inverse_cluster_size": {"weight_field": "w_inverse"},
         "oracle_resampling": {"weight_field": None, "sampling_field": "p_oracle"},
-        "jtt": {"weight_field": "w_jtt"},
+        "jtt": {"weight_field": f"w_jtt_{tag}"},
     }[method]
 
 
@@ -255,21 +262,23 @@ def train_model(dataset: Any, method: str, seed: int, config: Config, tag: str) 
         evaluate=False,
         vectorize=True,
         progress=False,
-        **_training_kwargs(method),
+        **_training_kwargs(method, tag),
     )
     model = build_detector(num_classes=len(CLASSES) + 1, image_size=config.image_size)
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state)
+    model.detections_per_img = config.max_detections
     return model.eval()
 
 
-def evaluate(model: Any, view: Any, config: Config) -> dict[str, dict[str, Any]]:
+def evaluate(model: Any, view: Any, tag: str) -> dict[str, dict[str, Any]]:
     """COCO mAP@[.5:.95], AP50 and per-class APs on ``view``, its rare part and each condition."""
     from fiftyone import ViewField as F
 
     from training.evaluate import predict
 
-    predict(model, view, "pred", list(CLASSES), batch_size=32, vectorize=True)
+    pred = f"pred_{tag}"
+    predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
     subsets = {
         "all": view,
         "rare": view.match(F("condition").is_in(list(RARE_CONDITIONS))),
@@ -280,7 +289,7 @@ def evaluate(model: Any, view: Any, config: Config) -> dict[str, dict[str, Any]]
         if len(subset) == 0:
             continue
         res = subset.evaluate_detections(
-            "pred",
+            pred,
             gt_field="ground_truth",
             method="coco",
             compute_mAP=True,
@@ -304,21 +313,22 @@ def evaluate(model: Any, view: Any, config: Config) -> dict[str, dict[str, Any]]
     return out
 
 
-def jtt_errors(model: Any, train: Any, config: Config) -> np.ndarray:
+def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
     """True for the training images where ``model`` misses an object (JTT's error set)."""
     from fiftyone import ViewField as F
 
     from training.evaluate import predict
 
-    predict(model, train, "jtt_pred", list(CLASSES), batch_size=32, vectorize=True)
-    confident = train.filter_labels(
-        "jtt_pred", F("confidence") >= config.jtt_score, only_matches=False
-    )
+    field, key = f"jtt_pred_{tag}", f"jtt_{tag}"
+    predict(model, train, field, list(CLASSES), batch_size=32, vectorize=True)
+    confident = train.filter_labels(field, F("confidence") >= config.jtt_score, only_matches=False)
+    if key in train._root_dataset.list_evaluations():
+        train._root_dataset.delete_evaluation(key)
     confident.evaluate_detections(
-        "jtt_pred", gt_field="ground_truth", eval_key="jtt", iou=0.5, progress=False
+        field, gt_field="ground_truth", eval_key=key, iou=0.5, progress=False
     )
-    missed = np.array([(v or 0) > 0 for v in train.values("jtt_fn")])
-    train._root_dataset.delete_evaluation("jtt")
+    missed = np.array([(v or 0) > 0 for v in train.values(f"{key}_fn")])
+    train._root_dataset.delete_evaluation(key)
     return missed
 
 
@@ -327,19 +337,19 @@ def select_hyperparameters(dataset: Any, config: Config) -> dict[str, Any]:
     train, val = dataset.match_tags("train"), dataset.match_tags("val")
     seed = config.selection_seed
     base = train_model(dataset, "unweighted", seed, config, "select")
-    scores: dict[str, Any] = {"unweighted": evaluate(base, val, config)["rare"]["mAP"]}
-    missed = jtt_errors(base, train, config)
+    scores: dict[str, Any] = {"unweighted": evaluate(base, val, "select")["rare"]["mAP"]}
+    missed = jtt_errors(base, train, config, "select")
     gfl = {}
     for eta, gamma in config.gfl_grid:
-        gfl_fields(train, eta, gamma, seed)
+        gfl_fields(train, eta, gamma, "select")
         model = train_model(dataset, "dequity", seed, config, "select")
-        gfl[f"{eta:g},{gamma:g}"] = evaluate(model, val, config)["rare"]["mAP"]
+        gfl[f"{eta:g},{gamma:g}"] = evaluate(model, val, "select")["rare"]["mAP"]
         print(f"  validation: dequity eta {eta:g} gamma {gamma:g}: {gfl[f'{eta:g},{gamma:g}']}")
     jtt = {}
     for lam in config.jtt_grid:
-        _set(train, "w_jtt", np.where(missed, lam, 1.0))
+        _set(train, "w_jtt_select", np.where(missed, lam, 1.0))
         model = train_model(dataset, "jtt", seed, config, "select")
-        jtt[f"{lam:g}"] = evaluate(model, val, config)["rare"]["mAP"]
+        jtt[f"{lam:g}"] = evaluate(model, val, "select")["rare"]["mAP"]
         print(f"  validation: jtt lambda {lam:g}: {jtt[f'{lam:g}']}")
     best_gfl = max(gfl, key=lambda k: -1 if gfl[k] is None else gfl[k])
     best_jtt = max(jtt, key=lambda k: -1 if jtt[k] is None else jtt[k])
@@ -358,23 +368,27 @@ def select_hyperparameters(dataset: Any, config: Config) -> dict[str, Any]:
 
 
 def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) -> dict[str, Any]:
-    """Every method with one seed, evaluated on the test split."""
-    from tqdm.auto import tqdm
+    """Every method with one seed, evaluated on the test split.
 
+    Needs :func:`gfl_fields` run for ``seed<N>`` first; writes only fields of this seed.
+    """
     train, test = dataset.match_tags("train"), dataset.match_tags("test")
-    gfl_fields(train, chosen["eta"], chosen["gamma"], seed)
+    tag = f"seed{seed}"
     out: dict[str, Any] = {}
-    bar = tqdm(METHODS, desc=f"seed {seed}", leave=False)
-    for method in bar:
-        bar.set_postfix(method=method)
+    for index, method in enumerate(METHODS):
         start = time.perf_counter()
         if method == "jtt":
-            _set(train, "w_jtt", np.where(out["_missed"], chosen["lambda"], 1.0))
-        model = train_model(dataset, method, seed, config, f"seed{seed}")
-        out[method] = evaluate(model, test, config)
+            _set(train, f"w_jtt_{tag}", np.where(out["_missed"], chosen["lambda"], 1.0))
+        model = train_model(dataset, method, seed, config, tag)
+        out[method] = evaluate(model, test, tag)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
         if method == "unweighted":
-            out["_missed"] = jtt_errors(model, train, config)
+            out["_missed"] = jtt_errors(model, train, config, tag)
+        print(
+            f"  seed {seed}, {index + 1}/{len(METHODS)} {method}: rare mAP "
+            f"{100 * (out[method]['rare']['mAP'] or 0):.1f} ({out[method]['seconds']:.0f} s)",
+            flush=True,
+        )
     missed = out.pop("_missed")
     out["jtt"]["error_share"] = float(missed.mean())
     conditions = np.array(train.values("condition"))
@@ -384,8 +398,21 @@ def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) ->
     return out
 
 
+def _seed_worker(job: tuple[str, int, Config, dict[str, Any]]) -> dict[str, Any]:
+    """One seed in a worker process (one torch thread: the cores are shared)."""
+    import fiftyone as fo
+    import torch
+
+    torch.set_num_threads(1)
+    name, seed, config, chosen = job
+    return run_seed(fo.load_dataset(name), seed, config, chosen)
+
+
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     """Builds the set, selects hyperparameters, trains every method per seed, writes the JSON."""
+    import torch
+
+    torch.set_num_threads(1)  # on shared cores, threads of one process wait on each other
     config = QUICK if quick else FULL
     if not quick and tuple(seeds) == report.FULL_SEEDS:
         seeds = FULL_SEEDS  # the shared default has 3 seeds; the paired tests need 5
@@ -396,16 +423,21 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     weights = prepare_weights(train)
     print("hyperparameters on the validation split...")
     chosen = select_hyperparameters(dataset, config)
-    gfl_fields(train, chosen["eta"], chosen["gamma"], 0)
+    for seed in seeds:
+        gfl_fields(train, chosen["eta"], chosen["gamma"], f"seed{seed}")
     for key, name in (("w_dequity", "dequity"), ("w_paper", "dequity_paper")):
         w = np.array(train.values(key))
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
-    runs = {}
-    for seed in seeds:
-        runs[str(seed)] = run_seed(dataset, seed, config, chosen)
-        print(f"seed {seed}: " + ", ".join(
-            f"{m} {runs[str(seed)][m]['rare']['mAP']:.3f}" for m in METHODS
-        ), flush=True)  # fmt: skip
+    print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
+    jobs = [(dataset.name, seed, config, chosen) for seed in seeds]
+    if config.workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
+            results = pool.map(_seed_worker, jobs, chunksize=1)
+    else:
+        results = [run_seed(dataset, seed, config, chosen) for seed in seeds]
+    runs = {str(seed): r for seed, r in zip(seeds, results)}
     data = {
         "experiment": NAME,
         "mode": "quick" if quick else "full",
