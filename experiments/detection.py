@@ -594,7 +594,8 @@ Fashion-MNIST objects (10 classes, 2-6 per image, exact boxes from their masks) 
 crops of opencv-doc's video frames and photos, {cfg["spec"]["image_px"]} px
 (`experiments/rare_conditions.py`). Images per condition, training:
 {_counts(counts["train"])}; validation: {_counts(counts["val"])};
-test: {_counts(counts["test"])}. `rare_object`: daylight images where the {RARE_CLASS} class is inverted, magenta and turned on its side.
+test: {_counts(counts["test"])}. `rare_object`: daylight images where the {RARE_CLASS}
+class is inverted, magenta and turned on its side.
 
 ### Training
 
