@@ -17,6 +17,7 @@ MODULES = {
     "writes": "benchmarks.db_writes",
     "embedding": "benchmarks.embedding",
     "fidelity": "benchmarks.fidelity",
+    "startup": "benchmarks.startup",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

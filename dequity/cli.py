@@ -15,17 +15,28 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dequity import clustering as dc
 from dequity import projection as dp
+from dequity.argtypes import output_path
+from dequity.console import cli_output
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
-from training.cli import register as register_training_commands
+
+#: Sub-commands that live in other packages: name -> ``"module:function"``
+#: that adds them to the sub-parsers. Imported when the parser is built, so
+#: this module imports nothing heavy (``training`` loads torch on first use).
+EXTERNAL_COMMANDS = {
+    "train": "training.cli:add_train",
+    "compare": "training.cli:add_compare",
+}
 
 
 def parse_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -210,9 +221,19 @@ def _cmd_delete(args: argparse.Namespace) -> None:
 
 def _cmd_rename(args: argparse.Namespace) -> None:
     import dequity
+    from dequity.runs import field_names
 
-    dequity.rename_dequity_run(_load_samples(args), args.run_key, args.new_run_key)
-    print(f"renamed run {args.run_key!r} to {args.new_run_key!r}")
+    dataset = _load_samples(args)
+    old, new = args.run_key, args.new_run_key
+    dequity.rename_dequity_run(dataset, old, new)
+    # FiftyOne only logs a failure of the run's own rename step (its fields)
+    if dataset.get_run_info(new).config.weight_field != field_names(new)["weight"]:
+        dataset.rename_run(new, old)
+        raise DequityError(
+            f"could not rename the fields of run {old!r} to {new!r}; "
+            f"the run keeps its key {old!r}: choose another new key"
+        )
+    print(f"renamed run {old!r} to {new!r}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -220,7 +241,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from dequity.demo import load_demo_dataset
 
     dataset = load_demo_dataset(args.name, overwrite=args.fresh)
-    print(f"dataset {dataset.name!r}: {len(dataset)} images from {dataset.first().filepath}")
+    folder = os.path.commonpath([os.path.dirname(p) for p in dataset.values("filepath")])
+    print(f"dataset {dataset.name!r}: {len(dataset)} images from {folder}")
     results = compute_dequity(
         dataset,
         "dequity",
@@ -260,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's weights as JSON, CSV or the authors' pkl")
     _add_dataset_args(p)
-    p.add_argument("path", help="output file: .json, .csv or .pkl")
+    p.add_argument("path", type=output_path, help="output file: .json, .csv or .pkl")
     p.add_argument("--format", choices=["json", "csv", "pkl"], help="default: from the suffix")
     p.add_argument("--token-field", help="pkl keys from this field (default: file stem)")
     p.set_defaults(func=_cmd_export)
@@ -281,23 +303,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
     p.add_argument("--model", default="efficientnet-lite0", help="embedding model")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers")
+    p.add_argument(
+        "--num-workers", type=int, default=None, help="image decoding workers (default: automatic)"
+    )
     p.add_argument("--fresh", action="store_true", help="re-import the demo images first")
     p.set_defaults(func=_cmd_demo)
 
-    register_training_commands(sub)
+    for target in EXTERNAL_COMMANDS.values():
+        _resolve(target)(sub)
     return parser
 
 
+def _resolve(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``dequity`` console script."""
+    """Entry point of the ``dequity`` console script.
+
+    Every error exits with status 2 and a one-line message on stderr; set
+    ``DEQUITY_TRACEBACK=1`` to see the traceback of an unexpected one.
+
+    Example::
+
+        main(["list", "--dataset", "kitti"])
+    """
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with cli_output():
+            args.func(args)
     except DequityError as e:
-        print(f"dequity: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    except Exception as e:
+        if os.environ.get("DEQUITY_TRACEBACK"):
+            raise
+        return _fail(f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        print("dequity: interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _fail(message: str) -> int:
+    one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"dequity: error: {one_line or 'unknown error'}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

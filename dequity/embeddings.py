@@ -200,6 +200,7 @@ def _embed(
     progress: Any,
 ) -> list:
     """One vector (or None for a failure) per sample, via FiftyOne's batching."""
+    logger.info("Embedding images...")
     try:
         vectors = samples.compute_embeddings(
             fo_model,

@@ -54,6 +54,7 @@ def declare_field(samples: Any, name: str, kind: type, description: str, **kwarg
 def write_values(samples: Any, name: str, values_by_id: dict[str, Any], progress: Any) -> None:
     """Bulk-write ``{sample id: value}`` into field ``name`` (any field type)."""
     if values_by_id:
+        logger.info("Writing field %s...", name)
         samples._root_dataset.set_values(name, values_by_id, key_field="id", progress=progress)
 
 
@@ -75,6 +76,7 @@ def write_scalars(
 
     dataset = samples._root_dataset
     names = list(columns)
+    logger.info("Writing fields %s...", ", ".join(names))
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     ops = [
         UpdateOne(

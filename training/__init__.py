@@ -9,51 +9,70 @@ Example::
     base = training.train_detector(dataset, train_key="baseline", weight_field=None,
                                    steps=500)
     print(training.compare_runs(base, run, output="compare.png").table())
+
+The public names are imported on first use (PEP 562), so the command line can
+read ``training.cli`` without loading torch.
 """
 
-from training.compare import Comparison, compare_runs
-from training.datasets import (
-    ClassificationGetItem,
-    DetectionGetItem,
-    FiftyOneTorchDataset,
-    classification_dataset,
-    collate_detection,
-    detection_dataset,
-    detection_transforms,
-)
-from training.detectors import EfficientNetLiteFPN, build_detector
-from training.evaluate import evaluate_predictions, predict
-from training.losses import (
-    WeightedFCOSHead,
-    WeightedRetinaNetHead,
-    weight_image_losses,
-    weighted_loss,
-)
-from training.records import TrainingRunConfig, TrainingRunResults, load_training_run
-from training.train import TrainingResult, split_view, train_detector
+from __future__ import annotations
 
-__all__ = [
-    "ClassificationGetItem",
-    "Comparison",
-    "DetectionGetItem",
-    "EfficientNetLiteFPN",
-    "FiftyOneTorchDataset",
-    "TrainingResult",
-    "TrainingRunConfig",
-    "TrainingRunResults",
-    "WeightedFCOSHead",
-    "WeightedRetinaNetHead",
-    "build_detector",
-    "classification_dataset",
-    "collate_detection",
-    "compare_runs",
-    "detection_dataset",
-    "detection_transforms",
-    "evaluate_predictions",
-    "load_training_run",
-    "predict",
-    "split_view",
-    "train_detector",
-    "weight_image_losses",
-    "weighted_loss",
-]
+from typing import TYPE_CHECKING
+
+from dequity.lazy import lazy_exports
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "ClassificationGetItem": "training.datasets",
+    "Comparison": "training.compare",
+    "DetectionGetItem": "training.datasets",
+    "EfficientNetLiteFPN": "training.detectors",
+    "FiftyOneTorchDataset": "training.datasets",
+    "TrainingResult": "training.train",
+    "TrainingRunConfig": "training.records",
+    "TrainingRunResults": "training.records",
+    "WeightedFCOSHead": "training.losses",
+    "WeightedRetinaNetHead": "training.losses",
+    "build_detector": "training.detectors",
+    "classification_dataset": "training.datasets",
+    "collate_detection": "training.datasets",
+    "compare_runs": "training.compare",
+    "detection_dataset": "training.datasets",
+    "detection_transforms": "training.datasets",
+    "evaluate_predictions": "training.evaluate",
+    "load_training_run": "training.records",
+    "predict": "training.evaluate",
+    "split_view": "training.train",
+    "train_detector": "training.train",
+    "weight_image_losses": "training.losses",
+    "weighted_loss": "training.losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
+    from training.compare import Comparison as Comparison
+    from training.compare import compare_runs as compare_runs
+    from training.datasets import ClassificationGetItem as ClassificationGetItem
+    from training.datasets import DetectionGetItem as DetectionGetItem
+    from training.datasets import FiftyOneTorchDataset as FiftyOneTorchDataset
+    from training.datasets import classification_dataset as classification_dataset
+    from training.datasets import collate_detection as collate_detection
+    from training.datasets import detection_dataset as detection_dataset
+    from training.datasets import detection_transforms as detection_transforms
+    from training.detectors import EfficientNetLiteFPN as EfficientNetLiteFPN
+    from training.detectors import build_detector as build_detector
+    from training.evaluate import evaluate_predictions as evaluate_predictions
+    from training.evaluate import predict as predict
+    from training.losses import WeightedFCOSHead as WeightedFCOSHead
+    from training.losses import WeightedRetinaNetHead as WeightedRetinaNetHead
+    from training.losses import weight_image_losses as weight_image_losses
+    from training.losses import weighted_loss as weighted_loss
+    from training.records import TrainingRunConfig as TrainingRunConfig
+    from training.records import TrainingRunResults as TrainingRunResults
+    from training.records import load_training_run as load_training_run
+    from training.train import TrainingResult as TrainingResult
+    from training.train import split_view as split_view
+    from training.train import train_detector as train_detector
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

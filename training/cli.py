@@ -14,7 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-__all__ = ["main", "register"]
+from dequity.argtypes import output_folder, output_path
+
+__all__ = ["add_compare", "add_train", "main", "register"]
 
 
 def _none_or_str(value: str) -> str | None:
@@ -74,7 +76,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``train`` sub-command, which sets ``func(args)``.
+
+    Example::
+
+        add_train(argparse.ArgumentParser(prog="dequity").add_subparsers())
+    """
     p = subparsers.add_parser(
         "train",
         help="train a detector on a dataset with DatasetEquity weights",
@@ -130,7 +138,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     out = p.add_argument_group("output")
-    out.add_argument("--output-dir", help="run folder (default: runs/<train-key>)")
+    out.add_argument(
+        "--output-dir", type=output_folder, help="run folder (default: runs/<train-key>)"
+    )
     out.add_argument("--resume", help="run folder or checkpoint.pt to continue from")
     out.add_argument("--overwrite", action="store_true", help="replace a run of the same key")
     out.add_argument("--no-eval", action="store_true", help="skip predicting and evaluating")
@@ -138,7 +148,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
 
-def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+def add_compare(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``compare`` sub-command, which sets ``func(args)``.
+
+    Example::
+
+        add_compare(argparse.ArgumentParser(prog="dequity").add_subparsers())
+    """
     p = subparsers.add_parser(
         "compare",
         help="per-class AP of two training runs side by side",
@@ -150,8 +166,10 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_a", metavar="RUN_A", help="run folder or train key (the reference)")
     p.add_argument("run_b", metavar="RUN_B", help="run folder or train key")
     p.add_argument("--dataset", help="dataset holding the runs when given by train key")
-    p.add_argument("--output", help="bar chart PNG (default: compare_<A>_<B>.png)")
-    p.add_argument("--json", help="also write the table as JSON here")
+    p.add_argument(
+        "--output", type=output_path, help="bar chart PNG (default: compare_<A>_<B>.png)"
+    )
+    p.add_argument("--json", type=output_path, help="also write the table as JSON here")
     p.set_defaults(func=_compare)
 
 
@@ -163,26 +181,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser = argparse.ArgumentParser(prog="dequity")
         register(parser.add_subparsers(dest="command", required=True))
     """
-    _add_train(subparsers)
-    _add_compare(subparsers)
+    add_train(subparsers)
+    add_compare(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``train`` or ``compare`` on its own (``python -m training.cli``).
+    """Runs the ``dequity`` command line (``python -m training.cli train ...``).
 
     Example::
 
         main(["compare", "runs/baseline", "runs/dequity_train"])
     """
-    parser = argparse.ArgumentParser(prog="dequity")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    from dequity.errors import DequityError
+    from dequity.cli import main as dequity_main
 
-    try:
-        return args.func(args)
-    except DequityError as e:
-        parser.exit(2, f"error: {e}\n")
+    return dequity_main(argv)
 
 
 if __name__ == "__main__":
