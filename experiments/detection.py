@@ -26,7 +26,7 @@ optimiser, learning rate, seed and image order by every method:
 (eta, gamma) and JTT's ``lambda`` are chosen by rare-condition mAP on the
 validation split with a seed outside the reported seeds. Every reported
 seed is evaluated on the balanced test split: COCO mAP@[.5:.95] and AP50
-(FiftyOne ``evaluate_detections``) per condition and per class; the
+(pycocotools) per condition and per class; the
 headline is the mean over the rare conditions (night, fog, blur/rain), and
 "all" the mean over every condition. Raw
 per-seed values go to ``docs/results/detection_runs.json`` with the config
@@ -88,7 +88,7 @@ class Config:
     gfl_grid: tuple[tuple[float, float], ...] = ((1.0, 5.0), (0.1, 1.0))
     jtt_grid: tuple[float, ...] = (3.0, 10.0)
     jtt_score: float = 0.3
-    workers: int = 2
+    workers: int = 5
     max_detections: int = 20
 
 
@@ -239,8 +239,13 @@ def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
     }[method]
 
 
-def train_model(dataset: Any, method: str, seed: int, config: Config, tag: str) -> Any:
-    """Trains one method with one seed; returns the trained model (eval mode)."""
+def train_model(
+    dataset: Any, method: str, seed: int, config: Config, tag: str, weight_field: str | None = None
+) -> Any:
+    """Trains one method with one seed; returns the trained model (eval mode).
+
+    ``weight_field`` replaces the method's weight field (validation candidates).
+    """
     import torch
 
     from experiments.pool import cache_dir
@@ -263,7 +268,10 @@ def train_model(dataset: Any, method: str, seed: int, config: Config, tag: str) 
         evaluate=False,
         vectorize=True,
         progress=False,
-        **_training_kwargs(method, tag),
+        **{
+            **_training_kwargs(method, tag),
+            **({"weight_field": weight_field} if weight_field else {}),
+        },
     )
     model = build_detector(num_classes=len(CLASSES) + 1, image_size=config.image_size)
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["model"]
@@ -275,48 +283,93 @@ def train_model(dataset: Any, method: str, seed: int, config: Config, tag: str) 
 def evaluate(model: Any, view: Any, tag: str) -> dict[str, dict[str, Any]]:
     """COCO mAP@[.5:.95], AP50 and per-class APs on each condition of ``view``.
 
-    Each condition is evaluated on its own (FiftyOne's COCO evaluation);
-    ``rare`` is the mean over the rare conditions and ``all`` the mean over
-    every condition (the test split is balanced), per metric and per class.
+    Predictions are stored on the samples (``pred_<tag>``); each condition is
+    evaluated on its own with pycocotools (COCO's reference code; all areas,
+    100 detections). ``rare`` is the mean over the rare conditions and
+    ``all`` the mean over every condition (the test split is balanced), per
+    metric and per class.
     """
-    from fiftyone import ViewField as F
-
     from training.evaluate import predict
 
     pred = f"pred_{tag}"
     predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
+    conditions, truths, found = view.values(
+        ["condition", "ground_truth.detections", f"{pred}.detections"]
+    )
     out = {}
     for condition in CONDITIONS:
-        subset = view.match(F("condition") == condition)
-        if len(subset) == 0:
-            continue
-        res = subset.evaluate_detections(
-            pred,
-            gt_field="ground_truth",
-            method="coco",
-            compute_mAP=True,
-            classes=list(CLASSES),
-            progress=False,
-        )
-        at50 = int(np.argmin(np.abs(res.iou_threshs - 0.5)))
-        ap = np.mean(res.precision, axis=(0, 2))
-        ap50 = np.mean(res.precision[at50], axis=1)
-        present = ap > -1
-        out[condition] = {
-            "mAP": float(ap[present].mean()) if present.any() else None,
-            "AP50": float(ap50[present].mean()) if present.any() else None,
-            "per_class_AP": {
-                str(c): (float(a) if a > -1 else None) for c, a in zip(res.classes, ap)
-            },
-            "per_class_AP50": {
-                str(c): (float(a) if a > -1 else None) for c, a in zip(res.classes, ap50)
-            },
-        }
+        rows = [i for i, c in enumerate(conditions) if c == condition]
+        if rows:
+            out[condition] = coco_ap([truths[i] for i in rows], [found[i] for i in rows])
     for name, members in (("rare", RARE_CONDITIONS), ("all", CONDITIONS)):
         parts = [out[c] for c in members if c in out]
         if parts:
             out[name] = _mean_of(parts)
     return out
+
+
+def coco_ap(truths: list[Any], found: list[Any]) -> dict[str, Any]:
+    """COCO AP@[.5:.95] and AP50, overall and per class, of FiftyOne detections per image.
+
+    ``truths``/``found`` hold each image's list of ``fo.Detection`` (or None).
+    A class without ground truth has AP None and is left out of the means.
+
+    Example::
+
+        truths, found = view.values(["ground_truth.detections", "pred.detections"])
+        coco_ap(truths, found)["mAP"]
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = {c: k + 1 for k, c in enumerate(CLASSES)}
+    images, annotations, results = [], [], []
+    for i, (gt, dt) in enumerate(zip(truths, found)):
+        images.append({"id": i, "width": 1, "height": 1})
+        for d in gt or []:
+            x, y, w, h = (1000 * v for v in d.bounding_box)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i, "category_id": ids[d.label],
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
+            })  # fmt: skip
+        for d in dt or []:
+            x, y, w, h = (1000 * v for v in d.bounding_box)
+            results.append({
+                "image_id": i, "category_id": ids[d.label], "bbox": [x, y, w, h],
+                "score": float(d.confidence),
+            })  # fmt: skip
+    categories = [{"id": k} for k in ids.values()]
+    truth = COCO()
+    truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+        if results:
+            evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            precision = evaluation.eval["precision"][:, :, :, 0, -1]  # all areas, 100 dets
+    has_truth = np.array([any(a["category_id"] == k for a in annotations) for k in ids.values()])
+    if not results:
+        precision = np.where(has_truth[None, None, :], 0.0, -1.0) * np.ones((10, 101, 1))
+    per_class, per_class50 = {}, {}
+    for k, name in enumerate(CLASSES):
+        p = precision[:, :, k]
+        if not has_truth[k]:
+            per_class[name] = per_class50[name] = None
+            continue
+        per_class[name] = float(np.mean(np.maximum(p, 0)))
+        per_class50[name] = float(np.mean(np.maximum(p[0], 0)))
+    kept = [v for v in per_class.values() if v is not None]
+    kept50 = [v for v in per_class50.values() if v is not None]
+    return {
+        "mAP": float(np.mean(kept)) if kept else None,
+        "AP50": float(np.mean(kept50)) if kept50 else None,
+        "per_class_AP": per_class,
+        "per_class_AP50": per_class50,
+    }
 
 
 def _mean_of(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -368,32 +421,52 @@ def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
     return np.array(missed)
 
 
-def select_hyperparameters(dataset: Any, config: Config) -> dict[str, Any]:
-    """(eta, gamma) and JTT's lambda by rare-condition mAP on validation (selection seed)."""
-    train, val = dataset.match_tags("train"), dataset.match_tags("val")
-    seed = config.selection_seed
-    base = train_model(dataset, "unweighted", seed, config, "select")
-    scores: dict[str, Any] = {"unweighted": evaluate(base, val, "select")["rare"]["mAP"]}
-    missed = jtt_errors(base, train, config, "select")
-    gfl = {}
-    for eta, gamma in config.gfl_grid:
-        gfl_fields(train, eta, gamma, "select")
-        model = train_model(dataset, "dequity", seed, config, "select")
-        gfl[f"{eta:g},{gamma:g}"] = evaluate(model, val, "select")["rare"]["mAP"]
-        print(f"  validation: dequity eta {eta:g} gamma {gamma:g}: {gfl[f'{eta:g},{gamma:g}']}")
-    jtt = {}
-    for lam in config.jtt_grid:
-        _set(train, "w_jtt_select", np.where(missed, lam, 1.0))
-        model = train_model(dataset, "jtt", seed, config, "select")
-        jtt[f"{lam:g}"] = evaluate(model, val, "select")["rare"]["mAP"]
-        print(f"  validation: jtt lambda {lam:g}: {jtt[f'{lam:g}']}")
+def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[Any, Any]:
+    """One validation run: (rare-condition mAP on val, JTT error set or None)."""
+    import fiftyone as fo
+    import torch
+
+    torch.set_num_threads(1)
+    name, method, weight_field, config, tag, want_missed = job
+    dataset = fo.load_dataset(name)
+    model = train_model(dataset, method, config.selection_seed, config, tag, weight_field)
+    score = evaluate(model, dataset.match_tags("val"), tag)["rare"]["mAP"]
+    print(f"  validation {tag}: rare mAP {100 * (score or 0):.1f}", flush=True)
+    if not want_missed:
+        return score, None
+    return score, jtt_errors(model, dataset.match_tags("train"), config, tag).tolist()
+
+
+def select_hyperparameters(dataset: Any, config: Config, pool: Any) -> dict[str, Any]:
+    """(eta, gamma) and JTT's lambda by rare-condition mAP on validation (selection seed).
+
+    The unweighted run and the (eta, gamma) candidates train in parallel,
+    then the lambda candidates on the unweighted run's error set.
+    """
+    from dequity.weights import gfl_weight
+
+    train = dataset.match_tags("train")
+    likelihood = np.array(train.values("dq_likelihood"), dtype=float)
+    jobs = [(dataset.name, "unweighted", None, config, "sel_base", True)]
+    for i, (eta, gamma) in enumerate(config.gfl_grid):
+        _set(train, f"w_sel_gfl{i}", gfl_weight(likelihood, eta, gamma))
+        jobs.append((dataset.name, "dequity", f"w_sel_gfl{i}", config, f"sel_gfl{i}", False))
+    (base, missed), *gfl_runs = _map(pool, _select_job, jobs)
+    missed = np.array(missed)
+    jobs = []
+    for i, lam in enumerate(config.jtt_grid):
+        _set(train, f"w_sel_jtt{i}", np.where(missed, lam, 1.0))
+        jobs.append((dataset.name, "jtt", f"w_sel_jtt{i}", config, f"sel_jtt{i}", False))
+    jtt_runs = _map(pool, _select_job, jobs)
+    gfl = {f"{e:g},{g:g}": r[0] for (e, g), r in zip(config.gfl_grid, gfl_runs)}
+    jtt = {f"{lam:g}": r[0] for lam, r in zip(config.jtt_grid, jtt_runs)}
     best_gfl = max(gfl, key=lambda k: -1 if gfl[k] is None else gfl[k])
     best_jtt = max(jtt, key=lambda k: -1 if jtt[k] is None else jtt[k])
     eta, gamma = (float(x) for x in best_gfl.split(","))
     return {
-        "seed": seed,
+        "seed": config.selection_seed,
         "metric": "validation rare-condition mAP",
-        "unweighted": scores["unweighted"],
+        "unweighted": base,
         "dequity_eta_gamma": gfl,
         "jtt_lambda": jtt,
         "jtt_error_share": float(missed.mean()),
@@ -401,6 +474,11 @@ def select_hyperparameters(dataset: Any, config: Config) -> dict[str, Any]:
         "gamma": gamma,
         "lambda": float(best_jtt),
     }
+
+
+def _map(pool: Any, fn: Any, jobs: list[Any]) -> list[Any]:
+    """``fn`` over ``jobs``, in the worker processes when there is a pool."""
+    return pool.map(fn, jobs, chunksize=1) if pool is not None else [fn(j) for j in jobs]
 
 
 def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) -> dict[str, Any]:
@@ -457,22 +535,22 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     build_seconds = time.perf_counter() - start
     train = dataset.match_tags("train")
     weights = prepare_weights(train)
-    print("hyperparameters on the validation split...")
-    chosen = select_hyperparameters(dataset, config)
+    pool = None
+    if config.workers > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(config.workers)
+    print("hyperparameters on the validation split...", flush=True)
+    chosen = select_hyperparameters(dataset, config, pool)
     for seed in seeds:
         gfl_fields(train, chosen["eta"], chosen["gamma"], f"seed{seed}")
     for key, name in (("w_dequity", "dequity"), ("w_paper", "dequity_paper")):
         w = np.array(train.values(key))
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
-    jobs = [(dataset.name, seed, config, chosen) for seed in seeds]
-    if config.workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
-            results = pool.map(_seed_worker, jobs, chunksize=1)
-    else:
-        results = [run_seed(dataset, seed, config, chosen) for seed in seeds]
+    results = _map(pool, _seed_worker, [(dataset.name, seed, config, chosen) for seed in seeds])
+    if pool is not None:
+        pool.close()
     runs = {str(seed): r for seed, r in zip(seeds, results)}
     data = {
         "experiment": NAME,

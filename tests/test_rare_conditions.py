@@ -85,3 +85,27 @@ def test_paired_tests_find_a_consistent_gain_and_holm_corrects_the_family():
     assert tests["gain"].p_holm == pytest.approx(min(1.0, 2 * tests["gain"].p))
     with pytest.raises(ValueError, match="values"):
         paired_tests({"short": [0.1]}, reference)
+
+
+def test_coco_ap_is_one_for_exact_boxes_and_zero_for_misses():
+    import fiftyone as fo
+
+    from experiments.detection import coco_ap
+
+    def det(label, box, confidence=None):
+        return fo.Detection(label=label, bounding_box=box, confidence=confidence)
+
+    truths = [[det("Bag", [0.1, 0.1, 0.3, 0.3]), det("Coat", [0.5, 0.5, 0.2, 0.4])]]
+    exact = [[det("Bag", [0.1, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.8)]]
+    result = coco_ap(truths, exact)
+    assert result["mAP"] == pytest.approx(1.0)
+    assert result["per_class_AP"]["Bag"] == pytest.approx(1.0)
+    assert result["per_class_AP"]["Dress"] is None  # no ground truth: left out
+    wrong_class = [[det("Dress", [0.1, 0.1, 0.3, 0.3], 0.9)]]
+    assert coco_ap(truths, wrong_class)["mAP"] == 0.0
+    assert coco_ap(truths, [None])["mAP"] == 0.0
+    # a box shifted to IoU ~0.6 counts at IoU 0.5 but not at the strict thresholds
+    shifted = [[det("Bag", [0.15, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.8)]]
+    partial = coco_ap(truths, shifted)
+    assert partial["per_class_AP50"]["Bag"] == pytest.approx(1.0)
+    assert 0.0 < partial["per_class_AP"]["Bag"] < 1.0
