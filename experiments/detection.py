@@ -423,18 +423,27 @@ def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
 
 def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[Any, Any]:
     """One validation run: (rare-condition mAP on val, JTT error set or None)."""
-    import fiftyone as fo
     import torch
 
     torch.set_num_threads(1)
     name, method, weight_field, config, tag, want_missed = job
-    dataset = fo.load_dataset(name)
+    dataset = _own_copy(name, tag)
     model = train_model(dataset, method, config.selection_seed, config, tag, weight_field)
     score = evaluate(model, dataset.match_tags("val"), tag)["rare"]["mAP"]
     print(f"  validation {tag}: rare mAP {100 * (score or 0):.1f}", flush=True)
-    if not want_missed:
-        return score, None
-    return score, jtt_errors(model, dataset.match_tags("train"), config, tag).tolist()
+    missed = jtt_errors(model, dataset.match_tags("train"), config, tag) if want_missed else None
+    dataset.delete()
+    return score, None if missed is None else missed.tolist()
+
+
+def _own_copy(name: str, tag: str) -> Any:
+    """A private copy of the dataset, so that parallel runs never write the same documents."""
+    import fiftyone as fo
+
+    copy = f"{name}-{tag}"
+    if fo.dataset_exists(copy):
+        fo.delete_dataset(copy)
+    return fo.load_dataset(name).clone(copy)
 
 
 def select_hyperparameters(dataset: Any, config: Config, pool: Any) -> dict[str, Any]:
@@ -514,12 +523,14 @@ def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) ->
 
 def _seed_worker(job: tuple[str, int, Config, dict[str, Any]]) -> dict[str, Any]:
     """One seed in a worker process (one torch thread: the cores are shared)."""
-    import fiftyone as fo
     import torch
 
     torch.set_num_threads(1)
     name, seed, config, chosen = job
-    return run_seed(fo.load_dataset(name), seed, config, chosen)
+    dataset = _own_copy(name, f"seed{seed}")
+    result = run_seed(dataset, seed, config, chosen)
+    dataset.delete()
+    return result
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
