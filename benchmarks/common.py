@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def add_only_option(parser: argparse.ArgumentParser, names: Sequence[str], what: str) -> None:
@@ -60,3 +64,71 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
     return float(spearmanr(a, b)[0])
+
+
+def mean_ci(
+    values: Sequence[float], level: float = 0.95
+) -> tuple[float, float | None, float | None]:
+    """Mean and the two-sided t interval of the mean (None, None for one value).
+
+    Example::
+
+        >>> mean_ci([1.0, 2.0, 3.0])[0]
+        2.0
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), None, None
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def git_commit() -> str:
+    """The repository's commit (with ``+dirty`` when files changed), or ``unknown``."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def save_raw(name: str, values: Any, config: dict) -> Path:
+    """Write ``results-<name>.json``: the raw values with their config, commit and date."""
+    import json
+    import platform
+
+    path = REPO / "benchmarks" / f"results-{name}.json"
+    record = {
+        "benchmark": name,
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+        "config": config,
+        "values": values,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def update_readme(name: str, text: str) -> bool:
+    """Replace the README's generated block ``<!-- results:NAME -->`` with ``text``.
+
+    The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``;
+    returns False (and changes nothing) when the README has no such block.
+    """
+    readme = REPO / "README.md"
+    begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    content = readme.read_text()
+    if begin not in content or end not in content:
+        return False
+    head, rest = content.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    source = f"benchmarks/results-{name}.json"
+    readme.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
+    return True

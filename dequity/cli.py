@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dequity import clustering as dc
-from dequity import projection as dp
 from dequity.argtypes import output_path
 from dequity.console import cli_output
+from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.errors import DequityError
-from dequity.likelihood import NOISE_POLICIES, NOISE_SINGLETON
+from dequity.likelihood import NOISE_POLICIES
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
@@ -87,17 +87,19 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--embeddings", help="read embeddings from this vector field")
     source.add_argument(
         "--model",
-        help="embedding model: efficientnet-lite0 (default, offline) or "
+        help=f"embedding model: {DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
         "clip:ViT-B-32@laion2b_s34b_b79k (open_clip tag or checkpoint path)",
     )
     parser.add_argument("--embeddings-field", help="store computed embeddings in this field")
-    parser.add_argument("--projection", default=dp.PCA, choices=["pca", "tsne", "opentsne", "none"])
+    parser.add_argument(
+        "--projection", default=DEFAULT_PROJECTION, choices=["pca", "tsne", "opentsne", "none"]
+    )
     parser.add_argument("--projection-kwargs", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--clustering", default=dc.HDBSCAN, choices=list(dc.CLUSTERINGS))
+    parser.add_argument("--clustering", default=DEFAULT_CLUSTERING, choices=list(dc.CLUSTERINGS))
     parser.add_argument(
         "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
     )
-    parser.add_argument("--noise", default=NOISE_SINGLETON, choices=list(NOISE_POLICIES))
+    parser.add_argument("--noise", default=DEFAULT_NOISE, choices=list(NOISE_POLICIES))
     parser.add_argument("--eta", type=float, default=DEFAULT_ETA)
     parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -302,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
-    p.add_argument("--model", default="efficientnet-lite0", help="embedding model")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="embedding model")
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: automatic)"
     )

@@ -15,7 +15,12 @@ HDBSCAN = "hdbscan"
 DBSCAN = "dbscan"
 #: no clusters: a continuous k-NN density likelihood (:mod:`dequity.density`).
 KNN = "knn"
-CLUSTERINGS = (HDBSCAN, DBSCAN, KNN)
+#: HDBSCAN clusters, each sample's share scaled by its k-NN crowding
+#: (:func:`dequity.estimate.estimate_likelihood`): continuous within clusters.
+HDBSCAN_KNN = "hdbscan_knn"
+CLUSTERINGS = (HDBSCAN_KNN, HDBSCAN, DBSCAN, KNN)
+#: parameters of HDBSCAN_KNN that are not HDBSCAN's
+DENSITY_KEYS = ("k", "density_power")
 _ASSIGN_ROWS = 65_536
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,6 +31,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # n^1.6 in 50-D) is fitted on a random subsample of this size and every
     # other point takes the label of its nearest fitted point.
     HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 5_000},
+    HDBSCAN_KNN: {
+        "min_cluster_size": 10,
+        "min_samples": 1,
+        "fit_samples": 5_000,
+        "k": 30,
+        "density_power": 0.5,
+    },
     DBSCAN: {"eps": 2.0, "min_samples": 10},
     KNN: {"k": 30},
 }
@@ -40,6 +52,7 @@ _EXTRA_KEYS: dict[str, set[str]] = {
     DBSCAN: {"metric", "algorithm", "leaf_size", "p", "n_jobs"},
     KNN: set(),
 }
+_EXTRA_KEYS[HDBSCAN_KNN] = _EXTRA_KEYS[HDBSCAN]
 
 
 def validate_clustering(method: str) -> None:
@@ -71,18 +84,25 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
 
 
 def _validate_values(method: str, params: dict) -> None:
-    if method == KNN:
+    if method in (KNN, HDBSCAN_KNN):
         k = params["k"]
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DequityError(f"k must be an integer >= 1, got {k!r}")
+    if method == KNN:
         return
-    size_key = "min_cluster_size" if method == HDBSCAN else "min_samples"
+    if method == HDBSCAN_KNN:
+        power = params["density_power"]
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 1:
+            raise DequityError(
+                f"density_power must be a number in [0, 1] (0: cluster sizes only), got {power!r}"
+            )
+    size_key = _size_key(method)
     size = params[size_key]
     if not isinstance(size, (int, np.integer)) or size < 2:
         raise DequityError(f"{size_key} must be an integer >= 2, got {size!r}")
     fit = params.get("fit_samples")
     if (
-        method == HDBSCAN
+        method != DBSCAN
         and fit is not None
         and (not isinstance(fit, (int, np.integer)) or fit < 2 * size)
     ):
@@ -102,7 +122,16 @@ def _validate_values(method: str, params: dict) -> None:
 
 
 # options of the CPU implementations that cuML's do not take
-_CPU_ONLY: dict[str, set[str]] = {HDBSCAN: set(), DBSCAN: {"algorithm", "leaf_size", "p", "n_jobs"}}
+_CPU_ONLY: dict[str, set[str]] = {
+    HDBSCAN: set(),
+    HDBSCAN_KNN: set(),
+    DBSCAN: {"algorithm", "leaf_size", "p", "n_jobs"},
+}
+
+
+def _size_key(method: str) -> str:
+    """The parameter that sets the smallest cluster."""
+    return "min_samples" if method == DBSCAN else "min_cluster_size"
 
 
 def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
@@ -119,7 +148,12 @@ def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
                 "add samples or lower k"
             )
         return
-    key = "min_cluster_size" if method == HDBSCAN else "min_samples"
+    if method == HDBSCAN_KNN and num_samples <= params["k"]:
+        raise DequityError(
+            f"{num_samples} samples are too few for k={params['k']} neighbours; "
+            "add samples or lower k"
+        )
+    key = _size_key(method)
     needed = int(params[key])
     if num_samples < needed:
         raise DequityError(
@@ -155,6 +189,9 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
     backend = params.pop("backend", "sklearn")
     points = np.asarray(points)
     check_enough_samples(len(points), method, params)
+    if method == HDBSCAN_KNN:  # the clusters are HDBSCAN's; the density is applied later
+        for key in DENSITY_KEYS:
+            params.pop(key)
     if method == DBSCAN:
         if use_cuml(backend, supported=not _CPU_ONLY[DBSCAN] & set(params)):
             from cuml.cluster import DBSCAN as DBSCANClass

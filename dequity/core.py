@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import fiftyone.core.validation as fov
@@ -13,22 +12,21 @@ from dequity import clustering as dc
 from dequity import embeddings as de
 from dequity import fields as df
 from dequity import projection as dp
-from dequity.density import knn_likelihood
-from dequity.errors import DequityError
-from dequity.likelihood import (
-    NOISE_NEAREST,
-    NOISE_SINGLETON,
-    scaled_likelihood,
-    validate_noise_policy,
+from dequity.defaults import (
+    DEFAULT_CLUSTERING,
+    DEFAULT_MODEL,
+    DEFAULT_NOISE,
+    DEFAULT_PROJECTION,
 )
+from dequity.errors import DequityError
+from dequity.estimate import estimate_likelihood
+from dequity.likelihood import validate_noise_policy
 from dequity.models import model_name, resolve_precision
 from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROJECTION = dp.PCA
-DEFAULT_CLUSTERING = dc.HDBSCAN
 _EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device", "precision"}
 EMBEDDING_BACKENDS = ("local", "ray")
 _RAY_OPTIONS = {"num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address"}
@@ -44,7 +42,7 @@ def compute_dequity(
     projection_kwargs: dict | None = None,
     clustering: str = DEFAULT_CLUSTERING,
     clustering_kwargs: dict | None = None,
-    noise: str = NOISE_SINGLETON,
+    noise: str = DEFAULT_NOISE,
     eta: float = DEFAULT_ETA,
     gamma: float = DEFAULT_GAMMA,
     overwrite: bool = False,
@@ -67,7 +65,8 @@ def compute_dequity(
         run_key: the run's name, a Python identifier; prefixes the fields.
         embeddings: a vector field name, or an ``(n, d)`` array aligned with
             ``samples``. If omitted, ``model`` computes them.
-        model: ``"efficientnet-lite0"`` (default, offline),
+        model: ``"efficientnet-lite0-layers"`` (default, offline: every
+            stage's pooled features), ``"efficientnet-lite0"`` (final features),
             ``"clip:ViT-B-32@laion2b_s34b_b79k"``, a ``torch.nn.Module`` or a
             FiftyOne model. See :mod:`dequity.models`.
         projection: ``"pca"`` (default, 50 components), ``"tsne"`` (the
@@ -139,17 +138,8 @@ def compute_dequity(
     )
     logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
     points = dp.project(emb.vectors, projection, **config.projection_kwargs)
-    if clustering == dc.KNN:
-        logger.info("k-NN density likelihood (k=%d)...", config.clustering_kwargs["k"])
-        labels = np.empty(0, dtype=np.int64)
-        likelihoods = knn_likelihood(points, **config.clustering_kwargs)
-    else:
-        logger.info("Clustering (%s)...", clustering)
-        labels = dc.cluster(points, clustering, **config.clustering_kwargs)
-        if noise == NOISE_NEAREST:
-            labels = dc.assign_noise(points, labels)
-        _check_labels(labels, clustering, config.clustering_kwargs)
-        likelihoods = scaled_likelihood(labels, noise=noise)
+    logger.info("Likelihoods (%s)...", clustering)
+    labels, likelihoods = estimate_likelihood(points, clustering, noise, **config.clustering_kwargs)
     weights = gfl_weight(likelihoods, eta, gamma)
 
     results = DequityResults(
@@ -221,7 +211,7 @@ def _validate_request(
     config = DequityRunConfig(
         run_key=run_key,
         embeddings_field=embeddings_source or store_field,
-        model=None if embeddings is not None else model_name(model or "efficientnet-lite0"),
+        model=None if embeddings is not None else model_name(model or DEFAULT_MODEL),
         projection=projection,
         projection_kwargs=projection_params,
         clustering=clustering,
@@ -310,35 +300,12 @@ def _get_embeddings(
 
         return embed_with_ray(
             samples,
-            model if model is not None else "efficientnet-lite0",
+            model if model is not None else DEFAULT_MODEL,
             batch_size=options.get("batch_size", 32),
             skip_failures=options.get("skip_failures", True),
             **(ray_options or {}),
         )
     return de.from_model(samples, model, progress=progress, **options)
-
-
-def _check_labels(labels: np.ndarray, clustering: str, params: dict) -> None:
-    if (labels < 0).all():
-        hint = (
-            f"raise eps (now {params['eps']}) or lower min_samples (now "
-            f"{params['min_samples']}); DBSCAN's eps depends on the scale of the "
-            "projection, which changes with the number of samples"
-            "; or use clustering='hdbscan'"
-            if clustering == dc.DBSCAN
-            else f"lower min_cluster_size (now {params['min_cluster_size']}) or "
-            f"min_samples (now {params.get('min_samples')})"
-        )
-        raise DequityError(
-            f"{clustering} labelled every sample noise, so all weights would be equal; {hint}"
-        )
-    if len(set(labels.tolist()) - {-1}) == 1 and not (labels < 0).any():
-        warnings.warn(
-            "the clustering found a single cluster: every sample has likelihood 1 "
-            "and the same weight eta / (eta + 1); lower min_cluster_size / eps to "
-            "separate appearances",
-            stacklevel=3,
-        )
 
 
 def _points_2d(points: np.ndarray) -> np.ndarray:

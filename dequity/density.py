@@ -10,7 +10,7 @@ from dequity.errors import DequityError
 _ROWS = 4_096
 
 
-def knn_likelihood(points: np.ndarray, k: int = 30) -> np.ndarray:
+def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = None) -> np.ndarray:
     """Likelihood of each sample from how many samples lie near it.
 
     ``p_i = n_i / max_j n_j``, where ``n_i`` counts the samples (itself
@@ -29,6 +29,10 @@ def knn_likelihood(points: np.ndarray, k: int = 30) -> np.ndarray:
     Args:
         points: ``(n, d)`` array, usually projected embeddings (e.g. PCA-50).
         k: neighbours of a typical sample, ``1 <= k < n``.
+        fit_samples: above this many points, neighbours are counted among a
+            random reference subsample of this size (as HDBSCAN is fitted on
+            one), so the cost grows linearly with ``n``; the scale is then
+            the one where a typical sample has ``k`` reference neighbours.
 
     Returns:
         float64 array of shape ``(n,)`` with values in ``(0, 1]``.
@@ -54,9 +58,15 @@ def knn_likelihood(points: np.ndarray, k: int = 30) -> np.ndarray:
     n = x.shape[0]
     if n <= k:
         raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")
-    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
+    if fit_samples is not None and (isinstance(fit_samples, bool) or fit_samples <= k):
+        raise DequityError(f"fit_samples must be None or an integer > k={k}, got {fit_samples!r}")
+    reference = x
+    if fit_samples is not None and n > fit_samples:
+        rng = np.random.default_rng(51)
+        reference = x[np.sort(rng.choice(n, fit_samples, replace=False))]
+    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(reference)
     # query the fitted points themselves: column 0 is each point (or a duplicate)
-    radius = float(np.median(index.kneighbors(x)[0][:, k]))
+    radius = float(np.median(index.kneighbors(reference)[0][:, k]))
     counts = np.concatenate(
         [
             np.diff(index.radius_neighbors_graph(x[start : start + _ROWS], radius).indptr)

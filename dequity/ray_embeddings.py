@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'dequity[ray]'"
 _MAX_BATCHES_PER_BLOCK = 8
-_KNOWN_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+_KNOWN_NAMES = tuple(
+    f"efficientnet-lite{v}{suffix}" for v in range(3) for suffix in ("", "-layers")
+)
 
 
 def embed_with_ray(

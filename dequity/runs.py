@@ -13,8 +13,8 @@ from typing import Any
 import fiftyone.core.runs as focr
 import numpy as np
 
-from dequity.likelihood import NOISE_SINGLETON
-from dequity.weights import gfl_weight, validate_gfl_params
+from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE, DEFAULT_PROJECTION
+from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
 FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
@@ -39,13 +39,13 @@ class DequityRunConfig(focr.RunConfig):
         run_key: str = "dequity",
         embeddings_field: str | None = None,
         model: str | None = None,
-        projection: str | None = "pca",
+        projection: str | None = DEFAULT_PROJECTION,
         projection_kwargs: dict | None = None,
-        clustering: str = "hdbscan",
+        clustering: str = DEFAULT_CLUSTERING,
         clustering_kwargs: dict | None = None,
-        noise: str = NOISE_SINGLETON,
-        eta: float = 1.0,
-        gamma: float = 5.0,
+        noise: str = DEFAULT_NOISE,
+        eta: float = DEFAULT_ETA,
+        gamma: float = DEFAULT_GAMMA,
         cluster_field: str | None = None,
         likelihood_field: str | None = None,
         weight_field: str | None = None,

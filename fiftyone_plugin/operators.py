@@ -20,9 +20,11 @@ import fiftyone.operators.types as types
 import dequity
 from dequity import clustering as dclustering
 from dequity import projection as dprojection
+from dequity.clustering import HDBSCAN_KNN
+from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.embeddings import validate_embeddings_field
 from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
-from dequity.models import DEFAULT_MODEL
+from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
     existing_run_input,
@@ -40,7 +42,8 @@ FIELD_SOURCE = "field"
 MODEL_SOURCE = "model"
 NO_PROJECTION = "none"
 MODELS = {
-    "efficientnet-lite0": "EfficientNet-Lite0 (ImageNet, offline, default)",
+    "efficientnet-lite0-layers": "EfficientNet-Lite0, every stage pooled (offline, default)",
+    "efficientnet-lite0": "EfficientNet-Lite0, final features (ImageNet, offline)",
     "efficientnet-lite1": "EfficientNet-Lite1 (ImageNet, offline)",
     "efficientnet-lite2": "EfficientNet-Lite2 (ImageNet, offline)",
     "clip:ViT-B-32@laion2b_s34b_b79k": "open_clip ViT-B-32 (the paper's CLIP; downloads weights)",
@@ -52,14 +55,15 @@ _PROJECTION_LABELS = {
     NO_PROJECTION: "None (cluster the raw embeddings)",
 }
 _CLUSTERING_LABELS = {
-    "hdbscan": "HDBSCAN (default: no distance threshold to tune)",
+    HDBSCAN_KNN: "HDBSCAN + k-NN crowding (default: continuous, finds rare kinds and conditions)",
+    "hdbscan": "HDBSCAN cluster sizes only (no distance threshold to tune)",
     "dbscan": "DBSCAN (the paper; eps depends on the projection's scale)",
     "knn": "None: k-NN neighbourhood-count likelihood, no clusters",
 }
 _NOISE_LABELS = {
+    NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster (default)",
     NOISE_SINGLETON: "Singleton: each noise image is a cluster of one (rarest)",
     NOISE_CLUSTER: "Cluster: all noise images form one more cluster (authors' code)",
-    NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster",
 }
 
 
@@ -199,13 +203,13 @@ class ComputeDequity(foo.Operator):
         *,
         embeddings: str | None = None,
         model: str | None = None,
-        projection: str | None = "pca",
+        projection: str | None = DEFAULT_PROJECTION,
         projection_kwargs: dict | None = None,
-        clustering: str = "hdbscan",
+        clustering: str = DEFAULT_CLUSTERING,
         clustering_kwargs: dict | None = None,
-        noise: str = NOISE_SINGLETON,
-        eta: float = 1.0,
-        gamma: float = 5.0,
+        noise: str = DEFAULT_NOISE,
+        eta: float = DEFAULT_ETA,
+        gamma: float = DEFAULT_GAMMA,
         overwrite: bool = False,
         embeddings_field: str | None = None,
         batch_size: int = 32,
@@ -253,13 +257,17 @@ class ComputeDequity(foo.Operator):
         self._embeddings_inputs(ctx, inputs, target)
 
         inputs.view("method_header", types.Header(label="Projection and clustering", divider=True))
-        projection = ctx.params.get("projection", "pca")
-        proj_prop = _choice_enum(inputs, "projection", _PROJECTION_LABELS, "pca", "Projection")
+        projection = ctx.params.get("projection", DEFAULT_PROJECTION)
+        proj_prop = _choice_enum(
+            inputs, "projection", _PROJECTION_LABELS, DEFAULT_PROJECTION, "Projection"
+        )
         if projection in _PROJECTION_LABELS:
             _method_inputs(ctx, inputs, "projection", projection)
             self._check_kwargs(ctx, proj_prop, "projection", projection)
-        clustering = ctx.params.get("clustering", "hdbscan")
-        clus_prop = _choice_enum(inputs, "clustering", _CLUSTERING_LABELS, "hdbscan", "Clustering")
+        clustering = ctx.params.get("clustering", DEFAULT_CLUSTERING)
+        clus_prop = _choice_enum(
+            inputs, "clustering", _CLUSTERING_LABELS, DEFAULT_CLUSTERING, "Clustering"
+        )
         if clustering in _CLUSTERING_LABELS:
             _method_inputs(ctx, inputs, "clustering", clustering)
             self._check_kwargs(ctx, clus_prop, "clustering", clustering)
@@ -267,7 +275,7 @@ class ComputeDequity(foo.Operator):
             inputs,
             "noise",
             _NOISE_LABELS,
-            NOISE_SINGLETON,
+            DEFAULT_NOISE,
             "Noise policy",
             description="How images the clustering calls noise count in the likelihood",
         )
@@ -377,16 +385,16 @@ class ComputeDequity(foo.Operator):
     def _run(self, ctx: Any) -> Generator[Any, None, dict]:
         p = ctx.params
         target = ctx.target_view()
-        projection = p.get("projection", "pca")
-        clustering = p.get("clustering", "hdbscan")
+        projection = p.get("projection", DEFAULT_PROJECTION)
+        clustering = p.get("clustering", DEFAULT_CLUSTERING)
         kwargs: dict[str, Any] = {
             "projection": None if projection == NO_PROJECTION else projection,
             "projection_kwargs": _method_kwargs(p, "projection", projection),
             "clustering": clustering,
             "clustering_kwargs": _method_kwargs(p, "clustering", clustering),
-            "noise": p.get("noise", NOISE_SINGLETON),
-            "eta": float(p.get("eta", 1.0)),
-            "gamma": float(p.get("gamma", 5.0)),
+            "noise": p.get("noise", DEFAULT_NOISE),
+            "eta": float(p.get("eta", DEFAULT_ETA)),
+            "gamma": float(p.get("gamma", DEFAULT_GAMMA)),
             "overwrite": bool(p.get("overwrite", False)),
         }
         labels = ["Writing fields"]
