@@ -54,6 +54,7 @@ from experiments.rare_conditions import (
     RARE_CLASS,
     RARE_CONDITIONS,
     SetSpec,
+    embedding_field,
     load_rare_conditions,
 )
 from experiments.report import Section, script_main, table
@@ -132,13 +133,15 @@ def prepare_weights(train: Any) -> dict[str, Any]:
     import dequity
 
     start = time.perf_counter()
-    dequity.compute_dequity(train, "dq", embeddings="embedding", overwrite=True, progress=False)
+    dequity.compute_dequity(
+        train, "dq", embeddings=embedding_field(), overwrite=True, progress=False
+    )
     default_seconds = time.perf_counter() - start
     paper_eps = paper_run(train)
     dequity.compute_dequity(
         train,
         "dqclusters",
-        embeddings="embedding",
+        embeddings=embedding_field(),
         projection="pca",
         clustering="hdbscan",
         noise="cluster",
@@ -190,7 +193,7 @@ def paper_run(train: Any) -> float:
     import dequity
     from dequity.projection import project
 
-    points = project(np.array(train.values("embedding"), dtype=np.float32), "tsne")
+    points = project(np.array(train.values(embedding_field()), dtype=np.float32), "tsne")
     stats = []
     for eps in PAPER_EPS:
         labels = DBSCAN(eps=eps, min_samples=10).fit_predict(points)

@@ -300,8 +300,8 @@ def load_rare_conditions(spec: SetSpec, embed: bool = True, progress: bool = Tru
     """The set as a persistent FiftyOne dataset, built once per spec and cached.
 
     Samples are tagged ``train``/``val``/``test`` and have ``condition``,
-    ``ground_truth`` (Detections) and, with ``embed``, ``embedding`` (dequity's
-    default model, for :func:`dequity.compute_dequity`).
+    ``ground_truth`` (Detections) and, with ``embed``, the embeddings of the
+    training images by dequity's default model (field :func:`embedding_field`).
     """
     import fiftyone as fo
 
@@ -338,12 +338,26 @@ def load_rare_conditions(spec: SetSpec, embed: bool = True, progress: bool = Tru
     return dataset
 
 
+def embedding_field() -> str:
+    """The field holding the training images' embeddings by dequity's default model.
+
+    Example::
+
+        >>> embedding_field()
+        'embedding_efficientnet_lite0_layers'
+    """
+    from dequity.defaults import DEFAULT_MODEL
+
+    return "embedding_" + "".join(c if c.isalnum() else "_" for c in DEFAULT_MODEL)
+
+
 def _embed(dataset: Any, progress: bool) -> None:
-    """Embeds the training images that lack an embedding (dequity's default model)."""
+    """Embeds the training images that lack an embedding by dequity's default model."""
     from dequity.embeddings import from_model
 
-    todo = dataset.match_tags("train").exists("embedding", False)
+    field = embedding_field()
+    todo = dataset.match_tags("train").exists(field, False)
     if len(todo) == 0:
         return
     emb = from_model(todo, batch_size=64, progress=progress)
-    dataset.set_values("embedding", dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
+    dataset.set_values(field, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
