@@ -623,9 +623,10 @@ def section_from_json(path: Path) -> Section:
     rows = [["unweighted", mean_ci(ref).format(), "", "", ""]]
     for m in others:
         t = tests[m]
+        star = " *" if t.significant else ""
         rows.append([
             m, mean_ci(_values(data, m, "rare", "mAP")).format(),
-            t.diff.format(), f"{t.p:.3f}", f"{t.p_holm:.3f}" + (" *" if t.significant else ""),
+            t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}",
         ])  # fmt: skip
     headline = table(
         ["method", "rare-condition mAP %", "change vs unweighted", "p (paired t)", "p (Holm)"],
@@ -659,7 +660,7 @@ def section_from_json(path: Path) -> Section:
         else:
             what = "no significant difference from unweighted in rare-condition mAP"
         verdicts.append(
-            f"Detection, {m}: {what} ({t.diff.format()} points, Holm p {t.p_holm:.3f}, "
+            f"Detection, {m}: {what} ({t.diff.format(signed=True)} points, Holm p {t.p_holm:.3f}, "
             f"{len(seeds)} seeds)."
         )
     support = _conclusions(tests, all_tests)

@@ -31,16 +31,17 @@ class MeanCI:
     high: float
     n: int
 
-    def format(self, scale: float = 100.0, digits: int = 1) -> str:
-        """``"mean [low, high]"`` times ``scale``.
+    def format(self, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+        """``"mean [low, high]"`` times ``scale``; ``signed`` shows the mean's sign.
 
         Example::
 
             >>> mean_ci([0.1, 0.2, 0.3]).format()
             '20.0 [-4.8, 44.8]'
         """
+        sign = "+" if signed else ""
         return (
-            f"{self.mean * scale:.{digits}f} "
+            f"{self.mean * scale:{sign}.{digits}f} "
             f"[{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]"
         )
 

@@ -109,3 +109,49 @@ def test_coco_ap_is_one_for_exact_boxes_and_zero_for_misses():
     partial = coco_ap(truths, shifted)
     assert partial["per_class_AP50"]["Bag"] == pytest.approx(1.0)
     assert 0.0 < partial["per_class_AP"]["Bag"] < 1.0
+
+
+def test_the_report_is_generated_from_the_raw_json(tmp_path):
+    import json
+
+    from experiments.detection import CONDITIONS as CONDS
+    from experiments.detection import METHODS, section_from_json
+
+    def evaluation(value):
+        part = {
+            "mAP": value,
+            "AP50": 2 * value,
+            "per_class_AP": dict.fromkeys(CLASSES, value),
+            "per_class_AP50": dict.fromkeys(CLASSES, 2 * value),
+        }
+        return {s: part for s in ("all", "rare", *CONDS)}
+
+    seeds = [0, 1, 2, 3, 4]
+    jitter = [0.001, -0.002, 0.0, 0.002, -0.001]
+    runs = {}
+    for seed, j in zip(seeds, jitter):
+        runs[str(seed)] = {m: evaluation(0.1 + j + (0.05 if m == "oracle_resampling" else 0))
+                           for m in METHODS}  # fmt: skip
+        runs[str(seed)]["jtt"]["error_share"] = 0.5
+    likelihoods = {"clusters": 3, "noise_share": 0.0,
+                   "mean_likelihood_by_condition": dict.fromkeys(CONDS, 0.5)}  # fmt: skip
+    data = {
+        "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
+        "config": {"spec": {"image_px": 128}, "steps": 1, "batch_size": 8, "image_size": 96,
+                   "lr": 1e-4},
+        "dataset": {"counts": {s: dict.fromkeys(CONDS, 1) for s in ("train", "val", "test")}},
+        "weights": {"default_config": {"clustering": "x"}, "paper_eps": 2.0,
+                    "dq": likelihoods, "dqpaper": likelihoods},
+        "selection": {"seed": 100, "dequity_eta_gamma": {"1,5": 0.1}, "jtt_lambda": {"3": 0.1},
+                      "eta": 1.0, "gamma": 5.0, "lambda": 3.0, "unweighted": 0.1},
+        "runs": runs,
+    }  # fmt: skip
+    path = tmp_path / "detection_runs.json"
+    path.write_text(json.dumps(data))
+    section = section_from_json(path)
+    oracle = next(v for v in section.verdicts if "oracle_resampling" in v)
+    assert "significantly higher" in oracle and "+5.0" in oracle
+    dequity = next(v for v in section.verdicts if v.startswith("Detection, dequity:"))
+    assert "no significant difference" in dequity
+    assert "| oracle_resampling | 15.0 [" in section.body
+    assert section.body.startswith("**Answer.**")
