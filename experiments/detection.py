@@ -722,7 +722,14 @@ training images on average.
 
 Every value per seed, subset and class is in `results/{RAW_FILE}`.
 """
-    return Section("Detection under rare conditions", body, verdicts)
+    lead = f"""**Detection under rare conditions.** {support}
+
+{headline}
+
+Rare-condition mAP@[.5:.95] (%, mean of the night, fog and blur/rain test mAPs), mean and
+95 % CI over {len(seeds)} seeds; changes are paired per seed; \\* = significant after Holm's
+correction. Set, methods and every other metric: the detection section below."""
+    return Section("Detection under rare conditions", body, verdicts, lead)
 
 
 def _pct(value: float | None) -> str:
