@@ -361,3 +361,47 @@ def _embed(dataset: Any, progress: bool) -> None:
         return
     emb = from_model(todo, batch_size=64, progress=progress)
     dataset.set_values(field, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
+
+
+def example_sheet(dataset: Any, path: Path, per_condition: int = 6) -> Path:
+    """A PNG grid of test images, one row per condition, with their exact boxes in green.
+
+    Example::
+
+        example_sheet(load_rare_conditions(SetSpec()), Path("examples.png"))
+    """
+    from fiftyone import ViewField as F
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for condition in CONDITIONS:
+        view = dataset.match_tags("test").match(F("condition") == condition).limit(per_condition)
+        tiles = []
+        for filepath, dets in zip(*view.values(["filepath", "ground_truth.detections"])):
+            image = Image.open(filepath).convert("RGB")
+            draw, (w, h) = ImageDraw.Draw(image), image.size
+            for d in dets or []:
+                x, y, bw, bh = d.bounding_box
+                draw.rectangle([x * w, y * h, (x + bw) * w - 1, (y + bh) * h - 1], outline="lime")
+            tiles.append(np.asarray(image))
+        rows.append(np.concatenate(tiles, axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m experiments.rare_conditions [--examples PNG]``: build (or load) the set."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m experiments.rare_conditions")
+    parser.add_argument("--examples", type=Path, help="write a sheet of test images with boxes")
+    args = parser.parse_args(argv)
+    dataset = load_rare_conditions(SetSpec())
+    print(f"{dataset.name}: {dataset.count_sample_tags()}")
+    if args.examples:
+        print(f"written to {example_sheet(dataset, args.examples)}")
+
+
+if __name__ == "__main__":
+    main()
