@@ -688,7 +688,10 @@ crops of opencv-doc's video frames and photos, {cfg["spec"]["image_px"]} px
 (`experiments/rare_conditions.py`). Images per condition, training:
 {_counts(counts["train"])}; validation: {_counts(counts["val"])};
 test: {_counts(counts["test"])}. `rare_object`: daylight images where the {RARE_CLASS}
-class is inverted, magenta and turned on its side.
+class is inverted, magenta and turned on its side. Test examples, one row per condition
+(`python -m experiments.rare_conditions --examples ...`):
+
+![rare-conditions examples](results/rare_conditions_examples.jpg)
 
 ### Training
 
