@@ -93,7 +93,7 @@ def paired_tests(
 
     Values are aligned by seed (index ``i`` of every sequence is seed ``i``).
     A method whose differences are all equal gets p = 1 when they are zero,
-    else p = 0 (the t statistic is infinite).
+    else p = 0 (the t statistic is infinite); with fewer than 2 seeds p = 1.
 
     Example::
 
@@ -110,7 +110,9 @@ def paired_tests(
         if v.shape != ref.shape:
             raise ValueError(f"{name!r} has {len(v)} values, the reference {len(ref)}")
         d = v - ref
-        if np.ptp(d) == 0:
+        if len(d) < 2:
+            p = 1.0  # one seed is no evidence either way
+        elif np.ptp(d) == 0:
             p = 1.0 if d[0] == 0 else 0.0
         else:
             p = float(stats.ttest_rel(v, ref).pvalue)

@@ -155,3 +155,7 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     assert "no significant difference" in dequity
     assert "| oracle_resampling | 15.0 [" in section.body
     assert section.body.startswith("**Answer.**")
+
+
+def test_one_seed_is_never_significant():
+    assert not paired_tests({"a": [0.9]}, [0.1])["a"].significant
