@@ -62,15 +62,15 @@ from experiments.stats import mean_ci, paired_tests
 
 NAME = "detection"
 RAW_FILE = "detection_runs.json"
-METHODS = (
+METHODS = (  # in training order: the key comparisons first
     "unweighted",
     "dequity",
-    "dequity_paper",
-    "dequity_normalised",
     "dequity_permuted",
-    "inverse_cluster_size",
     "oracle_resampling",
     "jtt",
+    "dequity_paper",
+    "inverse_cluster_size",
+    "dequity_normalised",
 )
 SUBSETS = ("all", "rare", *CONDITIONS)  # all, rare: means over the conditions
 PAPER_EPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
@@ -81,7 +81,7 @@ class Config:
     """Everything that defines a run of the experiment (saved with the results)."""
 
     spec: SetSpec = field(default_factory=SetSpec)
-    steps: int = 200
+    steps: int = 100
     batch_size: int = 8
     image_size: int = 96
     lr: float = 1e-4
@@ -493,10 +493,13 @@ def _map(pool: Any, fn: Any, jobs: list[Any]) -> list[Any]:
     return pool.map(fn, jobs, chunksize=1) if pool is not None else [fn(j) for j in jobs]
 
 
-def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) -> dict[str, Any]:
+def run_seed(
+    dataset: Any, seed: int, config: Config, chosen: dict[str, Any], save: Path | None = None
+) -> dict[str, Any]:
     """Every method with one seed, evaluated on the test split.
 
     Needs :func:`gfl_fields` run for ``seed<N>`` first; writes only fields of this seed.
+    With ``save``, the results so far are written there (JSON) after each method.
     """
     train, test = dataset.match_tags("train"), dataset.match_tags("test")
     tag = f"seed{seed}"
@@ -510,28 +513,32 @@ def run_seed(dataset: Any, seed: int, config: Config, chosen: dict[str, Any]) ->
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
         if method == "unweighted":
             out["_missed"] = jtt_errors(model, train, config, tag)
+            conditions = np.array(train.values("condition"))
+            out["jtt_error_set"] = {
+                "share": float(out["_missed"].mean()),
+                "share_by_condition": {
+                    c: float(out["_missed"][conditions == c].mean()) for c in CONDITIONS
+                },
+            }
+        if save is not None:
+            save.write_text(json.dumps({k: v for k, v in out.items() if k != "_missed"}))
         print(
             f"  seed {seed}, {index + 1}/{len(METHODS)} {method}: rare mAP "
             f"{100 * (out[method]['rare']['mAP'] or 0):.1f} ({out[method]['seconds']:.0f} s)",
             flush=True,
         )
-    missed = out.pop("_missed")
-    out["jtt"]["error_share"] = float(missed.mean())
-    conditions = np.array(train.values("condition"))
-    out["jtt"]["error_share_by_condition"] = {
-        c: float(missed[conditions == c].mean()) for c in CONDITIONS
-    }
+    out.pop("_missed")
     return out
 
 
-def _seed_worker(job: tuple[str, int, Config, dict[str, Any]]) -> dict[str, Any]:
+def _seed_worker(job: tuple[str, int, Config, dict[str, Any], Path]) -> dict[str, Any]:
     """One seed in a worker process (one torch thread: the cores are shared)."""
     import torch
 
     torch.set_num_threads(1)
-    name, seed, config, chosen = job
+    name, seed, config, chosen, output = job
     dataset = _own_copy(name, f"seed{seed}")
-    result = run_seed(dataset, seed, config, chosen)
+    result = run_seed(dataset, seed, config, chosen, _partial(output, seed))
     dataset.delete()
     return result
 
@@ -561,11 +568,6 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     for key, name in (("w_dequity", "dequity"), ("w_paper", "dequity_paper")):
         w = np.array(train.values(key))
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
-    print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
-    results = _map(pool, _seed_worker, [(dataset.name, seed, config, chosen) for seed in seeds])
-    if pool is not None:
-        pool.close()
-    runs = {str(seed): r for seed, r in zip(seeds, results)}
     data = {
         "experiment": NAME,
         "mode": "quick" if quick else "full",
@@ -583,12 +585,44 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         },
         "weights": weights,
         "selection": chosen,
-        "runs": runs,
-        "seconds": round(time.perf_counter() - start, 1),
+        "runs": {},
+        "complete": False,
     }
     path = output / RAW_FILE
+    path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
+    print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
+    jobs = [(dataset.name, seed, config, chosen, output) for seed in seeds]
+    results = _map(pool, _seed_worker, jobs)
+    if pool is not None:
+        pool.close()
+    data["runs"] = {str(seed): r for seed, r in zip(seeds, results)}
+    data["complete"] = True
+    data["seconds"] = round(time.perf_counter() - start, 1)
     path.write_text(json.dumps(data, indent=1))
+    for seed in seeds:
+        _partial(output, seed).unlink(missing_ok=True)
     return section_from_json(path)
+
+
+def _partial(output: Path, seed: int) -> Path:
+    """Where a seed's results so far are kept until the run completes."""
+    return output / f"{Path(RAW_FILE).stem}.seed{seed}.partial.json"
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """The raw results; for an unfinished run, joined with the seeds' partial files.
+
+    Example::
+
+        data = load_results(Path("docs/results/detection_runs.json"))
+    """
+    data = json.loads(Path(path).read_text())
+    if not data.get("complete", True):
+        for seed in data["seeds"]:
+            partial = _partial(Path(path).parent, seed)
+            if partial.exists():
+                data["runs"][str(seed)] = json.loads(partial.read_text())
+    return data
 
 
 def _values(data: dict[str, Any], method: str, subset: str, metric: str) -> list[float]:
@@ -615,9 +649,11 @@ def section_from_json(path: Path) -> Section:
         section = section_from_json(Path("docs/results/detection_runs.json"))
         print(section.markdown())
     """
-    data = json.loads(Path(path).read_text())
+    data = load_results(path)
     seeds, cfg, sel = data["seeds"], data["config"], data["selection"]
-    others = [m for m in METHODS if m != "unweighted"]
+    done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
+    missing = [m for m in METHODS if m not in done]
+    others = [m for m in done if m != "unweighted"]
     ref = _values(data, "unweighted", "rare", "mAP")
     tests = paired_tests({m: _values(data, m, "rare", "mAP") for m in others}, ref)
     rows = [["unweighted", mean_ci(ref).format(), "", "", ""]]
@@ -633,19 +669,19 @@ def section_from_json(path: Path) -> Section:
         rows,
     )
     cond_rows = [
-        [m, *(mean_ci(_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in METHODS
+        [m, *(mean_ci(_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
     ]
     ap50_rows = [
-        [m, *(mean_ci(_values(data, m, s, "AP50")).format() for s in SUBSETS)] for m in METHODS
+        [m, *(mean_ci(_values(data, m, s, "AP50")).format() for s in SUBSETS)] for m in done
     ]
     class_rows = [
         [m, *(f"{100 * np.nanmean(_class_values(data, m, 'all', c)):.1f}" for c in CLASSES)]
-        for m in METHODS
+        for m in done
     ]
     rare_obj_rows = [
         [m, mean_ci(_class_values(data, m, "rare_object", RARE_CLASS)).format(),
          mean_ci(_class_values(data, m, "day", RARE_CLASS)).format()]
-        for m in METHODS
+        for m in done
     ]  # fmt: skip
     all_tests = paired_tests(
         {m: _values(data, m, "all", "mAP") for m in others},
@@ -668,11 +704,22 @@ def section_from_json(path: Path) -> Section:
     counts = data["dataset"]["counts"]
     sel_gfl = ", ".join(f"({k}): {_pct(v)}" for k, v in sel["dequity_eta_gamma"].items())
     sel_jtt = ", ".join(f"{k}: {_pct(v)}" for k, v in sel["jtt_lambda"].items())
-    jtt_share = np.mean([data["runs"][str(s)]["jtt"]["error_share"] for s in seeds])
+    shares = [
+        data["runs"][str(s)]["jtt_error_set"]["share"]
+        for s in seeds
+        if "jtt_error_set" in data["runs"].get(str(s), {})
+    ]
+    jtt_share = float(np.mean(shares)) if shares else float("nan")
+    if missing:
+        support += (
+            f" **The run did not finish:** no complete results for {', '.join(missing)};"
+            " nothing is concluded about them."
+        )
+    took = f"{data['seconds'] / 60:.0f} min in all" if "seconds" in data else "unfinished"
     body = f"""**Answer.** {support}
 
 Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
-{data["date"]}; {data["seconds"] / 60:.0f} min in all). Values are percent, mean and 95 %
+{data["date"]}; {took}). Values are percent, mean and 95 %
 t-interval over seeds {seeds}. The change is the paired per-seed difference; p-values are
 paired t-tests against unweighted, Holm-corrected over the {len(others)} methods
 (\\* = significant at 0.05 after correction).
@@ -753,6 +800,8 @@ def _conclusions(tests: dict[str, Any], all_tests: dict[str, Any]) -> str:
     """Plain sentences on what the tests do and do not support."""
 
     def says(m: str, t: dict[str, Any]) -> str:
+        if m not in t:
+            return "no result (not run to the end)"
         r = t[m]
         if not r.significant:
             return "no significant change"
@@ -768,6 +817,8 @@ def _conclusions(tests: dict[str, Any], all_tests: dict[str, Any]) -> str:
         f"{says('oracle_resampling', tests)}.",
         f"Over all test images the dequity default shows {says('dequity', all_tests)}.",
     ]
+    if "dequity" not in tests or "dequity_permuted" not in tests:
+        return " ".join(parts)
     dq, perm = tests["dequity"], tests["dequity_permuted"]
     if dq.significant and dq.diff.mean > 0 and not (perm.significant and perm.diff.mean > 0):
         parts.append(

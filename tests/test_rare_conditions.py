@@ -132,7 +132,7 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     for seed, j in zip(seeds, jitter):
         runs[str(seed)] = {m: evaluation(0.1 + j + (0.05 if m == "oracle_resampling" else 0))
                            for m in METHODS}  # fmt: skip
-        runs[str(seed)]["jtt"]["error_share"] = 0.5
+        runs[str(seed)]["jtt_error_set"] = {"share": 0.5, "share_by_condition": {}}
     likelihoods = {"clusters": 3, "noise_share": 0.0,
                    "mean_likelihood_by_condition": dict.fromkeys(CONDS, 0.5)}  # fmt: skip
     data = {
