@@ -85,9 +85,15 @@ def mean_ci(
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
-def git_commit() -> str:
-    """The repository's commit (with ``+dirty`` when files changed), or ``unknown``."""
+def _git_commit() -> str:
+    """The repository's commit (with ``+dirty`` when files changed), or ``unknown``.
+
+    ``$DEQUITY_COMMIT`` names it for a copy of the tree without its ``.git``.
+    """
     import subprocess
+
+    if os.environ.get("DEQUITY_COMMIT"):
+        return os.environ["DEQUITY_COMMIT"]
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -98,15 +104,22 @@ def git_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+#: the commit the benchmarks run from, read once at start
+COMMIT = _git_commit()
+
+
 def save_raw(name: str, values: Any, config: dict) -> Path:
-    """Write ``results-<name>.json``: the raw values with their config, commit and date."""
+    """Write ``results-<name>.json``: the raw values with their config, commit and date.
+
+    The commit is the one checked out when the benchmarks started.
+    """
     import json
     import platform
 
     path = REPO / "benchmarks" / f"results-{name}.json"
     record = {
         "benchmark": name,
-        "commit": git_commit(),
+        "commit": COMMIT,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
         "config": config,

@@ -148,17 +148,17 @@ def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
                 "add samples or lower k"
             )
         return
-    if method == HDBSCAN_KNN and num_samples <= params["k"]:
-        raise DequityError(
-            f"{num_samples} samples are too few for k={params['k']} neighbours; "
-            "add samples or lower k"
-        )
     key = _size_key(method)
     needed = int(params[key])
     if num_samples < needed:
         raise DequityError(
             f"{num_samples} samples are fewer than the {needed} that {method} "
             f"needs to form a cluster; add samples or lower {key}"
+        )
+    if method == HDBSCAN_KNN and num_samples <= params["k"]:
+        raise DequityError(
+            f"{num_samples} samples are too few for k={params['k']} neighbours; "
+            "add samples or lower k"
         )
 
 

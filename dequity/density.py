@@ -46,6 +46,7 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
         >>> float(p.max()), bool(p[:80].mean() > 2 * p[80:].mean())
         (1.0, True)
     """
+    from sklearn.metrics.pairwise import euclidean_distances
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(points, dtype=np.float64)
@@ -69,7 +70,8 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
     radius = float(np.median(index.kneighbors(reference)[0][:, k]))
     counts = np.concatenate(
         [
-            np.diff(index.radius_neighbors_graph(x[start : start + _ROWS], radius).indptr)
+            (euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2)
+            .sum(axis=1)
             for start in range(0, n, _ROWS)
         ]
     )

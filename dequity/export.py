@@ -8,6 +8,9 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from dequity.clustering import HDBSCAN_KNN
 from dequity.core import load_dequity_results
 from dequity.errors import DequityError
 from dequity.likelihood import cluster_sizes
@@ -35,7 +38,9 @@ def export_weights(
       that their DD3D/BEVFormer forks read. The token is the image file's
       stem, or the value of ``token_field`` (e.g. a nuScenes sample token).
       Cluster sizes follow the run's noise policy, so
-      ``cluster_size / largest_cluster_size`` is the run's likelihood.
+      ``cluster_size / largest_cluster_size`` is the run's likelihood (for
+      ``clustering="hdbscan_knn"`` the size is fractional: the cluster's
+      size scaled by the sample's crowding).
 
     Samples without an embedding have empty values (and no ``pkl`` entry).
 
@@ -85,10 +90,13 @@ def _cluster_info(results: Any, token_by_id: dict[str, str]) -> dict[str, dict[s
         )
     sizes = cluster_sizes(results.labels, noise=results.config.noise)
     largest = int(sizes.max())
+    if results.config.clustering == HDBSCAN_KNN:
+        # a continuous likelihood: the size that gives it under the authors' loader
+        sizes = np.asarray(results.likelihoods) * largest
     return {
         token_by_id[sample_id]: {
             "cluster_id": int(label),
-            "cluster_size": int(size),
+            "cluster_size": size.item(),
             "largest_cluster_size": largest,
         }
         for sample_id, label, size in zip(results.sample_ids, results.labels, sizes)

@@ -5,7 +5,8 @@
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, with ``noise="nearest"`` and with
+``compute_dequity`` with its defaults, with the previous clustering (HDBSCAN
+cluster sizes, noise as singletons) and with
 ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
 and with class-balanced resampling. The test sets are balanced: the whole
 test split, and for the appearance set each test image in both styles.

@@ -29,7 +29,7 @@ from training.losses import weighted_loss
 #: label-free methods: their weights come from ``compute_dequity``
 LABEL_FREE = {
     "dequity": {},
-    "dequity, noise nearest": {"noise": "nearest"},
+    "dequity, previous clustering": {"clustering": "hdbscan", "noise": "singleton"},
     "dequity, k-NN": {"clustering": "knn"},
 }
 METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")

@@ -28,15 +28,22 @@ RARE_CLASSES = 3
 
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
-    "default: PCA-50 + HDBSCAN(10)": {},
+    "default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, noise to nearest": {},
+    "previous clustering: PCA-50 + HDBSCAN(10), noise as singletons": {
+        "clustering": "hdbscan",
+        "noise": "singleton",
+    },
     "paper: t-SNE 3-D + DBSCAN(eps 2, min_samples 10), noise as one cluster": {
         "projection": "tsne",
         "clustering": "dbscan",
         "noise": "cluster",
     },
-    "openTSNE 2-D + HDBSCAN(10)": {"projection": "opentsne"},
-    "PCA-50 + HDBSCAN(25)": {"clustering_kwargs": {"min_cluster_size": 25}},
-    "PCA-50 + HDBSCAN(10), noise joins the nearest cluster": {"noise": "nearest"},
+    "openTSNE 2-D + HDBSCAN(10)": {"projection": "opentsne", "clustering": "hdbscan"},
+    "PCA-50 + HDBSCAN(25)": {
+        "clustering": "hdbscan",
+        "clustering_kwargs": {"min_cluster_size": 25},
+    },
+    "PCA-50 + HDBSCAN(10), noise joins the nearest cluster": {"clustering": "hdbscan"},
     "k-NN density (k 10) on PCA-50, no clusters": {
         "clustering": "knn",
         "clustering_kwargs": {"k": 10},

@@ -478,7 +478,7 @@ class ReweightDequity(foo.Operator):
                     config={"displayModeBar": False},
                 )
                 new = dequity.gfl_weight(results.likelihoods, *weights)
-                hist, hist_layout = plots.weight_histogram(new, "Resulting weights")
+                hist, hist_layout = plots.histogram(new, "Resulting weights")
                 inputs.plot(
                     "weight_histogram",
                     label="Weights",

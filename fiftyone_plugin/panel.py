@@ -157,6 +157,12 @@ class DequityPanel(foo.Panel):
             )
         traces, layout = plots.weight_curve(cfg.eta, cfg.gamma, results.likelihoods)
         panel.plot("weight_curve", data=traces, layout=layout, config=_PLOT_CONFIG, height=40)
-        traces, layout = plots.weight_histogram(results.weights, "Weight distribution")
+        traces, layout = plots.histogram(
+            results.likelihoods, "Likelihood distribution", "likelihood p"
+        )
+        panel.plot(
+            "likelihood_histogram", data=traces, layout=layout, config=_PLOT_CONFIG, height=40
+        )
+        traces, layout = plots.histogram(results.weights, "Weight distribution")
         panel.plot("weight_histogram", data=traces, layout=layout, config=_PLOT_CONFIG, height=40)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))

@@ -109,12 +109,14 @@ def weight_curve(
     return traces, layout
 
 
-def weight_histogram(weights: Sequence[float], title: str = "Weights") -> tuple[list[dict], dict]:
-    """Histogram of sample weights."""
+def histogram(
+    values: Sequence[float], title: str = "Weights", xtitle: str = "weight W"
+) -> tuple[list[dict], dict]:
+    """Histogram of one value per sample (weights, likelihoods)."""
     trace = {
         "type": "histogram",
-        "x": np.asarray(weights, dtype=float).round(5).tolist(),
+        "x": np.asarray(values, dtype=float).round(5).tolist(),
         "nbinsx": 40,
         "marker": {"color": _COLOR},
     }
-    return [trace], _layout(title, "weight W", "samples")
+    return [trace], _layout(title, xtitle, "samples")

@@ -52,7 +52,6 @@ def demo_run() -> tuple[fo.Dataset, DequityResults]:
     results = compute_dequity(
         dataset,
         "dequity",
-        model="efficientnet-lite0",
         embeddings_field=EMBEDDINGS_FIELD,
         num_workers=2,
         device="cpu",

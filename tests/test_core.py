@@ -28,9 +28,11 @@ def test_fields_on_every_sample(computed):
     schema = dataset.get_field_schema()
     assert "Generalized Focal Loss" in schema["dequity_weight"].description
     clusters, likelihoods, weights = dataset.values(list(FIELDS))
-    np.testing.assert_allclose(
-        likelihoods, cluster_sizes(np.array(clusters)) / cluster_sizes(np.array(clusters)).max()
-    )
+    share = cluster_sizes(np.array(clusters)) / cluster_sizes(np.array(clusters)).max()
+    # the default scales each cluster share by the sample's k-NN crowding, in (0, 1]
+    crowding = (np.array(likelihoods) / share) ** 2
+    assert 0 < crowding.min() and np.isclose(crowding.max(), 1.0)
+    assert min(clusters) >= 0  # noise joined its nearest cluster
     np.testing.assert_allclose(weights, dequity.gfl_weight(np.array(likelihoods), 1.0, 5.0))
     assert results.num_clusters >= 2
     assert 0 < min(weights) < max(weights) <= 1
@@ -41,7 +43,7 @@ def test_embeddings_from_the_model_are_meaningful(computed):
     """Stored embeddings: neighbouring video frames are closer than distant ones."""
     dataset, _ = computed
     vectors = np.stack(dataset.sort_by("filepath").values(EMBEDDINGS_FIELD))
-    assert vectors.shape == (199, 1280)
+    assert vectors.shape == (199, 1776)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     neighbour = np.mean(np.sum(unit[:-1] * unit[1:], axis=1))
     distant = np.mean(np.sum(unit[:-100] * unit[100:], axis=1))
@@ -60,13 +62,16 @@ def test_run_is_listed_and_reloads_from_the_database(computed):
     assert dequity.list_dequity_runs(dataset) == ["dequity"]
     info = dataset.get_run_info("dequity")
     assert info.config.method == "dequity"
-    assert info.config.projection == "pca" and info.config.clustering == "hdbscan"
+    assert info.config.projection == "pca" and info.config.clustering == "hdbscan_knn"
+    assert info.config.noise == "nearest"
     assert info.config.clustering_kwargs == {
         "min_cluster_size": 10,
         "min_samples": 1,
         "fit_samples": 5_000,
+        "k": 30,
+        "density_power": 0.5,
     }
-    assert info.config.model == "efficientnet-lite0"
+    assert info.config.model == "efficientnet-lite0-layers"
     fresh = dataset.load_run_results("dequity", cache=False)
     assert isinstance(fresh, dequity.DequityResults)
     assert fresh.labels == results.labels and fresh.sample_ids == results.sample_ids
@@ -81,11 +86,25 @@ def test_reuse_stored_embeddings_gives_the_same_clusters(computed):
 
 
 def test_noise_nearest_puts_every_frame_in_its_nearest_cluster(computed):
-    dataset, results = computed
-    singleton = np.array(results.labels)
+    dataset, _ = computed
+    singleton = np.array(
+        dequity.compute_dequity(
+            dataset,
+            "singleton",
+            embeddings=EMBEDDINGS_FIELD,
+            clustering="hdbscan",
+            noise="singleton",
+            progress=False,
+        ).labels
+    )
     assert (singleton < 0).any(), "the demo run should leave some frames noise"
     nearest = dequity.compute_dequity(
-        dataset, "nearest", embeddings=EMBEDDINGS_FIELD, noise="nearest", progress=False
+        dataset,
+        "nearest",
+        embeddings=EMBEDDINGS_FIELD,
+        clustering="hdbscan",
+        noise="nearest",
+        progress=False,
     )
     labels = np.array(nearest.labels)
     clustered = singleton >= 0
@@ -95,6 +114,7 @@ def test_noise_nearest_puts_every_frame_in_its_nearest_cluster(computed):
     np.testing.assert_allclose(nearest.likelihoods, sizes[labels] / sizes.max())
     assert sorted(dataset.values("nearest_cluster")) == sorted(labels.tolist())
     dequity.delete_dequity_run(dataset, "nearest")
+    dequity.delete_dequity_run(dataset, "singleton")
 
 
 def test_reweight_changes_only_weights(demo):
@@ -172,6 +192,6 @@ def test_large_collections_stream_through_a_memory_map(computed):
     dataset, _ = computed
     view = dataset.take(70, seed=7)
     emb = dequity.embeddings.from_model(view, num_workers=0, chunk_size=32, progress=False)
-    assert isinstance(emb.vectors, np.memmap) and emb.vectors.shape == (70, 1280)
+    assert isinstance(emb.vectors, np.memmap) and emb.vectors.shape == (70, 1776)
     assert emb.sample_ids == view.values("id") and emb.missing_ids == []
     np.testing.assert_allclose(emb.vectors, np.stack(view.values(EMBEDDINGS_FIELD)), atol=1e-4)

@@ -334,6 +334,8 @@ def test_panel_renders_plots_and_drives_the_grid(clean):
     assert sum(sizes) == len(ds)
     assert props["weight_curve"]["view"]["data"][0]["type"] == "scatter"
     assert len(props["weight_histogram"]["view"]["data"][0]["x"]) == len(ds)
+    likelihoods = props["likelihood_histogram"]["view"]["data"][0]["x"]
+    np.testing.assert_allclose(sorted(likelihoods), sorted(res.likelihoods), atol=1e-4)
 
     largest = bars["x"][0]
     out = _panel_event(ds, "on_click_cluster", state, id=largest, x=largest)

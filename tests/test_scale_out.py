@@ -68,7 +68,7 @@ def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tm
     assert results.sample_ids == [i for i in ids if i != bad_id]
     assert demo.get_run_info("dequity").config.embeddings_field == "ray_embedding"
     vectors = np.stack(view.exclude(bad_id).values("ray_embedding"))
-    assert vectors.shape == (NUM_IMAGES - 1, 1280)
+    assert vectors.shape == (NUM_IMAGES - 1, 1776)
     reference = np.stack([expected[i] for i in results.sample_ids])
     assert _cosine(vectors, reference).min() > 0.99
     weights = dict(zip(*view.values(["id", "dequity_weight"])))

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from dequity import compute_dequity, delete_dequity_run
 from dequity.errors import DequityError
 from dequity.weights import gfl_weight
 from training.datasets import (
@@ -25,9 +26,25 @@ CLASSES = ["person", "car", "truck"]
 W, H = 64, 48
 
 
+def _dequity_run(dataset: fo.Dataset, run_key: str) -> None:
+    """A real dequity run on four images (k-NN density on fixed vectors)."""
+    compute_dequity(
+        dataset,
+        run_key,
+        embeddings=np.eye(4, 3),
+        projection=None,
+        clustering="knn",
+        clustering_kwargs={"k": 2},
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> fo.Dataset:
-    """Four synthetic images with known boxes, one without any, and weight fields."""
+    """Four synthetic images with known boxes, one without any, and a dequity run.
+
+    The run's likelihood and weight fields are then set to known values.
+    """
     folder = tmp_path_factory.mktemp("images")
     dataset = fo.Dataset()
     boxes = [
@@ -50,6 +67,7 @@ def small(tmp_path_factory) -> fo.Dataset:
             )
         )
     dataset.add_samples(samples)
+    _dequity_run(dataset, "dequity")
     dataset.set_values("dequity_likelihood", [0.0, 0.5, 1.0, 0.25])
     dataset.set_values("dequity_weight", [1.0, 0.75, 0.5, 0.9])
     yield dataset
@@ -80,6 +98,25 @@ def test_image_without_boxes(small):
     assert target["labels"].shape == (0,) and target["labels"].dtype == torch.int64
 
 
+def test_boxes_are_clamped_and_degenerate_ones_dropped(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.zeros((H, W, 3), dtype=np.uint8)).save(path)
+    dataset = fo.Dataset()
+    boxes = [
+        ("person", [0.5, 0.5, 0.0, 0.25]),  # no width
+        ("car", [0.75, 0.5, 0.5, 0.25]),  # past the right edge
+        ("truck", [0.1, 0.1, 0.005, 0.5]),  # a third of a pixel wide
+    ]
+    dets = [fol.Detection(label=label, bounding_box=box) for label, box in boxes]
+    dataset.add_sample(fo.Sample(filepath=str(path), ground_truth=fol.Detections(detections=dets)))
+    try:
+        _, target = detection_dataset(dataset, "ground_truth", CLASSES, weight_field=None)[0]
+    finally:
+        dataset.delete()
+    torch.testing.assert_close(target["boxes"], torch.tensor([[48.0, 24.0, 64.0, 36.0]]))
+    assert target["labels"].tolist() == [2]
+
+
 def test_label_mapping_follows_the_class_list(small):
     _, target = detection_dataset(small, "ground_truth", ["truck", "car", "person"])[0]
     assert target["labels"].tolist() == [3, 1]
@@ -103,6 +140,28 @@ def test_weights_baseline_and_eta_gamma_override(small):
     again = detection_dataset(small, "ground_truth", CLASSES, eta=0.5, gamma=2.0)
     expected = gfl_weight(np.array([0.0, 0.5, 1.0, 0.25]), 0.5, 2.0)
     assert [t["weight"].item() for _, t in again] == pytest.approx(expected.tolist())
+
+
+def test_the_likelihood_field_is_read_from_the_run_config(small):
+    _dequity_run(small, "night")
+    small.set_values("night_likelihood", [1.0, 0.25, 0.5, 0.0])
+    small.clone_sample_field("dequity_weight", "copied_weight")
+    small.clone_sample_field("dequity_likelihood", "copied_likelihood")
+    try:
+        night = detection_dataset(
+            small, "ground_truth", CLASSES, weight_field="night_weight", eta=0.5, gamma=2.0
+        )
+        assert [t["likelihood"].item() for _, t in night] == [1.0, 0.25, 0.5, 0.0]
+        expected = gfl_weight(np.array([1.0, 0.25, 0.5, 0.0]), 0.5, 2.0)
+        assert [t["weight"].item() for _, t in night] == pytest.approx(expected.tolist())
+        # no dequity run wrote copied_weight: no likelihood is beside it, whatever the names
+        copied = detection_dataset(small, "ground_truth", CLASSES, weight_field="copied_weight")
+        assert all(np.isnan(t["likelihood"].item()) for _, t in copied)
+        with pytest.raises(DequityError, match="no likelihood field"):
+            detection_dataset(small, "ground_truth", CLASSES, weight_field="copied_weight", eta=0.5)
+    finally:
+        delete_dequity_run(small, "night")
+        small.delete_sample_fields(["copied_weight", "copied_likelihood"])
 
 
 def test_missing_weight_field_names_the_run_to_compute(small):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from dequity import compute_dequity
 from dequity.errors import DequityError
-from training import compare_runs, load_training_run, train_detector
+from training import TrainConfig, compare_runs, load_training_run, train_detector
 from training.cli import main, register
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -166,6 +166,21 @@ def test_missing_weights_name_the_command(demo_weighted, tmp_path):
         train_detector(
             demo_weighted, weight_field="other_weight", output_dir=tmp_path, progress=False
         )
+
+
+def test_train_config_defaults_and_checks():
+    assert TrainConfig().key == "dequity_train"
+    assert TrainConfig(weight_field=None).key == "baseline"
+    assert TrainConfig(weight_field=None, eta=0.5).key == "dequity_train"
+    assert TrainConfig(weight_field=None).checkpoint == Path("runs/baseline/checkpoint.pt")
+    assert TrainConfig(output_dir="out").run_dir == Path("out")
+    with pytest.raises(DequityError, match="identifier"):
+        TrainConfig(train_key="two words")
+    with pytest.raises(DequityError, match=">= 1"):
+        TrainConfig(steps=0)
+    # keywords replace the config's fields, and are checked before any work
+    with pytest.raises(DequityError, match=">= 1"):
+        train_detector("no such dataset", TrainConfig(steps=5), epochs=0)
 
 
 @pytest.mark.parametrize("command", ["train", "compare"])

@@ -27,6 +27,7 @@ _EXPORTS = {
     "DetectionGetItem": "training.datasets",
     "EfficientNetLiteFPN": "training.detectors",
     "FiftyOneTorchDataset": "training.datasets",
+    "TrainConfig": "training.train",
     "TrainingResult": "training.train",
     "TrainingRunConfig": "training.records",
     "TrainingRunResults": "training.records",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.records import TrainingRunConfig as TrainingRunConfig
     from training.records import TrainingRunResults as TrainingRunResults
     from training.records import load_training_run as load_training_run
+    from training.train import TrainConfig as TrainConfig
     from training.train import TrainingResult as TrainingResult
     from training.train import split_view as split_view
     from training.train import train_detector as train_detector

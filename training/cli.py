@@ -24,39 +24,14 @@ def _none_or_str(value: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.train import train_detector
+    from dataclasses import fields
 
-    result = train_detector(
-        args.dataset,
-        view=args.view,
-        train_key=args.train_key,
-        label_field=args.label_field,
-        classes=args.classes,
-        weight_field=args.weight_field,
-        likelihood_field=args.likelihood_field,
-        eta=args.eta,
-        gamma=args.gamma,
-        normalize_weights=args.normalize_weights,
-        train_tag=args.train_tag,
-        val_tag=args.val_tag,
-        val_fraction=args.val_fraction,
-        detector=args.detector,
-        weights=args.weights,
-        weights_backbone=args.weights_backbone,
-        image_size=args.image_size,
-        steps=args.steps,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        output_dir=args.output_dir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        evaluate=not args.no_eval,
-        progress=not args.quiet,
-    )
+    from training.train import TrainConfig, train_detector
+
+    # every option named like a TrainConfig field is that field
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    config = TrainConfig(**options, evaluate=not args.no_eval, progress=not args.quiet)
+    result = train_detector(args.dataset, config)
     print(f"run folder: {result.run_dir}")
     if result.evaluation:
         print(f"validation mAP: {result.evaluation['mAP']}")

@@ -11,7 +11,9 @@ Detection items are ``(image, target)`` in torchvision's detection format:
 image without boxes), ``labels`` (int64 ``[N]``, the 1-based position of the
 label in ``classes``; 0 is the background), ``weight`` and ``likelihood``
 (float32 scalars; the likelihood is NaN when the view has none) and
-``sample_id`` (str).
+``sample_id`` (str). After the transforms, boxes are clamped to the image and
+those under 1 pixel wide or high are dropped with their labels
+(``transforms.v2.SanitizeBoundingBoxes``).
 
 Classification items are ``(image, label, weight)`` with a 0-based int64
 label, ready for ``cross_entropy(..., reduction="none")``.
@@ -27,10 +29,13 @@ import torch
 from fiftyone.utils.torch import FiftyOneTorchDataset, GetItem
 from PIL import Image
 from torchvision import tv_tensors
+from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from dequity.errors import DequityError
+from dequity.runs import METHOD as DEQUITY_METHOD
+from dequity.runs import field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight
 
 DEFAULT_WEIGHT_FIELD = "dequity_weight"
@@ -60,21 +65,35 @@ def detection_transforms(train: bool = True) -> v2.Compose:
         ds = detection_dataset(view, classes=["car"], transforms=detection_transforms(True))
     """
     steps: list[Any] = [v2.RandomHorizontalFlip(0.5)] if train else []
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.ClampBoundingBoxes()]
+    steps.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(steps)
 
 
-def likelihood_field_for(weight_field: str | None) -> str | None:
-    """The likelihood field written beside ``weight_field`` by the same run.
+# run after any transforms: torchvision's detectors need boxes of positive size
+_SANITIZE = v2.Compose([v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+
+
+def likelihood_field_for(view: Any, weight_field: str | None) -> str | None:
+    """The likelihood field of the dequity run that wrote ``weight_field``, read from its config.
+
+    None when no dequity run on the view's dataset wrote ``weight_field``.
 
     Example::
 
-        >>> likelihood_field_for("dequity_weight")
-        'dequity_likelihood'
+        likelihood_field_for(dataset, "dequity_weight")  # 'dequity_likelihood'
     """
-    if weight_field and weight_field.endswith("_weight"):
-        return weight_field[: -len("_weight")] + "_likelihood"
+    dataset = view._root_dataset
+    for key in dataset.list_runs(method=DEQUITY_METHOD) if weight_field else ():
+        config = dataset.get_run_info(key).config
+        if config.weight_field == weight_field:
+            return config.likelihood_field
     return None
+
+
+def _run_key_writing(weight_field: str) -> str | None:
+    """The key of a dequity run that would write ``weight_field``, for a hint."""
+    key = weight_field.rpartition("_")[0]
+    return key if key and field_names(key)["weight"] == weight_field else None
 
 
 def _load_image(path: str) -> tv_tensors.Image:
@@ -172,21 +191,22 @@ class DetectionGetItem(GetItem):
         dets = dets.detections if dets is not None else []
         boxes = torch.tensor([det.bounding_box for det in dets], dtype=torch.float32).reshape(-1, 4)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        xyxy = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1) * scale
         labels = torch.tensor(
             [self._label_id(det.label, d["id"]) for det in dets], dtype=torch.int64
         )
         weight, likelihood = _sample_weight(d, self.eta, self.gamma)
         target: dict[str, Any] = {
-            "boxes": tv_tensors.BoundingBoxes(xyxy, format="XYXY", canvas_size=(height, width)),
+            "boxes": tv_tensors.BoundingBoxes(
+                box_convert(boxes, "xywh", "xyxy") * scale,
+                format="XYXY",
+                canvas_size=(height, width),
+            ),
             "labels": labels,
         }
-        image, target = self.transforms(image, target)
-        boxes = target["boxes"].as_subclass(torch.Tensor)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        image, target = _SANITIZE(*self.transforms(image, target))
         return image.as_subclass(torch.Tensor), {
-            "boxes": boxes[keep],
-            "labels": target["labels"][keep],
+            "boxes": target["boxes"].as_subclass(torch.Tensor),
+            "labels": target["labels"],
             "weight": torch.tensor(weight, dtype=torch.float32),
             "likelihood": torch.tensor(likelihood, dtype=torch.float32),
             "sample_id": d["id"],
@@ -259,7 +279,7 @@ def _field_type(view: Any, field: str) -> Any:
 
 def _check_weight_field(view: Any, weight_field: str) -> None:
     if _field_type(view, weight_field) is None:
-        run_key = weight_field[: -len("_weight")] if weight_field.endswith("_weight") else None
+        run_key = _run_key_writing(weight_field)
         how = (
             f"`dequity compute --dataset {view._root_dataset.name} --run-key {run_key}` "
             f"or dequity.compute_dequity(dataset, run_key={run_key!r})"
@@ -335,7 +355,8 @@ def detection_dataset(
 
     Checks the fields first: a missing weight field names the run to compute,
     an unknown label names the fix. ``likelihood_field`` defaults to the one
-    beside ``weight_field`` when it exists. ``eta``/``gamma`` recompute the
+    the dequity run that wrote ``weight_field`` wrote beside it (from the run's
+    config), when it exists. ``eta``/``gamma`` recompute the
     weight from the likelihood. ``train`` picks the default augmentation.
 
     Example::
@@ -349,7 +370,7 @@ def detection_dataset(
     elif classes is None:
         classes = []
     if likelihood_field is None:
-        candidate = likelihood_field_for(weight_field)
+        candidate = likelihood_field_for(view, weight_field)
         if candidate and _field_type(view, candidate) is not None:
             likelihood_field = candidate
     if eta is not None or gamma is not None:

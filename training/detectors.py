@@ -29,12 +29,12 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from dequity.errors import DequityError
+from dequity.models import _LITE_MEAN, _LITE_STD
 
 __all__ = ["DEFAULT_DETECTOR", "EfficientNetLiteFPN", "build_detector"]
 
 DEFAULT_DETECTOR = "fcos_efficientnet_lite0"
 _LITE = re.compile(r"^(fcos|retinanet)_efficientnet_lite([012])$")
-_LITE_MEAN, _LITE_STD = [0.498] * 3, [0.502] * 3
 
 
 class EfficientNetLiteFPN(nn.Module):

@@ -38,19 +38,20 @@ class TrainingRunConfig(focr.RunConfig):
 
 
 class TrainingRun(focr.Run):
-    """A training run on a dataset; owns the ``<key>_predictions`` field and evaluation."""
+    """A training run on a dataset; owns its predictions field and evaluation (from its config)."""
 
     def get_fields(self, samples: Any, key: str) -> list[str]:
-        return [f"{key}_predictions"]
+        field = getattr(self.config, "predictions_field", None)
+        return [field] if field else []
 
     def cleanup(self, samples: Any, key: str) -> None:
         dataset = samples._root_dataset
         eval_key = getattr(self.config, "eval_key", None)
         if eval_key and eval_key in dataset.list_evaluations():
             dataset.delete_evaluation(eval_key)
-        field = f"{key}_predictions"
-        if dataset.has_sample_field(field):
-            dataset.delete_sample_field(field)
+        for field in self.get_fields(samples, key):
+            if dataset.has_sample_field(field):
+                dataset.delete_sample_field(field)
 
 
 class TrainingRunResults(focr.RunResults):

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from training.losses import weight_image_losses
 from training.plots import plot_loss_curve
 from training.records import METHOD, record_training_run
 
-__all__ = ["TrainingResult", "load_samples", "split_view", "train_detector"]
+__all__ = ["TrainConfig", "TrainingResult", "load_samples", "split_view", "train_detector"]
 
 
 @dataclass
@@ -125,6 +125,117 @@ def split_view(
     return train, val
 
 
+@dataclass
+class TrainConfig:
+    """The settings of a training run; :func:`train_detector` takes them as keywords.
+
+    ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
+    recompute the weights from the likelihood field; ``normalize_weights``
+    divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``sampling_field`` resamples instead: each batch draws training images
+    with replacement, with probability proportional to that numeric field.
+    ``vectorize`` loads the label and weight fields once up front instead of
+    per image (faster for small images, more memory).
+    ``steps`` (or else ``epochs``, default 1) is the total including a resumed
+    run's; ``resume`` is a run folder or checkpoint, and a resumed run starts a
+    fresh pass over the data. ``train_key`` defaults to ``"baseline"`` without
+    weights and ``"dequity_train"`` with them (:attr:`key`); ``output_dir`` to
+    ``runs/<train_key>`` (:attr:`run_dir`).
+
+    Example::
+
+        config = TrainConfig(train_key="baseline", weight_field=None, steps=500)
+        result = train_detector(dataset, config)
+    """
+
+    train_key: str | None = None
+    view: str | None = None
+    label_field: str = "ground_truth"
+    classes: Sequence[str] | None = None
+    weight_field: str | None = DEFAULT_WEIGHT_FIELD
+    likelihood_field: str | None = None
+    eta: float | None = None
+    gamma: float | None = None
+    normalize_weights: bool = False
+    sampling_field: str | None = None
+    train_tag: str | None = None
+    val_tag: str | None = None
+    val_fraction: float = 0.2
+    detector: str = DEFAULT_DETECTOR
+    weights: str | None = None
+    weights_backbone: str | None = None
+    image_size: int = 512
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    device: str = "cpu"
+    seed: int = 0
+    num_workers: int = 0
+    vectorize: bool = False
+    output_dir: str | Path | None = None
+    resume: str | Path | None = None
+    overwrite: bool = False
+    evaluate: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.key.isidentifier():
+            raise DequityError(f"train_key must be a valid identifier, got {self.key!r}")
+        if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
+            raise DequityError("steps and epochs must be >= 1")
+
+    @property
+    def key(self) -> str:
+        """The train key: ``train_key``, or the default for the weighting."""
+        if self.train_key is not None:
+            return self.train_key
+        return "baseline" if self.weight_field is None and self.eta is None else "dequity_train"
+
+    @property
+    def weighted(self) -> bool:
+        """Whether images are weighted (a weight field, or eta/gamma to recompute one)."""
+        return self.weight_field is not None or self.eta is not None or self.gamma is not None
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: ``output_dir``, or ``runs/<train key>``."""
+        return Path(self.output_dir) if self.output_dir is not None else Path("runs") / self.key
+
+    @property
+    def checkpoint(self) -> Path:
+        """The run's checkpoint, in the run folder."""
+        return self.run_dir / "checkpoint.pt"
+
+
+@dataclass
+class _Progress:
+    """How far a run has come; a checkpoint holds it beside the weights."""
+
+    step: int = 0
+    epoch: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    step_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """A prepared run: its data, model and optimizer, and its progress so far."""
+
+    config: TrainConfig
+    dataset: Any
+    classes: list[str]
+    val_view: Any | None
+    train_data: Any
+    record: dict[str, Any]
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    state: _Progress
+    draw: torch.Tensor | None = None
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -143,6 +254,45 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def _checkpoint_file(resume: str | Path) -> Path:
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise DequityError(f"no checkpoint at {path}; pass a run folder or its checkpoint.pt")
+    return path
+
+
+def _save_checkpoint(run: _Run) -> None:
+    state = run.state
+    torch.save(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "step": state.step,
+            "epoch": state.epoch,
+            "config": run.record,
+            "metrics": state.metrics,
+            "step_rows": state.step_rows,
+        },
+        run.config.checkpoint,
+    )
+
+
+def _resume(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: float
+) -> _Progress:
+    """Loads a checkpoint into ``model`` and ``optimizer``; the new ``lr`` applies."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return _Progress(
+        saved["step"], saved["epoch"], saved.get("metrics", []), saved.get("step_rows", [])
+    )
+
+
 def _sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
     """Non-negative draw weights of the training images, in the view's order."""
     values = train_view.values(field)
@@ -154,275 +304,253 @@ def _sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
     return draw
 
 
-def _load_checkpoint(resume: str | Path) -> dict[str, Any]:
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.exists():
-        raise DequityError(f"no checkpoint at {path}; pass a run folder or its checkpoint.pt")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def train_detector(
-    samples: Any,
-    *,
-    train_key: str | None = None,
-    view: str | None = None,
-    label_field: str = "ground_truth",
-    classes: Sequence[str] | None = None,
-    weight_field: str | None = DEFAULT_WEIGHT_FIELD,
-    likelihood_field: str | None = None,
-    eta: float | None = None,
-    gamma: float | None = None,
-    normalize_weights: bool = False,
-    sampling_field: str | None = None,
-    train_tag: str | None = None,
-    val_tag: str | None = None,
-    val_fraction: float = 0.2,
-    detector: str = DEFAULT_DETECTOR,
-    weights: str | None = None,
-    weights_backbone: str | None = None,
-    image_size: int = 512,
-    steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 4,
-    lr: float = 1e-4,
-    weight_decay: float = 1e-4,
-    device: str = "cpu",
-    seed: int = 0,
-    num_workers: int = 0,
-    vectorize: bool = False,
-    output_dir: str | Path | None = None,
-    resume: str | Path | None = None,
-    overwrite: bool = False,
-    evaluate: bool = True,
-    progress: bool = True,
-) -> TrainingResult:
-    """Trains a detector on ``samples`` with per-image DatasetEquity weights.
-
-    ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
-    recompute the weights from the likelihood field; ``normalize_weights``
-    divides each batch's weights by their mean (see :mod:`training.losses`).
-    ``vectorize`` loads the label and weight fields once up front instead of
-    per image (faster for small images, more memory).
-    ``sampling_field`` resamples instead: each batch draws training images
-    with replacement, with probability proportional to that numeric field.
-    ``steps`` (or else ``epochs``, default 1) is the total including a resumed
-    run's; ``resume`` is a run folder or checkpoint, and a resumed run starts a
-    fresh pass over the data. Returns a :class:`TrainingResult`; the run is
-    also recorded on the dataset under ``train_key``.
-
-    Example::
-
-        result = train_detector(dataset, train_key="dequity", classes=["person", "car"],
-                                steps=2000, image_size=512, device="cuda")
-        baseline = train_detector(dataset, train_key="baseline", weight_field=None, ...)
-    """
-    samples = load_samples(samples, view)
-    dataset = samples._root_dataset
-    if train_key is None:
-        train_key = "baseline" if weight_field is None and eta is None else "dequity_train"
-    if not train_key.isidentifier():
-        raise DequityError(f"train_key must be a valid identifier, got {train_key!r}")
-    if steps is not None and steps < 1 or epochs is not None and epochs < 1:
-        raise DequityError("steps and epochs must be >= 1")
-    if train_key in dataset.list_runs() and train_key not in dataset.list_runs(method=METHOD):
+def _check_key(dataset: Any, config: TrainConfig) -> None:
+    key = config.key
+    if key in dataset.list_runs() and key not in dataset.list_runs(method=METHOD):
         raise DequityError(
-            f"run key {train_key!r} is taken by another kind of run; pick another train key"
+            f"run key {key!r} is taken by another kind of run; pick another train key"
         )
-    run_dir = Path(output_dir) if output_dir is not None else Path("runs") / train_key
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if (
-        resume is None
-        and not overwrite
-        and (checkpoint_path.exists() or train_key in dataset.list_runs())
-    ):
+    exists = config.checkpoint.exists() or key in dataset.list_runs()
+    if config.resume is None and not config.overwrite and exists:
         raise DequityError(
-            f"training run {train_key!r} exists ({run_dir}); pass overwrite=True "
+            f"training run {key!r} exists ({config.run_dir}); pass overwrite=True "
             "(--overwrite), resume it (--resume), or choose another train key"
         )
-    state = _load_checkpoint(resume) if resume is not None else None
 
-    classes = resolve_classes(samples, label_field, classes)
-    train_view, val_view = split_view(
-        samples, train_tag=train_tag, val_tag=val_tag, val_fraction=val_fraction, seed=seed
-    )
-    weighted = weight_field is not None or eta is not None or gamma is not None
-    train_data = detection_dataset(
-        train_view,
-        label_field,
-        classes,
-        weight_field=weight_field,
-        likelihood_field=likelihood_field,
-        eta=eta,
-        gamma=gamma,
-        train=True,
-        vectorize=vectorize,
-    )
-    config = {
-        "train_key": train_key,
+
+def _run_record(
+    config: TrainConfig, dataset: Any, classes: list[str], num_train: int, num_val: int
+) -> dict[str, Any]:
+    """The run's settings as written to ``config.json`` and recorded on the dataset."""
+    key = config.key
+    return {
+        "train_key": key,
         "dataset": dataset.name,
-        "view": view,
-        "label_field": label_field,
+        "view": config.view,
+        "label_field": config.label_field,
         "classes": classes,
-        "weight_field": weight_field,
-        "likelihood_field": likelihood_field,
-        "eta": eta,
-        "gamma": gamma,
-        "normalize_weights": normalize_weights,
-        "sampling_field": sampling_field,
-        "train_tag": train_tag,
-        "val_tag": val_tag,
-        "val_fraction": val_fraction,
-        "num_train": len(train_view),
-        "num_val": len(val_view) if val_view is not None else 0,
-        "detector": detector,
-        "weights": weights,
-        "weights_backbone": weights_backbone,
-        "image_size": image_size,
-        "steps": steps,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
+        "weight_field": config.weight_field,
+        "likelihood_field": config.likelihood_field,
+        "eta": config.eta,
+        "gamma": config.gamma,
+        "normalize_weights": config.normalize_weights,
+        "sampling_field": config.sampling_field,
+        "train_tag": config.train_tag,
+        "val_tag": config.val_tag,
+        "val_fraction": config.val_fraction,
+        "num_train": num_train,
+        "num_val": num_val,
+        "detector": config.detector,
+        "weights": config.weights,
+        "weights_backbone": config.weights_backbone,
+        "image_size": config.image_size,
+        "steps": config.steps,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
         "optimizer": "AdamW",
-        "device": device,
-        "seed": seed,
-        "num_workers": num_workers,
-        "run_dir": str(run_dir.resolve()),
-        "predictions_field": f"{train_key}_predictions",
-        "eval_key": f"{train_key}_eval",
+        "device": config.device,
+        "seed": config.seed,
+        "num_workers": config.num_workers,
+        "run_dir": str(config.run_dir.resolve()),
+        "predictions_field": f"{key}_predictions",
+        "eval_key": f"{key}_eval",
         "torch": torch.__version__,
     }
 
-    _seed_everything(seed)
-    model = build_detector(
-        detector,
-        len(classes) + 1,
-        image_size=image_size,
-        weights=weights,
-        weights_backbone=weights_backbone,
+
+def _prepare(samples: Any, config: TrainConfig) -> _Run:
+    """Checks the request, splits the data, builds the model and optimizer, resumes.
+
+    Writes the run folder's ``config.json``; nothing else is written yet.
+    """
+    samples = load_samples(samples, config.view)
+    dataset = samples._root_dataset
+    _check_key(dataset, config)
+    checkpoint = _checkpoint_file(config.resume) if config.resume is not None else None
+    classes = resolve_classes(samples, config.label_field, config.classes)
+    train_view, val_view = split_view(
+        samples,
+        train_tag=config.train_tag,
+        val_tag=config.val_tag,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
     )
-    if weighted:
-        weight_image_losses(model, normalize=normalize_weights)
-    model.to(device)
+    train_data = detection_dataset(
+        train_view,
+        config.label_field,
+        classes,
+        weight_field=config.weight_field,
+        likelihood_field=config.likelihood_field,
+        eta=config.eta,
+        gamma=config.gamma,
+        train=True,
+        vectorize=config.vectorize,
+    )
+    draw = (
+        None
+        if config.sampling_field is None
+        else _sampling_probabilities(train_view, config.sampling_field)
+    )
+    num_val = len(val_view) if val_view is not None else 0
+    record = _run_record(config, dataset, classes, len(train_view), num_val)
+
+    _seed_everything(config.seed)
+    model = build_detector(
+        config.detector,
+        len(classes) + 1,
+        image_size=config.image_size,
+        weights=config.weights,
+        weights_backbone=config.weights_backbone,
+    )
+    if config.weighted:
+        weight_image_losses(model, normalize=config.normalize_weights)
+    model.to(config.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    state = _Progress()
+    if checkpoint is not None:
+        state = _resume(checkpoint, model, optimizer, config.lr)
+        _seed_everything(config.seed + state.epoch)
 
-    step, epoch, metrics, step_rows = 0, 0, [], []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, epoch = state["step"], state["epoch"]
-        metrics, step_rows = state.get("metrics", []), state.get("step_rows", [])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        _seed_everything(seed + epoch)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    return _Run(
+        config, dataset, classes, val_view, train_data, record, model, params, optimizer, state,
+        draw,
+    )  # fmt: skip
 
-    draw = None if sampling_field is None else _sampling_probabilities(train_view, sampling_field)
-    batches_per_epoch = math.ceil(len(train_data) / batch_size)
-    total_steps = steps if steps is not None else (epochs or 1) * batches_per_epoch
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
 
+def _epoch_loader(run: _Run) -> DataLoader:
+    """The loader of the next epoch, shuffled with a seed of the run's seed and epoch."""
+    config, data = run.config, run.train_data
+    generator = torch.Generator().manual_seed(config.seed * 1000 + run.state.epoch)
+    sampler = (
+        RandomSampler(data, generator=generator)
+        if run.draw is None
+        else WeightedRandomSampler(run.draw, len(data), generator=generator)
+    )
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=collate_detection,
+        worker_init_fn=FiftyOneTorchDataset.worker_init,
+        drop_last=len(data) >= config.batch_size,
+    )
+
+
+def _train_step(run: _Run, images: list, targets: list) -> dict[str, Any]:
+    """One optimiser step on a batch; returns its ``steps.csv`` row."""
+    device, state = run.config.device, run.state
+    images = [image.to(device) for image in images]
+    losses = run.model(images, [_to(t, device) for t in targets])
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise DequityError(
+            f"the loss became {float(loss)} at step {state.step + 1}; lower the learning rate"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.params, 10.0)
+    run.optimizer.step()
+    state.step += 1
+    row = {"step": state.step, "epoch": state.epoch + 1, "loss": loss.item()}
+    row.update({k: v.item() for k, v in losses.items()})
+    row["mean_weight"] = float(torch.stack([t["weight"] for t in targets]).mean())
+    return row
+
+
+def _epoch_metrics(
+    epoch: int, step: int, finished: bool, seconds: float, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One ``metrics.csv`` row: the epoch's mean of every loss column of ``rows``."""
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": step,
+        "complete": finished,
+        "seconds": round(seconds, 3),
+    }
+    for name in rows[0] if rows else ():
+        if name not in ("step", "epoch"):
+            metrics[name] = sum(r[name] for r in rows) / len(rows)
+    return metrics
+
+
+def _train_loop(run: _Run) -> None:
+    """Trains up to the total step count, saving a checkpoint after every (partial) epoch."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, desc=f"train {train_key}", disable=not progress)
-    model.train()
-    while step < total_steps:
-        generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-        sampler = (
-            RandomSampler(train_data, generator=generator)
-            if draw is None
-            else WeightedRandomSampler(draw, len(train_data), generator=generator)
-        )
-        loader = DataLoader(
-            train_data,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=collate_detection,
-            worker_init_fn=FiftyOneTorchDataset.worker_init,
-            drop_last=len(train_data) >= batch_size,
-        )
+    config, state = run.config, run.state
+    batches_per_epoch = math.ceil(len(run.train_data) / config.batch_size)
+    total_steps = (
+        config.steps if config.steps is not None else (config.epochs or 1) * batches_per_epoch
+    )
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc=f"train {config.key}",
+        disable=not config.progress,
+    )
+    run.model.train()
+    while state.step < total_steps:
+        loader = _epoch_loader(run)
         start, epoch_rows = time.perf_counter(), []
         for images, targets in loader:
-            images = [image.to(device) for image in images]
-            losses = model(images, [_to(t, device) for t in targets])
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise DequityError(
-                    f"the loss became {float(loss)} at step {step + 1}; lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            step += 1
-            row = {"step": step, "epoch": epoch + 1, "loss": loss.item()}
-            row.update({k: v.item() for k, v in losses.items()})
-            row["mean_weight"] = float(torch.stack([t["weight"] for t in targets]).mean())
+            row = _train_step(run, images, targets)
             epoch_rows.append(row)
-            step_rows.append(row)
-            recent = [r["loss"] for r in step_rows[-20:]]
+            state.step_rows.append(row)
+            recent = [r["loss"] for r in state.step_rows[-20:]]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             bar.update(1)
-            if step >= total_steps:
+            if state.step >= total_steps:
                 break
         finished = len(epoch_rows) == len(loader)
-        epoch_metrics = {
-            "epoch": epoch + 1,
-            "step": step,
-            "complete": finished,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        for name in epoch_rows[0] if epoch_rows else ():
-            if name not in ("step", "epoch"):
-                epoch_metrics[name] = sum(r[name] for r in epoch_rows) / len(epoch_rows)
-        metrics.append(epoch_metrics)
-        epoch += 1 if finished else 0
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "config": config,
-                "metrics": metrics,
-                "step_rows": step_rows,
-            },
-            checkpoint_path,
-        )
+        seconds = time.perf_counter() - start
+        state.metrics.append(_epoch_metrics(state.epoch, state.step, finished, seconds, epoch_rows))
+        state.epoch += 1 if finished else 0
+        _save_checkpoint(run)
         if not finished:
             break
     bar.close()
 
-    evaluation = None
-    if evaluate and val_view is not None:
-        dataset_eval = config["eval_key"]
-        if dataset_eval in dataset.list_evaluations():
-            dataset.delete_evaluation(dataset_eval)
-        predict(
-            model,
-            val_view,
-            config["predictions_field"],
-            classes,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-        )
-        evaluation = evaluate_predictions(
-            val_view,
-            config["predictions_field"],
-            label_field,
-            dataset_eval,
-            classes,
-            progress=progress,
-        )
-        if metrics:
-            metrics[-1]["val_mAP"] = evaluation["mAP"]
-        (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
 
+def _evaluate(run: _Run) -> dict[str, Any] | None:
+    """Predicts on the validation view and evaluates it; None when there is nothing to do."""
+    config, record = run.config, run.record
+    if not config.evaluate or run.val_view is None:
+        return None
+    eval_key = record["eval_key"]
+    if eval_key in run.dataset.list_evaluations():
+        run.dataset.delete_evaluation(eval_key)
+    predict(
+        run.model,
+        run.val_view,
+        record["predictions_field"],
+        run.classes,
+        batch_size=config.batch_size,
+        device=config.device,
+        progress=config.progress,
+    )
+    evaluation = evaluate_predictions(
+        run.val_view,
+        record["predictions_field"],
+        config.label_field,
+        eval_key,
+        run.classes,
+        progress=config.progress,
+    )
+    if run.state.metrics:
+        run.state.metrics[-1]["val_mAP"] = evaluation["mAP"]
+    (config.run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
+    return evaluation
+
+
+def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
+    """Writes the metrics, steps and loss curve, and records the run on the dataset."""
+    run_dir, metrics, step_rows = run.config.run_dir, run.state.metrics, run.state.step_rows
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_csv(run_dir / "metrics.csv", metrics)
     if step_rows:
@@ -431,25 +559,51 @@ def train_detector(
             [r["step"] for r in step_rows],
             [r["loss"] for r in step_rows],
             run_dir / "loss_curve.png",
-            title=f"{train_key}: training loss",
+            title=f"{run.config.key}: training loss",
         )
     record_training_run(
-        dataset,
-        train_key,
-        config,
+        run.dataset,
+        run.config.key,
+        run.record,
         {
             "metrics": metrics,
             "evaluation": evaluation,
-            "run_dir": config["run_dir"],
-            "checkpoint": str(checkpoint_path.resolve()),
+            "run_dir": run.record["run_dir"],
+            "checkpoint": str(run.config.checkpoint.resolve()),
         },
     )
     return TrainingResult(
-        train_key=train_key,
+        train_key=run.config.key,
         run_dir=run_dir,
-        config=config,
+        config=run.record,
         metrics=metrics,
         evaluation=evaluation,
-        checkpoint=checkpoint_path,
+        checkpoint=run.config.checkpoint,
         step_losses=[r["loss"] for r in step_rows],
     )
+
+
+def train_detector(
+    samples: Any, config: TrainConfig | None = None, **options: Any
+) -> TrainingResult:
+    """Trains a detector on ``samples`` with per-image DatasetEquity weights.
+
+    The settings are a :class:`TrainConfig`, its fields given as keywords, or
+    both (the keywords replace the config's fields). Returns a
+    :class:`TrainingResult`; the run is also recorded on the dataset under
+    its train key.
+
+    Example::
+
+        result = train_detector(dataset, train_key="dequity", classes=["person", "car"],
+                                steps=2000, image_size=512, device="cuda")
+        baseline = train_detector(dataset, train_key="baseline", weight_field=None, ...)
+    """
+    if config is None:
+        config = TrainConfig(**options)
+    elif options:
+        config = replace(config, **options)
+    run = _prepare(samples, config)
+    _train_loop(run)
+    evaluation = _evaluate(run)
+    return _record(run, evaluation)
