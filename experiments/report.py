@@ -23,6 +23,8 @@ class Section:
     title: str
     body: str
     verdicts: list[str] = field(default_factory=list)
+    #: the answer that opens ``docs/results.md`` (empty: the section has none)
+    lead: str = ""
 
     def markdown(self) -> str:
         return f"## {self.title}\n\n{self.body}\n"

@@ -51,4 +51,16 @@ if [ "$DEV" = 1 ] && { ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/shar
     echo "note: sudo apt-get install chromium dataset-fashion-mnist (App test, benchmarks)" >&2
   fi
 fi
+# The detection experiment's backgrounds: the example frames and photos of Debian's
+# opencv-doc, unpacked into the user's cache (apt-get download needs no root).
+OPENCV_DOC="${DEQUITY_OPENCV_DOC:-$HOME/.cache/dequity/opencv-doc}"
+if [ "$DEV" = 1 ] && [ ! -f "$OPENCV_DOC/usr/share/doc/opencv-doc/examples/data/vtest.avi" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download -qq opencv-doc && dpkg-deb -x opencv-doc_*.deb "$OPENCV_DOC")
+    rm -rf "$tmp"
+  else
+    echo "note: unpack Debian's opencv-doc into $OPENCV_DOC (detection experiment)" >&2
+  fi
+fi
 echo "dequity is set up in .venv: run '.venv/bin/dequity demo'"

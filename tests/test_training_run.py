@@ -225,3 +225,39 @@ def test_cli_help(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert ("--weight-field" in out) if command == "train" else ("RUN_A" in out)
+
+
+def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
+    train = demo_weighted.match_tags("train")
+    train.set_values("image_w", [0.1, 0.2, 0.3, 0.4])
+    train.set_values("draw_p", [0.0, 0.0, 1.0, 0.0])  # only the third image can be drawn
+    result = train_detector(
+        demo_weighted,
+        train_key="resampled",
+        weight_field="image_w",
+        sampling_field="draw_p",
+        train_tag="train",
+        val_fraction=0,
+        steps=3,
+        image_size=128,
+        batch_size=2,
+        vectorize=True,
+        output_dir=tmp_path / "resampled",
+        progress=False,
+    )
+    with open(result.run_dir / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["mean_weight"]) for r in rows] == pytest.approx([0.3, 0.3, 0.3])
+    train.set_values("draw_p", [0.0, -1.0, 1.0, 0.0])
+    with pytest.raises(DequityError, match="draw_p"):
+        train_detector(
+            demo_weighted,
+            train_key="resampled",
+            weight_field=None,
+            sampling_field="draw_p",
+            train_tag="train",
+            steps=1,
+            output_dir=tmp_path / "bad",
+            overwrite=True,
+            progress=False,
+        )

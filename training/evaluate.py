@@ -23,12 +23,14 @@ def predict(
     batch_size: int = 4,
     device: str = "cpu",
     num_workers: int = 0,
+    vectorize: bool = False,
     progress: bool = False,
 ) -> int:
     """Runs a torchvision detector on ``view`` and stores ``Detections`` in ``field``.
 
     Boxes are stored as FiftyOne's relative ``[x, y, w, h]``, labels by name
-    (``classes[label - 1]``). Returns the number of samples predicted.
+    (``classes[label - 1]``). ``vectorize`` reads the file paths once up front
+    instead of per image. Returns the number of samples predicted.
 
     Example::
 
@@ -38,7 +40,9 @@ def predict(
     import fiftyone.core.labels as fol
     from tqdm.auto import tqdm
 
-    dataset = detection_dataset(view, label_field=None, classes=classes, weight_field=None)
+    dataset = detection_dataset(
+        view, label_field=None, classes=classes, weight_field=None, vectorize=vectorize
+    )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

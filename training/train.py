@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from dequity.errors import DequityError
 from training.datasets import (
@@ -137,6 +137,10 @@ class TrainConfig:
     ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
     recompute the weights from the likelihood field; ``normalize_weights``
     divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``sampling_field`` resamples instead: each batch draws training images
+    with replacement, with probability proportional to that numeric field.
+    ``vectorize`` loads the label and weight fields once up front instead of
+    per image (faster for small images, more memory).
     ``steps`` (or else ``epochs``, default 1) is the total including a resumed
     run's; ``resume`` is a run folder or checkpoint, and a resumed run starts a
     fresh pass over the data. ``train_key`` defaults to ``"baseline"`` without
@@ -158,6 +162,7 @@ class TrainConfig:
     eta: float | None = None
     gamma: float | None = None
     normalize_weights: bool = False
+    sampling_field: str | None = None
     train_tag: str | None = None
     val_tag: str | None = None
     val_fraction: float = 0.2
@@ -173,6 +178,7 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     num_workers: int = 0
+    vectorize: bool = False
     output_dir: str | Path | None = None
     resume: str | Path | None = None
     overwrite: bool = False
@@ -232,6 +238,7 @@ class _Run:
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     state: _Progress
+    draw: torch.Tensor | None = None
 
 
 def _seed_everything(seed: int) -> None:
@@ -326,6 +333,17 @@ def _resume(
     )
 
 
+def _sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
+    """Non-negative draw weights of the training images, in the view's order."""
+    values = train_view.values(field)
+    if any(v is None for v in values):
+        raise DequityError(f"some training samples have no {field!r}; set it on every sample")
+    draw = torch.as_tensor(values, dtype=torch.double)
+    if not torch.isfinite(draw).all() or (draw < 0).any() or draw.sum() <= 0:
+        raise DequityError(f"{field!r} must hold finite values >= 0, not all zero")
+    return draw
+
+
 def _check_key(dataset: Any, config: TrainConfig) -> None:
     key = config.key
     if key in dataset.list_runs() and key not in dataset.list_runs(method=METHOD):
@@ -356,6 +374,7 @@ def _run_record(
         "eta": config.eta,
         "gamma": config.gamma,
         "normalize_weights": config.normalize_weights,
+        "sampling_field": config.sampling_field,
         "train_tag": config.train_tag,
         "val_tag": config.val_tag,
         "val_fraction": config.val_fraction,
@@ -407,6 +426,12 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         eta=config.eta,
         gamma=config.gamma,
         train=True,
+        vectorize=config.vectorize,
+    )
+    draw = (
+        None
+        if config.sampling_field is None
+        else _sampling_probabilities(train_view, config.sampling_field)
     )
     num_val = len(val_view) if val_view is not None else 0
     record = _run_record(config, dataset, classes, len(train_view), num_val)
@@ -432,15 +457,19 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.json").write_text(json.dumps(record, indent=2))
     return _Run(
-        config, dataset, classes, val_view, train_data, record, model, params, optimizer, state
-    )
+        config, dataset, classes, val_view, train_data, record, model, params, optimizer, state,
+        draw,
+    )  # fmt: skip
 
 
 def _epoch_loader(run: _Run) -> DataLoader:
     """The loader of the next epoch, shuffled with a seed of the run's seed and epoch."""
     config, data = run.config, run.train_data
-    sampler = RandomSampler(
-        data, generator=torch.Generator().manual_seed(config.seed * 1000 + run.state.epoch)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + run.state.epoch)
+    sampler = (
+        RandomSampler(data, generator=generator)
+        if run.draw is None
+        else WeightedRandomSampler(run.draw, len(data), generator=generator)
     )
     return DataLoader(
         data,

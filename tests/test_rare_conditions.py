@@ -1,0 +1,161 @@
+"""The rare-conditions detection set (exact boxes, condition shares) and the statistics helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.fashion_mnist import CLASSES, load_split
+from experiments.rare_conditions import CONDITIONS, RARE_CLASS, SetSpec, render_image
+from experiments.stats import mean_ci, paired_tests
+
+
+@pytest.fixture(scope="module")
+def items():
+    return load_split("test")
+
+
+def test_default_split_has_mostly_day_and_each_rare_condition_at_2_to_5_percent():
+    spec = SetSpec()
+    train = spec.condition_counts("train")
+    assert sum(train.values()) == spec.train
+    assert train["day"] / spec.train >= 0.85
+    for condition in CONDITIONS[1:]:
+        assert 0.02 <= train[condition] / spec.train <= 0.05
+    assert set(spec.condition_counts("test").values()) == {spec.test_per_condition}
+    assert spec.test_per_condition >= 200
+
+
+@pytest.mark.parametrize("condition", ["day", "rare_object"])
+def test_a_single_object_box_is_the_exact_extent_of_its_pixels(items, condition):
+    images, labels = items
+    spec = SetSpec(min_objects=1, max_objects=1)
+    black = np.zeros((200, 200, 3), np.uint8)
+    for k in range(5):
+        image, boxes = render_image(
+            np.random.default_rng(k), black, images, labels, condition, spec
+        )
+        ((label, (x, y, w, h)),) = boxes
+        ys, xs = np.nonzero(image.max(axis=2))
+        size = spec.image_px
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == pytest.approx(
+            [x * size, y * size, (x + w) * size, (y + h) * size]
+        )
+        assert label in CLASSES
+        if condition == "rare_object":
+            assert label == RARE_CLASS
+            assert image[..., 1].max() < image[..., 0].max()  # magenta: little green
+
+
+def test_rendering_is_deterministic_and_conditions_change_the_pixels(items):
+    images, labels = items
+    spec = SetSpec()
+    background = np.full((160, 160, 3), 120, np.uint8)
+    day, boxes = render_image(np.random.default_rng(1), background, images, labels, "day", spec)
+    again, boxes_again = render_image(
+        np.random.default_rng(1), background, images, labels, "day", spec
+    )
+    assert np.array_equal(day, again) and boxes == boxes_again
+    assert spec.min_objects <= len(boxes) <= spec.max_objects
+    night, night_boxes = render_image(
+        np.random.default_rng(1), background, images, labels, "night", spec
+    )
+    assert night_boxes == boxes  # same objects and places, different look
+    assert night.mean() < 0.6 * day.mean()
+    fog, _ = render_image(np.random.default_rng(1), background, images, labels, "fog", spec)
+    assert fog.std() < day.std()
+
+
+def test_mean_ci_is_the_student_t_interval():
+    summary = mean_ci([1.0, 2.0, 3.0])
+    assert summary.mean == 2.0
+    assert summary.high == pytest.approx(2 + 4.302653 * 1 / np.sqrt(3), rel=1e-5)
+    assert mean_ci([0.5]).low == 0.5
+    assert mean_ci([]).n == 0
+
+
+def test_paired_tests_find_a_consistent_gain_and_holm_corrects_the_family():
+    reference = [0.30, 0.32, 0.31, 0.29, 0.33]
+    gain = [v + 0.02 + d for v, d in zip(reference, [0.001, -0.001, 0.002, 0.0, -0.002])]
+    noise = [v + d for v, d in zip(reference, [0.02, -0.03, 0.01, -0.02, 0.015])]
+    tests = paired_tests({"gain": gain, "noise": noise}, reference)
+    assert tests["gain"].significant and tests["gain"].diff.mean == pytest.approx(0.02)
+    assert not tests["noise"].significant
+    assert tests["noise"].p_holm >= tests["noise"].p
+    assert tests["gain"].p_holm == pytest.approx(min(1.0, 2 * tests["gain"].p))
+    with pytest.raises(ValueError, match="values"):
+        paired_tests({"short": [0.1]}, reference)
+
+
+def test_coco_ap_is_one_for_exact_boxes_and_zero_for_misses():
+    import fiftyone as fo
+
+    from experiments.detection import coco_ap
+
+    def det(label, box, confidence=None):
+        return fo.Detection(label=label, bounding_box=box, confidence=confidence)
+
+    truths = [[det("Bag", [0.1, 0.1, 0.3, 0.3]), det("Coat", [0.5, 0.5, 0.2, 0.4])]]
+    exact = [[det("Bag", [0.1, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.8)]]
+    result = coco_ap(truths, exact)
+    assert result["mAP"] == pytest.approx(1.0)
+    assert result["per_class_AP"]["Bag"] == pytest.approx(1.0)
+    assert result["per_class_AP"]["Dress"] is None  # no ground truth: left out
+    wrong_class = [[det("Dress", [0.1, 0.1, 0.3, 0.3], 0.9)]]
+    assert coco_ap(truths, wrong_class)["mAP"] == 0.0
+    assert coco_ap(truths, [None])["mAP"] == 0.0
+    # a box shifted to IoU ~0.6 counts at IoU 0.5 but not at the strict thresholds
+    shifted = [[det("Bag", [0.15, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.8)]]
+    partial = coco_ap(truths, shifted)
+    assert partial["per_class_AP50"]["Bag"] == pytest.approx(1.0)
+    assert 0.0 < partial["per_class_AP"]["Bag"] < 1.0
+
+
+def test_the_report_is_generated_from_the_raw_json(tmp_path):
+    import json
+
+    from experiments.detection import CONDITIONS as CONDS
+    from experiments.detection import METHODS, section_from_json
+
+    def evaluation(value):
+        part = {
+            "mAP": value,
+            "AP50": 2 * value,
+            "per_class_AP": dict.fromkeys(CLASSES, value),
+            "per_class_AP50": dict.fromkeys(CLASSES, 2 * value),
+        }
+        return {s: part for s in ("all", "rare", *CONDS)}
+
+    seeds = [0, 1, 2, 3, 4]
+    jitter = [0.001, -0.002, 0.0, 0.002, -0.001]
+    runs = {}
+    for seed, j in zip(seeds, jitter):
+        runs[str(seed)] = {m: evaluation(0.1 + j + (0.05 if m == "oracle_resampling" else 0))
+                           for m in METHODS}  # fmt: skip
+        runs[str(seed)]["jtt_error_set"] = {"share": 0.5, "share_by_condition": {}}
+    likelihoods = {"clusters": 3, "noise_share": 0.0,
+                   "mean_likelihood_by_condition": dict.fromkeys(CONDS, 0.5)}  # fmt: skip
+    data = {
+        "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
+        "config": {"spec": {"image_px": 128}, "steps": 1, "batch_size": 8, "image_size": 96,
+                   "lr": 1e-4},
+        "dataset": {"counts": {s: dict.fromkeys(CONDS, 1) for s in ("train", "val", "test")}},
+        "weights": {"default_config": {"clustering": "x"}, "paper_eps": 2.0,
+                    "dq": likelihoods, "dqpaper": likelihoods},
+        "selection": {"seed": 100, "dequity_eta_gamma": {"1,5": 0.1}, "jtt_lambda": {"3": 0.1},
+                      "eta": 1.0, "gamma": 5.0, "lambda": 3.0, "unweighted": 0.1},
+        "runs": runs,
+    }  # fmt: skip
+    path = tmp_path / "detection_runs.json"
+    path.write_text(json.dumps(data))
+    section = section_from_json(path)
+    oracle = next(v for v in section.verdicts if "oracle_resampling" in v)
+    assert "significantly higher" in oracle and "+5.0" in oracle
+    dequity = next(v for v in section.verdicts if v.startswith("Detection, dequity:"))
+    assert "no significant difference" in dequity
+    assert "| oracle_resampling | 15.0 [" in section.body
+    assert section.body.startswith("**Answer.**")
+
+
+def test_one_seed_is_never_significant():
+    assert not paired_tests({"a": [0.9]}, [0.1])["a"].significant
