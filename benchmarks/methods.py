@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dequity.clustering import cluster
+from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
 from dequity.estimate import estimate_likelihood
 from dequity.likelihood import scaled_likelihood
 from dequity.projection import project
@@ -31,7 +32,7 @@ def paper(x: np.ndarray, eps: float = 1.0, noise: str = "cluster") -> Estimate:
 
 
 def pca(
-    x: np.ndarray, clustering: str = "hdbscan_knn", noise: str = "nearest", **params
+    x: np.ndarray, clustering: str = DEFAULT_CLUSTERING, noise: str = DEFAULT_NOISE, **params
 ) -> Estimate:
     """PCA-50, then ``clustering`` with ``noise`` (the library's defaults)."""
     labels, p = estimate_likelihood(project(x, "pca"), clustering, noise, **params)
