@@ -141,21 +141,15 @@ def check_enough_samples(num_samples: int, method: str, params: dict) -> None:
 
         check_enough_samples(len(dataset), "hdbscan", clustering_params("hdbscan"))
     """
-    if method == KNN:
-        if num_samples <= params["k"]:
+    if method != KNN:
+        key = _size_key(method)
+        needed = int(params[key])
+        if num_samples < needed:
             raise DequityError(
-                f"{num_samples} samples are too few for k={params['k']} neighbours; "
-                "add samples or lower k"
+                f"{num_samples} samples are fewer than the {needed} that {method} "
+                f"needs to form a cluster; add samples or lower {key}"
             )
-        return
-    key = _size_key(method)
-    needed = int(params[key])
-    if num_samples < needed:
-        raise DequityError(
-            f"{num_samples} samples are fewer than the {needed} that {method} "
-            f"needs to form a cluster; add samples or lower {key}"
-        )
-    if method == HDBSCAN_KNN and num_samples <= params["k"]:
+    if "k" in params and num_samples <= params["k"]:
         raise DequityError(
             f"{num_samples} samples are too few for k={params['k']} neighbours; "
             "add samples or lower k"

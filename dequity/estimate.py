@@ -42,15 +42,14 @@ def estimate_likelihood(
     params = dc.clustering_params(clustering, params)
     if clustering == dc.KNN:
         return np.empty(0, dtype=np.int64), knn_likelihood(points, **params)
-    density = {key: params[key] for key in dc.DENSITY_KEYS if key in params}
     labels = dc.cluster(points, clustering, **params)
     if noise == NOISE_NEAREST:
         labels = dc.assign_noise(points, labels)
     _check_labels(labels, clustering, params)
     likelihoods = scaled_likelihood(labels, noise=noise)
-    if density and density["density_power"] > 0:
-        crowding = knn_likelihood(points, density["k"], params.get("fit_samples"))
-        likelihoods = likelihoods * crowding ** density["density_power"]
+    if clustering == dc.HDBSCAN_KNN and params["density_power"] > 0:
+        crowding = knn_likelihood(points, params["k"], params["fit_samples"])
+        likelihoods = likelihoods * crowding ** params["density_power"]
     return labels, likelihoods
 
 
