@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from dequity.defaults import DEFAULT_MODEL
 from experiments.fashion_mnist import CLASSES, TrainingSet
 
 POOL_NAME = "dequity-exp-fashion-mnist-pool"
-EMBEDDING_FIELD = "embedding"
+#: the pool's embeddings by dequity's default model (a new default embeds anew)
+EMBEDDING_FIELD = "embedding_" + DEFAULT_MODEL.replace("-", "_")
 
 
 def cache_dir() -> Path:
@@ -72,28 +74,42 @@ def _embed_missing(pool: Any) -> None:
     todo = pool.exists(EMBEDDING_FIELD, False)
     if len(todo) == 0:
         return
-    print(f"embedding {len(todo)} images with efficientnet-lite0 (cached afterwards)")
-    emb = from_model(todo, batch_size=64, progress=True)
+    print(f"embedding {len(todo)} images with {DEFAULT_MODEL} (cached afterwards)")
+    emb = from_model(todo, model=DEFAULT_MODEL, batch_size=64, progress=True)
     pool.set_values(EMBEDDING_FIELD, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
+
+
+def _keys(train_set: TrainingSet) -> list[tuple[int, bool]]:
+    return [(int(r), bool(i)) for r, i in zip(train_set.rows, train_set.inverted)]
+
+
+def prepare_pool(train_sets: list[TrainingSet], images: np.ndarray, labels: np.ndarray) -> None:
+    """Adds and embeds, in one pass, every image the ``train_sets`` use that the pool lacks.
+
+    Example::
+
+        prepare_pool([long_tail_set(labels, 1000, seed=s) for s in range(5)], images, labels)
+    """
+    pool = _pool()
+    _add_missing(pool, sorted({k for t in train_sets for k in _keys(t)}), images, labels)
+    _embed_missing(pool)
 
 
 def training_dataset(train_set: TrainingSet, images: np.ndarray, labels: np.ndarray) -> Any:
     """A FiftyOne dataset of ``train_set``'s images, in its order, with embeddings.
 
     Fields: ``ground_truth`` (Classification), ``style``, ``row``,
-    ``inverted`` and ``embedding``. Replaces an earlier dataset of that name.
+    ``inverted`` and :data:`EMBEDDING_FIELD`. Replaces an earlier dataset of that name.
 
     Example::
 
         ds = training_dataset(long_tail_set(labels, 1000), images, labels)
-        dequity.compute_dequity(ds, embeddings="embedding")
+        dequity.compute_dequity(ds, embeddings=EMBEDDING_FIELD)
     """
     import fiftyone as fo
 
-    keys = [(int(r), bool(i)) for r, i in zip(train_set.rows, train_set.inverted)]
-    pool = _pool()
-    _add_missing(pool, keys, images, labels)
-    _embed_missing(pool)
+    prepare_pool([train_set], images, labels)
+    keys, pool = _keys(train_set), _pool()
     id_of = dict(zip(zip(*pool.values(["row", "inverted"])), pool.values("id")))
     name = f"dequity-exp-{train_set.name}"
     if fo.dataset_exists(name):
