@@ -129,11 +129,16 @@ def save_raw(name: str, values: Any, config: dict) -> Path:
     return path
 
 
-def update_readme(name: str, text: str) -> bool:
+def update_readme(name: str, text: str, source: str | None = None) -> bool:
     """Replace the README's generated block ``<!-- results:NAME -->`` with ``text``.
 
-    The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``;
+    The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``
+    and names ``source`` (default ``benchmarks/results-NAME.json``) as its origin;
     returns False (and changes nothing) when the README has no such block.
+
+    Example::
+
+        update_readme("fidelity", "| set | AUC |\n| --- | --- |\n| night | 0.95 |")
     """
     readme = REPO / "README.md"
     begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
@@ -142,6 +147,6 @@ def update_readme(name: str, text: str) -> bool:
         return False
     head, rest = content.split(begin, 1)
     tail = rest.split(end, 1)[1]
-    source = f"benchmarks/results-{name}.json"
+    source = source or f"benchmarks/results-{name}.json"
     readme.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,9 +12,30 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import md_table
+from experiments.stats import mean_ci
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-FULL_SEEDS = (0, 1, 2)
+FULL_SEEDS = (0, 1, 2, 3, 4)
+
+
+def commit() -> str:
+    """The checked-out commit, with ``+dirty`` when the tree has changes.
+
+    Example::
+
+        record = {"commit": commit(), "values": values}
+    """
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 @dataclass
@@ -95,7 +117,7 @@ def bar_chart(
     ylabel: str,
     title: str,
 ) -> Path:
-    """Grouped bars of mean ± std: ``series[name][g]`` holds one value per seed."""
+    """Grouped bars: mean and 95 % interval; ``series[name][g]`` holds one value per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,10 +126,11 @@ def bar_chart(
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups)), 4.0))
     width = 0.8 / len(series)
     for i, (name, per_group) in enumerate(series.items()):
-        means = [100 * np.mean(v) for v in per_group]
-        stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0 for v in per_group]
+        cis = [mean_ci(v) for v in per_group]
+        means = [100 * c.mean for c in cis]
+        half = [100 * (c.high - c.mean) for c in cis]
         xs = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)
+        ax.bar(xs, means, width, yerr=half, capsize=3, label=name)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
