@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from dequity.errors import DequityError
@@ -10,7 +12,12 @@ from dequity.errors import DequityError
 _ROWS = 4_096
 
 
-def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = None) -> np.ndarray:
+def knn_likelihood(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """Likelihood of each sample from how many samples lie near it.
 
     ``p_i = n_i / max_j n_j``, where ``n_i`` counts the samples (itself
@@ -33,6 +40,9 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
             random reference subsample of this size (as HDBSCAN is fitted on
             one), so the cost grows linearly with ``n``; the scale is then
             the one where a typical sample has ``k`` reference neighbours.
+        groups: one group id per sample (e.g. a scene): ``n_i`` then counts the
+            distinct groups within ``R`` rather than samples, so the frames of
+            one scene crowd each other no more than a single frame would.
 
     Returns:
         float64 array of shape ``(n,)`` with values in ``(0, 1]``.
@@ -61,19 +71,40 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
         raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")
     if fit_samples is not None and (isinstance(fit_samples, bool) or fit_samples <= k):
         raise DequityError(f"fit_samples must be None or an integer > k={k}, got {fit_samples!r}")
-    reference = x
+    if groups is not None and len(groups) != n:
+        raise DequityError(f"{len(groups)} group ids for {n} samples; give one per sample")
+    rows = np.arange(n)
     if fit_samples is not None and n > fit_samples:
         rng = np.random.default_rng(51)
-        reference = x[np.sort(rng.choice(n, fit_samples, replace=False))]
+        rows = np.sort(rng.choice(n, fit_samples, replace=False))
+    reference = x[rows]
     index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(reference)
     # query the fitted points themselves: column 0 is each point (or a duplicate)
     radius = float(np.median(index.kneighbors(reference)[0][:, k]))
+    membership = None if groups is None else _one_hot(np.asarray(groups)[rows])
     counts = np.concatenate(
         [
-            (
-                euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2
-            ).sum(axis=1)
+            _count(euclidean_distances(x[start : start + _ROWS], reference, squared=True)
+                   <= radius**2, membership)
             for start in range(0, n, _ROWS)
         ]
-    )
+    )  # fmt: skip
     return counts / counts.max()
+
+
+def _one_hot(groups: np.ndarray) -> Any:
+    """Sparse ``(m, G)`` matrix: row ``i`` marks the group of reference point ``i``."""
+    from scipy import sparse
+
+    _, codes = np.unique(groups, return_inverse=True)
+    ones = np.ones(len(codes), dtype=np.float32)
+    return sparse.csr_matrix((ones, (np.arange(len(codes)), codes)))
+
+
+def _count(near: np.ndarray, membership: Any) -> np.ndarray:
+    """Per row of ``near``: reference points within the radius, or their distinct groups."""
+    if membership is None:
+        return near.sum(axis=1)
+    from scipy import sparse
+
+    return np.asarray(((sparse.csr_matrix(near, dtype=np.float32) @ membership) > 0).sum(1)).ravel()

@@ -14,7 +14,11 @@ from dequity.likelihood import NOISE_NEAREST, scaled_likelihood
 
 
 def estimate_likelihood(
-    points: np.ndarray, clustering: str, noise: str, **params: Any
+    points: np.ndarray,
+    clustering: str,
+    noise: str,
+    groups: np.ndarray | None = None,
+    **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, likelihoods)`` of ``(n, d)`` projected points.
 
@@ -29,7 +33,9 @@ def estimate_likelihood(
 
     ``noise`` is the policy for samples the clustering leaves as noise
     (:data:`dequity.likelihood.NOISE_POLICIES`); ``params`` are the
-    clustering's (:func:`dequity.clustering.clustering_params`).
+    clustering's (:func:`dequity.clustering.clustering_params`). With
+    ``groups`` (one id per sample, e.g. a scene), shares and crowding count
+    distinct groups instead of samples (:mod:`dequity.groups`).
 
     Example::
 
@@ -41,14 +47,14 @@ def estimate_likelihood(
     """
     params = dc.clustering_params(clustering, params)
     if clustering == dc.KNN:
-        return np.empty(0, dtype=np.int64), knn_likelihood(points, **params)
+        return np.empty(0, dtype=np.int64), knn_likelihood(points, groups=groups, **params)
     labels = dc.cluster(points, clustering, **params)
     if noise == NOISE_NEAREST:
         labels = dc.assign_noise(points, labels)
     _check_labels(labels, clustering, params)
-    likelihoods = scaled_likelihood(labels, noise=noise)
+    likelihoods = scaled_likelihood(labels, noise=noise, groups=groups)
     if clustering == dc.HDBSCAN_KNN and params["density_power"] > 0:
-        crowding = knn_likelihood(points, params["k"], params["fit_samples"])
+        crowding = knn_likelihood(points, params["k"], params["fit_samples"], groups)
         likelihoods = likelihoods * crowding ** params["density_power"]
     return labels, likelihoods
 
