@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,53 @@ def knn_likelihood(
         >>> float(p.max()), bool(p[:80].mean() > 2 * p[80:].mean())
         (1.0, True)
     """
-    from sklearn.metrics.pairwise import euclidean_distances
+    return crowding(points, k, fit_samples, groups).likelihood()
+
+
+@dataclass(frozen=True)
+class Crowding:
+    """Neighbour counts of every sample, and the reference they were counted in.
+
+    ``counts[i]`` is the number of ``reference`` points (or of their distinct
+    groups) within ``radius`` of sample ``i``; ``reference_rows`` are the
+    reference points' rows in the samples. New samples are counted the same
+    way with :meth:`count`, without refitting.
+    """
+
+    counts: np.ndarray
+    reference_rows: np.ndarray
+    radius: float
+
+    def likelihood(self) -> np.ndarray:
+        """``counts / max(counts)``: the crowding likelihood."""
+        return self.counts / self.counts.max()
+
+    def count(self, points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Reference points within :attr:`radius` of each of ``points``.
+
+        Example::
+
+            >>> c = crowding(np.arange(20.0)[:, None], k=2)
+            >>> c.count(np.array([[100.0], [5.5]]), np.arange(20.0)[:, None]).tolist()
+            [0, 2]
+        """
+        return _counts(np.asarray(points, np.float64), reference, self.radius, None)
+
+
+def crowding(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> Crowding:
+    """The neighbour counts behind :func:`knn_likelihood` (same arguments).
+
+    Example::
+
+        >>> c = crowding(np.random.default_rng(0).normal(size=(100, 2)), k=5)
+        >>> int(c.counts.min()) >= 1, len(c.reference_rows)
+        (True, 100)
+    """
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(points, dtype=np.float64)
@@ -82,14 +129,18 @@ def knn_likelihood(
     # query the fitted points themselves: column 0 is each point (or a duplicate)
     radius = float(np.median(index.kneighbors(reference)[0][:, k]))
     membership = None if groups is None else _one_hot(np.asarray(groups)[rows])
-    counts = np.concatenate(
-        [
-            _count(euclidean_distances(x[start : start + _ROWS], reference, squared=True)
-                   <= radius**2, membership)
-            for start in range(0, n, _ROWS)
-        ]
-    )  # fmt: skip
-    return counts / counts.max()
+    return Crowding(_counts(x, reference, radius, membership), rows, radius)
+
+
+def _counts(x: np.ndarray, reference: np.ndarray, radius: float, membership: Any) -> np.ndarray:
+    """Per row of ``x``: reference points within ``radius``, or their distinct groups."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    parts = []
+    for start in range(0, len(x), _ROWS):
+        near = euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2
+        parts.append(_count(near, membership))
+    return np.concatenate(parts).astype(np.int64)
 
 
 def _one_hot(groups: np.ndarray) -> Any:
