@@ -114,6 +114,7 @@ def estimate(
         radius=None if counts is None else counts.radius,
         max_count=None if counts is None else int(counts.counts.max()),
         far_distance=_far_distance(points[rows]),
+        self_counted=len(rows) == len(points),
     )
     return Estimate(labels, likelihoods, fit)
 

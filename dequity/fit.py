@@ -13,6 +13,7 @@ moves by a factor per cluster, so old samples need no embedding again.
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ class LikelihoodFit:
     radius: float | None = None
     max_count: int | None = None
     far_distance: float = float("inf")
+    #: the reference holds every fitted sample, so each counted itself
+    self_counted: bool = False
 
     def place(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(labels, counts, far)`` of new projected ``points``.
@@ -98,6 +101,43 @@ class LikelihoodFit:
             sizes[np.asarray(labels) < 0] = 1
         return sizes / largest
 
+    def extend(
+        self, old_labels: np.ndarray, old_likelihoods: np.ndarray, new_points: np.ndarray
+    ) -> Extension:
+        """Place ``new_points`` and rescale the old samples' likelihoods; updates the fit.
+
+        Old samples keep their labels; each old likelihood is multiplied by its
+        cluster's change of share and by the change of the crowding scale (see
+        the module doc). The fit's cluster sizes and count scale are updated in
+        place.
+
+        Example::
+
+            ext = fit.extend(np.array(res.labels), np.array(res.likelihoods), new_points)
+            ext.new_likelihoods, ext.old_likelihoods, ext.far_share
+        """
+        old_labels = np.asarray(old_labels, dtype=np.int64)
+        labels, counts, far = self.place(new_points)
+        old_share = self.shares(old_labels)
+        old_max = self.max_count
+        for label, added in Counter(labels.tolist()).items():
+            if label >= 0 or self.noise != NOISE_SINGLETON:
+                self.sizes[label] = self.sizes.get(label, 0) + added
+        factor = self.shares(old_labels) / old_share if len(old_labels) else 1.0
+        new = self.shares(labels) if len(labels) else np.ones(len(counts))
+        if self.radius is not None:
+            counts = counts + int(self.self_counted)
+            self.max_count = max(self.max_count, int(counts.max(initial=0)))
+            factor = factor * (old_max / self.max_count) ** self.density_power
+            new = new * (counts / self.max_count) ** self.density_power
+        return Extension(
+            labels=labels,
+            new_likelihoods=new,
+            old_likelihoods=np.asarray(old_likelihoods, dtype=np.float64) * factor,
+            far_share=float(far.mean()) if len(far) else 0.0,
+            shift=_shift(old_labels, labels),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (arrays as base64 float32), stored with the run's results."""
         return {
@@ -111,6 +151,7 @@ class LikelihoodFit:
             "radius": self.radius,
             "max_count": self.max_count,
             "far_distance": float(self.far_distance),
+            "self_counted": self.self_counted,
         }
 
     @classmethod
@@ -126,7 +167,46 @@ class LikelihoodFit:
             radius=d["radius"],
             max_count=d["max_count"],
             far_distance=float(d["far_distance"]),
+            self_counted=bool(d["self_counted"]),
         )
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What :meth:`LikelihoodFit.extend` computed for new and old samples."""
+
+    labels: np.ndarray
+    new_likelihoods: np.ndarray
+    old_likelihoods: np.ndarray
+    #: share of new samples farther from every reference point than the fit's usual spacing
+    far_share: float
+    #: total-variation distance between new and old cluster proportions (0 without clusters)
+    shift: float
+
+    def drift_warnings(self) -> list[str]:
+        """Plain reasons to refit, when the new samples drift from the fit."""
+        out = []
+        if self.far_share > FAR_SHARE_WARNING:
+            out.append(
+                f"{self.far_share:.0%} of the new samples lie far from every fitted sample "
+                f"(more than {FAR_SHARE_WARNING:.0%})"
+            )
+        if self.shift > SHIFT_WARNING:
+            out.append(
+                f"the new samples' cluster proportions differ from the fit's by "
+                f"{self.shift:.2f} (total variation, more than {SHIFT_WARNING})"
+            )
+        return out
+
+
+def _shift(old: np.ndarray, new: np.ndarray) -> float:
+    """Total-variation distance between the label proportions of ``old`` and ``new``."""
+    if not len(old) or not len(new):
+        return 0.0
+    labels = np.union1d(old, new)
+    p = np.array([np.mean(old == v) for v in labels])
+    q = np.array([np.mean(new == v) for v in labels])
+    return float(0.5 * np.abs(p - q).sum())
 
 
 def check_updatable(projection: str | None) -> None:
