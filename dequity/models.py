@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 _EFFICIENTNET_LITE = {"efficientnet-lite0": 0, "efficientnet-lite1": 1, "efficientnet-lite2": 2}
 _LAYERS_SUFFIX = "-layers"
 _LITE_IMAGE_SIZE = {0: 224, 1: 240, 2: 260}
-_LITE_MEAN, _LITE_STD = [0.498] * 3, [0.502] * 3
+#: per-channel normalisation of the EfficientNet-Lite weights (inputs in [0, 1])
+LITE_MEAN, LITE_STD = [0.498] * 3, [0.502] * 3
 #: ``"auto"``: float16 autocast on CUDA, float32 elsewhere.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -368,7 +369,7 @@ def efficientnet_lite_preprocess(variant: int = 0) -> _Preprocess:
         >>> tuple(efficientnet_lite_preprocess(0)(Image.new("RGB", (28, 28))).shape)
         (3, 224, 224)
     """
-    return _Preprocess(_LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD)
+    return _Preprocess(_LITE_IMAGE_SIZE[variant], LITE_MEAN, LITE_STD)
 
 
 class StagePooled(torch.nn.Module):
@@ -412,7 +413,7 @@ def _efficientnet_lite(
     net = efficientnet_lite(variant)
     net.reset_classifier(0)
     module = StagePooled(net) if layers else net
-    return _wrap(module, device, _LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD, autocast)
+    return _wrap(module, device, _LITE_IMAGE_SIZE[variant], LITE_MEAN, LITE_STD, autocast)
 
 
 def _open_clip(spec: str, device: str | None, autocast: torch.dtype | None) -> Any:
