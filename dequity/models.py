@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dequity.defaults import DEFAULT_MODEL
+from dequity.defaults import DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS
 from dequity.errors import DequityError
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ _LAYERS_SUFFIX = "-layers"
 _LITE_IMAGE_SIZE = {0: 224, 1: 240, 2: 260}
 #: per-channel normalisation of the EfficientNet-Lite weights (inputs in [0, 1])
 LITE_MEAN, LITE_STD = [0.498] * 3, [0.502] * 3
-#: ``"auto"``: float16 autocast on CUDA, float32 elsewhere.
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -64,7 +62,7 @@ def load_model(
     image_size: int = 224,
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> Any:
     """A FiftyOne model that embeds images, from a name, module or model.
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from dequity.embeddings import Embeddings, validate_vectors
 from dequity.errors import DequityError
-from dequity.models import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def embed_with_ray(
     model: Any = DEFAULT_MODEL,
     *,
     num_workers: int = 2,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_cpus_per_worker: float = 1,
     num_gpus_per_worker: float = 0,
     address: str | None = None,

@@ -20,6 +20,12 @@ from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl
 
 METHOD = "dequity"
 FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
+#: what each field of a run holds, by role
+FIELD_DESCRIPTIONS = {
+    "cluster": "dequity cluster id of the sample's image (-1: noise)",
+    "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
+    "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+}
 
 
 def field_names(run_key: str) -> dict[str, str]:
@@ -224,7 +230,7 @@ class DequityResults(focr.RunResults):
         column = dcommit.Column(
             config.weight_field,
             "float",
-            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+            FIELD_DESCRIPTIONS["weight"],
             weights.tolist(),
         )
         with dcommit.claim_run(self.samples, self.key) as claim:
