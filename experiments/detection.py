@@ -38,7 +38,6 @@ Run: ``python -m experiments.detection [--quick] [--seeds 0 1 2 3 4]``.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +58,7 @@ from experiments.rare_conditions import (
 )
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
+from reporting import git_commit
 
 NAME = "detection"
 RAW_FILE = "detection_runs.json"
@@ -103,21 +103,6 @@ QUICK = Config(
     workers=1,
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
-
-
-def _commit() -> str:
-    """The checked-out commit, with ``+dirty`` when the tree has changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def _set(view: Any, name: str, values: np.ndarray) -> None:
@@ -571,7 +556,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data = {
         "experiment": NAME,
         "mode": "quick" if quick else "full",
-        "commit": _commit(),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "config": asdict(config),
         "seeds": list(seeds),

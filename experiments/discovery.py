@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import spearman
 from dequity.errors import DequityError
 from experiments.fashion_mnist import load_split, long_tail_set
 from experiments.pool import dequity_fields, training_dataset
 from experiments.report import Section, mean_spread, script_main, table
+from reporting import spearman
 
 NAME = "discovery"
 TOP_SHARE = 0.1

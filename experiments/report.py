@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import md_table
+from reporting import md_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FULL_SEEDS = (0, 1, 2)
@@ -84,7 +84,7 @@ def verdict(name: str, ours: Sequence[float], reference: Sequence[float], what: 
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A markdown table (see :func:`benchmarks.common.md_table`)."""
+    """A markdown table (see :func:`reporting.md_table`)."""
     return md_table(headers, rows)
 
 
