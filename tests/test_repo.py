@@ -71,7 +71,6 @@ def imported_packages(path: Path) -> set[str]:
     ("package", "forbidden"),
     [
         ("experiments", {"benchmarks"}),
-        ("benchmarks", {"experiments"}),
         ("dequity", {"benchmarks", "experiments", "reporting"}),
         ("training", {"benchmarks", "experiments", "reporting"}),
     ],
