@@ -34,7 +34,7 @@ from dequity.runs import (
     DequityRunConfig,
     field_names,
 )
-from dequity.sources import EmbeddingSource, parse_embeddings
+from dequity.sources import parse_embeddings
 from dequity.validation import check_estimators, check_field_name
 from dequity.weights import validate_gfl_params
 
@@ -140,10 +140,10 @@ def compute_dequity(
         ray_options=ray_options,
         options=embedding_options,
     )
-    config = run_config(
-        len(samples),
-        run_key,
-        source,
+    config = DequityRunConfig(
+        run_key=run_key,
+        embeddings_field=source.recorded_field,
+        model=source.model_name,
         projection=projection,
         projection_kwargs=projection_kwargs,
         clustering=clustering,
@@ -152,6 +152,7 @@ def compute_dequity(
         eta=eta,
         gamma=gamma,
     )
+    validate_config(config, len(samples))
     run = config.build()
 
     with dcommit.claim_run(samples, run_key) as claim:
@@ -165,53 +166,32 @@ def compute_dequity(
     return results
 
 
-def run_config(
-    num_samples: int,
-    run_key: str,
-    source: EmbeddingSource,
-    *,
-    projection: str | None = DEFAULT_PROJECTION,
-    projection_kwargs: dict | None = None,
-    clustering: str = DEFAULT_CLUSTERING,
-    clustering_kwargs: dict | None = None,
-    noise: str = DEFAULT_NOISE,
-    eta: float = DEFAULT_ETA,
-    gamma: float = DEFAULT_GAMMA,
-) -> DequityRunConfig:
-    """The validated config of a run on ``num_samples`` samples, with full parameters.
+def validate_config(config: DequityRunConfig, num_samples: int) -> None:
+    """Check ``config`` for a run on ``num_samples`` samples; fill in every parameter.
 
-    Raises :class:`DequityError` naming the first bad argument.
+    Raises :class:`DequityError` naming the first bad value. Afterwards the
+    config holds the full projection and clustering parameters, defaults
+    included, as they are stored with the run.
 
     Example::
 
-        config = run_config(len(dataset), "dequity", EmbeddingSource(field="embedding"),
-                            clustering="dbscan", clustering_kwargs={"eps": 1.5})
+        config = DequityRunConfig(clustering="dbscan", clustering_kwargs={"eps": 1.5})
+        validate_config(config, len(dataset))
         config.clustering_kwargs   # {'eps': 1.5, 'min_samples': 10}
     """
-    validate_noise_policy(noise)
-    validate_gfl_params(eta, gamma)
-    for name, kwargs in (
-        ("projection_kwargs", projection_kwargs),
-        ("clustering_kwargs", clustering_kwargs),
-    ):
-        if kwargs is not None and not isinstance(kwargs, dict):
+    validate_noise_policy(config.noise)
+    validate_gfl_params(config.eta, config.gamma)
+    config.eta, config.gamma = float(config.eta), float(config.gamma)
+    for name in ("projection_kwargs", "clustering_kwargs"):
+        kwargs = getattr(config, name)
+        if not isinstance(kwargs, dict):
             raise DequityError(f"{name} must be a dict, got {kwargs!r}")
-    projection_params = dp.projection_params(projection, projection_kwargs)
-    clustering_params = dc.clustering_params(clustering, clustering_kwargs)
-    check_estimators(projection, projection_params, clustering, clustering_params)
-    dc.check_enough_samples(num_samples, clustering, clustering_params)
-    return DequityRunConfig(
-        run_key=run_key,
-        embeddings_field=source.recorded_field,
-        model=source.model_name,
-        projection=projection,
-        projection_kwargs=projection_params,
-        clustering=clustering,
-        clustering_kwargs=clustering_params,
-        noise=noise,
-        eta=eta,
-        gamma=gamma,
+    config.projection_kwargs = dp.projection_params(config.projection, config.projection_kwargs)
+    config.clustering_kwargs = dc.clustering_params(config.clustering, config.clustering_kwargs)
+    check_estimators(
+        config.projection, config.projection_kwargs, config.clustering, config.clustering_kwargs
     )
+    dc.check_enough_samples(num_samples, config.clustering, config.clustering_kwargs)
 
 
 def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -> DequityResults:

@@ -40,7 +40,17 @@ def field_names(run_key: str) -> dict[str, str]:
 
 
 class DequityRunConfig(focr.RunConfig):
-    """Everything needed to reproduce a dequity run; stored with the run."""
+    """Everything needed to reproduce a dequity run; stored with the run.
+
+    Values are kept as given; :func:`dequity.core.validate_config` checks
+    them and fills in the full projection and clustering parameters.
+
+    Example::
+
+        config = DequityRunConfig("paper", embeddings_field="embedding",
+                                  projection="tsne", clustering="dbscan")
+        config.weight_field   # 'paper_weight'
+    """
 
     def __init__(
         self,
@@ -64,12 +74,12 @@ class DequityRunConfig(focr.RunConfig):
         self.embeddings_field = embeddings_field
         self.model = model
         self.projection = projection
-        self.projection_kwargs = projection_kwargs or {}
+        self.projection_kwargs = {} if projection_kwargs is None else projection_kwargs
         self.clustering = clustering
-        self.clustering_kwargs = clustering_kwargs or {}
+        self.clustering_kwargs = {} if clustering_kwargs is None else clustering_kwargs
         self.noise = noise
-        self.eta = float(eta)
-        self.gamma = float(gamma)
+        self.eta = eta
+        self.gamma = gamma
         self.cluster_field = cluster_field or fields["cluster"]
         self.likelihood_field = likelihood_field or fields["likelihood"]
         self.weight_field = weight_field or fields["weight"]
