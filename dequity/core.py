@@ -13,6 +13,7 @@ from dequity import clustering as dc
 from dequity import commit as dcommit
 from dequity import embeddings as de
 from dequity import fields as df
+from dequity import fiftyone_compat as fc
 from dequity import projection as dp
 from dequity.defaults import (
     DEFAULT_CLUSTERING,
@@ -357,7 +358,7 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
         dequity.delete_dequity_run(dataset, "paper")
     """
     load_dequity_results(samples, run_key)
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim:
         load_dequity_results(dataset, run_key)
         dcommit.delete_run(claim, dataset, run_key)
@@ -375,7 +376,7 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
     check_field_name("new run key", new_run_key)
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim, dcommit.claim_run(dataset, new_run_key):
         load_dequity_results(dataset, run_key)
         if dataset.has_run(new_run_key):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dequity import fiftyone_compat as fc
 from dequity.defaults import DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS
 from dequity.errors import DequityError
 
@@ -310,12 +311,9 @@ def _wrap(
     if device is not None:
         config["device"] = device
     fo_model = TorchImageModel(TorchImageModelConfig(config))
-    build = fo_model.build_get_item
-    # decode JPEGs at reduced size in the DataLoader (instance override: the
-    # class stays FiftyOne's own, importable wherever the model is unpickled)
-    fo_model.build_get_item = lambda field_mapping=None: _DraftGetItem(
-        build(field_mapping=field_mapping), image_size
-    )
+    # decode JPEGs at reduced size in the DataLoader (the class stays
+    # FiftyOne's own, importable wherever the model is unpickled)
+    fc.wrap_get_item(fo_model, lambda get_item: _DraftGetItem(get_item, image_size))
     fo_model.autocast_dtype = autocast
     return fo_model
 

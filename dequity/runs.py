@@ -14,6 +14,7 @@ from typing import Any
 import fiftyone.core.runs as focr
 import numpy as np
 
+from dequity import fiftyone_compat as fc
 from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.errors import DequityError
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
@@ -101,14 +102,14 @@ class DequityRun(focr.Run):
         return fields
 
     def cleanup(self, samples: Any, key: str) -> None:
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         present = [f for f in self.config.fields if dataset.has_sample_field(f)]
         if present:
             dataset.delete_sample_fields(present)
 
     def rename(self, samples: Any, key: str, new_key: str) -> None:
         """Rename the run's fields along with its key (``<key>_weight`` ...)."""
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         old = dict(zip(FIELD_SUFFIXES, self.config.fields))
         new = field_names(new_key)
         taken = [new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(new[s])]
@@ -116,7 +117,7 @@ class DequityRun(focr.Run):
             raise ValueError(f"cannot rename run to {new_key!r}: fields {taken} exist")
         renames = {old[s]: new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(old[s])}
         dataset.rename_sample_fields(renames)
-        cached = getattr(dataset, self._results_cache_field()).get(key)
+        cached = fc.results_cache(dataset).get(key)
         for config in (self.config, getattr(cached, "config", None)):
             if config is not None:
                 config.cluster_field = new["cluster"]
@@ -200,7 +201,7 @@ class DequityResults(focr.RunResults):
         Counts only the samples that still exist: samples deleted from the
         dataset since the run are reported as ``num_deleted``.
         """
-        existing = set(self.samples._root_dataset.values("id"))
+        existing = set(fc.root_dataset(self.samples).values("id"))
         present = np.array([i in existing for i in self.sample_ids], dtype=bool)
         labels = [label for label, kept in zip(self.labels, present) if kept]
         sizes = Counter(labels)

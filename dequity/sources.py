@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dequity import embeddings as de
+from dequity import fiftyone_compat as fc
 from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from dequity.errors import DequityError
 from dequity.models import model_name, resolve_precision
@@ -110,7 +111,7 @@ def parse_embeddings(
     if embeddings_field is not None:
         if embeddings_field in field_names(run_key).values():
             raise DequityError(f"embeddings_field {embeddings_field!r} is one of the run's fields")
-        if samples._root_dataset.has_sample_field(embeddings_field):
+        if fc.root_dataset(samples).has_sample_field(embeddings_field):
             de.validate_embeddings_field(samples, embeddings_field)
     return EmbeddingSource(
         model=model if model is not None else DEFAULT_MODEL,

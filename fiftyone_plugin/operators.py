@@ -19,6 +19,7 @@ import fiftyone.operators.types as types
 
 import dequity
 from dequity import clustering as dclustering
+from dequity import fiftyone_compat as fc
 from dequity import projection as dprojection
 from dequity.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
 from dequity.defaults import (
@@ -83,7 +84,7 @@ def _execute(
     delegation_target: str | None,
     target: str | None = "CURRENT_VIEW",
 ) -> Any:
-    ctx = {"dataset": samples._root_dataset, "view": samples.view(), "params": dict(params)}
+    ctx = {"dataset": fc.root_dataset(samples), "view": samples.view(), "params": dict(params)}
     if target is not None:
         ctx["params"]["view_target"] = target
     return foo.execute_operator(
@@ -366,7 +367,7 @@ class ComputeDequity(foo.Operator):
             if not str(name).isidentifier():
                 store.invalid = True
                 store.error_message = f"field name must be an identifier, got {name!r}"
-            elif target._root_dataset.has_sample_field(name):
+            elif fc.root_dataset(target).has_sample_field(name):
                 try:
                     validate_embeddings_field(target, name)
                 except dequity.DequityError as e:
