@@ -90,9 +90,9 @@ def test_bulk_write_updates_the_samples_and_samples_in_memory(dataset):
     sample = dataset.first()
     ids = dataset.values("id")
     dataset.add_sample_field("score", fo.FloatField)
-    ops = [UpdateOne({"_id": ObjectId(i)}, {"$set": {"score": float(n)}}) for n, i in enumerate(ids)]
+    ops = [UpdateOne({"_id": ObjectId(i)}, {"$set": {"score": n / 2}}) for n, i in enumerate(ids)]
     fc.bulk_write(dataset, ops, ids, progress=False)
-    assert dataset.values("score") == [float(n) for n in range(len(ids))]
+    assert dataset.values("score") == [n / 2 for n in range(len(ids))]
     assert sample.score == 0.0  # the sample object already loaded sees the write
 
 
