@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dequity import clustering as dc
+from dequity import defaults
+from dequity import projection as dp
 from dequity.argtypes import output_path
 from dequity.console import cli_output
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -79,7 +79,11 @@ def _add_dataset_args(parser: argparse.ArgumentParser, view: bool = False) -> No
     parser.add_argument("--dataset", required=True, help="FiftyOne dataset name")
     if view:
         parser.add_argument("--view", help="a saved view of the dataset to restrict the run to")
-    parser.add_argument("--run-key", default="dequity", help="run name (default: dequity)")
+    parser.add_argument(
+        "--run-key",
+        default=defaults.DEFAULT_RUN_KEY,
+        help=f"run name (default: {defaults.DEFAULT_RUN_KEY})",
+    )
 
 
 def _add_compute_args(parser: argparse.ArgumentParser) -> None:
@@ -87,29 +91,30 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--embeddings", help="read embeddings from this vector field")
     source.add_argument(
         "--model",
-        help=f"embedding model: {DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
+        help=f"embedding model: {defaults.DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
         "clip:ViT-B-32@laion2b_s34b_b79k (open_clip tag or checkpoint path)",
     )
     parser.add_argument("--embeddings-field", help="store computed embeddings in this field")
-    parser.add_argument(
-        "--projection", default=DEFAULT_PROJECTION, choices=["pca", "tsne", "opentsne", "none"]
-    )
+    projections = [m or dp.NO_PROJECTION for m in dp.PROJECTIONS]
+    parser.add_argument("--projection", default=defaults.DEFAULT_PROJECTION, choices=projections)
     parser.add_argument("--projection-kwargs", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--clustering", default=DEFAULT_CLUSTERING, choices=list(dc.CLUSTERINGS))
+    parser.add_argument(
+        "--clustering", default=defaults.DEFAULT_CLUSTERING, choices=list(dc.CLUSTERINGS)
+    )
     parser.add_argument(
         "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
     )
-    parser.add_argument("--noise", default=DEFAULT_NOISE, choices=list(NOISE_POLICIES))
-    parser.add_argument("--eta", type=float, default=DEFAULT_ETA)
-    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA)
+    parser.add_argument("--noise", default=defaults.DEFAULT_NOISE, choices=list(NOISE_POLICIES))
+    parser.add_argument("--eta", type=float, default=defaults.DEFAULT_ETA)
+    parser.add_argument("--gamma", type=float, default=defaults.DEFAULT_GAMMA)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--precision",
-        default="auto",
-        choices=["auto", "fp32", "fp16", "bf16"],
+        default=defaults.DEFAULT_PRECISION,
+        choices=list(defaults.PRECISIONS),
         help="embedding precision (auto: fp16 autocast on CUDA, fp32 on CPU)",
     )
     parser.add_argument(
@@ -124,7 +129,7 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "embeddings": args.embeddings,
         "model": args.model,
         "embeddings_field": args.embeddings_field,
-        "projection": None if args.projection == "none" else args.projection,
+        "projection": None if args.projection == dp.NO_PROJECTION else args.projection,
         "projection_kwargs": parse_kwargs(args.projection_kwargs),
         "clustering": args.clustering,
         "clustering_kwargs": parse_kwargs(args.clustering_kwargs),
@@ -247,7 +252,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"dataset {dataset.name!r}: {len(dataset)} images from {folder}")
     results = compute_dequity(
         dataset,
-        "dequity",
+        defaults.DEFAULT_RUN_KEY,
         model=args.model,
         embeddings_field="embedding",
         overwrite=True,
@@ -304,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="embedding model")
+    p.add_argument("--model", default=defaults.DEFAULT_MODEL, help="embedding model")
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: automatic)"
     )

@@ -30,9 +30,9 @@ from typing import Any
 import fiftyone.core.fields as fof
 
 from dequity import claims
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from dequity.faults import fault_point
-from dequity.runs import DequityRun
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Column:
 
 def run_claim_id(dataset: Any, run_key: str) -> str:
     """The claim (and journal) id of run ``run_key`` on ``dataset``."""
-    return f"{dataset._doc.id}:run:{run_key}"
+    return f"{fc.dataset_id(dataset)}:run:{run_key}"
 
 
 @contextmanager
@@ -75,14 +75,14 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
         with claim_run(dataset, "dequity") as claim:
             commit_run(claim, dataset, "dequity", config, results, ids, columns)
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     claim, previous = claims.acquire(
         run_claim_id(dataset, run_key),
         lambda doc: (
             f"run {run_key!r} of dataset {dataset.name!r} is being written by "
             f"{claims.describe(doc)}; wait for it to finish or choose another run_key"
         ),
-        dataset_id=str(dataset._doc.id),
+        dataset_id=str(fc.dataset_id(dataset)),
         run_key=run_key,
         kind="run",
         phase="computing",
@@ -128,7 +128,7 @@ def commit_run(
     """
     from bson import ObjectId
 
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     claim.update(
         phase="staging",
         staging=f"{STAGING_PREFIX}{claim.token}",
@@ -154,7 +154,7 @@ def commit_run(
     except BaseException:
         _settle(claim, dataset)
         raise
-    getattr(dataset, DequityRun._results_cache_field())[run_key] = results
+    fc.results_cache(dataset)[run_key] = results
     fault_point("done")
 
 
@@ -166,7 +166,7 @@ def delete_run(claim: claims.Claim, samples: Any, run_key: str) -> None:
         with claim_run(dataset, "dequity") as claim:
             delete_run(claim, dataset, "dequity")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     config = dataset.get_run_info(run_key).config
     claim.update(
         phase="deleting", run_doc_id=_linked_run(dataset, run_key), fields=list(config.fields)
@@ -186,7 +186,7 @@ def rename_run(claim: claims.Claim, samples: Any, run_key: str, new_run_key: str
     """
     from dequity.runs import field_names
 
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     config = dataset.get_run_info(run_key).config
     claim.update(
         phase="renaming",
@@ -207,9 +207,9 @@ def recover_dataset(samples: Any) -> list[str]:
 
         recover_dataset(dataset)   # ['dequity'] after a killed compute_dequity
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     recovered = []
-    for doc in claims.collection().find({"dataset_id": str(dataset._doc.id)}):
+    for doc in claims.collection().find({"dataset_id": str(fc.dataset_id(dataset))}):
         claim = claims.take_over(doc)
         if claim is None:
             continue
@@ -235,7 +235,7 @@ def recover_dataset(samples: Any) -> list[str]:
 
 def writer_of(samples: Any, run_key: str) -> dict | None:
     """The claim document of the live process writing run ``run_key``, if any."""
-    return claims.collection().find_one({"_id": run_claim_id(samples._root_dataset, run_key)})
+    return claims.collection().find_one({"_id": run_claim_id(fc.root_dataset(samples), run_key)})
 
 
 def _settle(claim: claims.Claim, dataset: Any) -> None:
@@ -282,21 +282,17 @@ def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) 
 
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
     import fiftyone.constants as foc
-    import fiftyone.core.view as fov
     from bson import json_util
     from fiftyone.core.odm.runs import RunDocument
 
-    view_stages = None
-    if isinstance(samples, fov.DatasetView):
-        view_stages = [json_util.dumps(s) for s in samples._serialize(include_uuids=False)]
     run_doc = RunDocument(
         id=journal["run_doc_id"],
-        dataset_id=samples._root_dataset._doc.id,
+        dataset_id=fc.dataset_id(fc.root_dataset(samples)),
         key=run_key,
         version=foc.VERSION,
         timestamp=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
         config=deepcopy(config.serialize()),
-        view_stages=view_stages,
+        view_stages=fc.view_stages(samples),
         results=None,
     )
     run_doc.results.put(
@@ -308,13 +304,9 @@ def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal
     run_doc.save(upsert=True)
 
 
-def _dataset_collection(dataset: Any) -> Any:
-    return type(dataset._doc)._get_collection()
-
-
 def _linked_run(dataset: Any, run_key: str) -> Any:
     """The id of the run record that ``run_key`` points at in the database."""
-    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
     return (raw.get("runs") or {}).get(run_key)
 
 
@@ -324,8 +316,8 @@ def _link(claim: claims.Claim, dataset: Any, run_key: str, run_doc_id: Any) -> N
         old = _linked_run(dataset, run_key)
         claim.update(phase="committing", old_run_doc_id=old)
         expected = old if old is not None else {"$exists": False}
-        updated = _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": expected},
+        updated = fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": expected},
             {"$set": {f"runs.{run_key}": run_doc_id}},
         )
         if not updated.modified_count:
@@ -356,7 +348,7 @@ def _finish(dataset: Any, journal: dict) -> None:
             {"$project": project},
             {
                 "$merge": {
-                    "into": dataset._sample_collection_name,
+                    "into": fc.sample_collection_name(dataset),
                     "on": "_id",
                     "whenMatched": "merge",
                     "whenNotMatched": "discard",
@@ -373,14 +365,14 @@ def _finish(dataset: Any, journal: dict) -> None:
     fault_point("old_run_deleted")
     db.drop_collection(journal["staging"])
     dataset.reload()
-    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+    fc.results_cache(dataset).pop(run_key, None)
 
 
 def _finish_delete(dataset: Any, journal: dict) -> None:
     run_key, run_doc_id = journal["run_key"], journal.get("run_doc_id")
     with claims.dataset_lock(dataset):
-        _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
             {"$unset": {f"runs.{run_key}": ""}},
         )
         dataset.reload()
@@ -390,11 +382,10 @@ def _finish_delete(dataset: Any, journal: dict) -> None:
             dataset.delete_sample_fields(present)
     if run_doc_id is not None:
         _delete_run_doc(run_doc_id)
-    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+    fc.results_cache(dataset).pop(run_key, None)
 
 
 def _finish_rename(dataset: Any, journal: dict) -> None:
-    from fiftyone.core.odm.runs import RunDocument
 
     run_key, new_key = journal["run_key"], journal["new_run_key"]
     run_doc_id = journal["run_doc_id"]
@@ -411,7 +402,7 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
                 field.info = {**field.info, "run_key": new_key}
                 field.save()
         suffixes = ("cluster_field", "likelihood_field", "weight_field")
-        RunDocument._get_collection().update_one(
+        fc.run_documents().update_one(
             {"_id": run_doc_id},
             {
                 "$set": {
@@ -420,12 +411,12 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
                 }
             },
         )
-        _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
             {"$set": {f"runs.{new_key}": run_doc_id}, "$unset": {f"runs.{run_key}": ""}},
         )
         dataset.reload()
-    cache = getattr(dataset, DequityRun._results_cache_field())
+    cache = fc.results_cache(dataset)
     cache.pop(run_key, None)
     cache.pop(new_key, None)
 
@@ -434,11 +425,10 @@ def _roll_back(journal: dict) -> None:
     """Undo everything before the commit point: nothing outside staging was touched."""
     import fiftyone.core.odm as foo
     import gridfs
-    from fiftyone.core.odm.runs import RunDocument
 
     db = foo.get_db_conn()
     if journal.get("run_doc_id") is not None:
-        RunDocument._get_collection().delete_one({"_id": journal["run_doc_id"]})
+        fc.run_documents().delete_one({"_id": journal["run_doc_id"]})
     if journal.get("results_id") is not None:
         gridfs.GridFS(db).delete(journal["results_id"])
     if journal.get("staging"):
@@ -457,12 +447,12 @@ def _delete_run_doc(run_doc_id: Any) -> None:
 
 def _sync(dataset: Any) -> None:
     """Reload ``dataset`` if another process changed its runs since it was loaded."""
-    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
     linked = raw.get("runs") or {}
-    loaded = {key: getattr(doc, "id", doc) for key, doc in dataset._doc.runs.items()}
+    loaded = fc.loaded_run_ids(dataset)
     if linked != loaded:
         dataset.reload()
-        cache = getattr(dataset, DequityRun._results_cache_field())
+        cache = fc.results_cache(dataset)
         for key in list(cache):
             if linked.get(key) != loaded.get(key):
                 cache.pop(key, None)

@@ -13,32 +13,38 @@ from dequity import clustering as dc
 from dequity import commit as dcommit
 from dequity import embeddings as de
 from dequity import fields as df
+from dequity import fiftyone_compat as fc
 from dequity import projection as dp
 from dequity.defaults import (
     DEFAULT_CLUSTERING,
-    DEFAULT_MODEL,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
     DEFAULT_NOISE,
     DEFAULT_PROJECTION,
+    DEFAULT_RUN_KEY,
 )
 from dequity.errors import DequityError
 from dequity.estimate import estimate_likelihood
 from dequity.faults import fault_point
 from dequity.likelihood import validate_noise_policy
-from dequity.models import model_name, resolve_precision
-from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
-from dequity.validation import check_estimators, check_field_name, check_number
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
+from dequity.runs import (
+    FIELD_DESCRIPTIONS,
+    METHOD,
+    DequityResults,
+    DequityRun,
+    DequityRunConfig,
+    field_names,
+)
+from dequity.sources import parse_embeddings
+from dequity.validation import check_estimators, check_field_name
+from dequity.weights import validate_gfl_params
 
 logger = logging.getLogger(__name__)
-
-_EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device", "precision"}
-EMBEDDING_BACKENDS = ("local", "ray")
-_RAY_OPTIONS = {"num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address"}
 
 
 def compute_dequity(
     samples: Any,
-    run_key: str = "dequity",
+    run_key: str = DEFAULT_RUN_KEY,
     *,
     embeddings: str | np.ndarray | None = None,
     model: Any = None,
@@ -122,129 +128,93 @@ def compute_dequity(
     """
     fov.validate_collection(samples)
     dcommit.recover_dataset(samples)
-    config, store_field = _validate_request(
+    validate_run_key(samples, run_key, overwrite=overwrite)
+    if len(samples) == 0:
+        raise DequityError("the collection is empty; pass a dataset or view with samples")
+    source = parse_embeddings(
         samples,
         run_key,
         embeddings,
         model,
-        projection,
-        projection_kwargs,
-        clustering,
-        clustering_kwargs,
-        noise,
-        eta,
-        gamma,
-        overwrite,
-        embeddings_field,
-        embedding_backend,
-        ray_options,
-        embedding_options,
+        embeddings_field=embeddings_field,
+        backend=embedding_backend,
+        ray_options=ray_options,
+        options=embedding_options,
     )
+    config = DequityRunConfig(
+        run_key=run_key,
+        embeddings_field=source.recorded_field,
+        model=source.model_name,
+        projection=projection,
+        projection_kwargs=projection_kwargs,
+        clustering=clustering,
+        clustering_kwargs=clustering_kwargs,
+        noise=noise,
+        eta=eta,
+        gamma=gamma,
+    )
+    validate_config(config, len(samples))
+    run = config.build()
 
     with dcommit.claim_run(samples, run_key) as claim:
         # another process may have written this key since the checks above
         validate_run_key(samples, run_key, overwrite=overwrite)
         fault_point("claimed")
-        emb = _get_embeddings(
-            samples, embeddings, model, progress, embedding_backend, ray_options, embedding_options
-        )
-        logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
-        points = dp.project(emb.vectors, projection, **config.projection_kwargs)
-        logger.info("Likelihoods (%s)...", clustering)
-        labels, likelihoods = estimate_likelihood(
-            points, clustering, noise, **config.clustering_kwargs
-        )
-        weights = gfl_weight(likelihoods, eta, gamma)
-
-        results = DequityResults(
-            samples,
-            config,
-            run_key,
-            sample_ids=emb.sample_ids,
-            labels=labels.tolist(),
-            likelihoods=likelihoods.tolist(),
-            points=_points_2d(points).tolist(),
-            missing_ids=emb.missing_ids,
-        )
-        _commit(claim, samples, run_key, config, results, weights, emb, store_field, progress)
+        emb = source.load(samples, progress)
+        results = _estimate(samples, run_key, run, emb)
+        _commit(claim, samples, results, emb, source.store_field, progress)
     logger.info("dequity run %r: %s", run_key, _short_summary(results))
     return results
 
 
-def _validate_request(
-    samples: Any,
-    run_key: str,
-    embeddings: Any,
-    model: Any,
-    projection: str | None,
-    projection_kwargs: dict | None,
-    clustering: str,
-    clustering_kwargs: dict | None,
-    noise: str,
-    eta: float,
-    gamma: float,
-    overwrite: bool,
-    embeddings_field: str | None,
-    embedding_backend: str,
-    ray_options: dict | None,
-    embedding_options: dict,
-) -> tuple[DequityRunConfig, str | None]:
-    """Check every argument before any work; return the run config."""
-    validate_run_key(samples, run_key, overwrite=overwrite)
-    if len(samples) == 0:
-        raise DequityError("the collection is empty; pass a dataset or view with samples")
-    unknown = set(embedding_options) - _EMBEDDING_OPTIONS
-    if unknown:
-        raise DequityError(
-            f"unknown arguments {sorted(unknown)}; embedding options are "
-            f"{sorted(_EMBEDDING_OPTIONS)}"
-        )
-    if embeddings is not None and model is not None:
-        raise DequityError("pass either embeddings or model, not both")
-    _validate_embedding_options(embedding_options)
-    _validate_backend(embedding_backend, ray_options, embeddings, embedding_options)
-    if "precision" in embedding_options:
-        resolve_precision(embedding_options["precision"], embedding_options.get("device"))
-    validate_noise_policy(noise)
-    validate_gfl_params(eta, gamma)
-    for name, kwargs in (
-        ("projection_kwargs", projection_kwargs),
-        ("clustering_kwargs", clustering_kwargs),
-    ):
-        if kwargs is not None and not isinstance(kwargs, dict):
+def validate_config(config: DequityRunConfig, num_samples: int) -> None:
+    """Check ``config`` for a run on ``num_samples`` samples; fill in every parameter.
+
+    Raises :class:`DequityError` naming the first bad value. Afterwards the
+    config holds the full projection and clustering parameters, defaults
+    included, as they are stored with the run.
+
+    Example::
+
+        config = DequityRunConfig(clustering="dbscan", clustering_kwargs={"eps": 1.5})
+        validate_config(config, len(dataset))
+        config.clustering_kwargs   # {'eps': 1.5, 'min_samples': 10}
+    """
+    validate_noise_policy(config.noise)
+    validate_gfl_params(config.eta, config.gamma)
+    config.eta, config.gamma = float(config.eta), float(config.gamma)
+    for name in ("projection_kwargs", "clustering_kwargs"):
+        kwargs = getattr(config, name)
+        if not isinstance(kwargs, dict):
             raise DequityError(f"{name} must be a dict, got {kwargs!r}")
-    projection_params = dp.projection_params(projection, projection_kwargs)
-    clustering_params = dc.clustering_params(clustering, clustering_kwargs)
-    check_estimators(projection, projection_params, clustering, clustering_params)
-    dc.check_enough_samples(len(samples), clustering, clustering_params)
-    if embeddings_field is not None:
-        check_field_name("embeddings_field", embeddings_field)
-
-    embeddings_source = embeddings if isinstance(embeddings, str) else None
-    if embeddings_source is not None:
-        de.validate_embeddings_field(samples, embeddings_source)
-        store_field = None
-    else:
-        store_field = embeddings_field
-        if store_field is not None and embeddings is None:
-            if store_field in field_names(run_key).values():
-                raise DequityError(f"embeddings_field {store_field!r} is one of the run's fields")
-            if samples._root_dataset.has_sample_field(store_field):
-                de.validate_embeddings_field(samples, store_field)
-
-    config = DequityRunConfig(
-        run_key=run_key,
-        embeddings_field=embeddings_source or store_field,
-        model=None if embeddings is not None else model_name(model or DEFAULT_MODEL),
-        projection=projection,
-        projection_kwargs=projection_params,
-        clustering=clustering,
-        clustering_kwargs=clustering_params,
-        noise=noise,
-        eta=eta,
-        gamma=gamma,
+    config.projection_kwargs = dp.projection_params(config.projection, config.projection_kwargs)
+    config.clustering_kwargs = dc.clustering_params(config.clustering, config.clustering_kwargs)
+    check_estimators(
+        config.projection, config.projection_kwargs, config.clustering, config.clustering_kwargs
     )
-    return config, store_field
+    dc.check_enough_samples(num_samples, config.clustering, config.clustering_kwargs)
+
+
+def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -> DequityResults:
+    """Project, cluster and score ``emb`` as ``run``'s config says."""
+    config = run.config
+    logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), config.projection)
+    points = dp.project(emb.vectors, config.projection, **config.projection_kwargs)
+    logger.info("Likelihoods (%s)...", config.clustering)
+    labels, likelihoods = estimate_likelihood(
+        points, config.clustering, config.noise, **config.clustering_kwargs
+    )
+    return DequityResults(
+        samples,
+        config,
+        run_key,
+        sample_ids=emb.sample_ids,
+        labels=labels.tolist(),
+        likelihoods=likelihoods.tolist(),
+        points=_points_2d(points).tolist(),
+        missing_ids=emb.missing_ids,
+        backend=run,
+    )
 
 
 def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> None:
@@ -277,70 +247,6 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
     df.check_fields_free(samples, field_types, run_key)
 
 
-def _validate_embedding_options(options: dict) -> None:
-    if "batch_size" in options:
-        check_number("batch_size", options["batch_size"], minimum=1, integer=True)
-    if options.get("num_workers") is not None:
-        check_number("num_workers", options["num_workers"], minimum=0, integer=True)
-    if not isinstance(options.get("skip_failures", True), bool):
-        raise DequityError(f"skip_failures must be True or False, got {options['skip_failures']!r}")
-    device = options.get("device")
-    if device is not None and not isinstance(device, str):
-        raise DequityError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
-
-
-def _validate_backend(
-    backend: str, ray_options: dict | None, embeddings: Any, options: dict
-) -> None:
-    if backend not in EMBEDDING_BACKENDS:
-        raise DequityError(
-            f"embedding_backend must be one of {EMBEDDING_BACKENDS}, got {backend!r}"
-        )
-    if backend == "local":
-        if ray_options:
-            raise DequityError("ray_options need embedding_backend='ray'")
-        return
-    if embeddings is not None:
-        raise DequityError("embedding_backend='ray' computes embeddings; do not pass embeddings")
-    unknown = set(ray_options or {}) - _RAY_OPTIONS
-    if unknown:
-        raise DequityError(
-            f"unknown ray_options {sorted(unknown)}; accepted: {sorted(_RAY_OPTIONS)}"
-        )
-    local_only = {"num_workers", "device", "precision"} & set(options)
-    if local_only:
-        raise DequityError(
-            f"{sorted(local_only)} apply to the local backend; with Ray use "
-            "ray_options={'num_workers': ..., 'num_gpus_per_worker': ...}"
-        )
-
-
-def _get_embeddings(
-    samples: Any,
-    embeddings: Any,
-    model: Any,
-    progress: Any,
-    backend: str,
-    ray_options: dict | None,
-    options: dict,
-) -> de.Embeddings:
-    if isinstance(embeddings, str):
-        return de.from_field(samples, embeddings)
-    if embeddings is not None:
-        return de.from_array(samples, embeddings)
-    if backend == "ray":
-        from dequity.ray_embeddings import embed_with_ray
-
-        return embed_with_ray(
-            samples,
-            model if model is not None else DEFAULT_MODEL,
-            batch_size=options.get("batch_size", 32),
-            skip_failures=options.get("skip_failures", True),
-            **(ray_options or {}),
-        )
-    return de.from_model(samples, model, progress=progress, **options)
-
-
 def _points_2d(points: np.ndarray) -> np.ndarray:
     """2-D coordinates for plots: the first two projected axes."""
     if points.shape[1] >= 2:
@@ -351,19 +257,17 @@ def _points_2d(points: np.ndarray) -> np.ndarray:
 def _commit(
     claim: Any,
     samples: Any,
-    run_key: str,
-    config: DequityRunConfig,
     results: DequityResults,
-    weights: np.ndarray,
     emb: de.Embeddings,
     store_field: str | None,
     progress: Any,
 ) -> None:
     """Write fields, index and run record, all or nothing (see :mod:`dequity.commit`)."""
+    config = results.config
     ids = emb.sample_ids
     stale: list[str] = []
-    if samples.has_run(run_key):
-        old = samples.load_run_results(run_key)
+    if samples.has_run(results.key):
+        old = samples.load_run_results(results.key)
         stale = list(set(old.sample_ids + old.missing_ids) - set(ids))
     cleared = stale + emb.missing_ids
     blanks = [None] * len(cleared)
@@ -371,20 +275,20 @@ def _commit(
         dcommit.Column(
             config.cluster_field,
             "int",
-            "dequity cluster id of the sample's image (-1: noise)",
+            FIELD_DESCRIPTIONS["cluster"],
             (results.labels or [None] * len(ids)) + blanks,  # "knn" forms no clusters
         ),
         dcommit.Column(
             config.likelihood_field,
             "float",
-            "dequity likelihood: size of the sample's cluster / size of the largest",
+            FIELD_DESCRIPTIONS["likelihood"],
             results.likelihoods + blanks,
         ),
         dcommit.Column(
             config.weight_field,
             "float",
-            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-            weights.tolist() + blanks,
+            FIELD_DESCRIPTIONS["weight"],
+            results.weights.tolist() + blanks,
         ),
     ]
     if store_field:  # the first len(ids) samples: those with an embedding
@@ -394,7 +298,7 @@ def _commit(
     dcommit.commit_run(
         claim,
         samples,
-        run_key,
+        results.key,
         config,
         results,
         ids + cleared,
@@ -412,7 +316,7 @@ def _short_summary(results: DequityResults) -> str:
     )
 
 
-def load_dequity_results(samples: Any, run_key: str = "dequity") -> DequityResults:
+def load_dequity_results(samples: Any, run_key: str = DEFAULT_RUN_KEY) -> DequityResults:
     """Load the results of dequity run ``run_key`` from ``samples``' dataset.
 
     Example::
@@ -454,7 +358,7 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
         dequity.delete_dequity_run(dataset, "paper")
     """
     load_dequity_results(samples, run_key)
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim:
         load_dequity_results(dataset, run_key)
         dcommit.delete_run(claim, dataset, run_key)
@@ -472,7 +376,7 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
     check_field_name("new run key", new_run_key)
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim, dcommit.claim_run(dataset, new_run_key):
         load_dequity_results(dataset, run_key)
         if dataset.has_run(new_run_key):

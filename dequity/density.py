@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.validation import Integer
 
 #: rows per radius query: bounds the memory of the neighbour lists
 _ROWS = 4_096
@@ -111,8 +112,7 @@ def crowding(
         raise DequityError(f"points must have shape (num_samples, dim), got {x.shape}")
     if not np.isfinite(x).all():
         raise DequityError("points contain NaN or inf; recompute or drop those samples")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DequityError(f"k must be an integer >= 1, got {k!r}")
+    Integer(1)("k", k)
     n = x.shape[0]
     if n <= k:
         raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dequity import fiftyone_compat as fc
 from dequity.clustering import HDBSCAN_KNN
 from dequity.core import load_dequity_results
 from dequity.errors import DequityError
@@ -62,7 +63,7 @@ def export_weights(
         )
     results = load_dequity_results(samples, run_key)
     config = results.config
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     fields = ["id", "filepath", config.cluster_field, config.likelihood_field, config.weight_field]
     if token_field is not None:
         if not dataset.has_sample_field(token_field):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.validation import Integer, Param, Real, resolve_params
 
 logger = logging.getLogger(__name__)
 _CHUNK_ROWS = 65_536
@@ -19,25 +20,52 @@ TSNE = "tsne"
 #: openTSNE (FFT-accelerated) after PCA to 50-D; scales to 100k+ points.
 OPENTSNE = "opentsne"
 PROJECTIONS = (PCA, TSNE, OPENTSNE, None)
+#: how the command line and the App name ``projection=None``: the embeddings
+#: are clustered as they are
+NO_PROJECTION = "none"
 #: ``backend`` (a key of projection/clustering kwargs): scikit-learn & co.
 #: (default), RAPIDS cuML on the GPU, or cuML when importable with a GPU.
 BACKENDS = ("sklearn", "cuml", "auto")
 
-_DEFAULTS: dict[str | None, dict[str, Any]] = {
-    PCA: {"n_components": 50, "random_state": 51},
+
+def _check_backend(name: str, value: Any) -> None:
+    validate_backend(value)
+
+
+#: ``backend``: where the projection runs, :data:`BACKENDS`
+BACKEND = Param(check=_check_backend, estimator=False)
+_SEED = Param(51)
+#: the parameters of each projection, with dequity's defaults
+PARAMETERS: dict[str | None, dict[str, Param]] = {
+    PCA: {
+        "n_components": Param(50),
+        "random_state": _SEED,
+        "whiten": Param(flag=True),
+        "backend": BACKEND,
+    },
     TSNE: {
-        "n_components": 3,
-        "init": "pca",
-        "perplexity": 30.0,
-        "random_state": 51,
+        "n_components": Param(3),
+        "init": Param("pca"),
+        "perplexity": Param(30.0),
+        "random_state": _SEED,
+        "early_exaggeration": Param(),
+        "learning_rate": Param(),
+        "max_iter": Param(),
+        "metric": Param(),
+        "backend": BACKEND,
     },
     OPENTSNE: {
-        "n_components": 2,
-        "perplexity": 30.0,
-        "pca_components": 50,
-        "random_state": 51,
+        "n_components": Param(2, check=Integer(1)),
+        "perplexity": Param(30.0, check=Real(1)),
+        "pca_components": Param(50, check=Integer(1), estimator=False),
+        "random_state": _SEED,
+        "metric": Param(),
+        "n_jobs": Param(),
+        "early_exaggeration": Param(),
+        "n_iter": Param(check=Integer(1)),
+        "backend": BACKEND,
     },
-    None: {},
+    None: {"backend": BACKEND},
 }
 
 
@@ -56,17 +84,8 @@ def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
         3
     """
     validate_projection(method)
-    params = dict(_DEFAULTS[method])
-    accepted = set(params) | _EXTRA_KEYS[method] | {"backend"}
-    unknown = set(kwargs or {}) - accepted
-    if unknown:
-        raise DequityError(
-            f"unknown projection_kwargs {sorted(unknown)} for projection "
-            f"{method!r}; accepted: {sorted(accepted)}"
-        )
-    params.update(kwargs or {})
+    params = resolve_params(PARAMETERS[method], kwargs, "projection_kwargs", method)
     if "backend" in params:
-        validate_backend(params["backend"])
         if params["backend"] == "cuml" and method == OPENTSNE:
             raise DequityError(
                 "projection 'opentsne' has no cuML version; use projection='tsne' or "
@@ -78,14 +97,6 @@ def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
                 "n_components=2 or backend='sklearn'"
             )
     return params
-
-
-_EXTRA_KEYS: dict[str | None, set[str]] = {
-    PCA: {"whiten"},
-    TSNE: {"early_exaggeration", "learning_rate", "max_iter", "metric"},
-    OPENTSNE: {"metric", "n_jobs", "early_exaggeration", "n_iter"},
-    None: set(),
-}
 
 
 def validate_backend(backend: str) -> None:

@@ -14,12 +14,19 @@ from typing import Any
 import fiftyone.core.runs as focr
 import numpy as np
 
+from dequity import fiftyone_compat as fc
 from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.errors import DequityError
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
 FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
+#: what each field of a run holds, by role
+FIELD_DESCRIPTIONS = {
+    "cluster": "dequity cluster id of the sample's image (-1: noise)",
+    "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
+    "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+}
 
 
 def field_names(run_key: str) -> dict[str, str]:
@@ -34,7 +41,17 @@ def field_names(run_key: str) -> dict[str, str]:
 
 
 class DequityRunConfig(focr.RunConfig):
-    """Everything needed to reproduce a dequity run; stored with the run."""
+    """Everything needed to reproduce a dequity run; stored with the run.
+
+    Values are kept as given; :func:`dequity.core.validate_config` checks
+    them and fills in the full projection and clustering parameters.
+
+    Example::
+
+        config = DequityRunConfig("paper", embeddings_field="embedding",
+                                  projection="tsne", clustering="dbscan")
+        config.weight_field   # 'paper_weight'
+    """
 
     def __init__(
         self,
@@ -58,12 +75,12 @@ class DequityRunConfig(focr.RunConfig):
         self.embeddings_field = embeddings_field
         self.model = model
         self.projection = projection
-        self.projection_kwargs = projection_kwargs or {}
+        self.projection_kwargs = {} if projection_kwargs is None else projection_kwargs
         self.clustering = clustering
-        self.clustering_kwargs = clustering_kwargs or {}
+        self.clustering_kwargs = {} if clustering_kwargs is None else clustering_kwargs
         self.noise = noise
-        self.eta = float(eta)
-        self.gamma = float(gamma)
+        self.eta = eta
+        self.gamma = gamma
         self.cluster_field = cluster_field or fields["cluster"]
         self.likelihood_field = likelihood_field or fields["likelihood"]
         self.weight_field = weight_field or fields["weight"]
@@ -85,14 +102,14 @@ class DequityRun(focr.Run):
         return fields
 
     def cleanup(self, samples: Any, key: str) -> None:
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         present = [f for f in self.config.fields if dataset.has_sample_field(f)]
         if present:
             dataset.delete_sample_fields(present)
 
     def rename(self, samples: Any, key: str, new_key: str) -> None:
         """Rename the run's fields along with its key (``<key>_weight`` ...)."""
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         old = dict(zip(FIELD_SUFFIXES, self.config.fields))
         new = field_names(new_key)
         taken = [new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(new[s])]
@@ -100,7 +117,7 @@ class DequityRun(focr.Run):
             raise ValueError(f"cannot rename run to {new_key!r}: fields {taken} exist")
         renames = {old[s]: new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(old[s])}
         dataset.rename_sample_fields(renames)
-        cached = getattr(dataset, self._results_cache_field()).get(key)
+        cached = fc.results_cache(dataset).get(key)
         for config in (self.config, getattr(cached, "config", None)):
             if config is not None:
                 config.cluster_field = new["cluster"]
@@ -184,7 +201,7 @@ class DequityResults(focr.RunResults):
         Counts only the samples that still exist: samples deleted from the
         dataset since the run are reported as ``num_deleted``.
         """
-        existing = set(self.samples._root_dataset.values("id"))
+        existing = set(fc.root_dataset(self.samples).values("id"))
         present = np.array([i in existing for i in self.sample_ids], dtype=bool)
         labels = [label for label, kept in zip(self.labels, present) if kept]
         sizes = Counter(labels)
@@ -224,7 +241,7 @@ class DequityResults(focr.RunResults):
         column = dcommit.Column(
             config.weight_field,
             "float",
-            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+            FIELD_DESCRIPTIONS["weight"],
             weights.tolist(),
         )
         with dcommit.claim_run(self.samples, self.key) as claim:

@@ -11,6 +11,7 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 import dequity
+from dequity import fiftyone_compat as fc
 from dequity.embeddings import validate_embeddings_field
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, validate_gfl_params
 
@@ -43,7 +44,7 @@ def vector_fields(samples: Any) -> list[str]:
 def run_key_problem(samples: Any, run_key: Any, overwrite: bool = False) -> str | None:
     """Why ``run_key`` cannot name a new dequity run on ``samples``, or None."""
     try:
-        dequity.validate_run_key(samples._root_dataset, run_key, overwrite=overwrite)
+        dequity.validate_run_key(fc.root_dataset(samples), run_key, overwrite=overwrite)
     except dequity.DequityError as e:
         return str(e)
     return None

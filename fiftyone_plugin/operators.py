@@ -19,12 +19,22 @@ import fiftyone.operators.types as types
 
 import dequity
 from dequity import clustering as dclustering
+from dequity import fiftyone_compat as fc
 from dequity import projection as dprojection
-from dequity.clustering import HDBSCAN_KNN
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
+from dequity.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
+from dequity.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CLUSTERING,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
+    DEFAULT_MODEL,
+    DEFAULT_NOISE,
+    DEFAULT_PROJECTION,
+    DEFAULT_RUN_KEY,
+)
 from dequity.embeddings import validate_embeddings_field
 from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
+from dequity.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
     existing_run_input,
@@ -40,7 +50,6 @@ from fiftyone_plugin.viz import delete_visualization, rename_visualization, stor
 
 FIELD_SOURCE = "field"
 MODEL_SOURCE = "model"
-NO_PROJECTION = "none"
 MODELS = {
     "efficientnet-lite0-layers": "EfficientNet-Lite0, every stage pooled (offline, default)",
     "efficientnet-lite0": "EfficientNet-Lite0, final features (ImageNet, offline)",
@@ -49,16 +58,16 @@ MODELS = {
     "clip:ViT-B-32@laion2b_s34b_b79k": "open_clip ViT-B-32 (the paper's CLIP; downloads weights)",
 }
 _PROJECTION_LABELS = {
-    "pca": "PCA (default: fast, keeps cluster sizes)",
-    "tsne": "t-SNE to 3-D (the paper)",
-    "opentsne": "openTSNE (large datasets)",
+    PCA: "PCA (default: fast, keeps cluster sizes)",
+    TSNE: "t-SNE to 3-D (the paper)",
+    OPENTSNE: "openTSNE (large datasets)",
     NO_PROJECTION: "None (cluster the raw embeddings)",
 }
 _CLUSTERING_LABELS = {
     HDBSCAN_KNN: "HDBSCAN + k-NN crowding (default: continuous, finds rare kinds and conditions)",
-    "hdbscan": "HDBSCAN cluster sizes only (no distance threshold to tune)",
-    "dbscan": "DBSCAN (the paper; eps depends on the projection's scale)",
-    "knn": "None: k-NN neighbourhood-count likelihood, no clusters",
+    HDBSCAN: "HDBSCAN cluster sizes only (no distance threshold to tune)",
+    DBSCAN: "DBSCAN (the paper; eps depends on the projection's scale)",
+    KNN: "None: k-NN neighbourhood-count likelihood, no clusters",
 }
 _NOISE_LABELS = {
     NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster (default)",
@@ -75,7 +84,7 @@ def _execute(
     delegation_target: str | None,
     target: str | None = "CURRENT_VIEW",
 ) -> Any:
-    ctx = {"dataset": samples._root_dataset, "view": samples.view(), "params": dict(params)}
+    ctx = {"dataset": fc.root_dataset(samples), "view": samples.view(), "params": dict(params)}
     if target is not None:
         ctx["params"]["view_target"] = target
     return foo.execute_operator(
@@ -199,7 +208,7 @@ class ComputeDequity(foo.Operator):
     def __call__(
         self,
         samples: Any,
-        run_key: str = "dequity",
+        run_key: str = DEFAULT_RUN_KEY,
         *,
         embeddings: str | None = None,
         model: str | None = None,
@@ -212,14 +221,14 @@ class ComputeDequity(foo.Operator):
         gamma: float = DEFAULT_GAMMA,
         overwrite: bool = False,
         embeddings_field: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         delegate: bool = False,
         delegation_target: str | None = None,
     ) -> Any:
         """Run on ``samples`` (a dataset or view); see :func:`dequity.compute_dequity`.
 
         ``embeddings`` names a vector field; otherwise ``model`` (default
-        ``"efficientnet-lite0"``) embeds the images, and ``embeddings_field``
+        :data:`dequity.defaults.DEFAULT_MODEL`) embeds the images, and ``embeddings_field``
         optionally stores them. Returns the ``ExecutionResult``.
         """
         params = {
@@ -358,13 +367,13 @@ class ComputeDequity(foo.Operator):
             if not str(name).isidentifier():
                 store.invalid = True
                 store.error_message = f"field name must be an identifier, got {name!r}"
-            elif target._root_dataset.has_sample_field(name):
+            elif fc.root_dataset(target).has_sample_field(name):
                 try:
                     validate_embeddings_field(target, name)
                 except dequity.DequityError as e:
                     store.invalid = True
                     store.error_message = str(e)
-        inputs.int("batch_size", default=32, min=1, label="Batch size")
+        inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, min=1, label="Batch size")
 
     @staticmethod
     def _check_kwargs(ctx: Any, prop: Any, kind: str, method: str) -> None:
@@ -404,7 +413,7 @@ class ComputeDequity(foo.Operator):
         else:
             kwargs["model"] = p.get("model") or DEFAULT_MODEL
             kwargs["embeddings_field"] = p.get("embeddings_field") or None
-            kwargs["batch_size"] = int(p.get("batch_size") or 32)
+            kwargs["batch_size"] = int(p.get("batch_size") or DEFAULT_BATCH_SIZE)
             kwargs["num_workers"] = None if ctx.delegated else 0
             labels = ["Embedding images", "Writing fields"]
 

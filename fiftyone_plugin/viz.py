@@ -15,6 +15,7 @@ import fiftyone.brain as fob
 import numpy as np
 
 import dequity
+from dequity import fiftyone_compat as fc
 from dequity.claims import dataset_lock
 from fiftyone_plugin.common import viz_key
 
@@ -30,7 +31,7 @@ def owned_visualization(samples: Any, run_key: str) -> bool:
 
         owned_visualization(dataset, "dequity")   # False for a user's own "dequity_viz"
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     key = viz_key(run_key)
     if key not in dataset.list_brain_runs(type=fob.Visualization):
         return False
@@ -51,7 +52,7 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
         store_visualization(dequity.load_dequity_results(dataset, "dequity"))
     """
     key = viz_key(results.key)
-    dataset = results.samples._root_dataset
+    dataset = fc.root_dataset(results.samples)
     with dataset_lock(dataset):
         if dataset.has_brain_run(key):
             if not owned_visualization(dataset, results.key):
@@ -81,7 +82,7 @@ def delete_visualization(samples: Any, run_key: str) -> bool:
 
         delete_visualization(dataset, "dequity")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dataset_lock(dataset):
         if not owned_visualization(dataset, run_key):
             return False
@@ -96,7 +97,7 @@ def rename_visualization(samples: Any, run_key: str, new_run_key: str) -> bool:
 
         rename_visualization(dataset, "dequity", "dequity_clip")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     new_key = viz_key(new_run_key)
     with dataset_lock(dataset):
         if not owned_visualization(dataset, run_key) or dataset.has_brain_run(new_key):

@@ -1,5 +1,6 @@
 """What a newcomer relies on: the README's commands, CI, lint, the database binary."""
 
+import ast
 import os
 import re
 import subprocess
@@ -53,3 +54,27 @@ def test_code_is_ruff_clean():
         [sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The top-level packages a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("experiments", {"benchmarks"}),
+        ("dequity", {"benchmarks", "experiments", "reporting"}),
+        ("training", {"benchmarks", "experiments", "reporting"}),
+    ],
+)
+def test_packages_import_only_what_sits_below_them(package, forbidden):
+    for path in (REPO / package).rglob("*.py"):
+        assert not imported_packages(path) & forbidden, path

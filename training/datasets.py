@@ -33,6 +33,7 @@ from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from dequity.runs import METHOD as DEQUITY_METHOD
 from dequity.runs import field_names
@@ -82,7 +83,7 @@ def likelihood_field_for(view: Any, weight_field: str | None) -> str | None:
 
         likelihood_field_for(dataset, "dequity_weight")  # 'dequity_likelihood'
     """
-    dataset = view._root_dataset
+    dataset = fc.root_dataset(view)
     for key in dataset.list_runs(method=DEQUITY_METHOD) if weight_field else ():
         config = dataset.get_run_info(key).config
         if config.weight_field == weight_field:
@@ -281,14 +282,14 @@ def _check_weight_field(view: Any, weight_field: str) -> None:
     if _field_type(view, weight_field) is None:
         run_key = _run_key_writing(weight_field)
         how = (
-            f"`dequity compute --dataset {view._root_dataset.name} --run-key {run_key}` "
+            f"`dequity compute --dataset {fc.root_dataset(view).name} --run-key {run_key}` "
             f"or dequity.compute_dequity(dataset, run_key={run_key!r})"
             if run_key
             else "`dequity compute` or dequity.compute_dequity(dataset)"
         )
         raise DequityError(
             f"the weight field {weight_field!r} does not exist on dataset "
-            f"{view._root_dataset.name!r}; compute the weights first with {how}, "
+            f"{fc.root_dataset(view).name!r}; compute the weights first with {how}, "
             "or pass weight_field=None (--weight-field none) to train without weights"
         )
     missing = len(view) - view.count(weight_field)
@@ -312,7 +313,7 @@ def resolve_classes(view: Any, label_field: str, classes: Sequence[str] | None =
     if field is None:
         raise DequityError(
             f"the label field {label_field!r} does not exist on dataset "
-            f"{view._root_dataset.name!r}; pass the name of a Detections field"
+            f"{fc.root_dataset(view).name!r}; pass the name of a Detections field"
         )
     import fiftyone.core.labels as fol
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from training.datasets import (
     DEFAULT_WEIGHT_FIELD,
@@ -74,7 +75,7 @@ def load_samples(dataset: Any, view: str | None = None) -> Any:
             )
         dataset = fo.load_dataset(dataset)
     if view is not None:
-        root = dataset._root_dataset
+        root = fc.root_dataset(dataset)
         if view not in root.list_saved_views():
             raise DequityError(
                 f"dataset {root.name!r} has no saved view {view!r}; its saved views are "
@@ -406,7 +407,7 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
     Writes the run folder's ``config.json``; nothing else is written yet.
     """
     samples = load_samples(samples, config.view)
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     _check_key(dataset, config)
     checkpoint = _checkpoint_file(config.resume) if config.resume is not None else None
     classes = resolve_classes(samples, config.label_field, config.classes)
