@@ -14,6 +14,7 @@ from dequity import commit as dcommit
 from dequity import embeddings as de
 from dequity import fields as df
 from dequity import fiftyone_compat as fc
+from dequity import groups as dg
 from dequity import projection as dp
 from dequity.defaults import (
     DEFAULT_CLUSTERING,
@@ -24,7 +25,7 @@ from dequity.defaults import (
     DEFAULT_RUN_KEY,
 )
 from dequity.errors import DequityError
-from dequity.estimate import estimate_likelihood
+from dequity.estimate import estimate
 from dequity.faults import fault_point
 from dequity.likelihood import validate_noise_policy
 from dequity.runs import (
@@ -60,6 +61,8 @@ def compute_dequity(
     embeddings_field: str | None = None,
     embedding_backend: str = "local",
     ray_options: dict | None = None,
+    group_field: str | None = None,
+    collapse_near_duplicates: float | None = None,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -105,6 +108,16 @@ def compute_dequity(
             actor per worker (``pip install 'dequity[ray]'``).
         ray_options: for the Ray backend: ``num_workers`` (2),
             ``num_cpus_per_worker``, ``num_gpus_per_worker``, ``address``.
+        group_field: a field naming each sample's scene, sequence or drive
+            (for a grouped dataset, its group field): a cluster's size is then
+            the number of distinct groups among its members, and crowding
+            counts groups, so a rare event filmed for 40 frames stays rare.
+            For a video dataset, run on ``dataset.to_frames()`` with
+            ``group_field="sample_id"``. Every sample needs a value.
+        collapse_near_duplicates: without a group field, a cosine similarity
+            in ``(0, 1]``: consecutive samples (in the collection's order, so
+            sort frames by time first) whose embeddings are at least this
+            similar count once (:func:`dequity.groups.near_duplicate_groups`).
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
@@ -152,8 +165,11 @@ def compute_dequity(
         noise=noise,
         eta=eta,
         gamma=gamma,
+        group_field=group_field,
+        collapse_near_duplicates=collapse_near_duplicates,
     )
     validate_config(config, len(samples))
+    dg.check_group_field(samples, group_field)
     run = config.build()
 
     with dcommit.claim_run(samples, run_key) as claim:
@@ -192,6 +208,7 @@ def validate_config(config: DequityRunConfig, num_samples: int) -> None:
     check_estimators(
         config.projection, config.projection_kwargs, config.clustering, config.clustering_kwargs
     )
+    dg.check_grouping(config.group_field, config.collapse_near_duplicates)
     dc.check_enough_samples(num_samples, config.clustering, config.clustering_kwargs)
 
 
@@ -199,20 +216,26 @@ def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -
     """Project, cluster and score ``emb`` as ``run``'s config says."""
     config = run.config
     logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), config.projection)
-    points = dp.project(emb.vectors, config.projection, **config.projection_kwargs)
-    logger.info("Likelihoods (%s)...", config.clustering)
-    labels, likelihoods = estimate_likelihood(
-        points, config.clustering, config.noise, **config.clustering_kwargs
+    points, transform = dp.fit_projection(
+        emb.vectors, config.projection, **config.projection_kwargs
     )
+    groups = dg.sample_groups(samples, emb, config.group_field, config.collapse_near_duplicates)
+    logger.info("Likelihoods (%s)...", config.clustering)
+    result = estimate(points, config.clustering, config.noise, groups, **config.clustering_kwargs)
+    fit = None
+    if transform is not None and groups is None:  # what update_dequity needs
+        result.fit.projection = transform
+        fit = result.fit.to_dict()
     return DequityResults(
         samples,
         config,
         run_key,
         sample_ids=emb.sample_ids,
-        labels=labels.tolist(),
-        likelihoods=likelihoods.tolist(),
+        labels=result.labels.tolist(),
+        likelihoods=result.likelihoods.tolist(),
         points=_points_2d(points).tolist(),
         missing_ids=emb.missing_ids,
+        fit=fit,
         backend=run,
     )
 

@@ -32,16 +32,29 @@ def group_codes(values: Sequence[Any], field: str = "group_field") -> np.ndarray
     """
     missing = sum(v is None for v in values)
     if missing:
-        raise DequityError(
-            f"{missing} of {len(values)} samples have no value in {field!r}; set it on "
-            f"every sample, or run on the samples that have one: "
-            f"samples.exists({field!r})"
-        )
+        raise _missing_groups(missing, len(values), field)
     try:
         _, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
     except (TypeError, ValueError) as e:
         raise DequityError(f"{field!r} must hold one hashable id per sample: {e}") from None
     return codes.astype(np.int64)
+
+
+def _missing_groups(missing: int, total: int, field: str) -> DequityError:
+    return DequityError(
+        f"{missing} of {total} samples have no value in {field!r}; set it on every "
+        f"sample, or run on the samples that have one: samples.exists({field!r})"
+    )
+
+
+def _check_threshold(threshold: Any) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise DequityError(f"collapse_near_duplicates must be a number, got {threshold!r}")
+    if not 0 < threshold <= 1:
+        raise DequityError(
+            f"collapse_near_duplicates is a cosine similarity in (0, 1], got {threshold}; "
+            "0.95 merges only near-identical consecutive frames"
+        )
 
 
 def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
@@ -58,13 +71,7 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
         >>> near_duplicate_groups(v, 0.95).tolist()
         [0, 0, 1, 1]
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise DequityError(f"collapse_near_duplicates must be a number, got {threshold!r}")
-    if not 0 < threshold <= 1:
-        raise DequityError(
-            f"collapse_near_duplicates is a cosine similarity in (0, 1], got {threshold}; "
-            "0.95 merges only near-identical consecutive frames"
-        )
+    _check_threshold(threshold)
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
         raise DequityError(f"vectors must have shape (num_samples, dim), got {x.shape}")
@@ -87,3 +94,61 @@ def distinct_groups_per_label(labels: np.ndarray, groups: np.ndarray) -> np.ndar
     pairs = np.unique(np.stack([labels, groups]), axis=1)
     ids, counts = np.unique(pairs[0], return_counts=True)
     return counts[np.searchsorted(ids, labels)]
+
+
+def check_grouping(group_field: str | None, collapse_near_duplicates: float | None) -> None:
+    """Raise :class:`DequityError` for a bad or contradictory grouping request."""
+    if group_field is not None and collapse_near_duplicates is not None:
+        raise DequityError(
+            "pass group_field or collapse_near_duplicates, not both: with a group field "
+            "the groups are known; near-duplicate collapsing is for data without one"
+        )
+    if group_field is not None and (not isinstance(group_field, str) or not group_field):
+        raise DequityError(f"group_field must be a field name, got {group_field!r}")
+    if collapse_near_duplicates is not None:
+        _check_threshold(collapse_near_duplicates)
+
+
+def check_group_field(samples: Any, group_field: str | None) -> None:
+    """Raise :class:`DequityError` when ``group_field`` is missing from ``samples``."""
+    if group_field is None:
+        return
+    if not samples.has_field(group_field):
+        raise DequityError(
+            f"the samples have no field {group_field!r} to group by; pass one of "
+            f"{sorted(samples.get_field_schema())}, or collapse_near_duplicates=0.95 "
+            "to count runs of near-identical frames once"
+        )
+    missing = len(samples.exists(group_field, False))
+    if missing:
+        raise _missing_groups(missing, len(samples), group_field)
+
+
+def sample_groups(
+    samples: Any,
+    embeddings: Any,
+    group_field: str | None,
+    collapse_near_duplicates: float | None,
+) -> np.ndarray | None:
+    """One group code per embedded sample (aligned with ``embeddings.sample_ids``), or None.
+
+    For a FiftyOne grouped dataset's group field (a ``Group``), the group is its id.
+
+    Example::
+
+        groups = sample_groups(dataset, emb, "scene_id", None)
+    """
+    if collapse_near_duplicates is not None:
+        return near_duplicate_groups(embeddings.vectors, collapse_near_duplicates)
+    if group_field is None:
+        return None
+    import fiftyone as fo
+
+    field = group_field
+    if isinstance(samples.get_field(group_field), fo.EmbeddedDocumentField) and issubclass(
+        samples.get_field(group_field).document_type, fo.Group
+    ):
+        field = f"{group_field}.id"
+    ids, values = samples.values(["id", field])
+    by_id = dict(zip(ids, values))
+    return group_codes([by_id[i] for i in embeddings.sample_ids], group_field)

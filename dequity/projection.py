@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.fit import LinearProjection
 from dequity.validation import Integer, Param, Real, resolve_params
 
 logger = logging.getLogger(__name__)
@@ -159,22 +160,39 @@ def project(
         >>> project(x, "pca", n_components=10).shape
         (200, 10)
     """
+    return fit_projection(embeddings, method, **kwargs)[0]
+
+
+def fit_projection(
+    embeddings: np.ndarray, method: str | None = PCA, **kwargs: Any
+) -> tuple[np.ndarray, LinearProjection | None]:
+    """:func:`project`, with the linear map that projects new embeddings the same way.
+
+    The map is None for t-SNE, which has no transform for new points.
+
+    Example::
+
+        >>> x = np.random.default_rng(0).normal(size=(200, 64))
+        >>> points, transform = fit_projection(x, "pca", n_components=10)
+        >>> bool(np.allclose(transform(x[:5]), points[:5], atol=1e-4))
+        True
+    """
     params = projection_params(method, kwargs)
     backend = params.pop("backend", "sklearn")
     x = np.asarray(embeddings, dtype=np.float32)
     n = x.shape[0]
     if method is None:
-        return x
+        return x, LinearProjection()
     if method == PCA:
         return _pca(x, params.pop("n_components"), gpu=use_cuml(backend), **params)
     if method == TSNE:
         params["perplexity"] = _cap_perplexity(params["perplexity"], n)
         if use_cuml(backend, supported=params["n_components"] == 2):
-            return _cuml_tsne(x, params)
+            return _cuml_tsne(x, params), None
         from sklearn.manifold import TSNE as SklearnTSNE
 
-        return SklearnTSNE(**params).fit_transform(x).astype(np.float32)
-    return _opentsne(x, **params)
+        return SklearnTSNE(**params).fit_transform(x).astype(np.float32), None
+    return _opentsne(x, **params), None
 
 
 def _cuml_tsne(x: np.ndarray, params: dict) -> np.ndarray:
@@ -192,8 +210,8 @@ def _pca(
     fit_samples: int = 100_000,
     gpu: bool = False,
     **params: Any,
-) -> np.ndarray:
-    """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk.
+) -> tuple[np.ndarray, LinearProjection]:
+    """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk; and its map.
 
     The principal axes of 100k random rows match those of all rows closely,
     and neither step copies the full matrix (it may be a memory-mapped file).
@@ -208,14 +226,17 @@ def _pca(
 
     k = min(int(n_components), x.shape[0], x.shape[1])
     if k >= x.shape[1]:
-        return x
+        return x, LinearProjection()
     rng = np.random.default_rng(params.get("random_state"))
     rows = x if len(x) <= fit_samples else x[np.sort(rng.choice(len(x), fit_samples, False))]
     pca = PCAClass(n_components=k, **params).fit(rows)
     out = np.empty((len(x), k), dtype=np.float32)
     for i in range(0, len(x), _CHUNK_ROWS):
         out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
-    return out
+    axes = np.asarray(pca.components_, dtype=np.float32)
+    if params.get("whiten"):
+        axes = axes / np.sqrt(np.asarray(pca.explained_variance_, dtype=np.float32))[:, None]
+    return out, LinearProjection(np.asarray(pca.mean_, dtype=np.float32), axes)
 
 
 def _cap_perplexity(perplexity: float, n: int) -> float:
@@ -229,7 +250,7 @@ def _cap_perplexity(perplexity: float, n: int) -> float:
 def _opentsne(x: np.ndarray, pca_components: int, random_state: int, **params: Any) -> np.ndarray:
     from openTSNE import TSNE as OpenTSNE
 
-    x = _pca(x, pca_components, random_state=random_state)
+    x = _pca(x, pca_components, random_state=random_state)[0]
     params["perplexity"] = _cap_perplexity(params["perplexity"], x.shape[0])
     params.setdefault("n_jobs", -1)
     tsne = OpenTSNE(random_state=random_state, verbose=False, **params)

@@ -68,6 +68,8 @@ class DequityRunConfig(focr.RunConfig):
         cluster_field: str | None = None,
         likelihood_field: str | None = None,
         weight_field: str | None = None,
+        group_field: str | None = None,
+        collapse_near_duplicates: float | None = None,
         method: str = METHOD,
         **kwargs: Any,
     ) -> None:
@@ -84,6 +86,8 @@ class DequityRunConfig(focr.RunConfig):
         self.cluster_field = cluster_field or fields["cluster"]
         self.likelihood_field = likelihood_field or fields["likelihood"]
         self.weight_field = weight_field or fields["weight"]
+        self.group_field = group_field
+        self.collapse_near_duplicates = collapse_near_duplicates
         super().__init__(method=method, **kwargs)
 
     @property
@@ -151,6 +155,7 @@ class DequityResults(focr.RunResults):
         likelihoods: list[float] | None = None,
         points: list[list[float]] | None = None,
         missing_ids: list[str] | None = None,
+        fit: dict | None = None,
         backend: Any = None,
     ) -> None:
         super().__init__(samples, config, key, backend=backend)
@@ -159,9 +164,12 @@ class DequityResults(focr.RunResults):
         self.likelihoods = [float(v) for v in (likelihoods or [])]
         self.points = [list(map(float, p)) for p in (points or [])]
         self.missing_ids = list(missing_ids or [])
+        #: what places new samples without refitting (:class:`dequity.fit.LikelihoodFit`
+        #: as a dict); None for runs that cannot be updated (t-SNE, groups)
+        self.fit = fit
 
     def attributes(self) -> list[str]:
-        return ["cls", "sample_ids", "labels", "likelihoods", "points", "missing_ids"]
+        return ["cls", "sample_ids", "labels", "likelihoods", "points", "missing_ids", "fit"]
 
     @classmethod
     def _from_dict(cls, d: dict, samples: Any, config: Any, key: str) -> DequityResults:
@@ -174,6 +182,7 @@ class DequityResults(focr.RunResults):
             likelihoods=d.get("likelihoods"),
             points=d.get("points"),
             missing_ids=d.get("missing_ids"),
+            fit=d.get("fit"),
         )
 
     @property
