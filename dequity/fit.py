@@ -25,6 +25,9 @@ from dequity.likelihood import NOISE_SINGLETON
 #: share of new samples farther from every reference point than the fit's
 #: own 99th-percentile nearest-neighbour distance above which a refit is advised
 FAR_SHARE_WARNING = 0.10
+#: reference points whose majority label a new sample takes (a vote of 5
+#: agrees with a refit more often than the nearest point alone)
+PLACE_NEIGHBOURS = 5
 #: total-variation distance between the new samples' cluster proportions and
 #: the fit's above which a refit is advised
 SHIFT_WARNING = 0.25
@@ -69,20 +72,22 @@ class LikelihoodFit:
     def place(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(labels, counts, far)`` of new projected ``points``.
 
-        The label is the nearest reference point's (``-1`` with ``noise="singleton"``
-        when that point is noise); ``counts`` the reference points within the
+        The label is the most common among the :data:`PLACE_NEIGHBOURS` nearest
+        reference points' (ties: the nearest's; ``-1`` with ``noise="singleton"``
+        when that is noise); ``counts`` the reference points within the
         crowding radius (zeros without crowding); ``far`` marks points farther
         from every reference point than :attr:`far_distance`.
         """
         from sklearn.neighbors import NearestNeighbors
 
         x = np.asarray(points, dtype=np.float64)
-        index = NearestNeighbors(n_neighbors=1, algorithm="brute").fit(self.reference)
+        k = min(PLACE_NEIGHBOURS, len(self.reference))
+        index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(self.reference)
         distance, nearest = index.kneighbors(x)
         labels = (
-            self.reference_labels[nearest[:, 0]]
+            _majority(self.reference_labels[nearest])
             if len(self.reference_labels)
-            else np.empty(0, np.int64)
+            else (np.empty(0, np.int64))
         )
         counts = np.zeros(len(x), np.int64)
         if self.radius is not None:
@@ -169,6 +174,16 @@ class LikelihoodFit:
             far_distance=float(d["far_distance"]),
             self_counted=bool(d["self_counted"]),
         )
+
+
+def _majority(labels: np.ndarray) -> np.ndarray:
+    """Per row, the most common label; ties go to the label met first (the nearer)."""
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, row in enumerate(labels):
+        values, first, counts = np.unique(row, return_index=True, return_counts=True)
+        best = counts == counts.max()
+        out[i] = values[best][np.argmin(first[best])]
+    return out
 
 
 @dataclass(frozen=True)

@@ -62,12 +62,14 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
 
     Rows are taken in order (e.g. the frames of a video by time): a new group
     starts wherever a row's cosine similarity to the row before falls below
-    ``threshold``. ``threshold`` lies in ``(0, 1]``; the higher, the fewer
-    frames are merged.
+    ``threshold``. Similarities are those of the centred rows (their mean
+    removed), so that what every frame of a fixed camera shares does not
+    count. ``threshold`` lies in ``(0, 1]``; the higher, the fewer frames are
+    merged.
 
     Example::
 
-        >>> v = np.array([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0], [0.02, 1.0]])
+        >>> v = np.array([[1.0, 0.0], [0.99, 0.05], [-1.0, 0.1], [-0.98, 0.1]])
         >>> near_duplicate_groups(v, 0.95).tolist()
         [0, 0, 1, 1]
     """
@@ -75,6 +77,7 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
         raise DequityError(f"vectors must have shape (num_samples, dim), got {x.shape}")
+    x = x - x.mean(axis=0)
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     similarity = np.einsum("ij,ij->i", unit[1:], unit[:-1])
     return np.concatenate([[0], np.cumsum(similarity < threshold)]).astype(np.int64)
