@@ -105,6 +105,17 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
         "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
     )
     parser.add_argument("--noise", default=defaults.DEFAULT_NOISE, choices=list(NOISE_POLICIES))
+    groups = parser.add_mutually_exclusive_group()
+    groups.add_argument(
+        "--group-field",
+        help="count each scene/sequence once: a field naming each sample's group",
+    )
+    groups.add_argument(
+        "--collapse-near-duplicates",
+        type=float,
+        metavar="COSINE",
+        help="count runs of consecutive near-identical samples once (e.g. 0.8)",
+    )
     parser.add_argument("--eta", type=float, default=defaults.DEFAULT_ETA)
     parser.add_argument("--gamma", type=float, default=defaults.DEFAULT_GAMMA)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -136,6 +147,8 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "noise": args.noise,
         "eta": args.eta,
         "gamma": args.gamma,
+        "group_field": args.group_field,
+        "collapse_near_duplicates": args.collapse_near_duplicates,
         "overwrite": args.overwrite,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
@@ -175,6 +188,25 @@ def _cmd_compute(args: argparse.Namespace) -> None:
 
     samples = _load_samples(args)
     results = dequity.compute_dequity(samples, args.run_key, **_compute_options(args))
+    print(format_summary(results, samples))
+
+
+def _cmd_update(args: argparse.Namespace) -> None:
+    import dequity
+
+    samples = _load_samples(args)
+    before = len(dequity.load_dequity_results(samples, args.run_key).sample_ids)
+    results = dequity.update_dequity(
+        samples,
+        args.run_key,
+        embeddings=args.embeddings,
+        progress=True,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+    )
+    added = len(results.sample_ids) - before
+    print(f"added {added} new samples to run {args.run_key!r}" if added else "no new samples")
     print(format_summary(results, samples))
 
 
@@ -245,7 +277,7 @@ def _cmd_rename(args: argparse.Namespace) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from dequity.core import compute_dequity
-    from dequity.demo import load_demo_dataset
+    from dequity.demo import DEMO_NEAR_DUPLICATES, DEMO_SCENES_RUN_KEY, load_demo_dataset
 
     dataset = load_demo_dataset(args.name, overwrite=args.fresh)
     folder = os.path.commonpath([os.path.dirname(p) for p in dataset.values("filepath")])
@@ -260,6 +292,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         num_workers=args.num_workers,
     )
     print(format_summary(results, dataset))
+    scenes = compute_dequity(
+        dataset,
+        DEMO_SCENES_RUN_KEY,
+        embeddings="embedding",
+        collapse_near_duplicates=DEMO_NEAR_DUPLICATES,
+        overwrite=True,
+        progress=False,
+    )
+    print(
+        f"\nthe frames are a video: with runs of near-identical frames counted once "
+        f"(collapse_near_duplicates={DEMO_NEAR_DUPLICATES}, run {DEMO_SCENES_RUN_KEY!r}):"
+    )
+    print(format_summary(scenes, dataset))
     print(
         "\nopen it in the App:  fiftyone app launch " + dataset.name + "\n"
         "then sort the grid by dequity_weight (rarest first), or in Python:\n"
@@ -280,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(p, view=True)
     _add_compute_args(p)
     p.set_defaults(func=_cmd_compute)
+
+    p = sub.add_parser(
+        "update", help="give new samples a run's values from its stored fit, without a refit"
+    )
+    _add_dataset_args(p)
+    p.add_argument("--embeddings", help="the new samples' embeddings field (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=_cmd_update)
 
     p = sub.add_parser("reweight", help="new eta/gamma for a run; rewrites only the weights")
     _add_dataset_args(p)

@@ -2,7 +2,8 @@
 
 Example::
 
-    import fiftyone.operators as foo
+    import fiftyone as fo
+import fiftyone.operators as foo
     compute = foo.get_operator("@dequity/dequity/compute_dequity")
     compute(dataset, "dequity", embeddings="embedding")              # immediate
     compute(dataset, "dequity_clip", model="clip:ViT-B-32@laion2b_s34b_b79k",
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
@@ -49,6 +51,8 @@ from fiftyone_plugin.common import (
 from fiftyone_plugin.viz import delete_visualization, rename_visualization, store_visualization
 
 FIELD_SOURCE = "field"
+#: field types a scene id can have (a grouped dataset's group field included)
+GROUP_FIELD_TYPES = (fo.StringField, fo.IntField, fo.ObjectIdField, fo.EmbeddedDocumentField)
 MODEL_SOURCE = "model"
 MODELS = {
     "efficientnet-lite0-layers": "EfficientNet-Lite0, every stage pooled (offline, default)",
@@ -222,6 +226,8 @@ class ComputeDequity(foo.Operator):
         overwrite: bool = False,
         embeddings_field: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        group_field: str | None = None,
+        collapse_near_duplicates: float | None = None,
         delegate: bool = False,
         delegation_target: str | None = None,
     ) -> Any:
@@ -246,6 +252,8 @@ class ComputeDequity(foo.Operator):
             "noise": noise,
             "eta": eta,
             "gamma": gamma,
+            "group_field": group_field,
+            "collapse_near_duplicates": collapse_near_duplicates,
         }
         return _execute(self, samples, params, delegate, delegation_target)
 
@@ -288,6 +296,8 @@ class ComputeDequity(foo.Operator):
             "Noise policy",
             description="How images the clustering calls noise count in the likelihood",
         )
+
+        _grouping_inputs(inputs, target)
 
         inputs.view("gfl_header", types.Header(label="Generalized Focal Loss", divider=True))
         weights = gfl_inputs(ctx, inputs)
@@ -405,6 +415,8 @@ class ComputeDequity(foo.Operator):
             "eta": float(p.get("eta", DEFAULT_ETA)),
             "gamma": float(p.get("gamma", DEFAULT_GAMMA)),
             "overwrite": bool(p.get("overwrite", False)),
+            "group_field": p.get("group_field") or None,
+            "collapse_near_duplicates": p.get("collapse_near_duplicates") or None,
         }
         labels = ["Writing fields"]
         source = p.get("embeddings_source") or _default_source(p, vector_fields(target))
@@ -435,6 +447,115 @@ class ComputeDequity(foo.Operator):
 
     def resolve_output(self, ctx: Any) -> types.Property | None:
         return _summary_property() if ctx.results else None
+
+
+def _grouping_inputs(inputs: types.Object, target: Any) -> None:
+    """Optional scene field, or near-duplicate collapsing, for video-shaped data."""
+    inputs.view("group_header", types.Header(label="Scenes and video", divider=True))
+    fields = [
+        name
+        for name, field in target.get_field_schema().items()
+        if isinstance(field, GROUP_FIELD_TYPES) and name not in ("id", "filepath")
+    ]
+    choices = types.DropdownView()
+    for name in fields:
+        choices.add_choice(name, label=name)
+    inputs.enum(
+        "group_field",
+        choices.values(),
+        required=False,
+        label="Group field",
+        description="Count each scene / sequence / drive once (e.g. scene_id)",
+        view=choices,
+    )
+    inputs.float(
+        "collapse_near_duplicates",
+        required=False,
+        min=0.01,
+        max=1.0,
+        label="Collapse near-duplicate frames",
+        description="Without a group field: count runs of consecutive frames at least this "
+        "similar (cosine, e.g. 0.8) once",
+    )
+
+
+class UpdateDequity(foo.Operator):
+    """Give a run's new samples values from its stored fit, without refitting."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="update_dequity",
+            label="Update dequity run with new samples",
+            description="New samples get clusters, likelihoods and weights without a refit",
+            icon="add_circle",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(
+        self,
+        samples: Any,
+        run_key: str = DEFAULT_RUN_KEY,
+        *,
+        delegate: bool = False,
+        delegation_target: str | None = None,
+    ) -> Any:
+        """Update run ``run_key`` of ``samples``' dataset; see :func:`dequity.update_dequity`."""
+        params = {"run_key": run_key}
+        return _execute(self, samples, params, delegate, delegation_target, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            results = dequity.load_dequity_results(ctx.dataset, run_key)
+            field = results.config.likelihood_field
+            pending = len(ctx.dataset.load_run_view(run_key).exists(field, False))
+            inputs.view(
+                "pending",
+                types.Notice(label=f"{pending} samples of the run's view have no value yet"),
+            )
+        return types.Property(inputs, view=types.View(label="Update dequity run"))
+
+    def execute(self, ctx: Any) -> Any:
+        gen = self._run(ctx)
+        return _drain(gen) if ctx.delegated else gen
+
+    def _run(self, ctx: Any) -> Generator[Any, None, dict]:
+        run_key = ctx.params["run_key"]
+        before = len(dequity.load_dequity_results(ctx.dataset, run_key).sample_ids)
+        results = yield from run_with_progress(
+            ctx,
+            lambda progress: dequity.update_dequity(
+                ctx.dataset, run_key, progress=progress, num_workers=None if ctx.delegated else 0
+            ),
+            ["Embedding images", "Writing fields"],
+        )
+        added = len(results.sample_ids) - before
+        out = {"run_key": run_key, "added": added, "num_samples": len(results.sample_ids)}
+        if added:
+            msg = report(ctx, "Storing the 2-D visualization")
+            if msg is not None:
+                yield msg
+            store_visualization(results)
+        if not ctx.delegated:
+            yield ctx.ops.show_output(self._output().to_json(), out)
+            yield ctx.trigger("reload_dataset")
+        return out
+
+    def resolve_output(self, ctx: Any) -> types.Property | None:
+        return self._output() if ctx.results else None
+
+    @staticmethod
+    def _output() -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_key", label="Run key")
+        outputs.int("added", label="New samples added")
+        outputs.int("num_samples", label="Samples in the run")
+        return types.Property(outputs, view=types.View(label="Run updated"))
 
 
 class ReweightDequity(foo.Operator):
@@ -654,4 +775,11 @@ class DeleteDequityRun(foo.Operator):
         return {"deleted": run_key}
 
 
-OPERATORS = (ComputeDequity, ReweightDequity, GetDequityInfo, RenameDequityRun, DeleteDequityRun)
+OPERATORS = (
+    ComputeDequity,
+    UpdateDequity,
+    ReweightDequity,
+    GetDequityInfo,
+    RenameDequityRun,
+    DeleteDequityRun,
+)

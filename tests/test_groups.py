@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata, spearmanr
 
+import dequity
 from dequity.density import knn_likelihood
 from dequity.errors import DequityError
 from dequity.estimate import estimate_likelihood
 from dequity.groups import distinct_groups_per_label, group_codes, near_duplicate_groups
 from dequity.likelihood import cluster_sizes, scaled_likelihood
+from tests.conftest import EMBEDDINGS_FIELD
 
 
 def _scenes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,3 +81,50 @@ def test_near_duplicate_groups_split_where_consecutive_frames_differ():
     for bad in (0, 1.5, "high", True):
         with pytest.raises(DequityError, match="collapse_near_duplicates"):
             near_duplicate_groups(frames, bad)
+
+
+def test_collapsing_near_duplicate_frames_makes_long_runs_of_one_moment_rarer(demo):
+    """The demo frames are a video: a run of near-identical frames counts once, so the
+    frames of long runs move towards the rare end, as documented."""
+    dequity.compute_dequity(demo, "frames", embeddings=EMBEDDINGS_FIELD, progress=False)
+    dequity.compute_dequity(
+        demo, "runs", embeddings=EMBEDDINGS_FIELD, collapse_near_duplicates=0.8, progress=False
+    )
+    groups = near_duplicate_groups(np.array(demo.values(EMBEDDINGS_FIELD)), 0.8)
+    assert 20 < groups.max() + 1 < len(demo), "some frames merge into runs, not all"
+    run_length = np.bincount(groups)[groups]
+    frames, runs = (np.array(demo.values(f"{k}_likelihood")) for k in ("frames", "runs"))
+    assert not np.array_equal(np.argsort(frames)[:10], np.argsort(runs)[:10])
+    rank_change = rankdata(runs) - rankdata(frames)  # negative: rarer when runs count once
+    assert spearmanr(run_length, rank_change)[0] < -0.3
+
+
+def test_group_field_counts_scenes_and_is_recorded(demo):
+    scene = [i // 20 for i in range(len(demo))]  # 20 consecutive frames per scene
+    demo.set_values("scene_id", scene)
+    results = dequity.compute_dequity(
+        demo, "scenes", embeddings=EMBEDDINGS_FIELD, group_field="scene_id", progress=False
+    )
+    assert demo.get_run_info("scenes").config.group_field == "scene_id"
+    labels = np.array(results.labels)
+    # a cluster's size is its number of distinct scenes: the largest has share 1
+    sizes = distinct_groups_per_label(labels, np.array(scene))
+    share = sizes / sizes.max()
+    p = np.array(results.likelihoods)
+    assert np.all(p <= share + 1e-9)  # share times a crowding in (0, 1]
+
+
+def test_bad_group_requests_write_nothing(demo):
+    demo.set_values("scene_id", [None] * 5 + ["a"] * (len(demo) - 5))
+    with pytest.raises(DequityError, match="5 of 199 samples have no value in 'scene_id'"):
+        dequity.compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, group_field="scene_id")
+    with pytest.raises(DequityError, match="no field 'scene' to group by"):
+        dequity.compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, group_field="scene")
+    with pytest.raises(DequityError, match="not both"):
+        dequity.compute_dequity(
+            demo,
+            embeddings=EMBEDDINGS_FIELD,
+            group_field="scene_id",
+            collapse_near_duplicates=0.9,
+        )
+    assert demo.list_runs() == [] and not demo.has_sample_field("dequity_weight")

@@ -203,6 +203,35 @@ def test_reweight_writes_only_the_weight_field(clean, delegate):
 
 
 @pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
+def test_update_adds_new_samples_to_the_run_and_its_visualization(clean, delegate):
+    ids = clean.values("id")
+    ds = clean.exclude(ids[::10]).clone()
+    op("compute_dequity")(ds, "dq", embeddings="embedding")
+    check_run(ds, "dq")
+    ds.add_samples(clean.select(ids[::10]))
+    assert op("update_dequity")(ds, "dq", delegate=delegate).error is None
+    if delegate:
+        run_delegated(ds)
+    check_run(ds, "dq", num=len(ds))
+    ds.delete()
+
+
+def test_compute_form_offers_scene_grouping(clean):
+    clean.set_values("scene_id", [i // 20 for i in range(len(clean))])
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": clean.name,
+            "params": {"run_key": "dq", "embeddings_source": "field"},
+        }
+    )
+    form = op("compute_dequity").resolve_input(ctx).type.properties
+    assert "scene_id" in form["group_field"].type.values
+    assert "collapse_near_duplicates" in form
+    op("compute_dequity")(clean, "dq", embeddings="embedding", group_field="scene_id")
+    assert dequity.load_dequity_results(clean, "dq").config.group_field == "scene_id"
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
 def test_info_rename_delete(clean, delegate):
     ds = clean
     op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
