@@ -19,6 +19,7 @@ MODULES = {
     "fidelity": "benchmarks.fidelity",
     "startup": "benchmarks.startup",
     "robustness": "benchmarks.robustness",
+    "update": "benchmarks.update",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

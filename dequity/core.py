@@ -140,6 +140,7 @@ def compute_dequity(
                                 noise="cluster")
     """
     fov.validate_collection(samples)
+    _check_not_generated(samples)
     dcommit.recover_dataset(samples)
     validate_run_key(samples, run_key, overwrite=overwrite)
     if len(samples) == 0:
@@ -181,6 +182,17 @@ def compute_dequity(
         _commit(claim, samples, results, emb, source.store_field, progress)
     logger.info("dequity run %r: %s", run_key, _short_summary(results))
     return results
+
+
+def _check_not_generated(samples: Any) -> None:
+    """Frames, patches and clips views hold copies, not the dataset's samples: refuse them."""
+    if fc.is_generated_view(samples):
+        raise DequityError(
+            "dequity runs on a dataset or a view of its samples, not on frames, patches or "
+            "clips views; clone the view into a dataset first (view.clone()). For video "
+            "frames, count each video once: compute_dequity(dataset.to_frames("
+            "sample_frames=True).clone(), group_field='sample_id')"
+        )
 
 
 def validate_config(config: DequityRunConfig, num_samples: int) -> None:

@@ -155,3 +155,17 @@ def wrap_get_item(fo_model: Any, wrap: Callable[[Any], Any]) -> None:
     """
     build = fo_model.build_get_item
     fo_model.build_get_item = lambda field_mapping=None: wrap(build(field_mapping=field_mapping))
+
+
+def is_generated_view(samples: Any) -> bool:
+    """Whether ``samples`` is a patches, frames or clips view, whose samples live apart.
+
+    Missing API: such views are told apart only by private flags; their
+    samples are not the dataset's samples, so writes by id must not go to the
+    dataset.
+
+    Example::
+
+        is_generated_view(video_dataset.to_frames())   # True
+    """
+    return bool(getattr(samples, "_is_generated", False))

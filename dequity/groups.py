@@ -122,9 +122,20 @@ def check_group_field(samples: Any, group_field: str | None) -> None:
             f"{sorted(samples.get_field_schema())}, or collapse_near_duplicates=0.95 "
             "to count runs of near-identical frames once"
         )
-    missing = len(samples.exists(group_field, False))
+    values = samples.values(_value_path(samples, group_field))
+    missing = sum(v is None for v in values)
     if missing:
-        raise _missing_groups(missing, len(samples), group_field)
+        raise _missing_groups(missing, len(values), group_field)
+
+
+def _value_path(samples: Any, group_field: str) -> str:
+    """The path of the group's value: a ``Group`` field's id, else the field itself."""
+    import fiftyone as fo
+
+    field = samples.get_field(group_field)
+    if isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, fo.Group):
+        return f"{group_field}.id"
+    return group_field
 
 
 def sample_groups(
@@ -145,13 +156,6 @@ def sample_groups(
         return near_duplicate_groups(embeddings.vectors, collapse_near_duplicates)
     if group_field is None:
         return None
-    import fiftyone as fo
-
-    field = group_field
-    if isinstance(samples.get_field(group_field), fo.EmbeddedDocumentField) and issubclass(
-        samples.get_field(group_field).document_type, fo.Group
-    ):
-        field = f"{group_field}.id"
-    ids, values = samples.values(["id", field])
+    ids, values = samples.values(["id", _value_path(samples, group_field)])
     by_id = dict(zip(ids, values))
     return group_codes([by_id[i] for i in embeddings.sample_ids], group_field)

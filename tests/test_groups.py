@@ -12,7 +12,7 @@ from dequity.errors import DequityError
 from dequity.estimate import estimate_likelihood
 from dequity.groups import distinct_groups_per_label, group_codes, near_duplicate_groups
 from dequity.likelihood import cluster_sizes, scaled_likelihood
-from tests.conftest import EMBEDDINGS_FIELD
+from tests.conftest import EMBEDDINGS_FIELD, REPO
 
 
 def _scenes(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,3 +128,68 @@ def test_bad_group_requests_write_nothing(demo):
             collapse_near_duplicates=0.9,
         )
     assert demo.list_runs() == [] and not demo.has_sample_field("dequity_weight")
+
+
+def _video_of_demo_frames(demo, videos: int = 4):
+    """A video dataset whose frames are the demo's images, ``videos`` clips in a row."""
+    import fiftyone as fo
+
+    paths, vectors = demo.values("filepath"), demo.values(EMBEDDINGS_FIELD)
+    per = len(paths) // videos
+    video = fo.Dataset()
+    samples = []
+    for k in range(videos):
+        sample = fo.Sample(filepath=str(REPO / "data" / "demo" / f"clip{k}.mp4"))
+        for i in range(per):
+            row = k * per + i
+            sample.frames[i + 1] = fo.Frame(filepath=paths[row], embedding=vectors[row])
+        samples.append(sample)
+    video.add_samples(samples)
+    return video
+
+
+def test_video_frames_count_each_video_once_and_frame_views_are_refused(demo):
+    video = _video_of_demo_frames(demo)
+    frames_view = video.to_frames(sample_frames=False)
+    with pytest.raises(DequityError, match=r"not on frames, patches or clips views.*clone"):
+        dequity.compute_dequity(frames_view, embeddings=EMBEDDINGS_FIELD)
+    frames = frames_view.clone()
+    results = dequity.compute_dequity(
+        frames, embeddings=EMBEDDINGS_FIELD, group_field="sample_id", progress=False
+    )
+    videos = np.array([str(v) for v in frames.values("sample_id")])
+    sizes = distinct_groups_per_label(np.array(results.labels), group_codes(videos))
+    assert sizes.max() <= 4  # a cluster holds at most the 4 videos
+    assert np.all(np.array(results.likelihoods) <= sizes / sizes.max() + 1e-9)
+    video.delete()
+    frames.delete()
+
+
+def test_a_grouped_datasets_group_counts_once(demo):
+    import fiftyone as fo
+
+    grouped = fo.Dataset()
+    grouped.add_group_field("group", default="left")
+    pairs = [fo.Group() for _ in range((len(demo) + 1) // 2)]  # two cameras per moment
+    samples = [
+        fo.Sample(
+            filepath=path,
+            embedding=vector,
+            group=pairs[i // 2].element("left" if i % 2 == 0 else "right"),
+        )
+        for i, (path, vector) in enumerate(
+            zip(demo.values("filepath"), demo.values(EMBEDDINGS_FIELD))
+        )
+    ]
+    grouped.add_samples(samples)
+    every_slice = grouped.select_group_slices()
+    results = dequity.compute_dequity(
+        every_slice, embeddings=EMBEDDINGS_FIELD, group_field="group", progress=False
+    )
+    assert len(results.sample_ids) == len(demo)
+    groups = group_codes(every_slice.values("group.id"))
+    sizes = distinct_groups_per_label(np.array(results.labels), groups)
+    assert np.all(np.array(results.likelihoods) <= sizes / sizes.max() + 1e-9)
+    assert grouped.count("dequity_weight") == len(pairs)  # the default slice: "left"
+    assert len(grouped.select_group_slices().exists("dequity_weight")) == len(demo)
+    grouped.delete()
