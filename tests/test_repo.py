@@ -78,3 +78,10 @@ def imported_packages(path: Path) -> set[str]:
 def test_packages_import_only_what_sits_below_them(package, forbidden):
     for path in (REPO / package).rglob("*.py"):
         assert not imported_packages(path) & forbidden, path
+
+
+def test_the_plugin_asks_for_the_fiftyone_releases_the_package_supports():
+    manifest = (REPO / "fiftyone.yml").read_text()
+    allowed = re.search(r'"fiftyone(>=[\d.]+,<[\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert allowed, "pyproject.toml must bound fiftyone on both sides"
+    assert f'version: "{allowed.group(1)}"' in manifest
