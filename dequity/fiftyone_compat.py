@@ -2,7 +2,9 @@
 
 FiftyOne has no public API for these; each function names what is missing.
 ``tests/test_fiftyone_compat.py`` pins their behaviour against the installed
-FiftyOne, so a release that changes one fails there first.
+FiftyOne, so a release that changes one fails there first; CI runs it on the
+newest and the oldest release that ``pyproject.toml`` allows
+(``scripts/test-oldest-fiftyone.sh``).
 
 Example::
 

@@ -81,7 +81,7 @@ def test_packages_import_only_what_sits_below_them(package, forbidden):
 
 
 def test_the_plugin_asks_for_fiftyone_releases_the_package_supports():
-    """The App plugin needs 1.11+ (where FiftyOne honours ``py_entry``); the package less."""
+    """The App plugin needs 1.14+ (``py_entry``, module names of their own); the package less."""
     package = re.search(r'"fiftyone>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
     plugin = re.search(r'version: ">=([\d.]+),<([\d.]+)"', (REPO / "fiftyone.yml").read_text())
     assert package and plugin, "both must bound fiftyone on both sides"
