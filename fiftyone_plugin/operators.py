@@ -16,6 +16,7 @@ from typing import Any
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.constants import ViewTarget
 
 import dequity
 from dequity import clustering as dclustering
@@ -82,11 +83,15 @@ def _execute(
     params: dict,
     delegate: bool,
     delegation_target: str | None,
-    target: str | None = "CURRENT_VIEW",
+    target: bool = True,
 ) -> Any:
-    ctx = {"dataset": fc.root_dataset(samples), "view": samples.view(), "params": dict(params)}
-    if target is not None:
-        ctx["params"]["view_target"] = target
+    """Run ``operator`` on ``samples``; ``target``: the operator asks for a view target."""
+    dataset = fc.root_dataset(samples)
+    view = samples.view()
+    ctx = {"dataset": dataset, "view": view, "params": dict(params)}
+    if target:  # the choices the App offers: "current view" only for a narrower view
+        whole = view == dataset.view()
+        ctx["params"]["view_target"] = ViewTarget.DATASET if whole else ViewTarget.CURRENT_VIEW
     return foo.execute_operator(
         operator.uri, ctx, request_delegation=delegate, delegation_target=delegation_target
     )
@@ -483,7 +488,7 @@ class ReweightDequity(foo.Operator):
     ) -> Any:
         """Reweight run ``run_key`` of ``samples``' dataset; see ``DequityResults.reweight``."""
         params = {"run_key": run_key, "eta": eta, "gamma": gamma}
-        return _execute(self, samples, params, delegate, delegation_target, target=None)
+        return _execute(self, samples, params, delegate, delegation_target, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -558,7 +563,7 @@ class GetDequityInfo(foo.Operator):
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Info about run ``run_key``; the dict is in the result's ``.result``."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -605,7 +610,7 @@ class RenameDequityRun(foo.Operator):
     ) -> Any:
         """Rename ``run_key`` to ``new_run_key``; see :func:`dequity.rename_dequity_run`."""
         params = {"run_key": run_key, "new_run_key": new_run_key}
-        return _execute(self, samples, params, delegate, None, target=None)
+        return _execute(self, samples, params, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -634,7 +639,7 @@ class DeleteDequityRun(foo.Operator):
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Delete ``run_key`` and its fields; see :func:`dequity.delete_dequity_run`."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
