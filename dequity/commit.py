@@ -139,9 +139,7 @@ def commit_run(
     try:
         _stage(journal["staging"], ids, columns, progress)
         fault_point("staged")
-        fc.save_run_document(
-            samples, run_key, config, results, journal["run_doc_id"], journal["results_id"]
-        )
+        _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")
         _link(claim, dataset, run_key, journal["run_doc_id"])
         fault_point("linked")
@@ -278,6 +276,13 @@ def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) 
                     doc[column.name] = None if value is None else field.to_mongo(value)
             coll.insert_many(docs, ordered=False)
             pb.update(len(docs))
+
+
+def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
+    """Store the new run record under the ids the journal holds, not yet linked."""
+    fc.save_run_document(
+        samples, run_key, config, results, journal["run_doc_id"], journal["results_id"]
+    )
 
 
 def _linked_run(dataset: Any, run_key: str) -> Any:
