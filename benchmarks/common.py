@@ -75,21 +75,3 @@ def save_raw(name: str, values: Any, config: dict) -> Path:
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
-
-
-def update_readme(name: str, text: str) -> bool:
-    """Replace the README's generated block ``<!-- results:NAME -->`` with ``text``.
-
-    The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``;
-    returns False (and changes nothing) when the README has no such block.
-    """
-    readme = REPO / "README.md"
-    begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    content = readme.read_text()
-    if begin not in content or end not in content:
-        return False
-    head, rest = content.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    source = f"benchmarks/results-{name}.json"
-    readme.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
-    return True

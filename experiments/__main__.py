@@ -16,7 +16,7 @@ from pathlib import Path
 
 import experiments  # noqa: F401  (sets FiftyOne's environment first)
 from experiments.report import DOCS, Section, add_arguments, output_dir, seeds_of
-from reporting import add_only_option
+from reporting import add_only_option, update_readme
 
 MODULES = {
     "detection": "experiments.detection",
@@ -75,13 +75,28 @@ def main(argv: list[str] | None = None) -> None:
     target = DOCS / "results.md" if output == DOCS / "results" else output / "results.md"
     target.write_text(intro + "\n" + "\n".join(s.markdown() for s in sections))
     print(f"written to {target}")
+    if target == DOCS / "results.md":
+        update_readme("experiments", _readme_summary(sections), source="docs/results/")
+
+
+def _readme_summary(sections: list[Section]) -> str:
+    """Every section's verdicts, under its title: the README's generated summary."""
+    parts = []
+    for s in sections:
+        parts.append(f"**{s.title}**\n\n" + "\n".join(f"- {v}" for v in s.verdicts))
+    return "\n\n".join(parts)
 
 
 def _load(output: Path, name: str) -> Section | None:
-    """A saved section; rebuilt from its raw per-seed JSON where the experiment keeps one."""
+    """A saved section; rebuilt from its raw per-seed JSON where that is newer."""
     module = importlib.import_module(MODULES[name])
     raw = getattr(module, "RAW_FILE", None)
-    if raw is not None and (output / raw).exists():
+    saved = output / f"{name}.json"
+    if (
+        raw is not None
+        and (output / raw).exists()
+        and (not saved.exists() or saved.stat().st_mtime < (output / raw).stat().st_mtime)
+    ):
         section = module.section_from_json(output / raw)
         section.save(output, name)
         return section

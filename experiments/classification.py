@@ -5,26 +5,33 @@
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, with the previous clustering (HDBSCAN
-cluster sizes, noise as singletons) and with
-``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
+``compute_dequity`` with its defaults, with the previous default (final
+EfficientNet-Lite0 features, HDBSCAN cluster sizes, noise as singletons) and
+with ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
 and with class-balanced resampling. The test sets are balanced: the whole
 test split, and for the appearance set each test image in both styles.
 
-Run: ``python -m experiments.classification [--quick] [--seeds 0 1 2]``.
+Per-seed raw values go to ``docs/results/classification_runs.json`` with the
+config and commit; :func:`section_from_json` turns that file into the report.
+
+Run: ``python -m experiments.classification [--quick] [--seeds 0 1 2 3 4]``.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from experiments import report
 from experiments.classifier import (
     LABEL_FREE,
     METHODS,
+    label_free_models,
     method_weights,
     predict,
     train_classifier,
@@ -37,10 +44,12 @@ from experiments.fashion_mnist import (
     long_tail_set,
     power_law_sizes,
 )
-from experiments.pool import dequity_fields, training_dataset, values_in_order
-from experiments.report import Section, bar_chart, mean_spread, script_main, table, verdict
+from experiments.pool import dequity_fields, prepare_pool, training_dataset, values_in_order
+from experiments.report import Section, bar_chart, script_main, table
+from experiments.stats import PairedTest, mean_ci, paired_tests
 
 NAME = "classification"
+RAW_FILE = "classification_runs.json"
 RARE_CLASSES = 3
 
 
@@ -114,51 +123,51 @@ def per_class_accuracy(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     )
 
 
-def long_tail_results(size: Sizes, seeds: Sequence[int], images, labels, test) -> dict:
-    """Per method: overall, rare-class and common-class accuracy per seed, per-class mean."""
-    out = {m: {"overall": [], "rare": [], "common": [], "per_class": []} for m in METHODS}
-    diag = []
-    for seed in seeds:
-        train_set = long_tail_set(labels, size.largest, seed=seed)
-        y = labels[train_set.rows]
-        x = train_set.images(images)
-        label_free, clusters = label_free_weights(train_set, images, labels)
-        counts = np.bincount(y, minlength=10)
-        by_size = np.argsort(counts)
-        rare, common = by_size[:RARE_CLASSES], by_size[-RARE_CLASSES:]
-        diag.append(_weight_diagnostics(label_free["dequity"], clusters, np.isin(y, rare)))
-        for m in METHODS:
-            print(f"{train_set.name}: training {m}", flush=True)
-            pred = train_and_test(m, x, y, label_free.get(m), test[0], size.epochs, seed)
-            acc = per_class_accuracy(pred, test[1])
-            out[m]["overall"].append(np.nanmean(acc))
-            out[m]["rare"].append(np.nanmean(acc[rare]))
-            out[m]["common"].append(np.nanmean(acc[common]))
-            out[m]["per_class"].append(acc[np.argsort(-counts)])
-    return {"methods": out, "diagnostics": diag}
+def long_tail_seed(size: Sizes, seed: int, images, labels, test) -> dict:
+    """One seed of the long tail: every method's accuracies, and what the weights saw."""
+    train_set = long_tail_set(labels, size.largest, seed=seed)
+    y = labels[train_set.rows]
+    x = train_set.images(images)
+    label_free, clusters = label_free_weights(train_set, images, labels)
+    counts = np.bincount(y, minlength=10)
+    by_size = np.argsort(counts)
+    rare, common = by_size[:RARE_CLASSES], by_size[-RARE_CLASSES:]
+    out = {}
+    for m in METHODS:
+        print(f"{train_set.name}: training {m}", flush=True)
+        pred = train_and_test(m, x, y, label_free.get(m), test[0], size.epochs, seed)
+        acc = per_class_accuracy(pred, test[1])
+        out[m] = {
+            "overall": float(np.nanmean(acc)),
+            "rare": float(np.nanmean(acc[rare])),
+            "common": float(np.nanmean(acc[common])),
+            "per_class": acc[np.argsort(-counts)].tolist(),
+        }
+    diag = _weight_diagnostics(label_free["dequity"], clusters, np.isin(y, rare))
+    return {"methods": out, "diagnostics": diag, "class_sizes": sorted(counts.tolist())[::-1]}
 
 
-def appearance_results(size: Sizes, seeds: Sequence[int], images, labels, test) -> dict:
-    """Per method: overall, inverted-style and normal-style accuracy per seed."""
+def appearance_seed(size: Sizes, seed: int, images, labels, test) -> dict:
+    """One seed of the appearance set: every method's accuracies, and what the weights saw."""
     test_x = np.concatenate([test[0], 255 - test[0]])
     test_y = np.concatenate([test[1], test[1]])
     inverted = np.arange(len(test_y)) >= len(test[1])
-    out = {m: {"overall": [], "rare": [], "common": [], "worst class": []} for m in METHODS}
-    diag = []
-    for seed in seeds:
-        train_set = appearance_set(labels, size.per_class, size.rare_share, seed=seed)
-        y = labels[train_set.rows]
-        x = train_set.images(images)
-        label_free, clusters = label_free_weights(train_set, images, labels)
-        diag.append(_weight_diagnostics(label_free["dequity"], clusters, train_set.inverted))
-        for m in METHODS:
-            print(f"{train_set.name}: training {m}", flush=True)
-            pred = train_and_test(m, x, y, label_free.get(m), test_x, size.epochs, seed)
-            correct = pred == test_y
-            out[m]["overall"].append(correct.mean())
-            out[m]["rare"].append(correct[inverted].mean())
-            out[m]["common"].append(correct[~inverted].mean())
-            out[m]["worst class"].append(np.nanmin(per_class_accuracy(pred, test_y)))
+    train_set = appearance_set(labels, size.per_class, size.rare_share, seed=seed)
+    y = labels[train_set.rows]
+    x = train_set.images(images)
+    label_free, clusters = label_free_weights(train_set, images, labels)
+    out = {}
+    for m in METHODS:
+        print(f"{train_set.name}: training {m}", flush=True)
+        pred = train_and_test(m, x, y, label_free.get(m), test_x, size.epochs, seed)
+        correct = pred == test_y
+        out[m] = {
+            "overall": float(correct.mean()),
+            "rare": float(correct[inverted].mean()),
+            "common": float(correct[~inverted].mean()),
+            "worst class": float(np.nanmin(per_class_accuracy(pred, test_y))),
+        }
+    diag = _weight_diagnostics(label_free["dequity"], clusters, train_set.inverted)
     return {"methods": out, "diagnostics": diag}
 
 
@@ -172,17 +181,81 @@ def _weight_diagnostics(weights: np.ndarray, clusters: np.ndarray, rare: np.ndar
     }
 
 
-def _method_table(results: dict, rare_label: str, common_label: str, extra: str | None) -> str:
-    headers = ["method", "overall accuracy %", f"{rare_label} %", f"{common_label} %"]
-    headers += [f"{extra} %"] if extra else []
+def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
+    """Both imbalance settings, every method, every seed; raw values to ``output/RAW_FILE``.
+
+    A full run resumes: seeds already in the raw file under the same
+    config are kept, the others are trained and added one by one.
+    """
+    size = sizes(quick)
+    images, labels = load_split("train")
+    test = test_split(size.test_per_class)
+    config = {
+        "sizes": asdict(size),
+        "methods": list(METHODS),
+        "label_free": LABEL_FREE,
+        "rare_classes": RARE_CLASSES,
+        "test_images": len(test[1]),
+    }
+    path = output / RAW_FILE
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if data.get("config") != config or data.get("mode") != ("quick" if quick else "full"):
+        data = {"experiment": NAME, "mode": "quick" if quick else "full", "config": config}
+        data["runs"] = {}
+    data |= {"seeds": list(seeds), "commit": report.commit(), "date": time.strftime("%Y-%m-%d")}
+    todo = [s for s in seeds if str(s) not in data["runs"]]
+    sets = [long_tail_set(labels, size.largest, seed=s) for s in todo]
+    sets += [appearance_set(labels, size.per_class, size.rare_share, seed=s) for s in todo]
+    prepare_pool(sets, images, labels, label_free_models())
+    for seed in todo:
+        data["runs"][str(seed)] = {
+            "long_tail": long_tail_seed(size, seed, images, labels, test),
+            "appearance": appearance_seed(size, seed, images, labels, test),
+        }
+        path.write_text(json.dumps(data, indent=1))
+    path.write_text(json.dumps(data, indent=1))
+    return section_from_json(path)
+
+
+def _values(data: dict, setting: str, method: str, metric: str) -> list[float]:
+    return [data["runs"][str(s)][setting]["methods"][method][metric] for s in data["seeds"]]
+
+
+#: the comparisons tested, Holm-corrected together within each setting: (method, reference)
+COMPARISONS = (
+    *((m, "unweighted") for m in METHODS if m != "unweighted"),
+    ("dequity", "class-balanced loss"),
+    ("dequity", "class-balanced resampling"),
+)
+
+
+def _tests(data: dict, setting: str) -> dict[tuple[str, str, str], PairedTest]:
+    """Paired tests of every comparison on rare-part and overall accuracy, Holm over all."""
+    diffs = {}
+    for metric in ("rare", "overall"):
+        for method, ref in COMPARISONS:
+            a, b = _values(data, setting, method, metric), _values(data, setting, ref, metric)
+            diffs[(method, ref, metric)] = np.subtract(a, b)
+    tests = paired_tests({str(k): d for k, d in diffs.items()}, np.zeros(len(data["seeds"])))
+    return {k: tests[str(k)] for k in diffs}
+
+
+def _method_table(data: dict, setting: str, tests: dict, labels: tuple[str, ...]) -> str:
+    metrics = ("overall", "rare", "common", *(("worst class",) if len(labels) > 3 else ()))
+    headers = ["method", *(f"{label} %" for label in labels)]
+    headers += ["rare − unweighted, points", "p (Holm)"]
     rows = []
-    for m, r in results["methods"].items():
-        row = [m, mean_spread(r["overall"]), mean_spread(r["rare"]), mean_spread(r["common"])]
-        rows.append(row + ([mean_spread(r[extra])] if extra else []))
+    for m in METHODS:
+        row = [m, *(mean_ci(_values(data, setting, m, k)).format() for k in metrics)]
+        t = tests.get((m, "unweighted", "rare"))
+        row += [t.diff.format(signed=True), f"{t.p_holm:.3f}"] if t else ["", ""]
+        rows.append(row)
     return table(headers, rows)
 
 
-def _diagnostics_line(diag: list[dict], rare_label: str) -> str:
+def _diagnostics_line(data: dict, setting: str, rare_label: str) -> str:
+    diag = [data["runs"][str(s)][setting]["diagnostics"] for s in data["seeds"]]
+
     def avg(key: str) -> float:
         return float(np.mean([d[key] for d in diag]))
 
@@ -194,62 +267,64 @@ def _diagnostics_line(diag: list[dict], rare_label: str) -> str:
     )
 
 
-def _verdicts(results: dict, part: str) -> list[str]:
-    m = results["methods"]
-    best_class = max(
-        ("class-balanced loss", "class-balanced resampling"), key=lambda k: np.mean(m[k]["rare"])
-    )
-    return [
-        verdict("dequity vs unweighted:", m["dequity"]["rare"], m["unweighted"]["rare"], part),
-        verdict(
-            "dequity vs unweighted:",
-            m["dequity"]["overall"],
-            m["unweighted"]["overall"],
-            "overall accuracy",
-        ),
-        verdict(f"dequity vs {best_class}:", m["dequity"]["rare"], m[best_class]["rare"], part),
-        verdict(
-            "dequity with k-NN density vs unweighted:",
-            m["dequity, k-NN"]["rare"],
-            m["unweighted"]["rare"],
-            part,
-        ),
-    ]
-
-
-def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
-    """Both imbalance settings, every method, every seed."""
-    size = sizes(quick)
-    images, labels = load_split("train")
-    test = test_split(size.test_per_class)
-    lt = long_tail_results(size, seeds, images, labels, test)
-    ap = appearance_results(size, seeds, images, labels, test)
-    groups = ["overall", "rare part", "common part"]
-    charts = []
-    for key, res, title in (
-        ("long_tail", lt, "Long-tailed classes (imbalance 100)"),
-        ("appearance", ap, f"Appearance imbalance ({size.rare_share:.0%} inverted)"),
-    ):
-        chart = bar_chart(
-            output / f"classification_{key}.png",
-            groups,
-            {m: [r["overall"], r["rare"], r["common"]] for m, r in res["methods"].items()},
-            "test accuracy %",
-            title,
+def _verdicts(tests: dict, setting: str, rare_label: str) -> list[str]:
+    """One sentence per comparison on the rare part, and dequity's overall change."""
+    keys = [(m, r, "rare") for m, r in COMPARISONS] + [("dequity", "unweighted", "overall")]
+    out = []
+    for method, ref, metric in keys:
+        t = tests[(method, ref, metric)]
+        what = rare_label if metric == "rare" else "overall accuracy"
+        effect = (
+            ("a significant gain" if t.diff.mean > 0 else "a significant loss")
+            if t.significant
+            else "no significant difference"
         )
+        out.append(
+            f"{setting}, {method} vs {ref}: {what} {t.diff.format(signed=True)} points "
+            f"(95 % CI over {t.diff.n} seeds; Holm p = {t.p_holm:.3f}): {effect}."
+        )
+    return out
+
+
+def section_from_json(path: Path) -> Section:
+    """The report of a saved run (``classification_runs.json``): CIs, paired tests, verdicts.
+
+    Example::
+
+        print(section_from_json(Path("docs/results/classification_runs.json")).markdown())
+    """
+    data = json.loads(Path(path).read_text())
+    size, seeds = Sizes(**data["config"]["sizes"]), data["seeds"]
+    output = Path(path).parent
+    lt_tests, ap_tests = _tests(data, "long_tail"), _tests(data, "appearance")
+    charts = []
+    for key, title in (
+        ("long_tail", "Long-tailed classes (imbalance 100)"),
+        ("appearance", f"Appearance imbalance ({size.rare_share:.0%} inverted)"),
+    ):
+        series = {
+            m: [_values(data, key, m, k) for k in ("overall", "rare", "common")] for m in METHODS
+        }
+        chart = output / f"classification_{key}.png"
+        bar_chart(chart, ["overall", "rare part", "common part"], series, "test accuracy %", title)
         charts.append(chart.name)
     class_sizes = power_law_sizes(10, size.largest, 100.0)
-    lt_verdicts = [f"Long tail, {v}" for v in _verdicts(lt, "rare-class accuracy")]
-    ap_verdicts = [f"Appearance, {v}" for v in _verdicts(ap, "inverted-style accuracy")]
-    per_class_rows = [
-        [m, *(f"{100 * v:.1f}" for v in np.nanmean(r["per_class"], axis=0))]
-        for m, r in lt["methods"].items()
-    ]
-    body = f"""Small CNN (about 110k parameters), {size.epochs} epochs' worth of steps, Adam
-with a cosine schedule; mean ± std over seeds {list(seeds)}. Each seed draws its
-own initialisation; for the long tail also its own subsample and class order, for
-the appearance set its own choice of inverted images. Test sets are balanced
-({len(test[1]):,} test images; the appearance test shows each in both styles).
+    lt_verdicts = _verdicts(lt_tests, "Long tail", "rare-class accuracy")
+    ap_verdicts = _verdicts(ap_tests, "Appearance", "inverted-style accuracy")
+    per_class = {
+        m: np.mean([data["runs"][str(s)]["long_tail"]["methods"][m]["per_class"] for s in seeds], 0)
+        for m in METHODS
+    }
+    per_class_rows = [[m, *(f"{100 * v:.1f}" for v in per_class[m])] for m in METHODS]
+    body = f"""Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
+`{data["commit"][:12]}`, {data["date"]}). Small CNN (about 110k parameters),
+{size.epochs} epochs' worth of steps, Adam with a cosine schedule; seeds {seeds}. Each
+seed draws its own initialisation; for the long tail also its own subsample and class
+order, for the appearance set its own choice of inverted images. Test sets are balanced
+({data["config"]["test_images"]:,} test images; the appearance test shows each in both
+styles). Values are means with 95 % t intervals over seeds; each comparison is a paired
+t-test over seeds, Holm-corrected over the {len(lt_tests)} comparisons of its setting
+(rare-part and overall accuracy).
 
 ### Long-tailed classes
 
@@ -257,9 +332,9 @@ About {class_sizes.sum():,} training images, class sizes {class_sizes.max()} dow
 {class_sizes.min()} (ratio 100, classes in a random order per seed).
 Rare part: the {RARE_CLASSES} smallest classes; common part: the {RARE_CLASSES} largest.
 
-{_method_table(lt, "rare classes", "common classes", None)}
+{_method_table(data, "long_tail", lt_tests, ("overall", "rare classes", "common classes"))}
 
-{_diagnostics_line(lt["diagnostics"], "rare classes")}
+{_diagnostics_line(data, "long_tail", "rare classes")}
 
 Per-class accuracy %, classes from most to least frequent in training (mean over seeds):
 
@@ -274,9 +349,16 @@ Per-class accuracy %, classes from most to least frequent in training (mean over
 {size.per_class} training images per class; {size.rare_share:.0%} of each class inverted
 (white background). Rare part: the inverted test images.
 
-{_method_table(ap, "inverted style", "normal style", "worst class")}
+{
+        _method_table(
+            data,
+            "appearance",
+            ap_tests,
+            ("overall", "inverted style", "normal style", "worst class"),
+        )
+    }
 
-{_diagnostics_line(ap["diagnostics"], "inverted images")}
+{_diagnostics_line(data, "appearance", "inverted images")}
 
 ![appearance](results/{charts[1]})
 
@@ -285,7 +367,7 @@ Per-class accuracy %, classes from most to least frequent in training (mean over
     return Section(
         "1. Classification: dequity against class-based rebalancing",
         body,
-        lt_verdicts + ap_verdicts,
+        [v for v in lt_verdicts + ap_verdicts if ", dequity vs " in v],
     )
 
 

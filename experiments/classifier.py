@@ -29,7 +29,11 @@ from training.losses import weighted_loss
 #: label-free methods: their weights come from ``compute_dequity``
 LABEL_FREE = {
     "dequity": {},
-    "dequity, previous clustering": {"clustering": "hdbscan", "noise": "singleton"},
+    "dequity, previous default": {
+        "model": "efficientnet-lite0",
+        "clustering": "hdbscan",
+        "noise": "singleton",
+    },
     "dequity, k-NN": {"clustering": "knn"},
 }
 METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")
@@ -162,3 +166,16 @@ def predict(net: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.nd
     return np.concatenate(
         [net(x[s : s + batch_size]).argmax(1).numpy() for s in range(0, len(x), batch_size)]
     )
+
+
+def label_free_models() -> tuple[str, ...]:
+    """The embedding models the label-free methods read.
+
+    Example::
+
+        >>> "efficientnet-lite0" in label_free_models()
+        True
+    """
+    from dequity.defaults import DEFAULT_MODEL
+
+    return tuple(sorted({c.get("model", DEFAULT_MODEL) for c in LABEL_FREE.values()}))

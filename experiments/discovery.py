@@ -6,30 +6,44 @@ ask how well the mean likelihood of each class tracks the class's frequency
 (Spearman over the 10 classes), and what share of the 10 % highest-weighted
 images belongs to the 3 rarest classes (against their share of the set).
 
-Run: ``python -m experiments.discovery [--quick] [--seeds 0 1 2]``.
+Per-seed raw values go to ``docs/results/discovery_runs.json`` with the
+configurations and commit; :func:`section_from_json` turns that file into the report.
+
+Run: ``python -m experiments.discovery [--quick] [--seeds 0 1 2 3 4]``.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dequity.defaults import DEFAULT_MODEL
 from dequity.errors import DequityError
+from experiments import report
 from experiments.fashion_mnist import load_split, long_tail_set
-from experiments.pool import dequity_fields, training_dataset
-from experiments.report import Section, mean_spread, script_main, table
+from experiments.pool import dequity_fields, prepare_pool, training_dataset
+from experiments.report import Section, script_main, table
+from experiments.stats import mean_ci, paired_tests
 from reporting import spearman
 
 NAME = "discovery"
+RAW_FILE = "discovery_runs.json"
 TOP_SHARE = 0.1
 RARE_CLASSES = 3
 
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
     "default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, noise to nearest": {},
-    "previous clustering: PCA-50 + HDBSCAN(10), noise as singletons": {
+    "previous default: final features, PCA-50 + HDBSCAN(10), noise as singletons": {
+        "model": "efficientnet-lite0",
+        "clustering": "hdbscan",
+        "noise": "singleton",
+    },
+    "previous clustering on the default's features": {
         "clustering": "hdbscan",
         "noise": "singleton",
     },
@@ -71,36 +85,94 @@ def scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
-    """Every configuration on the long-tailed set of every seed."""
+    """Every configuration on the long-tailed set of every seed; raw values to ``RAW_FILE``."""
     images, labels = load_split("train")
     largest = 60 if quick else 1000
     configs = {k: v for k, v in CONFIGS.items() if not (quick and "tsne" in str(v))}
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
-    for seed in seeds:
-        train_set = long_tail_set(labels, largest, seed=seed)
+    runs: dict[str, dict[str, list[float | None]]] = {}
+    sets = [long_tail_set(labels, largest, seed=seed) for seed in seeds]
+    models = tuple(sorted({c.get("model", DEFAULT_MODEL) for c in configs.values()}))
+    prepare_pool(sets, images, labels, models)
+    for seed, train_set in zip(seeds, sets):
         dataset = training_dataset(train_set, images, labels)
         y = labels[train_set.rows]
+        runs[str(seed)] = {}
         for name, config in configs.items():
             try:
-                results[name].append(scores(likelihoods(dataset, train_set, config), y))
+                values = list(scores(likelihoods(dataset, train_set, config), y))
             except DequityError as e:  # e.g. every sample noise on a small set
                 print(f"{name}: {e}")
-                results[name].append((np.nan, np.nan, np.nan))
-    rows = [
-        [name, _mean_std([r[0] for r in res]), *(mean_spread([r[i] for r in res]) for i in (1, 2))]
-        if not np.isnan(res).any()
-        else [name, "failed on some seed (every sample noise)", "", ""]
-        for name, res in results.items()
-    ]
-    best = max(results, key=lambda k: np.nan_to_num(np.mean([r[0] for r in results[k]]), nan=-2))
-    default = next(iter(results))
+                values = [None, None, None]
+            runs[str(seed)][name] = values
+    data = {
+        "experiment": NAME,
+        "mode": "quick" if quick else "full",
+        "commit": report.commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "config": {"largest": largest, "imbalance": 100, "top_share": TOP_SHARE},
+        "configurations": configs,
+        "seeds": list(seeds),
+        "values": ["spearman", "rare share of top", "rare share of set"],
+        "runs": runs,
+    }
+    path = output / RAW_FILE
+    path.write_text(json.dumps(data, indent=1))
+    return section_from_json(path)
+
+
+def section_from_json(path: Path) -> Section:
+    """The report of a saved run (``discovery_runs.json``): means with CIs, paired tests.
+
+    Every configuration's Spearman is compared with the paper's over the same
+    seeds (paired t-test, Holm-corrected over the configurations).
+
+    Example::
+
+        print(section_from_json(Path("docs/results/discovery_runs.json")).markdown())
+    """
+    data = json.loads(Path(path).read_text())
+    seeds, names = data["seeds"], list(data["configurations"])
+
+    def values(name: str, i: int) -> list[float]:
+        v = [data["runs"][str(s)][name][i] for s in seeds]
+        return [np.nan if x is None else x for x in v]
+
+    failed = [n for n in names if np.isnan(values(n, 0)).any()]
+    paper = next((n for n in names if n.startswith("paper") and n not in failed), None)
+    compared = {n: values(n, 0) for n in names if n not in [*failed, paper]}
+    tests = paired_tests(compared, values(paper, 0)) if paper else {}
+    rows = []
+    for n in names:
+        if n in failed:
+            rows.append([n, "failed on some seed (every sample noise)", "", "", "", ""])
+            continue
+        t, mark = tests.get(n), "(reference)" if n == paper else ""
+        rows.append(
+            [
+                n,
+                mean_ci(values(n, 0)).format(scale=1.0, digits=2),
+                mean_ci(values(n, 1)).format(),
+                mean_ci(values(n, 2)).format(),
+                t.diff.format(scale=1.0, digits=2, signed=True) if t else mark,
+                f"{t.p_holm:.3f}" if t else "",
+            ]
+        )
+    ok = [n for n in names if n not in failed]
+    best = max(ok, key=lambda n: np.mean(values(n, 0)))
+    default = names[0]
+    rho = mean_ci(values(default, 0)).format(scale=1.0, digits=2)
+    lift = np.mean(values(default, 1)) / np.mean(values(default, 2))
     verdicts = [
         f"Label-free discovery: the default's class mean likelihood tracks class frequency "
-        f"with Spearman {_mean_std([r[0] for r in results[default]])}; best: {best}."
+        f"with Spearman {rho} (95 % CI); best: {best}."
     ]
-    body = f"""Long-tailed Fashion-MNIST (largest class {largest}, imbalance 100), embedded
-with EfficientNet-Lite0; seeds {list(seeds)} (each its own subsample and class
-order). No labels are used to compute the likelihoods; labels only score them.
+    body = f"""Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
+`{data["commit"][:12]}`, {data["date"]}). Long-tailed Fashion-MNIST (largest class
+{data["config"]["largest"]}, imbalance 100), embedded with dequity's default model
+({DEFAULT_MODEL}); seeds {seeds} (each its own subsample and class order). No labels are
+used to compute the likelihoods; labels only score them. Means with 95 % t intervals;
+each configuration's Spearman is compared with the paper's by a paired t-test over
+seeds, Holm-corrected over the {len(tests)} comparisons.
 
 {
         table(
@@ -109,23 +181,20 @@ order). No labels are used to compute the likelihoods; labels only score them.
                 "Spearman: class mean likelihood vs class frequency",
                 f"rare-class share of the top {TOP_SHARE:.0%} weighted %",
                 "rare-class share of the set %",
+                "Spearman − paper's",
+                "p (Holm)",
             ],
             rows,
         )
     }
 
 - Best rank correlation: {best}.
-- The default's correlation is {_mean_std([r[0] for r in results[default]])}; a value of 1
-  would mean the classes' mean likelihoods are ordered exactly as their sizes.
-- The top-weighted images hold the rare classes at
-  {np.mean([r[1] for r in results[default]]) / np.mean([r[2] for r in results[default]]):.1f}x
-  their share of the set with the default configuration.
+- The default's correlation is {rho}; a value of 1 would mean the classes' mean
+  likelihoods are ordered exactly as their sizes.
+- The top-weighted images hold the rare classes at {lift:.1f}x their share of the set
+  with the default configuration.
 """
     return Section("3. Label-free discovery: do likelihoods find the rare classes?", body, verdicts)
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    return mean_spread(values, scale=1.0, digits=2)
 
 
 if __name__ == "__main__":

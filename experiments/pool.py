@@ -19,8 +19,21 @@ from dequity.defaults import DEFAULT_MODEL
 from experiments.fashion_mnist import CLASSES, TrainingSet
 
 POOL_NAME = "dequity-exp-fashion-mnist-pool"
-#: the pool's embeddings by dequity's default model (a new default embeds anew)
-EMBEDDING_FIELD = "embedding_" + DEFAULT_MODEL.replace("-", "_")
+
+
+def embedding_field(model: str = DEFAULT_MODEL) -> str:
+    """The pool's field of embeddings by ``model`` (a new default embeds anew).
+
+    Example::
+
+        >>> embedding_field("efficientnet-lite0")
+        'embedding_efficientnet_lite0'
+    """
+    return "embedding_" + model.replace("-", "_")
+
+
+#: the pool's embeddings by dequity's default model
+EMBEDDING_FIELD = embedding_field()
 
 
 def cache_dir() -> Path:
@@ -67,24 +80,31 @@ def _add_missing(pool: Any, keys: list[tuple[int, bool]], images: np.ndarray, la
     pool.add_samples(samples, progress=False)
 
 
-def _embed_missing(pool: Any) -> None:
-    """Embeds, with dequity's default model, the pool samples without embeddings."""
+def _embed_missing(pool: Any, model: str) -> None:
+    """Embeds, with ``model``, the pool samples without its embeddings."""
     from dequity.embeddings import from_model
 
-    todo = pool.exists(EMBEDDING_FIELD, False)
+    field = embedding_field(model)
+    todo = pool.exists(field, False) if pool.has_sample_field(field) else pool
     if len(todo) == 0:
         return
-    print(f"embedding {len(todo)} images with {DEFAULT_MODEL} (cached afterwards)")
-    emb = from_model(todo, model=DEFAULT_MODEL, batch_size=64, progress=True)
-    pool.set_values(EMBEDDING_FIELD, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
+    print(f"embedding {len(todo)} images with {model} (cached afterwards)")
+    emb = from_model(todo, model=model, batch_size=64, progress=True)
+    pool.set_values(field, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
 
 
 def _keys(train_set: TrainingSet) -> list[tuple[int, bool]]:
     return [(int(r), bool(i)) for r, i in zip(train_set.rows, train_set.inverted)]
 
 
-def prepare_pool(train_sets: list[TrainingSet], images: np.ndarray, labels: np.ndarray) -> None:
-    """Adds and embeds, in one pass, every image the ``train_sets`` use that the pool lacks.
+def prepare_pool(
+    train_sets: list[TrainingSet],
+    images: np.ndarray,
+    labels: np.ndarray,
+    models: tuple[str, ...] = (DEFAULT_MODEL,),
+) -> None:
+    """Adds and embeds with ``models``, in one pass each, every image of ``train_sets``
+    that the pool lacks.
 
     Example::
 
@@ -92,7 +112,8 @@ def prepare_pool(train_sets: list[TrainingSet], images: np.ndarray, labels: np.n
     """
     pool = _pool()
     _add_missing(pool, sorted({k for t in train_sets for k in _keys(t)}), images, labels)
-    _embed_missing(pool)
+    for model in models:
+        _embed_missing(pool, model)
 
 
 def training_dataset(train_set: TrainingSet, images: np.ndarray, labels: np.ndarray) -> Any:
@@ -130,11 +151,11 @@ def dequity_fields(
     """Runs ``compute_dequity`` (key ``"dequity"``) and returns ``fields``, in set order.
 
     ``kwargs`` go to :func:`dequity.compute_dequity`; ``embeddings`` defaults
-    to the stored embedding field. ``fields`` are suffixes: ``"weight"``,
-    ``"likelihood"``, ``"cluster"``.
+    to the stored embeddings of ``kwargs["model"]`` (default: dequity's
+    default). ``fields`` are suffixes: ``"weight"``, ``"likelihood"``, ``"cluster"``.
     """
     import dequity
 
-    kwargs.setdefault("embeddings", EMBEDDING_FIELD)
+    kwargs.setdefault("embeddings", embedding_field(kwargs.pop("model", DEFAULT_MODEL)))
     dequity.compute_dequity(dataset, "dequity", overwrite=True, progress=False, **kwargs)
     return tuple(values_in_order(dataset, train_set, f"dequity_{f}") for f in fields)

@@ -10,10 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from reporting import md_table
+from experiments.stats import mean_ci
+from reporting import git_commit, md_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-FULL_SEEDS = (0, 1, 2)
+FULL_SEEDS = (0, 1, 2, 3, 4)
+
+
+def commit() -> str:
+    """The checked-out commit, with ``+dirty`` when tracked files changed.
+
+    Example::
+
+        record = {"commit": commit(), "values": values}
+    """
+    return git_commit()
 
 
 @dataclass
@@ -95,7 +106,7 @@ def bar_chart(
     ylabel: str,
     title: str,
 ) -> Path:
-    """Grouped bars of mean ± std: ``series[name][g]`` holds one value per seed."""
+    """Grouped bars: mean and 95 % interval; ``series[name][g]`` holds one value per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,10 +115,11 @@ def bar_chart(
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups)), 4.0))
     width = 0.8 / len(series)
     for i, (name, per_group) in enumerate(series.items()):
-        means = [100 * np.mean(v) for v in per_group]
-        stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0 for v in per_group]
+        cis = [mean_ci(v) for v in per_group]
+        means = [100 * c.mean for c in cis]
+        half = [100 * (c.high - c.mean) for c in cis]
         xs = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)
+        ax.bar(xs, means, width, yerr=half, capsize=3, label=name)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
