@@ -19,11 +19,9 @@ the next call finishes. Every step of ``finish`` can be repeated.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,27 +279,10 @@ def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) 
 
 
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
-    import fiftyone.constants as foc
-    from bson import json_util
-    from fiftyone.core.odm.runs import RunDocument
-
-    run_doc = RunDocument(
-        id=journal["run_doc_id"],
-        dataset_id=fc.dataset_id(fc.root_dataset(samples)),
-        key=run_key,
-        version=foc.VERSION,
-        timestamp=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
-        config=deepcopy(config.serialize()),
-        view_stages=fc.view_stages(samples),
-        results=None,
+    """Store the new run record under the ids the journal holds, not yet linked."""
+    fc.save_run_document(
+        samples, run_key, config, results, journal["run_doc_id"], journal["results_id"]
     )
-    run_doc.results.put(
-        json_util.dumps(results.serialize()).encode(),
-        content_type="application/json",
-        _id=journal["results_id"],
-    )
-    run_doc.results_meta = dict(results.get_meta() or {})
-    run_doc.save(upsert=True)
 
 
 def _linked_run(dataset: Any, run_key: str) -> Any:
@@ -361,7 +342,7 @@ def _finish(dataset: Any, journal: dict) -> None:
         dataset.create_index(journal["index"])
     old = journal.get("old_run_doc_id")
     if old is not None and old != journal["run_doc_id"]:
-        _delete_run_doc(old)
+        fc.delete_run_document(old)
     fault_point("old_run_deleted")
     db.drop_collection(journal["staging"])
     dataset.reload()
@@ -381,7 +362,7 @@ def _finish_delete(dataset: Any, journal: dict) -> None:
         if present:
             dataset.delete_sample_fields(present)
     if run_doc_id is not None:
-        _delete_run_doc(run_doc_id)
+        fc.delete_run_document(run_doc_id)
     fc.results_cache(dataset).pop(run_key, None)
 
 
@@ -433,16 +414,6 @@ def _roll_back(journal: dict) -> None:
         gridfs.GridFS(db).delete(journal["results_id"])
     if journal.get("staging"):
         db.drop_collection(journal["staging"])
-
-
-def _delete_run_doc(run_doc_id: Any) -> None:
-    from fiftyone.core.odm.runs import RunDocument
-
-    run_doc = RunDocument.objects(id=run_doc_id).first()
-    if run_doc is not None:
-        if run_doc.results:
-            run_doc.results.delete()
-        run_doc.delete()
 
 
 def _sync(dataset: Any) -> None:

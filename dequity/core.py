@@ -8,7 +8,7 @@ from typing import Any
 import fiftyone.core.validation as fov
 import numpy as np
 
-from dequity import claims
+from dequity import claims, defaults
 from dequity import clustering as dc
 from dequity import commit as dcommit
 from dequity import embeddings as de
@@ -16,14 +16,6 @@ from dequity import fields as df
 from dequity import fiftyone_compat as fc
 from dequity import groups as dg
 from dequity import projection as dp
-from dequity.defaults import (
-    DEFAULT_CLUSTERING,
-    DEFAULT_ETA,
-    DEFAULT_GAMMA,
-    DEFAULT_NOISE,
-    DEFAULT_PROJECTION,
-    DEFAULT_RUN_KEY,
-)
 from dequity.errors import DequityError
 from dequity.estimate import estimate
 from dequity.faults import fault_point
@@ -36,7 +28,7 @@ from dequity.runs import (
     DequityRunConfig,
     field_names,
 )
-from dequity.sources import parse_embeddings
+from dequity.sources import LOCAL, parse_embeddings
 from dequity.validation import check_estimators, check_field_name
 from dequity.weights import validate_gfl_params
 
@@ -45,21 +37,21 @@ logger = logging.getLogger(__name__)
 
 def compute_dequity(
     samples: Any,
-    run_key: str = DEFAULT_RUN_KEY,
+    run_key: str = defaults.DEFAULT_RUN_KEY,
     *,
     embeddings: str | np.ndarray | None = None,
     model: Any = None,
-    projection: str | None = DEFAULT_PROJECTION,
+    projection: str | None = defaults.DEFAULT_PROJECTION,
     projection_kwargs: dict | None = None,
-    clustering: str = DEFAULT_CLUSTERING,
+    clustering: str = defaults.DEFAULT_CLUSTERING,
     clustering_kwargs: dict | None = None,
-    noise: str = DEFAULT_NOISE,
-    eta: float = DEFAULT_ETA,
-    gamma: float = DEFAULT_GAMMA,
+    noise: str = defaults.DEFAULT_NOISE,
+    eta: float = defaults.DEFAULT_ETA,
+    gamma: float = defaults.DEFAULT_GAMMA,
     overwrite: bool = False,
     progress: Any = None,
     embeddings_field: str | None = None,
-    embedding_backend: str = "local",
+    embedding_backend: str = LOCAL,
     ray_options: dict | None = None,
     group_field: str | None = None,
     collapse_near_duplicates: float | None = None,
@@ -351,7 +343,7 @@ def _short_summary(results: DequityResults) -> str:
     )
 
 
-def load_dequity_results(samples: Any, run_key: str = DEFAULT_RUN_KEY) -> DequityResults:
+def load_dequity_results(samples: Any, run_key: str = defaults.DEFAULT_RUN_KEY) -> DequityResults:
     """Load the results of dequity run ``run_key`` from ``samples``' dataset.
 
     Example::

@@ -2,7 +2,9 @@
 
 FiftyOne has no public API for these; each function names what is missing.
 ``tests/test_fiftyone_compat.py`` pins their behaviour against the installed
-FiftyOne, so a release that changes one fails there first.
+FiftyOne, so a release that changes one fails there first; CI runs it on the
+newest and the oldest release that ``pyproject.toml`` allows
+(``scripts/test-oldest-fiftyone.sh``).
 
 Example::
 
@@ -94,6 +96,66 @@ def run_documents() -> Any:
     from fiftyone.core.odm.runs import RunDocument
 
     return RunDocument._get_collection()
+
+
+def save_run_document(
+    samples: Any, key: str, config: Any, results: Any, run_doc_id: Any, results_id: Any
+) -> None:
+    """Store run ``key``'s record (config and results) as ``run_doc_id``, unlinked.
+
+    Missing API: ``register_run`` and ``save_run_results`` link the record
+    to the dataset as they write it; dequity writes it first and links it in
+    one atomic step later (see :mod:`dequity.commit`). ``results_meta`` is
+    stored where this FiftyOne's run records have it.
+
+    Example::
+
+        save_run_document(dataset, "dequity", config, results, ObjectId(), ObjectId())
+    """
+    import datetime
+    from copy import deepcopy
+
+    import fiftyone.constants as foc
+    from bson import json_util
+    from fiftyone.core.odm.runs import RunDocument
+
+    run_doc = RunDocument(
+        id=run_doc_id,
+        dataset_id=dataset_id(root_dataset(samples)),
+        key=key,
+        version=foc.VERSION,
+        timestamp=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
+        config=deepcopy(config.serialize()),
+        view_stages=view_stages(samples),
+        results=None,
+    )
+    run_doc.results.put(
+        json_util.dumps(results.serialize()).encode(),
+        content_type="application/json",
+        _id=results_id,
+    )
+    if hasattr(results, "get_meta"):
+        run_doc.results_meta = dict(results.get_meta() or {})
+    run_doc.save(upsert=True)
+
+
+def delete_run_document(run_doc_id: Any) -> None:
+    """Delete the run record ``run_doc_id`` and its stored results, if they exist.
+
+    Missing API: ``delete_run`` works by key on a linked run; dequity deletes
+    records it has already unlinked, or replaced.
+
+    Example::
+
+        delete_run_document(old_run_doc_id)
+    """
+    from fiftyone.core.odm.runs import RunDocument
+
+    run_doc = RunDocument.objects(id=run_doc_id).first()
+    if run_doc is not None:
+        if run_doc.results:
+            run_doc.results.delete()
+        run_doc.delete()
 
 
 def view_stages(samples: Any) -> list[str] | None:

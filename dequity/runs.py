@@ -15,9 +15,16 @@ import fiftyone.core.runs as focr
 import numpy as np
 
 from dequity import fiftyone_compat as fc
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE, DEFAULT_PROJECTION
+from dequity.defaults import (
+    DEFAULT_CLUSTERING,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
+    DEFAULT_NOISE,
+    DEFAULT_PROJECTION,
+    DEFAULT_RUN_KEY,
+)
 from dequity.errors import DequityError
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
+from dequity.weights import gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
 FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
@@ -55,7 +62,7 @@ class DequityRunConfig(focr.RunConfig):
 
     def __init__(
         self,
-        run_key: str = "dequity",
+        run_key: str = DEFAULT_RUN_KEY,
         embeddings_field: str | None = None,
         model: str | None = None,
         projection: str | None = DEFAULT_PROJECTION,

@@ -17,7 +17,8 @@ from dequity.validation import check_field_name, check_number
 
 #: ``"local"``: batched DataLoader inference in this process; ``"ray"``: one
 #: actor per worker on a Ray cluster.
-EMBEDDING_BACKENDS = ("local", "ray")
+LOCAL, RAY = "local", "ray"
+EMBEDDING_BACKENDS = (LOCAL, RAY)
 EMBEDDING_OPTIONS = ("batch_size", "num_workers", "skip_failures", "device", "precision")
 RAY_OPTIONS = ("num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address")
 _LOCAL_ONLY = ("num_workers", "device", "precision")
@@ -35,7 +36,7 @@ class EmbeddingSource:
     field: str | None = None
     model: Any = None
     store_field: str | None = None
-    backend: str = "local"
+    backend: str = LOCAL
     ray_options: dict = dataclasses.field(default_factory=dict)
     options: dict = dataclasses.field(default_factory=dict)
 
@@ -55,7 +56,7 @@ class EmbeddingSource:
             return de.from_field(samples, self.field)
         if self.array is not None:
             return de.from_array(samples, self.array)
-        if self.backend == "ray":
+        if self.backend == RAY:
             from dequity.ray_embeddings import embed_with_ray
 
             return embed_with_ray(
@@ -74,7 +75,7 @@ def parse_embeddings(
     embeddings: str | np.ndarray | None = None,
     model: Any = None,
     embeddings_field: str | None = None,
-    backend: str = "local",
+    backend: str = LOCAL,
     ray_options: dict | None = None,
     options: dict | None = None,
 ) -> EmbeddingSource:
@@ -139,7 +140,7 @@ def _check_backend(backend: str, ray_options: dict | None, embeddings: Any, opti
         raise DequityError(
             f"embedding_backend must be one of {EMBEDDING_BACKENDS}, got {backend!r}"
         )
-    if backend == "local":
+    if backend == LOCAL:
         if ray_options:
             raise DequityError("ray_options need embedding_backend='ray'")
         return

@@ -18,6 +18,7 @@ from typing import Any
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.constants import ViewTarget
 
 import dequity
 from dequity import clustering as dclustering
@@ -86,11 +87,15 @@ def _execute(
     params: dict,
     delegate: bool,
     delegation_target: str | None,
-    target: str | None = "CURRENT_VIEW",
+    target: bool = True,
 ) -> Any:
-    ctx = {"dataset": fc.root_dataset(samples), "view": samples.view(), "params": dict(params)}
-    if target is not None:
-        ctx["params"]["view_target"] = target
+    """Run ``operator`` on ``samples``; ``target``: the operator asks for a view target."""
+    dataset = fc.root_dataset(samples)
+    view = samples.view()
+    ctx = {"dataset": dataset, "view": view, "params": dict(params)}
+    if target:  # the choices the App offers: "current view" only for a narrower view
+        whole = view == dataset.view()
+        ctx["params"]["view_target"] = ViewTarget.DATASET if whole else ViewTarget.CURRENT_VIEW
     return foo.execute_operator(
         operator.uri, ctx, request_delegation=delegate, delegation_target=delegation_target
     )
@@ -179,17 +184,42 @@ def _summary(results: dequity.DequityResults, viz: str | None) -> dict:
     }
 
 
-def _summary_property() -> types.Property:
+def _operator_config(name: str, label: str, icon: str, **options: Any) -> foo.OperatorConfig:
+    """An operator that runs now or delegated, with inputs that react to choices."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        icon=icon,
+        dynamic=True,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+        **options,
+    )
+
+
+def _output_table(title: str, rows: list[tuple[str, str, str]]) -> types.Property:
+    """A summary view of ``(kind, name, label)`` rows; ``obj`` rows show as JSON."""
     outputs = types.Object()
-    outputs.str("run_key", label="Run key")
-    outputs.int("num_samples", label="Samples scored")
-    outputs.int("num_missing", label="Samples without an embedding")
-    outputs.int("num_clusters", label="Clusters")
-    outputs.str("noise_share", label="Noise share")
-    outputs.str("weight_range", label="Weight range")
-    outputs.str("fields", label="Fields written")
-    outputs.str("visualization", label="Embeddings panel brain key")
-    return types.Property(outputs, view=types.View(label="Dequity computed"))
+    for kind, name, label in rows:
+        view = {"view": types.JSONView()} if kind == "obj" else {}
+        getattr(outputs, kind)(name, label=label, **view)
+    return types.Property(outputs, view=types.View(label=title))
+
+
+def _summary_property() -> types.Property:
+    return _output_table(
+        "Dequity computed",
+        [
+            ("str", "run_key", "Run key"),
+            ("int", "num_samples", "Samples scored"),
+            ("int", "num_missing", "Samples without an embedding"),
+            ("int", "num_clusters", "Clusters"),
+            ("str", "noise_share", "Noise share"),
+            ("str", "weight_range", "Weight range"),
+            ("str", "fields", "Fields written"),
+            ("str", "visualization", "Embeddings panel brain key"),
+        ],
+    )
 
 
 class ComputeDequity(foo.Operator):
@@ -197,15 +227,12 @@ class ComputeDequity(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_dequity",
-            label="Compute dequity",
+        return _operator_config(
+            "compute_dequity",
+            "Compute dequity",
+            "balance",
             description="Find visually rare images and weight them up",
-            icon="balance",
-            dynamic=True,
             execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
             default_choice_to_delegated=True,
         )
 
@@ -563,14 +590,11 @@ class ReweightDequity(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="reweight_dequity",
-            label="Reweight dequity run",
+        return _operator_config(
+            "reweight_dequity",
+            "Reweight dequity run",
+            "tune",
             description="Change eta and gamma of a dequity run; only the weight field changes",
-            icon="tune",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
         )
 
     def __call__(
@@ -585,7 +609,7 @@ class ReweightDequity(foo.Operator):
     ) -> Any:
         """Reweight run ``run_key`` of ``samples``' dataset; see ``DequityResults.reweight``."""
         params = {"run_key": run_key, "eta": eta, "gamma": gamma}
-        return _execute(self, samples, params, delegate, delegation_target, target=None)
+        return _execute(self, samples, params, delegate, delegation_target, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -639,13 +663,16 @@ class ReweightDequity(foo.Operator):
         }
 
     def resolve_output(self, ctx: Any) -> types.Property:
-        outputs = types.Object()
-        outputs.str("run_key", label="Run key")
-        outputs.str("weight_field", label="Weight field")
-        outputs.float("eta", label="eta")
-        outputs.float("gamma", label="gamma")
-        outputs.str("weight_range", label="Weight range")
-        return types.Property(outputs, view=types.View(label="Weights updated"))
+        return _output_table(
+            "Weights updated",
+            [
+                ("str", "run_key", "Run key"),
+                ("str", "weight_field", "Weight field"),
+                ("float", "eta", "eta"),
+                ("float", "gamma", "gamma"),
+                ("str", "weight_range", "Weight range"),
+            ],
+        )
 
 
 class GetDequityInfo(foo.Operator):
@@ -653,18 +680,11 @@ class GetDequityInfo(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="get_dequity_info",
-            label="Get dequity run info",
-            icon="info",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("get_dequity_info", "Get dequity run info", "info")
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Info about run ``run_key``; the dict is in the result's ``.result``."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -687,13 +707,16 @@ class GetDequityInfo(foo.Operator):
         }
 
     def resolve_output(self, ctx: Any) -> types.Property:
-        outputs = types.Object()
-        outputs.str("run_key", label="Run key")
-        outputs.str("timestamp", label="Created")
-        outputs.str("version", label="FiftyOne version")
-        outputs.obj("config", label="Config", view=types.JSONView())
-        outputs.obj("summary", label="Summary", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="Dequity run info"))
+        return _output_table(
+            "Dequity run info",
+            [
+                ("str", "run_key", "Run key"),
+                ("str", "timestamp", "Created"),
+                ("str", "version", "FiftyOne version"),
+                ("obj", "config", "Config"),
+                ("obj", "summary", "Summary"),
+            ],
+        )
 
 
 class RenameDequityRun(foo.Operator):
@@ -701,21 +724,14 @@ class RenameDequityRun(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="rename_dequity_run",
-            label="Rename dequity run",
-            icon="edit",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("rename_dequity_run", "Rename dequity run", "edit")
 
     def __call__(
         self, samples: Any, run_key: str, new_run_key: str, *, delegate: bool = False
     ) -> Any:
         """Rename ``run_key`` to ``new_run_key``; see :func:`dequity.rename_dequity_run`."""
         params = {"run_key": run_key, "new_run_key": new_run_key}
-        return _execute(self, samples, params, delegate, None, target=None)
+        return _execute(self, samples, params, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -740,18 +756,11 @@ class DeleteDequityRun(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="delete_dequity_run",
-            label="Delete dequity run",
-            icon="delete",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("delete_dequity_run", "Delete dequity run", "delete")
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Delete ``run_key`` and its fields; see :func:`dequity.delete_dequity_run`."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()

@@ -117,3 +117,27 @@ def test_wrap_get_item_changes_how_compute_embeddings_loads_images(dataset):
     assert type(fo_model) is model_class
     assert embeddings.shape[0] == len(dataset)
     assert sorted(seen) == sorted(dataset.values("filepath"))
+
+
+def test_a_saved_run_document_loads_once_linked_and_deletes_with_its_results(dataset):
+    import gridfs
+
+    from dequity.runs import DequityResults
+
+    view = dataset.limit(4)
+    config = DequityRunConfig("a")
+    results = DequityResults(view, config, "a", sample_ids=view.values("id"), labels=[0] * 4)
+    run_doc_id, results_id = ObjectId(), ObjectId()
+    fc.save_run_document(view, "a", config, results, run_doc_id, results_id)
+    assert dataset.list_runs() == []  # stored, not linked
+    fc.dataset_documents(dataset).update_one(
+        {"_id": fc.dataset_id(dataset)}, {"$set": {"runs.a": run_doc_id}}
+    )
+    dataset.reload()
+    loaded = dataset.load_run_results("a")
+    assert loaded.labels == [0] * 4 and loaded.sample_ids == view.values("id")
+    assert len(dataset.load_run_view("a")) == 4
+
+    fc.delete_run_document(run_doc_id)
+    assert fc.run_documents().find_one({"_id": run_doc_id}) is None
+    assert not gridfs.GridFS(foo.get_db_conn()).exists(results_id)

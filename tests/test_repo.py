@@ -78,3 +78,16 @@ def imported_packages(path: Path) -> set[str]:
 def test_packages_import_only_what_sits_below_them(package, forbidden):
     for path in (REPO / package).rglob("*.py"):
         assert not imported_packages(path) & forbidden, path
+
+
+def test_the_plugin_asks_for_fiftyone_releases_the_package_supports():
+    """The App plugin needs 1.14+ (``py_entry``, module names of their own); the package less."""
+    package = re.search(r'"fiftyone>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    plugin = re.search(r'version: ">=([\d.]+),<([\d.]+)"', (REPO / "fiftyone.yml").read_text())
+    assert package and plugin, "both must bound fiftyone on both sides"
+
+    def release(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in text.split("."))
+
+    assert release(plugin.group(1)) >= release(package.group(1))
+    assert plugin.group(2) == package.group(2)
