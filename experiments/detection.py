@@ -58,6 +58,7 @@ from experiments.rare_conditions import (
 )
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
+from reporting import git_commit
 
 NAME = "detection"
 RAW_FILE = "detection_runs.json"
