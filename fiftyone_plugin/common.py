@@ -103,12 +103,7 @@ def existing_run_input(
         )
         prop.invalid = True
         return None
-    choices = types.DropdownView()
-    for key in runs:
-        choices.add_choice(key, label=key)
-    prop = inputs.enum(
-        name, choices.values(), required=True, default=runs[0], label=label, view=choices
-    )
+    prop = dropdown(inputs, name, runs, required=True, default=runs[0], label=label)
     run_key = ctx.params.get(name, runs[0])
     if run_key not in runs:
         prop.invalid = True
@@ -224,3 +219,19 @@ def report(ctx: Any, label: str) -> Any:
         ctx.set_progress(label=label)
         return None
     return ctx.ops.set_progress(label=label)
+
+
+def dropdown(
+    inputs: types.Object, name: str, choices: dict[str, str] | list[str], **kwargs: Any
+) -> Any:
+    """``inputs.enum`` shown as a dropdown; ``choices`` maps values to labels (or lists values).
+
+    Example::
+
+        dropdown(inputs, "run_key", dequity.list_dequity_runs(dataset), label="Run")
+    """
+    labels = choices if isinstance(choices, dict) else {c: c for c in choices}
+    view = types.DropdownView()
+    for value, label in labels.items():
+        view.add_choice(value, label=label)
+    return inputs.enum(name, view.values(), view=view, **kwargs)

@@ -40,6 +40,7 @@ from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
 from dequity.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
+    dropdown,
     existing_run_input,
     free_run_key,
     gfl_inputs,
@@ -149,15 +150,6 @@ def _method_kwargs(params: dict, kind: str, method: str) -> dict:
             kwargs[key] = value
     kwargs.update(params.get(f"{kind}_kwargs") or {})
     return kwargs
-
-
-def _choice_enum(
-    inputs: types.Object, name: str, labels: dict, default: str, label: str, **kwargs: Any
-) -> Any:
-    view = types.DropdownView()
-    for value, description in labels.items():
-        view.add_choice(value, label=description)
-    return inputs.enum(name, view.values(), default=default, label=label, view=view, **kwargs)
 
 
 def _default_source(params: dict, fields: list[str]) -> str:
@@ -302,25 +294,25 @@ class ComputeDequity(foo.Operator):
 
         inputs.view("method_header", types.Header(label="Projection and clustering", divider=True))
         projection = ctx.params.get("projection", DEFAULT_PROJECTION)
-        proj_prop = _choice_enum(
-            inputs, "projection", _PROJECTION_LABELS, DEFAULT_PROJECTION, "Projection"
+        proj_prop = dropdown(
+            inputs, "projection", _PROJECTION_LABELS, default=DEFAULT_PROJECTION, label="Projection"
         )
         if projection in _PROJECTION_LABELS:
             _method_inputs(ctx, inputs, "projection", projection)
             self._check_kwargs(ctx, proj_prop, "projection", projection)
         clustering = ctx.params.get("clustering", DEFAULT_CLUSTERING)
-        clus_prop = _choice_enum(
-            inputs, "clustering", _CLUSTERING_LABELS, DEFAULT_CLUSTERING, "Clustering"
+        clus_prop = dropdown(
+            inputs, "clustering", _CLUSTERING_LABELS, default=DEFAULT_CLUSTERING, label="Clustering"
         )
         if clustering in _CLUSTERING_LABELS:
             _method_inputs(ctx, inputs, "clustering", clustering)
             self._check_kwargs(ctx, clus_prop, "clustering", clustering)
-        _choice_enum(
+        dropdown(
             inputs,
             "noise",
             _NOISE_LABELS,
-            DEFAULT_NOISE,
-            "Noise policy",
+            default=DEFAULT_NOISE,
+            label="Noise policy",
             description="How images the clustering calls noise count in the likelihood",
         )
 
@@ -356,16 +348,13 @@ class ComputeDequity(foo.Operator):
         source = ctx.params.get("embeddings_source", default_source)
 
         if source == FIELD_SOURCE:
-            choices = types.DropdownView()
-            for name in fields:
-                choices.add_choice(name, label=name)
-            prop = inputs.enum(
+            prop = dropdown(
+                inputs,
                 "embeddings",
-                choices.values(),
+                fields,
                 default=fields[0] if fields else None,
                 label="Vector field",
                 description="Field of embedding vectors, e.g. from compute_embeddings",
-                view=choices,
             )
             field = ctx.params.get("embeddings", fields[0] if fields else None)
             problem = None
@@ -484,16 +473,13 @@ def _grouping_inputs(inputs: types.Object, target: Any) -> None:
         for name, field in target.get_field_schema().items()
         if isinstance(field, GROUP_FIELD_TYPES) and name not in ("id", "filepath")
     ]
-    choices = types.DropdownView()
-    for name in fields:
-        choices.add_choice(name, label=name)
-    inputs.enum(
+    dropdown(
+        inputs,
         "group_field",
-        choices.values(),
+        fields,
         required=False,
         label="Group field",
         description="Count each scene / sequence / drive once (e.g. scene_id)",
-        view=choices,
     )
     inputs.float(
         "collapse_near_duplicates",

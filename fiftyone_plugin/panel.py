@@ -10,7 +10,7 @@ from fiftyone import ViewField as F
 
 import dequity
 from fiftyone_plugin import plots
-from fiftyone_plugin.common import uri
+from fiftyone_plugin.common import dropdown, uri
 from fiftyone_plugin.viz import owned_visualization
 
 _PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
@@ -104,17 +104,7 @@ class DequityPanel(foo.Panel):
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         runs = dequity.list_dequity_runs(ctx.dataset)
-        choices = types.DropdownView()
-        for key in runs:
-            choices.add_choice(key, label=key)
-        panel.enum(
-            "run_key",
-            choices.values(),
-            default=run_key,
-            label="Run",
-            view=choices,
-            on_change=self.on_change_run,
-        )
+        dropdown(panel, "run_key", runs, default=run_key, label="Run", on_change=self.on_change_run)
 
         results = dequity.load_dequity_results(ctx.dataset, run_key)
         s = results.summary()
