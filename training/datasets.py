@@ -54,6 +54,7 @@ __all__ = [
     "DetectionGetItem",
     "FiftyOneTorchDataset",
     "WEIGHT_LEVELS",
+    "check_weight_level",
     "classification_dataset",
     "collate_detection",
     "detection_dataset",
@@ -542,6 +543,10 @@ def _object_dataset(
         raise DequityError(
             "weight_level='object' weights boxes; pass the label_field that has them"
         )
+    if missing_box_weight is not None and not (
+        math.isfinite(missing_box_weight) and missing_box_weight >= 0
+    ):
+        raise DequityError(f"missing_box_weight must be finite and >= 0, got {missing_box_weight}")
     classes = resolve_classes(view, label_field, classes)
     recompute = eta is not None or gamma is not None
     if recompute and likelihood_field is None:
