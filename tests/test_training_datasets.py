@@ -295,6 +295,15 @@ def test_boxes_without_a_weight(small):
     small.set_values("ground_truth.detections.obj_weight", [[0.5, None], [0.25], [], [0.8]])
     with pytest.raises(DequityError, match=r"sample .*: 1 of its 2 boxes have no 'obj_weight'"):
         strict[0]
+    with pytest.raises(DequityError, match="missing_box_weight must be finite and >= 0"):
+        detection_dataset(
+            small,
+            "ground_truth",
+            CLASSES,
+            weight_field="part_weight",
+            weight_level="object",
+            missing_box_weight=-1.0,
+        )
     with pytest.raises(DequityError, match="weight_level must be 'image'.*or 'object'"):
         detection_dataset(small, "ground_truth", CLASSES, weight_level="box")
 
