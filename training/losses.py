@@ -34,8 +34,10 @@ an anchor of image ``i`` is weighted ``w_i * a_j``: FCOS gives
 ``sum_i w_i * (sum_j a_j * l_j / max(1, F_i)) / B`` per loss term.
 
 With all box weights 1 this is exactly torchvision's loss. Each term is
-affine in the box weights (linear in them plus the background anchors'
-fixed part), since the normalisers do not depend on the weights, so
+affine in the box weights, since the normalisers do not depend on them:
+classification is linear in them plus the background anchors' fixed part;
+box regression and centerness, which only foreground anchors have, are
+linear (all box weights 0 make them 0). So
 ``L(a * u + (1 - a) * v) == a * L(u) + (1 - a) * L(v)`` for box-weight
 vectors ``u``, ``v``. ``normalize=True`` first divides the box weights by
 their mean over the batch's boxes (and the image weights by theirs); the
