@@ -241,7 +241,7 @@ def object_embeddings(
     if isinstance(embeddings, str):
         values = samples.values(f"{patches_field}.detections.{embeddings}")
         flat = [v for sample_values in values for v in (sample_values or [])]
-        vectors = [flat[r] for r in objs.rows]
+        vectors = [_vector(flat[r]) for r in objs.rows]
         return _present(objs, vectors, f"have no {embeddings!r} attribute")
     if embeddings is not None:
         array = np.asarray(embeddings) if not isinstance(embeddings, np.ndarray) else embeddings
@@ -318,6 +318,15 @@ def crop_embeddings(
         if vectors is not None:
             out.update(zip(ids or [], vectors))
     return out
+
+
+def _vector(value: Any) -> Any:
+    """An attribute's vector; arrays in undeclared attributes come back as serialized bytes."""
+    if isinstance(value, bytes):
+        import fiftyone.core.utils as fou
+
+        return fou.deserialize_numpy_array(value)
+    return value
 
 
 def _present(objs: Objects, vectors: list[Any], why: str) -> de.Embeddings:
