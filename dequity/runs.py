@@ -123,8 +123,11 @@ class DequityRun(focr.Run):
 
     def get_fields(self, samples: Any, key: str) -> list[str]:
         fields = list(self.config.fields)
-        if self.config.embeddings_field:
-            fields.append(self.config.embeddings_field)
+        embeddings = self.config.embeddings_field
+        if embeddings and getattr(self.config, "patches_field", None):
+            fields.append(f"{self.config.patches_field}.detections.{embeddings}")
+        elif embeddings:
+            fields.append(embeddings)
         return fields
 
     def cleanup(self, samples: Any, key: str) -> None:
