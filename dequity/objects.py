@@ -99,7 +99,12 @@ def check_patches_field(samples: Any, patches_field: Any) -> None:
 
 
 def check_options(group_field: Any, collapse_near_duplicates: Any, embeddings_field: Any) -> None:
-    """Refuse what object runs do not support."""
+    """Refuse what object runs do not support.
+
+    Example::
+
+        check_options(None, None, None)   # fine; group_field="scene" raises
+    """
     if group_field is not None or collapse_near_duplicates is not None:
         raise DequityError(
             "group_field and collapse_near_duplicates count samples, not objects; "
@@ -113,7 +118,12 @@ def check_options(group_field: Any, collapse_near_duplicates: Any, embeddings_fi
 
 
 def check_attributes_free(samples: Any, patches_field: str, run_key: str, names: list[str]) -> None:
-    """Raise unless the Detection attributes ``names`` are absent or owned by run ``run_key``."""
+    """Raise unless the Detection attributes ``names`` are absent or owned by run ``run_key``.
+
+    Example::
+
+        check_attributes_free(dataset, "ground_truth", "objects", ["objects_weight"])
+    """
     dataset = fc.root_dataset(samples)
     owned: set[str] = set()
     if run_key in dataset.list_runs(method=METHOD):
@@ -176,7 +186,7 @@ def usable_objects(samples: Any, patches_field: str, min_pixels: int = MIN_BOX_P
             sum(objs.skipped.values()),
             objs.total,
             patches_field,
-            ", ".join(f"{v} {_SKIP_TEXT[k].format(n=min_pixels)}" for k, v in objs.skipped.items()),
+            _skipped_text(objs.skipped, min_pixels),
         )
     if not objs.object_ids:
         raise DequityError(
