@@ -332,3 +332,16 @@ def _per_box(dataset: fo.Dataset, rows: np.ndarray) -> list[list[np.ndarray]]:
         out.append([rows[start + k] for k in range(len(ids))])
         start += len(ids)
     return out
+
+
+def test_crops_cut_in_decoding_workers_match_the_main_process(demo):
+    from dequity import objects as dobj
+
+    view = demo.limit(3)
+    objs = dobj.usable_objects(view, FIELD)
+    kwargs = {"device": "cpu", "progress": False}
+    here = dobj.crop_embeddings(view, FIELD, objs, "efficientnet-lite0", num_workers=0, **kwargs)
+    workers = dobj.crop_embeddings(view, FIELD, objs, "efficientnet-lite0", num_workers=2, **kwargs)
+    assert list(here) == list(workers) == objs.object_ids
+    for i in objs.object_ids:
+        np.testing.assert_allclose(here[i], workers[i], atol=1e-5)
