@@ -20,6 +20,7 @@ MODULES = {
     "startup": "benchmarks.startup",
     "robustness": "benchmarks.robustness",
     "update": "benchmarks.update",
+    "objects": "benchmarks.objects",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -4,6 +4,7 @@ Examples::
 
     dequity demo
     dequity compute --dataset kitti --model efficientnet-lite0
+    dequity compute --dataset kitti --run-key objects --patches-field ground_truth
     dequity compute --dataset kitti --run-key paper --projection tsne \\
         --clustering dbscan --clustering-kwargs eps=2.0 min_samples=10 --noise cluster
     dequity reweight --dataset kitti --eta 0.5 --gamma 2
@@ -116,6 +117,10 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
         metavar="COSINE",
         help="count runs of consecutive near-identical samples once (e.g. 0.8)",
     )
+    parser.add_argument(
+        "--patches-field",
+        help="score each box of this Detections field instead of each image (an object run)",
+    )
     parser.add_argument("--eta", type=float, default=defaults.DEFAULT_ETA)
     parser.add_argument("--gamma", type=float, default=defaults.DEFAULT_GAMMA)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
@@ -149,6 +154,7 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "gamma": args.gamma,
         "group_field": args.group_field,
         "collapse_near_duplicates": args.collapse_near_duplicates,
+        "patches_field": args.patches_field,
         "overwrite": args.overwrite,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
@@ -168,8 +174,11 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
     """
     s = results.summary()
     sizes = ", ".join(f"{k}:{v}" for k, v in s["cluster_sizes"].items())
+    objects = (
+        f"{s['num_objects']} objects of {s['patches_field']!r} on " if "num_objects" in s else ""
+    )
     lines = [
-        f"run {s['run_key']!r}: {s['num_samples']} samples, {s['num_clusters']} clusters, "
+        f"run {s['run_key']!r}: {objects}{s['num_samples']} samples, {s['num_clusters']} clusters, "
         f"{s['noise_fraction']:.1%} noise, {s['num_missing']} without embedding",
         f"cluster sizes (id:size, common to rare; -1 = noise): {sizes}",
         f"weights (eta={s['eta']}, gamma={s['gamma']}): "

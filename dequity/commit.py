@@ -55,6 +55,28 @@ class Column:
     owned: bool = True
 
 
+@dataclass
+class ObjectColumns:
+    """New values of attributes of the ``Detection`` objects in field ``field``.
+
+    ``values[i]`` belongs to the ``i``-th id of the commit: a dict with the
+    Detection ids under ``"ids"`` and, for each attribute name, the values in
+    the same order. Detections of that sample not listed (or a None entry)
+    lose the attributes. ``attributes``: ``(name, kind, description, owned)``.
+    """
+
+    field: str
+    attributes: list[tuple[str, str, str, bool]]
+    values: Sequence[dict | None]
+
+    def paths(self) -> list[str]:
+        """The attributes as field paths, e.g. ``ground_truth.detections.dequity_weight``."""
+        return [f"{self.field}.detections.{a[0]}" for a in self.attributes]
+
+
+_OBJECTS_KEY = "_dequity_objects"
+
+
 def run_claim_id(dataset: Any, run_key: str) -> str:
     """The claim (and journal) id of run ``run_key`` on ``dataset``."""
     return f"{fc.dataset_id(dataset)}:run:{run_key}"
@@ -95,6 +117,7 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
                 results_id=None,
                 old_run_doc_id=None,
                 fields=None,
+                objects=None,
                 index=None,
             )
         dataset.reload()
@@ -113,11 +136,14 @@ def commit_run(
     columns: list[Column],
     index: str | None = None,
     progress: Any = None,
+    objects: ObjectColumns | None = None,
 ) -> None:
     """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
 
     Replaces an existing run ``run_key`` (its record, and its fields' values
     where ``columns`` give new ones) only once everything new is stored.
+    ``objects`` adds attributes of the samples' Detections, merged in the
+    same step as the sample fields.
 
     Example::
 
@@ -133,11 +159,14 @@ def commit_run(
         run_doc_id=ObjectId(),
         results_id=ObjectId(),
         fields=[[c.name, c.kind, c.description, c.owned] for c in columns],
+        objects=None
+        if objects is None
+        else {"field": objects.field, "attributes": [list(a) for a in objects.attributes]},
         index=index,
     )
     journal = claim.doc
     try:
-        _stage(journal["staging"], ids, columns, progress)
+        _stage(journal["staging"], ids, columns, progress, objects)
         fault_point("staged")
         _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")
@@ -182,15 +211,13 @@ def rename_run(claim: claims.Claim, samples: Any, run_key: str, new_run_key: str
         with claim_run(dataset, "a") as claim, claim_run(dataset, "b"):
             rename_run(claim, dataset, "a", "b")
     """
-    from dequity.runs import field_names
-
     dataset = fc.root_dataset(samples)
     config = dataset.get_run_info(run_key).config
     claim.update(
         phase="renaming",
         run_doc_id=_linked_run(dataset, run_key),
         new_run_key=new_run_key,
-        renames=dict(zip(config.fields, field_names(new_run_key).values())),
+        renames=config.field_renames(new_run_key),
     )
     _settle(claim, dataset)
 
@@ -259,13 +286,20 @@ def _recover(dataset: Any, journal: dict) -> None:
     _sync(dataset)
 
 
-def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) -> None:
+def _stage(
+    name: str,
+    ids: Sequence[str],
+    columns: list[Column],
+    progress: Any,
+    objects: ObjectColumns | None = None,
+) -> None:
     """Insert one staging document per sample, batch by batch."""
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
     from bson import ObjectId
 
-    logger.info("Writing fields %s...", ", ".join(c.name for c in columns))
+    names = [c.name for c in columns] + (objects.paths() if objects else [])
+    logger.info("Writing fields %s...", ", ".join(names))
     coll = foo.get_db_conn()[name]
     fields = [KINDS[c.kind]() for c in columns]
     with fou.ProgressBar(total=len(ids), progress=progress) as pb:
@@ -274,8 +308,68 @@ def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) 
             for column, field in zip(columns, fields):
                 for doc, value in zip(docs, column.values[start : start + _BATCH]):
                     doc[column.name] = None if value is None else field.to_mongo(value)
+            if objects is not None:
+                for doc, value in zip(docs, objects.values[start : start + _BATCH]):
+                    doc[_OBJECTS_KEY] = _object_doc(objects, value)
             coll.insert_many(docs, ordered=False)
             pb.update(len(docs))
+
+
+def _object_doc(objects: ObjectColumns, value: dict | None) -> dict:
+    """The staged form of one sample's object values: ids and one list per attribute."""
+    from bson import ObjectId
+
+    value = value or {}
+    doc: dict[str, Any] = {"ids": [ObjectId(i) for i in value.get("ids", [])]}
+    for attr, kind, _, _ in objects.attributes:
+        field = KINDS[kind]()
+        doc[attr] = [None if v is None else field.to_mongo(v) for v in value.get(attr, [])]
+    return doc
+
+
+def _merge_stage(journal: dict) -> str | list:
+    """The merge's ``whenMatched``: plain, or a pipeline also setting Detection attributes."""
+    fields = [f[0] for f in journal.get("fields") or []]
+    objects = journal.get("objects")
+    if not objects:
+        return "merge"
+    path, attrs = objects["field"], [a[0] for a in objects["attributes"]]
+    staged = f"$$new.{_OBJECTS_KEY}"
+    scored = {
+        "$mergeObjects": [
+            "$$d",
+            {a: {"$arrayElemAt": [f"{staged}.{a}", "$$i"]} for a in attrs},
+        ]
+    }
+    cleared = {
+        "$arrayToObject": {
+            "$filter": {
+                "input": {"$objectToArray": "$$d"},
+                "cond": {"$not": [{"$in": ["$$this.k", attrs]}]},
+            }
+        }
+    }
+    detections = {
+        "$map": {
+            "input": f"${path}.detections",
+            "as": "d",
+            "in": {
+                "$let": {
+                    "vars": {"i": {"$indexOfArray": [f"{staged}.ids", "$$d._id"]}},
+                    "in": {"$cond": [{"$gte": ["$$i", 0]}, scored, cleared]},
+                }
+            },
+        }
+    }
+    label = {
+        "$cond": [
+            {"$isArray": f"${path}.detections"},
+            {"$mergeObjects": [f"${path}", {"detections": detections}]},
+            f"${path}",
+        ]
+    }
+    update = {f: f"$$new.{f}" for f in fields}
+    return [{"$set": {**update, path: label, "last_modified_at": "$$NOW"}}]
 
 
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
@@ -312,8 +406,13 @@ def _finish(dataset: Any, journal: dict) -> None:
 
     run_key = journal["run_key"]
     fields = journal.get("fields") or []
+    objects = journal.get("objects")
+    declared = list(fields)
+    if objects:
+        prefix = f"{objects['field']}.detections."
+        declared += [[prefix + a[0], *a[1:]] for a in objects["attributes"]]
     with claims.dataset_lock(dataset):
-        for name, kind, description, owned in fields:
+        for name, kind, description, owned in declared:
             if not dataset.has_sample_field(name):
                 dataset.add_sample_field(
                     name,
@@ -324,6 +423,8 @@ def _finish(dataset: Any, journal: dict) -> None:
     fault_point("fields_declared")
     db = foo.get_db_conn()
     project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
+    if objects:
+        project[_OBJECTS_KEY] = 1
     db[journal["staging"]].aggregate(
         [
             {"$project": project},
@@ -331,7 +432,7 @@ def _finish(dataset: Any, journal: dict) -> None:
                 "$merge": {
                     "into": fc.sample_collection_name(dataset),
                     "on": "_id",
-                    "whenMatched": "merge",
+                    "whenMatched": _merge_stage(journal),
                     "whenNotMatched": "discard",
                 }
             },
@@ -367,6 +468,7 @@ def _finish_delete(dataset: Any, journal: dict) -> None:
 
 
 def _finish_rename(dataset: Any, journal: dict) -> None:
+    from dequity.runs import field_names
 
     run_key, new_key = journal["run_key"], journal["new_run_key"]
     run_doc_id = journal["run_doc_id"]
@@ -382,13 +484,12 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
             if field is not None and (field.info or {}).get("run_key") == run_key:
                 field.info = {**field.info, "run_key": new_key}
                 field.save()
-        suffixes = ("cluster_field", "likelihood_field", "weight_field")
         fc.run_documents().update_one(
             {"_id": run_doc_id},
             {
                 "$set": {
                     "key": new_key,
-                    **{f"config.{s}": new for s, new in zip(suffixes, renames.values())},
+                    **{f"config.{s}_field": new for s, new in field_names(new_key).items()},
                 }
             },
         )

@@ -15,6 +15,7 @@ from dequity import embeddings as de
 from dequity import fields as df
 from dequity import fiftyone_compat as fc
 from dequity import groups as dg
+from dequity import objects as dobj
 from dequity import projection as dp
 from dequity.errors import DequityError
 from dequity.estimate import estimate
@@ -55,6 +56,7 @@ def compute_dequity(
     ray_options: dict | None = None,
     group_field: str | None = None,
     collapse_near_duplicates: float | None = None,
+    patches_field: str | None = None,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -110,6 +112,20 @@ def compute_dequity(
             in ``(0, 1]``: consecutive samples (in the collection's order, so
             sort frames by time first) whose embeddings are at least this
             similar count once (:func:`dequity.groups.near_duplicate_groups`).
+        patches_field: a ``Detections`` field: score each box instead of each
+            image (an object run). Each box is embedded from its crop (the
+            box grown by 10 % of its side on each side, clipped to the
+            image; cut while the image is decoded, one read per image), and
+            each box's ``Detection`` gets the attributes
+            ``<run_key>_cluster``, ``<run_key>_likelihood`` and
+            ``<run_key>_weight``; each sample's ``<run_key>_weight`` is the
+            largest weight of its boxes (None for a sample without a scored
+            box). Boxes that are empty, degenerate or under 4 pixels wide or
+            high are skipped with one warning that counts them.
+            ``embeddings`` may then name a vector attribute of the
+            Detections, or be an ``(n_boxes, d)`` array with one row per box
+            of the field in collection order (samples in order, each
+            sample's boxes in list order, skipped boxes included).
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
@@ -125,6 +141,9 @@ def compute_dequity(
         ds = fo.load_dataset("kitti")
         res = dequity.compute_dequity(ds, "dequity", model="efficientnet-lite0")
         ds.sort_by("dequity_weight", reverse=True)   # rarest images first
+        # one likelihood and weight per box of "ground_truth":
+        dequity.compute_dequity(ds, "objects", patches_field="ground_truth")
+        ds.to_patches("ground_truth").sort_by("ground_truth.objects_weight", reverse=True)
         # the paper's configuration:
         dequity.compute_dequity(ds, "paper", embeddings="embedding",
                                 projection="tsne", clustering="dbscan",
@@ -135,8 +154,31 @@ def compute_dequity(
     _check_not_generated(samples)
     dcommit.recover_dataset(samples)
     validate_run_key(samples, run_key, overwrite=overwrite)
+    _check_same_kind(samples, run_key, patches_field)
     if len(samples) == 0:
         raise DequityError("the collection is empty; pass a dataset or view with samples")
+    if patches_field is not None:
+        return _compute_objects(
+            samples,
+            run_key,
+            patches_field,
+            embeddings=embeddings,
+            model=model,
+            overwrite=overwrite,
+            progress=progress,
+            checks=(embeddings_field, embedding_backend, ray_options, group_field),
+            collapse_near_duplicates=collapse_near_duplicates,
+            config_kwargs=dict(
+                projection=projection,
+                projection_kwargs=projection_kwargs,
+                clustering=clustering,
+                clustering_kwargs=clustering_kwargs,
+                noise=noise,
+                eta=eta,
+                gamma=gamma,
+            ),
+            embedding_options=embedding_options,
+        )
     source = parse_embeddings(
         samples,
         run_key,
@@ -174,6 +216,95 @@ def compute_dequity(
         _commit(claim, samples, results, emb, source.store_field, progress)
     logger.info("dequity run %r: %s", run_key, _short_summary(results))
     return results
+
+
+def _compute_objects(
+    samples: Any,
+    run_key: str,
+    patches_field: str,
+    *,
+    embeddings: str | np.ndarray | None,
+    model: Any,
+    overwrite: bool,
+    progress: Any,
+    checks: tuple,
+    collapse_near_duplicates: float | None,
+    config_kwargs: dict,
+    embedding_options: dict,
+) -> DequityResults:
+    """:func:`compute_dequity` with ``patches_field``: values per box (:mod:`dequity.objects`)."""
+    embeddings_field, backend, ray_options, group_field = checks
+    dobj.check_patches_field(samples, patches_field)
+    dobj.check_options(group_field, collapse_near_duplicates, embeddings_field)
+    if backend != "local" or ray_options:
+        raise DequityError("object runs embed crops locally; leave embedding_backend='local'")
+    if embeddings is not None and model is not None:
+        raise DequityError("pass either embeddings or model, not both")
+    if isinstance(embeddings, str):
+        _check_object_vectors(samples, patches_field, embeddings)
+    source = parse_embeddings(samples, run_key, None, model, options=embedding_options)
+    config = DequityRunConfig(
+        run_key=run_key,
+        embeddings_field=embeddings if isinstance(embeddings, str) else None,
+        model=source.model_name if embeddings is None else None,
+        patches_field=patches_field,
+        **config_kwargs,
+    )
+    names = [config.cluster_field, config.likelihood_field, config.weight_field]
+    dobj.check_attributes_free(samples, patches_field, run_key, names)
+    objs = dobj.usable_objects(samples, patches_field)
+    validate_config(config, len(objs.object_ids))
+    run = config.build()
+    with dcommit.claim_run(samples, run_key) as claim:
+        validate_run_key(samples, run_key, overwrite=overwrite)
+        dobj.check_attributes_free(samples, patches_field, run_key, names)
+        fault_point("claimed")
+        emb = dobj.object_embeddings(
+            samples,
+            patches_field,
+            objs,
+            embeddings,
+            source.model if embeddings is None else None,
+            progress=progress,
+            **source.options,
+        )
+        sample_of = dict(zip(objs.object_ids, objs.sample_ids))
+        scored = de.Embeddings(emb.vectors, [sample_of[i] for i in emb.sample_ids], [])
+        results = _estimate(samples, run_key, run, scored)
+        results.object_ids = list(emb.sample_ids)
+        results.fit = None  # update_dequity places images, not objects
+        scope = list(objs.all_sample_ids)
+        if samples.has_run(run_key):
+            scope += samples.load_run_results(run_key).sample_ids
+        dobj.commit_object_run(claim, samples, results, config, scope=scope, progress=progress)
+    logger.info("dequity object run %r: %s", run_key, _short_summary(results))
+    return results
+
+
+def _check_same_kind(samples: Any, run_key: str, patches_field: str | None) -> None:
+    """An overwrite keeps the run's kind: image run for image run, same boxes for an object run."""
+    if run_key not in samples.list_runs(method=METHOD):
+        return
+    old = samples.get_run_info(run_key).config
+    old_field = getattr(old, "patches_field", None)
+    if old_field != patches_field:
+        kind = f"an object run on {old_field!r}" if old_field else "an image run"
+        raise DequityError(
+            f"run {run_key!r} is {kind}; overwrite replaces a run of the same kind only. "
+            f"Delete it first (dequity.delete_dequity_run(dataset, {run_key!r})) or choose "
+            "another run_key"
+        )
+
+
+def _check_object_vectors(samples: Any, patches_field: str, attribute: str) -> None:
+    """Raise unless the Detections of ``patches_field`` have vector attribute ``attribute``."""
+    path = f"{patches_field}.detections.{attribute}"
+    if samples.count(path) == 0:
+        raise DequityError(
+            f"no Detection of {patches_field!r} has an attribute {attribute!r}; name a vector "
+            "attribute of the boxes, pass an (n_boxes, d) array, or omit embeddings to "
+            "embed the crops with model"
+        )
 
 
 def _check_not_generated(samples: Any) -> None:

@@ -77,6 +77,7 @@ class DequityRunConfig(focr.RunConfig):
         weight_field: str | None = None,
         group_field: str | None = None,
         collapse_near_duplicates: float | None = None,
+        patches_field: str | None = None,
         method: str = METHOD,
         **kwargs: Any,
     ) -> None:
@@ -95,12 +96,33 @@ class DequityRunConfig(focr.RunConfig):
         self.weight_field = weight_field or fields["weight"]
         self.group_field = group_field
         self.collapse_near_duplicates = collapse_near_duplicates
+        #: an object run scores the ``Detections`` of this field (None: images)
+        self.patches_field = patches_field
         super().__init__(method=method, **kwargs)
 
     @property
+    def object_paths(self) -> list[str]:
+        """An object run's Detection attributes as field paths; empty for an image run."""
+        if self.patches_field is None:
+            return []
+        names = (self.cluster_field, self.likelihood_field, self.weight_field)
+        return [f"{self.patches_field}.detections.{name}" for name in names]
+
+    @property
     def fields(self) -> list[str]:
-        """The fields this run owns (deleted with it)."""
+        """The fields this run owns (deleted with it).
+
+        An object run owns the sample weight field (each sample's largest
+        object weight) and its three Detection attributes.
+        """
+        if self.patches_field is not None:
+            return [self.weight_field, *self.object_paths]
         return [self.cluster_field, self.likelihood_field, self.weight_field]
+
+    def field_renames(self, new_key: str) -> dict[str, str]:
+        """Each owned field's new path when the run is renamed to ``new_key``."""
+        renamed = DequityRunConfig(new_key, patches_field=self.patches_field)
+        return dict(zip(self.fields, renamed.fields))
 
 
 class DequityRun(focr.Run):
@@ -108,8 +130,11 @@ class DequityRun(focr.Run):
 
     def get_fields(self, samples: Any, key: str) -> list[str]:
         fields = list(self.config.fields)
-        if self.config.embeddings_field:
-            fields.append(self.config.embeddings_field)
+        embeddings = self.config.embeddings_field
+        if embeddings and getattr(self.config, "patches_field", None):
+            fields.append(f"{self.config.patches_field}.detections.{embeddings}")
+        elif embeddings:
+            fields.append(embeddings)
         return fields
 
     def cleanup(self, samples: Any, key: str) -> None:
@@ -121,13 +146,14 @@ class DequityRun(focr.Run):
     def rename(self, samples: Any, key: str, new_key: str) -> None:
         """Rename the run's fields along with its key (``<key>_weight`` ...)."""
         dataset = fc.root_dataset(samples)
-        old = dict(zip(FIELD_SUFFIXES, self.config.fields))
+        mapping = self.config.field_renames(new_key)
         new = field_names(new_key)
-        taken = [new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(new[s])]
+        taken = [f for f in mapping.values() if dataset.has_sample_field(f)]
         if taken:
             raise ValueError(f"cannot rename run to {new_key!r}: fields {taken} exist")
-        renames = {old[s]: new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(old[s])}
-        dataset.rename_sample_fields(renames)
+        for old_path, new_path in mapping.items():
+            if dataset.has_sample_field(old_path):
+                dataset.rename_sample_field(old_path, new_path)
         cached = fc.results_cache(dataset).get(key)
         for config in (self.config, getattr(cached, "config", None)):
             if config is not None:
@@ -141,6 +167,10 @@ class DequityResults(focr.RunResults):
     """Results of a dequity run: cluster labels, likelihoods and weights.
 
     ``labels`` is empty for a ``clustering="knn"`` run, which forms no clusters.
+    In an object run (``config.patches_field`` set) the values are per
+    object: ``object_ids[i]`` is the id of the ``Detection`` that
+    ``labels[i]``, ``likelihoods[i]`` and ``weights[i]`` belong to, and
+    ``sample_ids[i]`` the id of its sample.
 
     Get them from :func:`dequity.compute_dequity` or
     :func:`dequity.load_dequity_results`.
@@ -163,6 +193,7 @@ class DequityResults(focr.RunResults):
         points: list[list[float]] | None = None,
         missing_ids: list[str] | None = None,
         fit: dict | None = None,
+        object_ids: list[str] | None = None,
         backend: Any = None,
     ) -> None:
         super().__init__(samples, config, key, backend=backend)
@@ -174,9 +205,25 @@ class DequityResults(focr.RunResults):
         #: what places new samples without refitting (:class:`dequity.fit.LikelihoodFit`
         #: as a dict); None for runs that cannot be updated (t-SNE, groups)
         self.fit = fit
+        #: an object run's Detection ids, aligned with ``sample_ids``
+        self.object_ids = list(object_ids or [])
 
     def attributes(self) -> list[str]:
-        return ["cls", "sample_ids", "labels", "likelihoods", "points", "missing_ids", "fit"]
+        return [
+            "cls",
+            "sample_ids",
+            "labels",
+            "likelihoods",
+            "points",
+            "missing_ids",
+            "fit",
+            "object_ids",
+        ]
+
+    @property
+    def is_object_run(self) -> bool:
+        """Whether the values are per object (``config.patches_field``) rather than per image."""
+        return getattr(self.config, "patches_field", None) is not None
 
     @classmethod
     def _from_dict(cls, d: dict, samples: Any, config: Any, key: str) -> DequityResults:
@@ -190,6 +237,7 @@ class DequityResults(focr.RunResults):
             points=d.get("points"),
             missing_ids=d.get("missing_ids"),
             fit=d.get("fit"),
+            object_ids=d.get("object_ids"),
         )
 
     @property
@@ -223,9 +271,15 @@ class DequityResults(focr.RunResults):
         sizes = Counter(labels)
         weights = self.weights[present] if len(present) else self.weights
         missing = sum(i in existing for i in self.missing_ids)
+        num_samples = int(present.sum())
+        extra: dict[str, Any] = {}
+        if self.is_object_run:
+            num_samples = len({i for i in self.sample_ids if i in existing})
+            extra = {"patches_field": self.config.patches_field, "num_objects": int(present.sum())}
         return {
             "run_key": self.key,
-            "num_samples": int(present.sum()),
+            "num_samples": num_samples,
+            **extra,
             "num_missing": missing,
             "num_deleted": int((~present).sum()) + len(self.missing_ids) - missing,
             "num_clusters": len(set(sizes) - {-1}),
@@ -254,6 +308,15 @@ class DequityResults(focr.RunResults):
         weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
         config = deepcopy(self.config)
         config.eta, config.gamma = float(eta), float(gamma)
+        if self.is_object_run:
+            from dequity import objects as dobj
+
+            with dcommit.claim_run(self.samples, self.key) as claim:
+                if self.key not in self.samples.list_runs(method=METHOD):
+                    raise DequityError(f"run {self.key!r} no longer exists")
+                dobj.commit_object_run(claim, self.samples, self, config, progress=progress)
+            self.config.eta, self.config.gamma = config.eta, config.gamma
+            return weights
         column = dcommit.Column(
             config.weight_field,
             "float",

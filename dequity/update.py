@@ -75,6 +75,12 @@ def update_dequity(
         )
     results = load_dequity_results(dataset, run_key)
     config = results.config
+    if getattr(config, "patches_field", None) is not None:
+        raise DequityError(
+            f"run {run_key!r} scores the objects of {config.patches_field!r}; object runs "
+            "cannot be updated: recompute it with compute_dequity(..., "
+            f"patches_field={config.patches_field!r}, overwrite=True)"
+        )
     check_updatable(config.projection)
     if config.group_field is not None or config.collapse_near_duplicates is not None:
         raise DequityError(

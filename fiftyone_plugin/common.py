@@ -235,3 +235,46 @@ def dropdown(
     for value, label in labels.items():
         view.add_choice(value, label=label)
     return inputs.enum(name, view.values(), view=view, **kwargs)
+
+
+def detections_fields(samples: Any) -> list[str]:
+    """The ``Detections`` fields of ``samples``: what an object run can score.
+
+    Example::
+
+        detections_fields(dataset)   # ['ground_truth']
+    """
+    import fiftyone.core.labels as fol
+
+    return [
+        name
+        for name, field in samples.get_field_schema().items()
+        if getattr(field, "document_type", None) is fol.Detections
+    ]
+
+
+def object_patches_view(dataset: Any, run_key: str, cluster: int | None = None) -> Any:
+    """The scored boxes of object run ``run_key`` as patches, rarest (highest weight) first.
+
+    With ``cluster``, only that cluster's boxes. Raises
+    :class:`dequity.DequityError` for an image run.
+
+    Example::
+
+        session.view = object_patches_view(dataset, "objects")
+    """
+    from fiftyone import ViewField as F
+
+    import dequity
+
+    config = dequity.load_dequity_results(dataset, run_key).config
+    field = getattr(config, "patches_field", None)
+    if field is None:
+        raise dequity.DequityError(
+            f"run {run_key!r} scores images, not objects; compute an object run with "
+            "patches_field=<a Detections field> first"
+        )
+    patches = dataset.to_patches(field).exists(f"{field}.{config.weight_field}")
+    if cluster is not None:
+        patches = patches.match(F(f"{field}.{config.cluster_field}") == cluster)
+    return patches.sort_by(f"{field}.{config.weight_field}", reverse=True)

@@ -40,11 +40,13 @@ from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
 from dequity.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
+    detections_fields,
     dropdown,
     existing_run_input,
     free_run_key,
     gfl_inputs,
     new_run_key_input,
+    object_patches_view,
     report,
     run_key_problem,
     run_with_progress,
@@ -171,6 +173,7 @@ def _summary(results: dequity.DequityResults, viz: str | None) -> dict:
         "num_clusters": s["num_clusters"],
         "noise_share": f"{s['noise_fraction']:.1%}",
         "weight_range": f"{s['min_weight']:.3f} to {s['max_weight']:.3f}",
+        "num_objects": s.get("num_objects"),
         "fields": ", ".join(config.fields),
         "visualization": viz or "",
     }
@@ -204,6 +207,7 @@ def _summary_property() -> types.Property:
         [
             ("str", "run_key", "Run key"),
             ("int", "num_samples", "Samples scored"),
+            ("int", "num_objects", "Objects scored (object runs)"),
             ("int", "num_missing", "Samples without an embedding"),
             ("int", "num_clusters", "Clusters"),
             ("str", "noise_share", "Noise share"),
@@ -247,6 +251,7 @@ class ComputeDequity(foo.Operator):
         batch_size: int = DEFAULT_BATCH_SIZE,
         group_field: str | None = None,
         collapse_near_duplicates: float | None = None,
+        patches_field: str | None = None,
         delegate: bool = False,
         delegation_target: str | None = None,
     ) -> Any:
@@ -254,7 +259,9 @@ class ComputeDequity(foo.Operator):
 
         ``embeddings`` names a vector field; otherwise ``model`` (default
         :data:`dequity.defaults.DEFAULT_MODEL`) embeds the images, and ``embeddings_field``
-        optionally stores them. Returns the ``ExecutionResult``.
+        optionally stores them. ``patches_field`` scores each box of that
+        ``Detections`` field instead of each image (the model embeds the
+        crops). Returns the ``ExecutionResult``.
         """
         params = {
             "run_key": run_key,
@@ -273,6 +280,7 @@ class ComputeDequity(foo.Operator):
             "gamma": gamma,
             "group_field": group_field,
             "collapse_near_duplicates": collapse_near_duplicates,
+            "patches_field": patches_field,
         }
         return _execute(self, samples, params, delegate, delegation_target)
 
@@ -290,7 +298,11 @@ class ComputeDequity(foo.Operator):
             description="Replace an existing dequity run with this key",
         )
 
-        self._embeddings_inputs(ctx, inputs, target)
+        patches_field = _patches_inputs(ctx, inputs, target)
+        if patches_field:
+            _model_inputs(inputs)
+        else:
+            self._embeddings_inputs(ctx, inputs, target)
 
         inputs.view("method_header", types.Header(label="Projection and clustering", divider=True))
         projection = ctx.params.get("projection", DEFAULT_PROJECTION)
@@ -316,7 +328,8 @@ class ComputeDequity(foo.Operator):
             description="How images the clustering calls noise count in the likelihood",
         )
 
-        _grouping_inputs(inputs, target)
+        if not patches_field:
+            _grouping_inputs(inputs, target)
 
         inputs.view("gfl_header", types.Header(label="Generalized Focal Loss", divider=True))
         weights = gfl_inputs(ctx, inputs)
@@ -370,19 +383,7 @@ class ComputeDequity(foo.Operator):
                 prop.error_message = problem
             return
 
-        choices = types.AutocompleteView(allow_user_input=True, allow_duplicates=False)
-        for name, label in MODELS.items():
-            choices.add_choice(name, label=label)
-        inputs.str(
-            "model",
-            default=DEFAULT_MODEL,
-            label="Model",
-            description=(
-                "efficientnet-lite0 works offline; 'clip:<arch>@<tag or checkpoint>' "
-                "loads an open_clip image encoder"
-            ),
-            view=choices,
-        )
+        _model_inputs(inputs, with_batch_size=False)
         store = inputs.str(
             "embeddings_field",
             label="Store embeddings in field",
@@ -436,11 +437,16 @@ class ComputeDequity(foo.Operator):
         }
         labels = ["Writing fields"]
         source = p.get("embeddings_source") or _default_source(p, vector_fields(target))
+        if p.get("patches_field"):
+            kwargs["patches_field"] = p["patches_field"]
+            kwargs["group_field"] = kwargs["collapse_near_duplicates"] = None
+            source = MODEL_SOURCE
         if source == FIELD_SOURCE:
             kwargs["embeddings"] = p.get("embeddings") or vector_fields(target)[0]
         else:
             kwargs["model"] = p.get("model") or DEFAULT_MODEL
-            kwargs["embeddings_field"] = p.get("embeddings_field") or None
+            if not p.get("patches_field"):
+                kwargs["embeddings_field"] = p.get("embeddings_field") or None
             kwargs["batch_size"] = int(p.get("batch_size") or DEFAULT_BATCH_SIZE)
             kwargs["num_workers"] = None if ctx.delegated else 0
             labels = ["Embedding images", "Writing fields"]
@@ -463,6 +469,44 @@ class ComputeDequity(foo.Operator):
 
     def resolve_output(self, ctx: Any) -> types.Property | None:
         return _summary_property() if ctx.results else None
+
+
+def _model_inputs(inputs: types.Object, with_batch_size: bool = True) -> None:
+    """The embedding model (and batch size) inputs."""
+    choices = types.AutocompleteView(allow_user_input=True, allow_duplicates=False)
+    for name, label in MODELS.items():
+        choices.add_choice(name, label=label)
+    inputs.str(
+        "model",
+        default=DEFAULT_MODEL,
+        label="Model",
+        description=(
+            "efficientnet-lite0 works offline; 'clip:<arch>@<tag or checkpoint>' "
+            "loads an open_clip image encoder"
+        ),
+        view=choices,
+    )
+    if with_batch_size:
+        inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, min=1, label="Batch size")
+
+
+def _patches_inputs(ctx: Any, inputs: types.Object, target: Any) -> str | None:
+    """Images or the objects of a Detections field; returns the chosen field, if any."""
+    fields = detections_fields(target)
+    if not fields:
+        return None
+    inputs.view("scope_header", types.Header(label="Images or objects", divider=True))
+    dropdown(
+        inputs,
+        "patches_field",
+        fields,
+        required=False,
+        label="Score the objects of",
+        description="Leave empty to score images; pick a Detections field to give every box "
+        "its own likelihood and weight (the model embeds each box's crop)",
+    )
+    field = ctx.params.get("patches_field")
+    return field if field in fields else None
 
 
 def _grouping_inputs(inputs: types.Object, target: Any) -> None:
@@ -770,6 +814,36 @@ class DeleteDequityRun(foo.Operator):
         return {"deleted": run_key}
 
 
+class OpenObjectPatches(foo.Operator):
+    """Show an object run's boxes as patches, rarest first."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="open_object_patches",
+            label="Show dequity object patches, rarest first",
+            icon="crop",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            config = dequity.load_dequity_results(ctx.dataset, run_key).config
+            if getattr(config, "patches_field", None) is None:
+                inputs.view(
+                    "not_objects",
+                    types.Error(label=f"Run '{run_key}' scores images; choose an object run"),
+                )
+        return types.Property(inputs, view=types.View(label="Object patches, rarest first"))
+
+    def execute(self, ctx: Any) -> dict:
+        view = object_patches_view(ctx.dataset, ctx.params["run_key"])
+        ctx.ops.set_view(view=view)
+        return {"num_patches": len(view)}
+
+
 OPERATORS = (
     ComputeDequity,
     UpdateDequity,
@@ -777,4 +851,5 @@ OPERATORS = (
     GetDequityInfo,
     RenameDequityRun,
     DeleteDequityRun,
+    OpenObjectPatches,
 )

@@ -42,8 +42,9 @@ def owned_visualization(samples: Any, run_key: str) -> bool:
 def store_visualization(results: dequity.DequityResults) -> str | None:
     """Store the run's 2-D points as brain visualization ``<run_key>_viz``.
 
-    The points are attached to the run's samples in the results' order, so the
-    Embeddings panel can colour them by ``<run_key>_cluster``. Replaces an
+    The points are attached to the run's samples in the results' order (an
+    object run's to its boxes), so the Embeddings panel can colour them by
+    ``<run_key>_cluster``. Replaces an
     earlier visualization of the run; if another brain run holds the key,
     stores nothing, logs a warning and returns None. Returns the key.
 
@@ -64,12 +65,22 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
                 )
                 return None
             dataset.delete_brain_run(key)
-        ordered = dataset.select(results.sample_ids, ordered=True)
+        ordered = dataset.select(list(dict.fromkeys(results.sample_ids)), ordered=True)
+        patches: dict[str, Any] = {}
+        if results.is_object_run:  # one point per box, in the run's (collection) order
+            from bson import ObjectId
+            from fiftyone import ViewField as F
+
+            field = results.config.patches_field
+            keep = [ObjectId(i) for i in results.object_ids]
+            ordered = ordered.filter_labels(field, F("_id").is_in(keep))
+            patches = {"patches_field": field}
         fob.compute_visualization(
             ordered,
             points=np.asarray(results.points),
             method="manual",
             brain_key=key,
+            **patches,
             **{OWNER_ATTR: results.key},
         )
     return key

@@ -33,6 +33,7 @@ from dequity.errors import DequityError
 from training.datasets import (
     DEFAULT_WEIGHT_FIELD,
     FiftyOneTorchDataset,
+    check_weight_level,
     collate_detection,
     detection_dataset,
     resolve_classes,
@@ -138,6 +139,9 @@ class TrainConfig:
     ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
     recompute the weights from the likelihood field; ``normalize_weights``
     divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``weight_level="object"`` weights each box instead of each image, by the
+    ``weight_field`` attribute of its ``Detection`` (``missing_box_weight``
+    for boxes without one; see :func:`training.datasets.detection_dataset`).
     ``sampling_field`` resamples instead: each batch draws training images
     with replacement, with probability proportional to that numeric field.
     ``vectorize`` loads the label and weight fields once up front instead of
@@ -163,6 +167,8 @@ class TrainConfig:
     eta: float | None = None
     gamma: float | None = None
     normalize_weights: bool = False
+    weight_level: str = "image"
+    missing_box_weight: float | None = None
     sampling_field: str | None = None
     train_tag: str | None = None
     val_tag: str | None = None
@@ -191,6 +197,7 @@ class TrainConfig:
             raise DequityError(f"train_key must be a valid identifier, got {self.key!r}")
         if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
             raise DequityError("steps and epochs must be >= 1")
+        check_weight_level(self.weight_level)
 
     @property
     def key(self) -> str:
@@ -375,6 +382,8 @@ def _run_record(
         "eta": config.eta,
         "gamma": config.gamma,
         "normalize_weights": config.normalize_weights,
+        "weight_level": config.weight_level,
+        "missing_box_weight": config.missing_box_weight,
         "sampling_field": config.sampling_field,
         "train_tag": config.train_tag,
         "val_tag": config.val_tag,
@@ -428,6 +437,8 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         gamma=config.gamma,
         train=True,
         vectorize=config.vectorize,
+        weight_level=config.weight_level,
+        missing_box_weight=config.missing_box_weight,
     )
     draw = (
         None
