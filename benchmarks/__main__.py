@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import benchmarks  # noqa: F401  (sets FiftyOne's environment first)
-from benchmarks.common import add_only_option
+from reporting import add_only_option
 
 MODULES = {
     "likelihood": "benchmarks.likelihood_stage",
@@ -19,6 +19,8 @@ MODULES = {
     "fidelity": "benchmarks.fidelity",
     "startup": "benchmarks.startup",
     "robustness": "benchmarks.robustness",
+    "update": "benchmarks.update",
+    "objects": "benchmarks.objects",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

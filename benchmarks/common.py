@@ -1,8 +1,7 @@
-"""Shared helpers: timing, markdown tables, a machine-speed reference."""
+"""Shared helpers of the benchmarks: timing, a machine-speed reference, raw records."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -11,17 +10,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def add_only_option(parser: argparse.ArgumentParser, names: Sequence[str], what: str) -> None:
-    """``--only NAME`` (repeatable), shared by ``python -m benchmarks`` and ``experiments``."""
-    parser.add_argument(
-        "--only",
-        choices=sorted(names),
-        action="append",
-        help=f"run only this {what} (repeatable)",
-    )
+from reporting import REPO, git_commit
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
@@ -29,19 +18,6 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A markdown table; floats are printed with 3 significant digits."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float | np.floating):
-            return f"{v:.3g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def pca_reference_seconds(repeats: int = 3) -> float:
@@ -55,15 +31,6 @@ def pca_reference_seconds(repeats: int = 3) -> float:
     x = np.random.default_rng(123).standard_normal((10_000, 512), dtype=np.float32)
     times = [timed(PCA(50, random_state=0).fit_transform, x)[0] for _ in range(repeats)]
     return float(np.median(times))
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (0 when either side is constant)."""
-    from scipy.stats import spearmanr
-
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b)[0])
 
 
 def mean_ci(
@@ -85,27 +52,8 @@ def mean_ci(
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
-def _git_commit() -> str:
-    """The repository's commit (with ``+dirty`` when files changed), or ``unknown``.
-
-    ``$DEQUITY_COMMIT`` names it for a copy of the tree without its ``.git``.
-    """
-    import subprocess
-
-    if os.environ.get("DEQUITY_COMMIT"):
-        return os.environ["DEQUITY_COMMIT"]
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 #: the commit the benchmarks run from, read once at start
-COMMIT = _git_commit()
+COMMIT = git_commit()
 
 
 def save_raw(name: str, values: Any, config: dict) -> Path:
@@ -127,26 +75,3 @@ def save_raw(name: str, values: Any, config: dict) -> Path:
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
-
-
-def update_readme(name: str, text: str, source: str | None = None) -> bool:
-    """Replace the README's generated block ``<!-- results:NAME -->`` with ``text``.
-
-    The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``
-    and names ``source`` (default ``benchmarks/results-NAME.json``) as its origin;
-    returns False (and changes nothing) when the README has no such block.
-
-    Example::
-
-        update_readme("fidelity", "| set | AUC |\n| --- | --- |\n| night | 0.95 |")
-    """
-    readme = REPO / "README.md"
-    begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    content = readme.read_text()
-    if begin not in content or end not in content:
-        return False
-    head, rest = content.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    source = source or f"benchmarks/results-{name}.json"
-    readme.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
-    return True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import md_table, timed
+from benchmarks.common import timed
+from reporting import md_table
 
 NAME = "writes"
 

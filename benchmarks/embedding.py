@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import md_table, timed
+from benchmarks.common import timed
+from reporting import md_table
 
 NAME = "embedding"
 IMAGES = Path(__file__).resolve().parent.parent / "data" / "demo" / "data"

@@ -26,9 +26,10 @@ import numpy as np
 
 from benchmarks import fashion as bf
 from benchmarks import methods as bm
-from benchmarks.common import md_table, mean_ci, save_raw, spearman, update_readme
+from benchmarks.common import mean_ci, save_raw
 from benchmarks.mixtures import HARD, MixtureSpec, make_mixture, true_frequency
 from dequity.weights import gfl_weight
+from reporting import md_table, spearman, update_readme
 
 NAME = "fidelity"
 LAYERS, FINAL = bf.MODELS

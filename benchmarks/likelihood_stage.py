@@ -12,9 +12,10 @@ from dataclasses import replace
 import numpy as np
 
 from benchmarks import methods as bm
-from benchmarks.common import md_table, spearman, timed
+from benchmarks.common import timed
 from benchmarks.mixtures import HARD, make_mixture, true_frequency
 from dequity.weights import gfl_weight
+from reporting import md_table, spearman
 
 NAME = "likelihood"
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import md_table
+from reporting import md_table
 
 NAME = "robustness"
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from benchmarks.common import md_table, pca_reference_seconds
+from benchmarks.common import pca_reference_seconds
+from reporting import md_table
 
 NAME = "scale"
 #: path -> (name of its estimator in :mod:`benchmarks.methods`, time limit in s)
@@ -30,9 +31,10 @@ METHODS = {
 
 def _worker(n: int, method: str) -> dict:
     from benchmarks import methods as bm
-    from benchmarks.common import spearman, timed
+    from benchmarks.common import timed
     from benchmarks.mixtures import HARD, make_mixture, true_frequency
     from dequity.weights import gfl_weight
+    from reporting import spearman
 
     x, comp = make_mixture(replace(HARD, n=n))
     data_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import md_table
+from reporting import md_table
 
 NAME = "startup"
 REPO = Path(__file__).resolve().parents[1]

@@ -38,6 +38,7 @@ _EXPORTS = {
     "project": "dequity.projection",
     "rename_dequity_run": "dequity.core",
     "scaled_likelihood": "dequity.likelihood",
+    "update_dequity": "dequity.update",
     "validate_run_key": "dequity.core",
 }
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from dequity.projection import project as project
     from dequity.runs import DequityResults as DequityResults
     from dequity.runs import DequityRunConfig as DequityRunConfig
+    from dequity.update import update_dequity as update_dequity
     from dequity.weights import gfl_weight as gfl_weight
 
 

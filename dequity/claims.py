@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def dataset_lock(dataset: Any) -> Iterator[None]:
         with dataset_lock(dataset):
             dataset.add_sample_field("x", fo.FloatField)
     """
-    lock_id = f"{dataset._doc.id}:schema"
+    lock_id = f"{fc.dataset_id(dataset)}:schema"
     depth_key = (lock_id, threading.get_ident())
     if _lock_depth.get(depth_key):
         _lock_depth[depth_key] += 1
@@ -245,7 +246,7 @@ def dataset_lock(dataset: Any) -> Iterator[None]:
         lock_id,
         lambda doc: f"dataset {dataset.name!r} is locked by {describe(doc)}; try again later",
         wait=LOCK_WAIT_SECONDS,
-        dataset_id=str(dataset._doc.id),
+        dataset_id=str(fc.dataset_id(dataset)),
         kind="schema",
     )
     _lock_depth[depth_key] = 1

@@ -4,6 +4,7 @@ Examples::
 
     dequity demo
     dequity compute --dataset kitti --model efficientnet-lite0
+    dequity compute --dataset kitti --run-key objects --patches-field ground_truth
     dequity compute --dataset kitti --run-key paper --projection tsne \\
         --clustering dbscan --clustering-kwargs eps=2.0 min_samples=10 --noise cluster
     dequity reweight --dataset kitti --eta 0.5 --gamma 2
@@ -23,12 +24,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dequity import clustering as dc
+from dequity import defaults
+from dequity import projection as dp
 from dequity.argtypes import output_path
 from dequity.console import cli_output
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -79,7 +80,11 @@ def _add_dataset_args(parser: argparse.ArgumentParser, view: bool = False) -> No
     parser.add_argument("--dataset", required=True, help="FiftyOne dataset name")
     if view:
         parser.add_argument("--view", help="a saved view of the dataset to restrict the run to")
-    parser.add_argument("--run-key", default="dequity", help="run name (default: dequity)")
+    parser.add_argument(
+        "--run-key",
+        default=defaults.DEFAULT_RUN_KEY,
+        help=f"run name (default: {defaults.DEFAULT_RUN_KEY})",
+    )
 
 
 def _add_compute_args(parser: argparse.ArgumentParser) -> None:
@@ -87,29 +92,45 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--embeddings", help="read embeddings from this vector field")
     source.add_argument(
         "--model",
-        help=f"embedding model: {DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
+        help=f"embedding model: {defaults.DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
         "clip:ViT-B-32@laion2b_s34b_b79k (open_clip tag or checkpoint path)",
     )
     parser.add_argument("--embeddings-field", help="store computed embeddings in this field")
-    parser.add_argument(
-        "--projection", default=DEFAULT_PROJECTION, choices=["pca", "tsne", "opentsne", "none"]
-    )
+    projections = [m or dp.NO_PROJECTION for m in dp.PROJECTIONS]
+    parser.add_argument("--projection", default=defaults.DEFAULT_PROJECTION, choices=projections)
     parser.add_argument("--projection-kwargs", nargs="*", metavar="KEY=VALUE")
-    parser.add_argument("--clustering", default=DEFAULT_CLUSTERING, choices=list(dc.CLUSTERINGS))
+    parser.add_argument(
+        "--clustering", default=defaults.DEFAULT_CLUSTERING, choices=list(dc.CLUSTERINGS)
+    )
     parser.add_argument(
         "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
     )
-    parser.add_argument("--noise", default=DEFAULT_NOISE, choices=list(NOISE_POLICIES))
-    parser.add_argument("--eta", type=float, default=DEFAULT_ETA)
-    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA)
+    parser.add_argument("--noise", default=defaults.DEFAULT_NOISE, choices=list(NOISE_POLICIES))
+    groups = parser.add_mutually_exclusive_group()
+    groups.add_argument(
+        "--group-field",
+        help="count each scene/sequence once: a field naming each sample's group",
+    )
+    groups.add_argument(
+        "--collapse-near-duplicates",
+        type=float,
+        metavar="COSINE",
+        help="count runs of consecutive near-identical samples once (e.g. 0.8)",
+    )
+    parser.add_argument(
+        "--patches-field",
+        help="score each box of this Detections field instead of each image (an object run)",
+    )
+    parser.add_argument("--eta", type=float, default=defaults.DEFAULT_ETA)
+    parser.add_argument("--gamma", type=float, default=defaults.DEFAULT_GAMMA)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--precision",
-        default="auto",
-        choices=["auto", "fp32", "fp16", "bf16"],
+        default=defaults.DEFAULT_PRECISION,
+        choices=list(defaults.PRECISIONS),
         help="embedding precision (auto: fp16 autocast on CUDA, fp32 on CPU)",
     )
     parser.add_argument(
@@ -124,13 +145,16 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "embeddings": args.embeddings,
         "model": args.model,
         "embeddings_field": args.embeddings_field,
-        "projection": None if args.projection == "none" else args.projection,
+        "projection": None if args.projection == dp.NO_PROJECTION else args.projection,
         "projection_kwargs": parse_kwargs(args.projection_kwargs),
         "clustering": args.clustering,
         "clustering_kwargs": parse_kwargs(args.clustering_kwargs),
         "noise": args.noise,
         "eta": args.eta,
         "gamma": args.gamma,
+        "group_field": args.group_field,
+        "collapse_near_duplicates": args.collapse_near_duplicates,
+        "patches_field": args.patches_field,
         "overwrite": args.overwrite,
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
@@ -150,8 +174,11 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
     """
     s = results.summary()
     sizes = ", ".join(f"{k}:{v}" for k, v in s["cluster_sizes"].items())
+    objects = (
+        f"{s['num_objects']} objects of {s['patches_field']!r} on " if "num_objects" in s else ""
+    )
     lines = [
-        f"run {s['run_key']!r}: {s['num_samples']} samples, {s['num_clusters']} clusters, "
+        f"run {s['run_key']!r}: {objects}{s['num_samples']} samples, {s['num_clusters']} clusters, "
         f"{s['noise_fraction']:.1%} noise, {s['num_missing']} without embedding",
         f"cluster sizes (id:size, common to rare; -1 = noise): {sizes}",
         f"weights (eta={s['eta']}, gamma={s['gamma']}): "
@@ -170,6 +197,25 @@ def _cmd_compute(args: argparse.Namespace) -> None:
 
     samples = _load_samples(args)
     results = dequity.compute_dequity(samples, args.run_key, **_compute_options(args))
+    print(format_summary(results, samples))
+
+
+def _cmd_update(args: argparse.Namespace) -> None:
+    import dequity
+
+    samples = _load_samples(args)
+    before = len(dequity.load_dequity_results(samples, args.run_key).sample_ids)
+    results = dequity.update_dequity(
+        samples,
+        args.run_key,
+        embeddings=args.embeddings,
+        progress=True,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+    )
+    added = len(results.sample_ids) - before
+    print(f"added {added} new samples to run {args.run_key!r}" if added else "no new samples")
     print(format_summary(results, samples))
 
 
@@ -240,14 +286,14 @@ def _cmd_rename(args: argparse.Namespace) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     from dequity.core import compute_dequity
-    from dequity.demo import load_demo_dataset
+    from dequity.demo import DEMO_NEAR_DUPLICATES, DEMO_SCENES_RUN_KEY, load_demo_dataset
 
     dataset = load_demo_dataset(args.name, overwrite=args.fresh)
     folder = os.path.commonpath([os.path.dirname(p) for p in dataset.values("filepath")])
     print(f"dataset {dataset.name!r}: {len(dataset)} images from {folder}")
     results = compute_dequity(
         dataset,
-        "dequity",
+        defaults.DEFAULT_RUN_KEY,
         model=args.model,
         embeddings_field="embedding",
         overwrite=True,
@@ -255,6 +301,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         num_workers=args.num_workers,
     )
     print(format_summary(results, dataset))
+    scenes = compute_dequity(
+        dataset,
+        DEMO_SCENES_RUN_KEY,
+        embeddings="embedding",
+        collapse_near_duplicates=DEMO_NEAR_DUPLICATES,
+        overwrite=True,
+        progress=False,
+    )
+    print(
+        f"\nthe frames are a video: with runs of near-identical frames counted once "
+        f"(collapse_near_duplicates={DEMO_NEAR_DUPLICATES}, run {DEMO_SCENES_RUN_KEY!r}):"
+    )
+    print(format_summary(scenes, dataset))
     print(
         "\nopen it in the App:  fiftyone app launch " + dataset.name + "\n"
         "then sort the grid by dequity_weight (rarest first), or in Python:\n"
@@ -275,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_args(p, view=True)
     _add_compute_args(p)
     p.set_defaults(func=_cmd_compute)
+
+    p = sub.add_parser(
+        "update", help="give new samples a run's values from its stored fit, without a refit"
+    )
+    _add_dataset_args(p)
+    p.add_argument("--embeddings", help="the new samples' embeddings field (default: the run's)")
+    p.add_argument("--batch-size", type=int, default=defaults.DEFAULT_BATCH_SIZE)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=_cmd_update)
 
     p = sub.add_parser("reweight", help="new eta/gamma for a run; rewrites only the weights")
     _add_dataset_args(p)
@@ -304,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the full pipeline on the bundled demo dataset")
     p.add_argument("--name", default="dequity-demo", help="FiftyOne dataset name")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="embedding model")
+    p.add_argument("--model", default=defaults.DEFAULT_MODEL, help="embedding model")
     p.add_argument(
         "--num-workers", type=int, default=None, help="image decoding workers (default: automatic)"
     )

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
-from dequity.projection import use_cuml, validate_backend
+from dequity.projection import BACKEND, use_cuml
+from dequity.validation import Integer, Param, Real, resolve_params
 
 #: ``hdbscan.HDBSCAN``: no distance threshold to tune, robust to density.
 HDBSCAN = "hdbscan"
@@ -19,40 +20,48 @@ KNN = "knn"
 #: (:func:`dequity.estimate.estimate_likelihood`): continuous within clusters.
 HDBSCAN_KNN = "hdbscan_knn"
 CLUSTERINGS = (HDBSCAN_KNN, HDBSCAN, DBSCAN, KNN)
-#: parameters of HDBSCAN_KNN that are not HDBSCAN's
-DENSITY_KEYS = ("k", "density_power")
 _ASSIGN_ROWS = 65_536
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
+_HDBSCAN: dict[str, Param] = {
     # min_samples=1: real image embeddings form continua rather than blobs;
     # HDBSCAN's default (min_samples = min_cluster_size) labels most of such
     # a set noise, while 1 keeps fidelity on mixtures (see README benchmarks).
-    # fit_samples: above this many points HDBSCAN (whose cost grows about as
-    # n^1.6 in 50-D) is fitted on a random subsample of this size and every
-    # other point takes the label of its nearest fitted point.
-    HDBSCAN: {"min_cluster_size": 10, "min_samples": 1, "fit_samples": 5_000},
-    HDBSCAN_KNN: {
-        "min_cluster_size": 10,
-        "min_samples": 1,
-        "fit_samples": 5_000,
-        "k": 30,
-        "density_power": 0.5,
-    },
-    DBSCAN: {"eps": 2.0, "min_samples": 10},
-    KNN: {"k": 30},
+    "min_cluster_size": Param(10, check=Integer(2)),
+    "min_samples": Param(1),
+    # above this many points HDBSCAN (whose cost grows about as n^1.6 in
+    # 50-D) is fitted on a random subsample of this size and every other
+    # point takes the label of its nearest fitted point
+    "fit_samples": Param(5_000, check=Integer(2, optional=True), estimator=False),
+    "cluster_selection_epsilon": Param(),
+    "cluster_selection_method": Param(),
+    "metric": Param(),
+    "alpha": Param(),
+    "allow_single_cluster": Param(flag=True),
+    "backend": BACKEND,
 }
-_EXTRA_KEYS: dict[str, set[str]] = {
-    HDBSCAN: {
-        "cluster_selection_epsilon",
-        "cluster_selection_method",
-        "metric",
-        "alpha",
-        "allow_single_cluster",
-    },
-    DBSCAN: {"metric", "algorithm", "leaf_size", "p", "n_jobs"},
-    KNN: set(),
+#: the k-NN crowding that HDBSCAN_KNN multiplies into the cluster shares
+_DENSITY: dict[str, Param] = {
+    "k": Param(30, check=Integer(1), estimator=False),
+    "density_power": Param(0.5, check=Real(0, 1, note="0: cluster sizes only"), estimator=False),
 }
-_EXTRA_KEYS[HDBSCAN_KNN] = _EXTRA_KEYS[HDBSCAN]
+#: parameters of HDBSCAN_KNN that are not HDBSCAN's
+DENSITY_KEYS = tuple(_DENSITY)
+#: the parameters of each clustering, with dequity's defaults
+PARAMETERS: dict[str, dict[str, Param]] = {
+    HDBSCAN_KNN: {**_HDBSCAN, **_DENSITY},
+    HDBSCAN: _HDBSCAN,
+    DBSCAN: {
+        "eps": Param(2.0, check=Real(0, closed=False)),
+        "min_samples": Param(10, check=Integer(2)),
+        "metric": Param(),
+        "algorithm": Param(cpu_only=True),
+        "leaf_size": Param(cpu_only=True),
+        "p": Param(cpu_only=True),
+        "n_jobs": Param(cpu_only=True),
+        "backend": BACKEND,
+    },
+    KNN: {"k": _DENSITY["k"]},
+}
 
 
 def validate_clustering(method: str) -> None:
@@ -70,63 +79,24 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
         {'eps': 1.5, 'min_samples': 10}
     """
     validate_clustering(method)
-    params = dict(_DEFAULTS[method])
-    accepted = set(params) | _EXTRA_KEYS[method] | ({"backend"} if method != KNN else set())
-    unknown = set(kwargs or {}) - accepted
-    if unknown:
-        raise DequityError(
-            f"unknown clustering_kwargs {sorted(unknown)} for clustering "
-            f"{method!r}; accepted: {sorted(accepted)}"
-        )
-    params.update(kwargs or {})
-    _validate_values(method, params)
-    return params
-
-
-def _validate_values(method: str, params: dict) -> None:
-    if method in (KNN, HDBSCAN_KNN):
-        k = params["k"]
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise DequityError(f"k must be an integer >= 1, got {k!r}")
-    if method == KNN:
-        return
-    if method == HDBSCAN_KNN:
-        power = params["density_power"]
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power <= 1:
-            raise DequityError(
-                f"density_power must be a number in [0, 1] (0: cluster sizes only), got {power!r}"
-            )
-    size_key = _size_key(method)
-    size = params[size_key]
-    if not isinstance(size, (int, np.integer)) or size < 2:
-        raise DequityError(f"{size_key} must be an integer >= 2, got {size!r}")
+    params = resolve_params(PARAMETERS[method], kwargs, "clustering_kwargs", method)
     fit = params.get("fit_samples")
-    if (
-        method != DBSCAN
-        and fit is not None
-        and (not isinstance(fit, (int, np.integer)) or fit < 2 * size)
-    ):
+    if fit is not None and fit < 2 * params["min_cluster_size"]:
         raise DequityError(
             f"fit_samples must be None or an integer >= 2 * min_cluster_size, got {fit!r}"
         )
-    if method == DBSCAN and not (isinstance(params["eps"], (int, float)) and params["eps"] > 0):
-        raise DequityError(f"eps must be a number > 0, got {params['eps']!r}")
-    if "backend" in params:
-        validate_backend(params["backend"])
-        cpu_only = sorted(_CPU_ONLY[method] & set(params))
-        if params["backend"] == "cuml" and cpu_only:
-            raise DequityError(
-                f"{cpu_only} are scikit-learn/hdbscan options that cuML's {method} "
-                "lacks; drop them or use backend='sklearn'"
-            )
+    cpu_only = _cpu_only(method, params)
+    if params.get("backend") == "cuml" and cpu_only:
+        raise DequityError(
+            f"{cpu_only} are scikit-learn/hdbscan options that cuML's {method} "
+            "lacks; drop them or use backend='sklearn'"
+        )
+    return params
 
 
-# options of the CPU implementations that cuML's do not take
-_CPU_ONLY: dict[str, set[str]] = {
-    HDBSCAN: set(),
-    HDBSCAN_KNN: set(),
-    DBSCAN: {"algorithm", "leaf_size", "p", "n_jobs"},
-}
+def _cpu_only(method: str, params: dict) -> list[str]:
+    """The options in ``params`` that only the CPU implementation takes."""
+    return sorted(k for k in params if PARAMETERS[method][k].cpu_only)
 
 
 def _size_key(method: str) -> str:
@@ -187,7 +157,7 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
         for key in DENSITY_KEYS:
             params.pop(key)
     if method == DBSCAN:
-        if use_cuml(backend, supported=not _CPU_ONLY[DBSCAN] & set(params)):
+        if use_cuml(backend, supported=not _cpu_only(DBSCAN, params)):
             from cuml.cluster import DBSCAN as DBSCANClass
 
             params["output_type"] = "numpy"

@@ -19,20 +19,18 @@ the next call finishes. Every step of ``finish`` can be repeated.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
 import fiftyone.core.fields as fof
 
 from dequity import claims
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from dequity.faults import fault_point
-from dequity.runs import DequityRun
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +55,31 @@ class Column:
     owned: bool = True
 
 
+@dataclass
+class ObjectColumns:
+    """New values of attributes of the ``Detection`` objects in field ``field``.
+
+    ``values[i]`` belongs to the ``i``-th id of the commit: a dict with the
+    Detection ids under ``"ids"`` and, for each attribute name, the values in
+    the same order. Detections of that sample not listed (or a None entry)
+    lose the attributes. ``attributes``: ``(name, kind, description, owned)``.
+    """
+
+    field: str
+    attributes: list[tuple[str, str, str, bool]]
+    values: Sequence[dict | None]
+
+    def paths(self) -> list[str]:
+        """The attributes as field paths, e.g. ``ground_truth.detections.dequity_weight``."""
+        return [f"{self.field}.detections.{a[0]}" for a in self.attributes]
+
+
+_OBJECTS_KEY = "_dequity_objects"
+
+
 def run_claim_id(dataset: Any, run_key: str) -> str:
     """The claim (and journal) id of run ``run_key`` on ``dataset``."""
-    return f"{dataset._doc.id}:run:{run_key}"
+    return f"{fc.dataset_id(dataset)}:run:{run_key}"
 
 
 @contextmanager
@@ -75,14 +95,14 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
         with claim_run(dataset, "dequity") as claim:
             commit_run(claim, dataset, "dequity", config, results, ids, columns)
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     claim, previous = claims.acquire(
         run_claim_id(dataset, run_key),
         lambda doc: (
             f"run {run_key!r} of dataset {dataset.name!r} is being written by "
             f"{claims.describe(doc)}; wait for it to finish or choose another run_key"
         ),
-        dataset_id=str(dataset._doc.id),
+        dataset_id=str(fc.dataset_id(dataset)),
         run_key=run_key,
         kind="run",
         phase="computing",
@@ -97,6 +117,7 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
                 results_id=None,
                 old_run_doc_id=None,
                 fields=None,
+                objects=None,
                 index=None,
             )
         dataset.reload()
@@ -115,11 +136,14 @@ def commit_run(
     columns: list[Column],
     index: str | None = None,
     progress: Any = None,
+    objects: ObjectColumns | None = None,
 ) -> None:
     """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
 
     Replaces an existing run ``run_key`` (its record, and its fields' values
     where ``columns`` give new ones) only once everything new is stored.
+    ``objects`` adds attributes of the samples' Detections, merged in the
+    same step as the sample fields.
 
     Example::
 
@@ -128,18 +152,21 @@ def commit_run(
     """
     from bson import ObjectId
 
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     claim.update(
         phase="staging",
         staging=f"{STAGING_PREFIX}{claim.token}",
         run_doc_id=ObjectId(),
         results_id=ObjectId(),
         fields=[[c.name, c.kind, c.description, c.owned] for c in columns],
+        objects=None
+        if objects is None
+        else {"field": objects.field, "attributes": [list(a) for a in objects.attributes]},
         index=index,
     )
     journal = claim.doc
     try:
-        _stage(journal["staging"], ids, columns, progress)
+        _stage(journal["staging"], ids, columns, progress, objects)
         fault_point("staged")
         _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")
@@ -154,7 +181,7 @@ def commit_run(
     except BaseException:
         _settle(claim, dataset)
         raise
-    getattr(dataset, DequityRun._results_cache_field())[run_key] = results
+    fc.results_cache(dataset)[run_key] = results
     fault_point("done")
 
 
@@ -166,7 +193,7 @@ def delete_run(claim: claims.Claim, samples: Any, run_key: str) -> None:
         with claim_run(dataset, "dequity") as claim:
             delete_run(claim, dataset, "dequity")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     config = dataset.get_run_info(run_key).config
     claim.update(
         phase="deleting", run_doc_id=_linked_run(dataset, run_key), fields=list(config.fields)
@@ -184,15 +211,13 @@ def rename_run(claim: claims.Claim, samples: Any, run_key: str, new_run_key: str
         with claim_run(dataset, "a") as claim, claim_run(dataset, "b"):
             rename_run(claim, dataset, "a", "b")
     """
-    from dequity.runs import field_names
-
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     config = dataset.get_run_info(run_key).config
     claim.update(
         phase="renaming",
         run_doc_id=_linked_run(dataset, run_key),
         new_run_key=new_run_key,
-        renames=dict(zip(config.fields, field_names(new_run_key).values())),
+        renames=config.field_renames(new_run_key),
     )
     _settle(claim, dataset)
 
@@ -207,9 +232,9 @@ def recover_dataset(samples: Any) -> list[str]:
 
         recover_dataset(dataset)   # ['dequity'] after a killed compute_dequity
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     recovered = []
-    for doc in claims.collection().find({"dataset_id": str(dataset._doc.id)}):
+    for doc in claims.collection().find({"dataset_id": str(fc.dataset_id(dataset))}):
         claim = claims.take_over(doc)
         if claim is None:
             continue
@@ -235,7 +260,7 @@ def recover_dataset(samples: Any) -> list[str]:
 
 def writer_of(samples: Any, run_key: str) -> dict | None:
     """The claim document of the live process writing run ``run_key``, if any."""
-    return claims.collection().find_one({"_id": run_claim_id(samples._root_dataset, run_key)})
+    return claims.collection().find_one({"_id": run_claim_id(fc.root_dataset(samples), run_key)})
 
 
 def _settle(claim: claims.Claim, dataset: Any) -> None:
@@ -261,13 +286,20 @@ def _recover(dataset: Any, journal: dict) -> None:
     _sync(dataset)
 
 
-def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) -> None:
+def _stage(
+    name: str,
+    ids: Sequence[str],
+    columns: list[Column],
+    progress: Any,
+    objects: ObjectColumns | None = None,
+) -> None:
     """Insert one staging document per sample, batch by batch."""
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
     from bson import ObjectId
 
-    logger.info("Writing fields %s...", ", ".join(c.name for c in columns))
+    names = [c.name for c in columns] + (objects.paths() if objects else [])
+    logger.info("Writing fields %s...", ", ".join(names))
     coll = foo.get_db_conn()[name]
     fields = [KINDS[c.kind]() for c in columns]
     with fou.ProgressBar(total=len(ids), progress=progress) as pb:
@@ -276,45 +308,80 @@ def _stage(name: str, ids: Sequence[str], columns: list[Column], progress: Any) 
             for column, field in zip(columns, fields):
                 for doc, value in zip(docs, column.values[start : start + _BATCH]):
                     doc[column.name] = None if value is None else field.to_mongo(value)
+            if objects is not None:
+                for doc, value in zip(docs, objects.values[start : start + _BATCH]):
+                    doc[_OBJECTS_KEY] = _object_doc(objects, value)
             coll.insert_many(docs, ordered=False)
             pb.update(len(docs))
 
 
+def _object_doc(objects: ObjectColumns, value: dict | None) -> dict:
+    """The staged form of one sample's object values: ids and one list per attribute."""
+    from bson import ObjectId
+
+    value = value or {}
+    doc: dict[str, Any] = {"ids": [ObjectId(i) for i in value.get("ids", [])]}
+    for attr, kind, _, _ in objects.attributes:
+        field = KINDS[kind]()
+        doc[attr] = [None if v is None else field.to_mongo(v) for v in value.get(attr, [])]
+    return doc
+
+
+def _merge_stage(journal: dict) -> str | list:
+    """The merge's ``whenMatched``: plain, or a pipeline also setting Detection attributes."""
+    fields = [f[0] for f in journal.get("fields") or []]
+    objects = journal.get("objects")
+    if not objects:
+        return "merge"
+    path, attrs = objects["field"], [a[0] for a in objects["attributes"]]
+    staged = f"$$new.{_OBJECTS_KEY}"
+    scored = {
+        "$mergeObjects": [
+            "$$d",
+            {a: {"$arrayElemAt": [f"{staged}.{a}", "$$i"]} for a in attrs},
+        ]
+    }
+    cleared = {
+        "$arrayToObject": {
+            "$filter": {
+                "input": {"$objectToArray": "$$d"},
+                "cond": {"$not": [{"$in": ["$$this.k", attrs]}]},
+            }
+        }
+    }
+    detections = {
+        "$map": {
+            "input": f"${path}.detections",
+            "as": "d",
+            "in": {
+                "$let": {
+                    "vars": {"i": {"$indexOfArray": [f"{staged}.ids", "$$d._id"]}},
+                    "in": {"$cond": [{"$gte": ["$$i", 0]}, scored, cleared]},
+                }
+            },
+        }
+    }
+    label = {
+        "$cond": [
+            {"$isArray": f"${path}.detections"},
+            {"$mergeObjects": [f"${path}", {"detections": detections}]},
+            f"${path}",
+        ]
+    }
+    update = {f: f"$$new.{f}" for f in fields}
+    return [{"$set": {**update, path: label, "last_modified_at": "$$NOW"}}]
+
+
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
-    import fiftyone.constants as foc
-    import fiftyone.core.view as fov
-    from bson import json_util
-    from fiftyone.core.odm.runs import RunDocument
-
-    view_stages = None
-    if isinstance(samples, fov.DatasetView):
-        view_stages = [json_util.dumps(s) for s in samples._serialize(include_uuids=False)]
-    run_doc = RunDocument(
-        id=journal["run_doc_id"],
-        dataset_id=samples._root_dataset._doc.id,
-        key=run_key,
-        version=foc.VERSION,
-        timestamp=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
-        config=deepcopy(config.serialize()),
-        view_stages=view_stages,
-        results=None,
+    """Store the new run record under the ids the journal holds, not yet linked."""
+    fc.save_run_document(
+        samples, run_key, config, results, journal["run_doc_id"], journal["results_id"]
     )
-    run_doc.results.put(
-        json_util.dumps(results.serialize()).encode(),
-        content_type="application/json",
-        _id=journal["results_id"],
-    )
-    run_doc.results_meta = dict(results.get_meta() or {})
-    run_doc.save(upsert=True)
-
-
-def _dataset_collection(dataset: Any) -> Any:
-    return type(dataset._doc)._get_collection()
 
 
 def _linked_run(dataset: Any, run_key: str) -> Any:
     """The id of the run record that ``run_key`` points at in the database."""
-    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
     return (raw.get("runs") or {}).get(run_key)
 
 
@@ -324,8 +391,8 @@ def _link(claim: claims.Claim, dataset: Any, run_key: str, run_doc_id: Any) -> N
         old = _linked_run(dataset, run_key)
         claim.update(phase="committing", old_run_doc_id=old)
         expected = old if old is not None else {"$exists": False}
-        updated = _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": expected},
+        updated = fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": expected},
             {"$set": {f"runs.{run_key}": run_doc_id}},
         )
         if not updated.modified_count:
@@ -339,8 +406,13 @@ def _finish(dataset: Any, journal: dict) -> None:
 
     run_key = journal["run_key"]
     fields = journal.get("fields") or []
+    objects = journal.get("objects")
+    declared = list(fields)
+    if objects:
+        prefix = f"{objects['field']}.detections."
+        declared += [[prefix + a[0], *a[1:]] for a in objects["attributes"]]
     with claims.dataset_lock(dataset):
-        for name, kind, description, owned in fields:
+        for name, kind, description, owned in declared:
             if not dataset.has_sample_field(name):
                 dataset.add_sample_field(
                     name,
@@ -351,14 +423,16 @@ def _finish(dataset: Any, journal: dict) -> None:
     fault_point("fields_declared")
     db = foo.get_db_conn()
     project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
+    if objects:
+        project[_OBJECTS_KEY] = 1
     db[journal["staging"]].aggregate(
         [
             {"$project": project},
             {
                 "$merge": {
-                    "into": dataset._sample_collection_name,
+                    "into": fc.sample_collection_name(dataset),
                     "on": "_id",
-                    "whenMatched": "merge",
+                    "whenMatched": _merge_stage(journal),
                     "whenNotMatched": "discard",
                 }
             },
@@ -369,18 +443,18 @@ def _finish(dataset: Any, journal: dict) -> None:
         dataset.create_index(journal["index"])
     old = journal.get("old_run_doc_id")
     if old is not None and old != journal["run_doc_id"]:
-        _delete_run_doc(old)
+        fc.delete_run_document(old)
     fault_point("old_run_deleted")
     db.drop_collection(journal["staging"])
     dataset.reload()
-    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+    fc.results_cache(dataset).pop(run_key, None)
 
 
 def _finish_delete(dataset: Any, journal: dict) -> None:
     run_key, run_doc_id = journal["run_key"], journal.get("run_doc_id")
     with claims.dataset_lock(dataset):
-        _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
             {"$unset": {f"runs.{run_key}": ""}},
         )
         dataset.reload()
@@ -389,12 +463,12 @@ def _finish_delete(dataset: Any, journal: dict) -> None:
         if present:
             dataset.delete_sample_fields(present)
     if run_doc_id is not None:
-        _delete_run_doc(run_doc_id)
-    getattr(dataset, DequityRun._results_cache_field()).pop(run_key, None)
+        fc.delete_run_document(run_doc_id)
+    fc.results_cache(dataset).pop(run_key, None)
 
 
 def _finish_rename(dataset: Any, journal: dict) -> None:
-    from fiftyone.core.odm.runs import RunDocument
+    from dequity.runs import field_names
 
     run_key, new_key = journal["run_key"], journal["new_run_key"]
     run_doc_id = journal["run_doc_id"]
@@ -410,22 +484,21 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
             if field is not None and (field.info or {}).get("run_key") == run_key:
                 field.info = {**field.info, "run_key": new_key}
                 field.save()
-        suffixes = ("cluster_field", "likelihood_field", "weight_field")
-        RunDocument._get_collection().update_one(
+        fc.run_documents().update_one(
             {"_id": run_doc_id},
             {
                 "$set": {
                     "key": new_key,
-                    **{f"config.{s}": new for s, new in zip(suffixes, renames.values())},
+                    **{f"config.{s}_field": new for s, new in field_names(new_key).items()},
                 }
             },
         )
-        _dataset_collection(dataset).update_one(
-            {"_id": dataset._doc.id, f"runs.{run_key}": run_doc_id},
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
             {"$set": {f"runs.{new_key}": run_doc_id}, "$unset": {f"runs.{run_key}": ""}},
         )
         dataset.reload()
-    cache = getattr(dataset, DequityRun._results_cache_field())
+    cache = fc.results_cache(dataset)
     cache.pop(run_key, None)
     cache.pop(new_key, None)
 
@@ -434,35 +507,24 @@ def _roll_back(journal: dict) -> None:
     """Undo everything before the commit point: nothing outside staging was touched."""
     import fiftyone.core.odm as foo
     import gridfs
-    from fiftyone.core.odm.runs import RunDocument
 
     db = foo.get_db_conn()
     if journal.get("run_doc_id") is not None:
-        RunDocument._get_collection().delete_one({"_id": journal["run_doc_id"]})
+        fc.run_documents().delete_one({"_id": journal["run_doc_id"]})
     if journal.get("results_id") is not None:
         gridfs.GridFS(db).delete(journal["results_id"])
     if journal.get("staging"):
         db.drop_collection(journal["staging"])
 
 
-def _delete_run_doc(run_doc_id: Any) -> None:
-    from fiftyone.core.odm.runs import RunDocument
-
-    run_doc = RunDocument.objects(id=run_doc_id).first()
-    if run_doc is not None:
-        if run_doc.results:
-            run_doc.results.delete()
-        run_doc.delete()
-
-
 def _sync(dataset: Any) -> None:
     """Reload ``dataset`` if another process changed its runs since it was loaded."""
-    raw = _dataset_collection(dataset).find_one({"_id": dataset._doc.id}, {"runs": 1}) or {}
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
     linked = raw.get("runs") or {}
-    loaded = {key: getattr(doc, "id", doc) for key, doc in dataset._doc.runs.items()}
+    loaded = fc.loaded_run_ids(dataset)
     if linked != loaded:
         dataset.reload()
-        cache = getattr(dataset, DequityRun._results_cache_field())
+        cache = fc.results_cache(dataset)
         for key in list(cache):
             if linked.get(key) != loaded.get(key):
                 cache.pop(key, None)

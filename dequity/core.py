@@ -8,52 +8,55 @@ from typing import Any
 import fiftyone.core.validation as fov
 import numpy as np
 
-from dequity import claims
+from dequity import claims, defaults
 from dequity import clustering as dc
 from dequity import commit as dcommit
 from dequity import embeddings as de
 from dequity import fields as df
+from dequity import fiftyone_compat as fc
+from dequity import groups as dg
+from dequity import objects as dobj
 from dequity import projection as dp
-from dequity.defaults import (
-    DEFAULT_CLUSTERING,
-    DEFAULT_MODEL,
-    DEFAULT_NOISE,
-    DEFAULT_PROJECTION,
-)
 from dequity.errors import DequityError
-from dequity.estimate import estimate_likelihood
+from dequity.estimate import estimate
 from dequity.faults import fault_point
 from dequity.likelihood import validate_noise_policy
-from dequity.models import model_name, resolve_precision
-from dequity.runs import METHOD, DequityResults, DequityRunConfig, field_names
-from dequity.validation import check_estimators, check_field_name, check_number
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
+from dequity.runs import (
+    FIELD_DESCRIPTIONS,
+    METHOD,
+    DequityResults,
+    DequityRun,
+    DequityRunConfig,
+    field_names,
+)
+from dequity.sources import LOCAL, parse_embeddings
+from dequity.validation import check_estimators, check_field_name
+from dequity.weights import validate_gfl_params
 
 logger = logging.getLogger(__name__)
-
-_EMBEDDING_OPTIONS = {"batch_size", "num_workers", "skip_failures", "device", "precision"}
-EMBEDDING_BACKENDS = ("local", "ray")
-_RAY_OPTIONS = {"num_workers", "num_cpus_per_worker", "num_gpus_per_worker", "address"}
 
 
 def compute_dequity(
     samples: Any,
-    run_key: str = "dequity",
+    run_key: str = defaults.DEFAULT_RUN_KEY,
     *,
     embeddings: str | np.ndarray | None = None,
     model: Any = None,
-    projection: str | None = DEFAULT_PROJECTION,
+    projection: str | None = defaults.DEFAULT_PROJECTION,
     projection_kwargs: dict | None = None,
-    clustering: str = DEFAULT_CLUSTERING,
+    clustering: str = defaults.DEFAULT_CLUSTERING,
     clustering_kwargs: dict | None = None,
-    noise: str = DEFAULT_NOISE,
-    eta: float = DEFAULT_ETA,
-    gamma: float = DEFAULT_GAMMA,
+    noise: str = defaults.DEFAULT_NOISE,
+    eta: float = defaults.DEFAULT_ETA,
+    gamma: float = defaults.DEFAULT_GAMMA,
     overwrite: bool = False,
     progress: Any = None,
     embeddings_field: str | None = None,
-    embedding_backend: str = "local",
+    embedding_backend: str = LOCAL,
     ray_options: dict | None = None,
+    group_field: str | None = None,
+    collapse_near_duplicates: float | None = None,
+    patches_field: str | None = None,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -99,6 +102,30 @@ def compute_dequity(
             actor per worker (``pip install 'dequity[ray]'``).
         ray_options: for the Ray backend: ``num_workers`` (2),
             ``num_cpus_per_worker``, ``num_gpus_per_worker``, ``address``.
+        group_field: a field naming each sample's scene, sequence or drive
+            (for a grouped dataset, its group field): a cluster's size is then
+            the number of distinct groups among its members, and crowding
+            counts groups, so a rare event filmed for 40 frames stays rare.
+            For a video dataset, run on ``dataset.to_frames()`` with
+            ``group_field="sample_id"``. Every sample needs a value.
+        collapse_near_duplicates: without a group field, a cosine similarity
+            in ``(0, 1]``: consecutive samples (in the collection's order, so
+            sort frames by time first) whose embeddings are at least this
+            similar count once (:func:`dequity.groups.near_duplicate_groups`).
+        patches_field: a ``Detections`` field: score each box instead of each
+            image (an object run). Each box is embedded from its crop (the
+            box grown by 10 % of its side on each side, clipped to the
+            image; cut while the image is decoded, one read per image), and
+            each box's ``Detection`` gets the attributes
+            ``<run_key>_cluster``, ``<run_key>_likelihood`` and
+            ``<run_key>_weight``; each sample's ``<run_key>_weight`` is the
+            largest weight of its boxes (None for a sample without a scored
+            box). Boxes that are empty, degenerate or under 4 pixels wide or
+            high are skipped with one warning that counts them.
+            ``embeddings`` may then name a vector attribute of the
+            Detections, or be an ``(n_boxes, d)`` array with one row per box
+            of the field in collection order (samples in order, each
+            sample's boxes in list order, skipped boxes included).
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
@@ -114,6 +141,9 @@ def compute_dequity(
         ds = fo.load_dataset("kitti")
         res = dequity.compute_dequity(ds, "dequity", model="efficientnet-lite0")
         ds.sort_by("dequity_weight", reverse=True)   # rarest images first
+        # one likelihood and weight per box of "ground_truth":
+        dequity.compute_dequity(ds, "objects", patches_field="ground_truth")
+        ds.to_patches("ground_truth").sort_by("ground_truth.objects_weight", reverse=True)
         # the paper's configuration:
         dequity.compute_dequity(ds, "paper", embeddings="embedding",
                                 projection="tsne", clustering="dbscan",
@@ -121,130 +151,228 @@ def compute_dequity(
                                 noise="cluster")
     """
     fov.validate_collection(samples)
+    _check_not_generated(samples)
     dcommit.recover_dataset(samples)
-    config, store_field = _validate_request(
+    validate_run_key(samples, run_key, overwrite=overwrite)
+    _check_same_kind(samples, run_key, patches_field)
+    if len(samples) == 0:
+        raise DequityError("the collection is empty; pass a dataset or view with samples")
+    if patches_field is not None:
+        return _compute_objects(
+            samples,
+            run_key,
+            patches_field,
+            embeddings=embeddings,
+            model=model,
+            overwrite=overwrite,
+            progress=progress,
+            checks=(embeddings_field, embedding_backend, ray_options, group_field),
+            collapse_near_duplicates=collapse_near_duplicates,
+            config_kwargs=dict(
+                projection=projection,
+                projection_kwargs=projection_kwargs,
+                clustering=clustering,
+                clustering_kwargs=clustering_kwargs,
+                noise=noise,
+                eta=eta,
+                gamma=gamma,
+            ),
+            embedding_options=embedding_options,
+        )
+    source = parse_embeddings(
         samples,
         run_key,
         embeddings,
         model,
-        projection,
-        projection_kwargs,
-        clustering,
-        clustering_kwargs,
-        noise,
-        eta,
-        gamma,
-        overwrite,
-        embeddings_field,
-        embedding_backend,
-        ray_options,
-        embedding_options,
+        embeddings_field=embeddings_field,
+        backend=embedding_backend,
+        ray_options=ray_options,
+        options=embedding_options,
     )
+    config = DequityRunConfig(
+        run_key=run_key,
+        embeddings_field=source.recorded_field,
+        model=source.model_name,
+        projection=projection,
+        projection_kwargs=projection_kwargs,
+        clustering=clustering,
+        clustering_kwargs=clustering_kwargs,
+        noise=noise,
+        eta=eta,
+        gamma=gamma,
+        group_field=group_field,
+        collapse_near_duplicates=collapse_near_duplicates,
+    )
+    validate_config(config, len(samples))
+    dg.check_group_field(samples, group_field)
+    run = config.build()
 
     with dcommit.claim_run(samples, run_key) as claim:
         # another process may have written this key since the checks above
         validate_run_key(samples, run_key, overwrite=overwrite)
         fault_point("claimed")
-        emb = _get_embeddings(
-            samples, embeddings, model, progress, embedding_backend, ray_options, embedding_options
-        )
-        logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), projection)
-        points = dp.project(emb.vectors, projection, **config.projection_kwargs)
-        logger.info("Likelihoods (%s)...", clustering)
-        labels, likelihoods = estimate_likelihood(
-            points, clustering, noise, **config.clustering_kwargs
-        )
-        weights = gfl_weight(likelihoods, eta, gamma)
-
-        results = DequityResults(
-            samples,
-            config,
-            run_key,
-            sample_ids=emb.sample_ids,
-            labels=labels.tolist(),
-            likelihoods=likelihoods.tolist(),
-            points=_points_2d(points).tolist(),
-            missing_ids=emb.missing_ids,
-        )
-        _commit(claim, samples, run_key, config, results, weights, emb, store_field, progress)
+        emb = source.load(samples, progress)
+        results = _estimate(samples, run_key, run, emb)
+        _commit(claim, samples, results, emb, source.store_field, progress)
     logger.info("dequity run %r: %s", run_key, _short_summary(results))
     return results
 
 
-def _validate_request(
+def _compute_objects(
     samples: Any,
     run_key: str,
-    embeddings: Any,
+    patches_field: str,
+    *,
+    embeddings: str | np.ndarray | None,
     model: Any,
-    projection: str | None,
-    projection_kwargs: dict | None,
-    clustering: str,
-    clustering_kwargs: dict | None,
-    noise: str,
-    eta: float,
-    gamma: float,
     overwrite: bool,
-    embeddings_field: str | None,
-    embedding_backend: str,
-    ray_options: dict | None,
+    progress: Any,
+    checks: tuple,
+    collapse_near_duplicates: float | None,
+    config_kwargs: dict,
     embedding_options: dict,
-) -> tuple[DequityRunConfig, str | None]:
-    """Check every argument before any work; return the run config."""
-    validate_run_key(samples, run_key, overwrite=overwrite)
-    if len(samples) == 0:
-        raise DequityError("the collection is empty; pass a dataset or view with samples")
-    unknown = set(embedding_options) - _EMBEDDING_OPTIONS
-    if unknown:
-        raise DequityError(
-            f"unknown arguments {sorted(unknown)}; embedding options are "
-            f"{sorted(_EMBEDDING_OPTIONS)}"
-        )
+) -> DequityResults:
+    """:func:`compute_dequity` with ``patches_field``: values per box (:mod:`dequity.objects`)."""
+    embeddings_field, backend, ray_options, group_field = checks
+    dobj.check_patches_field(samples, patches_field)
+    dobj.check_options(group_field, collapse_near_duplicates, embeddings_field)
+    if backend != "local" or ray_options:
+        raise DequityError("object runs embed crops locally; leave embedding_backend='local'")
     if embeddings is not None and model is not None:
         raise DequityError("pass either embeddings or model, not both")
-    _validate_embedding_options(embedding_options)
-    _validate_backend(embedding_backend, ray_options, embeddings, embedding_options)
-    if "precision" in embedding_options:
-        resolve_precision(embedding_options["precision"], embedding_options.get("device"))
-    validate_noise_policy(noise)
-    validate_gfl_params(eta, gamma)
-    for name, kwargs in (
-        ("projection_kwargs", projection_kwargs),
-        ("clustering_kwargs", clustering_kwargs),
-    ):
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise DequityError(f"{name} must be a dict, got {kwargs!r}")
-    projection_params = dp.projection_params(projection, projection_kwargs)
-    clustering_params = dc.clustering_params(clustering, clustering_kwargs)
-    check_estimators(projection, projection_params, clustering, clustering_params)
-    dc.check_enough_samples(len(samples), clustering, clustering_params)
-    if embeddings_field is not None:
-        check_field_name("embeddings_field", embeddings_field)
-
-    embeddings_source = embeddings if isinstance(embeddings, str) else None
-    if embeddings_source is not None:
-        de.validate_embeddings_field(samples, embeddings_source)
-        store_field = None
-    else:
-        store_field = embeddings_field
-        if store_field is not None and embeddings is None:
-            if store_field in field_names(run_key).values():
-                raise DequityError(f"embeddings_field {store_field!r} is one of the run's fields")
-            if samples._root_dataset.has_sample_field(store_field):
-                de.validate_embeddings_field(samples, store_field)
-
+    if isinstance(embeddings, str):
+        _check_object_vectors(samples, patches_field, embeddings)
+    source = parse_embeddings(samples, run_key, None, model, options=embedding_options)
     config = DequityRunConfig(
         run_key=run_key,
-        embeddings_field=embeddings_source or store_field,
-        model=None if embeddings is not None else model_name(model or DEFAULT_MODEL),
-        projection=projection,
-        projection_kwargs=projection_params,
-        clustering=clustering,
-        clustering_kwargs=clustering_params,
-        noise=noise,
-        eta=eta,
-        gamma=gamma,
+        embeddings_field=embeddings if isinstance(embeddings, str) else None,
+        model=source.model_name if embeddings is None else None,
+        patches_field=patches_field,
+        **config_kwargs,
     )
-    return config, store_field
+    names = [config.cluster_field, config.likelihood_field, config.weight_field]
+    dobj.check_attributes_free(samples, patches_field, run_key, names)
+    objs = dobj.usable_objects(samples, patches_field)
+    validate_config(config, len(objs.object_ids))
+    run = config.build()
+    with dcommit.claim_run(samples, run_key) as claim:
+        validate_run_key(samples, run_key, overwrite=overwrite)
+        dobj.check_attributes_free(samples, patches_field, run_key, names)
+        fault_point("claimed")
+        emb = dobj.object_embeddings(
+            samples,
+            patches_field,
+            objs,
+            embeddings,
+            source.model if embeddings is None else None,
+            progress=progress,
+            **source.options,
+        )
+        sample_of = dict(zip(objs.object_ids, objs.sample_ids))
+        scored = de.Embeddings(emb.vectors, [sample_of[i] for i in emb.sample_ids], [])
+        results = _estimate(samples, run_key, run, scored)
+        results.object_ids = list(emb.sample_ids)
+        results.fit = None  # update_dequity places images, not objects
+        scope = list(objs.all_sample_ids)
+        if samples.has_run(run_key):
+            scope += samples.load_run_results(run_key).sample_ids
+        dobj.commit_object_run(claim, samples, results, config, scope=scope, progress=progress)
+    logger.info("dequity object run %r: %s", run_key, _short_summary(results))
+    return results
+
+
+def _check_same_kind(samples: Any, run_key: str, patches_field: str | None) -> None:
+    """An overwrite keeps the run's kind: image run for image run, same boxes for an object run."""
+    if run_key not in samples.list_runs(method=METHOD):
+        return
+    old = samples.get_run_info(run_key).config
+    old_field = getattr(old, "patches_field", None)
+    if old_field != patches_field:
+        kind = f"an object run on {old_field!r}" if old_field else "an image run"
+        raise DequityError(
+            f"run {run_key!r} is {kind}; overwrite replaces a run of the same kind only. "
+            f"Delete it first (dequity.delete_dequity_run(dataset, {run_key!r})) or choose "
+            "another run_key"
+        )
+
+
+def _check_object_vectors(samples: Any, patches_field: str, attribute: str) -> None:
+    """Raise unless the Detections of ``patches_field`` have vector attribute ``attribute``."""
+    path = f"{patches_field}.detections.{attribute}"
+    if samples.count(path) == 0:
+        raise DequityError(
+            f"no Detection of {patches_field!r} has an attribute {attribute!r}; name a vector "
+            "attribute of the boxes, pass an (n_boxes, d) array, or omit embeddings to "
+            "embed the crops with model"
+        )
+
+
+def _check_not_generated(samples: Any) -> None:
+    """Frames, patches and clips views hold copies, not the dataset's samples: refuse them."""
+    if fc.is_generated_view(samples):
+        raise DequityError(
+            "dequity runs on a dataset or a view of its samples, not on frames, patches or "
+            "clips views; clone the view into a dataset first (view.clone()). For video "
+            "frames, count each video once: compute_dequity(dataset.to_frames("
+            "sample_frames=True).clone(), group_field='sample_id')"
+        )
+
+
+def validate_config(config: DequityRunConfig, num_samples: int) -> None:
+    """Check ``config`` for a run on ``num_samples`` samples; fill in every parameter.
+
+    Raises :class:`DequityError` naming the first bad value. Afterwards the
+    config holds the full projection and clustering parameters, defaults
+    included, as they are stored with the run.
+
+    Example::
+
+        config = DequityRunConfig(clustering="dbscan", clustering_kwargs={"eps": 1.5})
+        validate_config(config, len(dataset))
+        config.clustering_kwargs   # {'eps': 1.5, 'min_samples': 10}
+    """
+    validate_noise_policy(config.noise)
+    validate_gfl_params(config.eta, config.gamma)
+    config.eta, config.gamma = float(config.eta), float(config.gamma)
+    for name in ("projection_kwargs", "clustering_kwargs"):
+        kwargs = getattr(config, name)
+        if not isinstance(kwargs, dict):
+            raise DequityError(f"{name} must be a dict, got {kwargs!r}")
+    config.projection_kwargs = dp.projection_params(config.projection, config.projection_kwargs)
+    config.clustering_kwargs = dc.clustering_params(config.clustering, config.clustering_kwargs)
+    check_estimators(
+        config.projection, config.projection_kwargs, config.clustering, config.clustering_kwargs
+    )
+    dg.check_grouping(config.group_field, config.collapse_near_duplicates)
+    dc.check_enough_samples(num_samples, config.clustering, config.clustering_kwargs)
+
+
+def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -> DequityResults:
+    """Project, cluster and score ``emb`` as ``run``'s config says."""
+    config = run.config
+    logger.info("Projecting %d embeddings (%s)...", len(emb.sample_ids), config.projection)
+    points, transform = dp.fit_projection(
+        emb.vectors, config.projection, **config.projection_kwargs
+    )
+    groups = dg.sample_groups(samples, emb, config.group_field, config.collapse_near_duplicates)
+    logger.info("Likelihoods (%s)...", config.clustering)
+    result = estimate(points, config.clustering, config.noise, groups, **config.clustering_kwargs)
+    fit = None
+    if transform is not None and groups is None:  # what update_dequity needs
+        result.fit.projection = transform
+        fit = result.fit.to_dict()
+    return DequityResults(
+        samples,
+        config,
+        run_key,
+        sample_ids=emb.sample_ids,
+        labels=result.labels.tolist(),
+        likelihoods=result.likelihoods.tolist(),
+        points=_points_2d(points).tolist(),
+        missing_ids=emb.missing_ids,
+        fit=fit,
+        backend=run,
+    )
 
 
 def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> None:
@@ -277,70 +405,6 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
     df.check_fields_free(samples, field_types, run_key)
 
 
-def _validate_embedding_options(options: dict) -> None:
-    if "batch_size" in options:
-        check_number("batch_size", options["batch_size"], minimum=1, integer=True)
-    if options.get("num_workers") is not None:
-        check_number("num_workers", options["num_workers"], minimum=0, integer=True)
-    if not isinstance(options.get("skip_failures", True), bool):
-        raise DequityError(f"skip_failures must be True or False, got {options['skip_failures']!r}")
-    device = options.get("device")
-    if device is not None and not isinstance(device, str):
-        raise DequityError(f"device must be a string such as 'cpu' or 'cuda', got {device!r}")
-
-
-def _validate_backend(
-    backend: str, ray_options: dict | None, embeddings: Any, options: dict
-) -> None:
-    if backend not in EMBEDDING_BACKENDS:
-        raise DequityError(
-            f"embedding_backend must be one of {EMBEDDING_BACKENDS}, got {backend!r}"
-        )
-    if backend == "local":
-        if ray_options:
-            raise DequityError("ray_options need embedding_backend='ray'")
-        return
-    if embeddings is not None:
-        raise DequityError("embedding_backend='ray' computes embeddings; do not pass embeddings")
-    unknown = set(ray_options or {}) - _RAY_OPTIONS
-    if unknown:
-        raise DequityError(
-            f"unknown ray_options {sorted(unknown)}; accepted: {sorted(_RAY_OPTIONS)}"
-        )
-    local_only = {"num_workers", "device", "precision"} & set(options)
-    if local_only:
-        raise DequityError(
-            f"{sorted(local_only)} apply to the local backend; with Ray use "
-            "ray_options={'num_workers': ..., 'num_gpus_per_worker': ...}"
-        )
-
-
-def _get_embeddings(
-    samples: Any,
-    embeddings: Any,
-    model: Any,
-    progress: Any,
-    backend: str,
-    ray_options: dict | None,
-    options: dict,
-) -> de.Embeddings:
-    if isinstance(embeddings, str):
-        return de.from_field(samples, embeddings)
-    if embeddings is not None:
-        return de.from_array(samples, embeddings)
-    if backend == "ray":
-        from dequity.ray_embeddings import embed_with_ray
-
-        return embed_with_ray(
-            samples,
-            model if model is not None else DEFAULT_MODEL,
-            batch_size=options.get("batch_size", 32),
-            skip_failures=options.get("skip_failures", True),
-            **(ray_options or {}),
-        )
-    return de.from_model(samples, model, progress=progress, **options)
-
-
 def _points_2d(points: np.ndarray) -> np.ndarray:
     """2-D coordinates for plots: the first two projected axes."""
     if points.shape[1] >= 2:
@@ -351,19 +415,17 @@ def _points_2d(points: np.ndarray) -> np.ndarray:
 def _commit(
     claim: Any,
     samples: Any,
-    run_key: str,
-    config: DequityRunConfig,
     results: DequityResults,
-    weights: np.ndarray,
     emb: de.Embeddings,
     store_field: str | None,
     progress: Any,
 ) -> None:
     """Write fields, index and run record, all or nothing (see :mod:`dequity.commit`)."""
+    config = results.config
     ids = emb.sample_ids
     stale: list[str] = []
-    if samples.has_run(run_key):
-        old = samples.load_run_results(run_key)
+    if samples.has_run(results.key):
+        old = samples.load_run_results(results.key)
         stale = list(set(old.sample_ids + old.missing_ids) - set(ids))
     cleared = stale + emb.missing_ids
     blanks = [None] * len(cleared)
@@ -371,20 +433,20 @@ def _commit(
         dcommit.Column(
             config.cluster_field,
             "int",
-            "dequity cluster id of the sample's image (-1: noise)",
+            FIELD_DESCRIPTIONS["cluster"],
             (results.labels or [None] * len(ids)) + blanks,  # "knn" forms no clusters
         ),
         dcommit.Column(
             config.likelihood_field,
             "float",
-            "dequity likelihood: size of the sample's cluster / size of the largest",
+            FIELD_DESCRIPTIONS["likelihood"],
             results.likelihoods + blanks,
         ),
         dcommit.Column(
             config.weight_field,
             "float",
-            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-            weights.tolist() + blanks,
+            FIELD_DESCRIPTIONS["weight"],
+            results.weights.tolist() + blanks,
         ),
     ]
     if store_field:  # the first len(ids) samples: those with an embedding
@@ -394,7 +456,7 @@ def _commit(
     dcommit.commit_run(
         claim,
         samples,
-        run_key,
+        results.key,
         config,
         results,
         ids + cleared,
@@ -412,7 +474,7 @@ def _short_summary(results: DequityResults) -> str:
     )
 
 
-def load_dequity_results(samples: Any, run_key: str = "dequity") -> DequityResults:
+def load_dequity_results(samples: Any, run_key: str = defaults.DEFAULT_RUN_KEY) -> DequityResults:
     """Load the results of dequity run ``run_key`` from ``samples``' dataset.
 
     Example::
@@ -454,7 +516,7 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
         dequity.delete_dequity_run(dataset, "paper")
     """
     load_dequity_results(samples, run_key)
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim:
         load_dequity_results(dataset, run_key)
         dcommit.delete_run(claim, dataset, run_key)
@@ -472,7 +534,7 @@ def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
     check_field_name("new run key", new_run_key)
     if samples.has_run(new_run_key):
         raise DequityError(f"a run {new_run_key!r} already exists; choose another key")
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dcommit.claim_run(dataset, run_key) as claim, dcommit.claim_run(dataset, new_run_key):
         load_dequity_results(dataset, run_key)
         if dataset.has_run(new_run_key):

@@ -3,10 +3,31 @@
 from dequity.clustering import HDBSCAN_KNN
 from dequity.likelihood import NOISE_NEAREST
 from dequity.projection import PCA
+from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CLUSTERING",
+    "DEFAULT_ETA",
+    "DEFAULT_GAMMA",
+    "DEFAULT_MODEL",
+    "DEFAULT_NOISE",
+    "DEFAULT_PRECISION",
+    "DEFAULT_PROJECTION",
+    "DEFAULT_RUN_KEY",
+    "PRECISIONS",
+]
+
+#: the key of a run, and the prefix of its fields, when none is given
+DEFAULT_RUN_KEY = "dequity"
 #: EfficientNet-Lite0's pooled features of every stage
 #: (:class:`dequity.models.StagePooled`): sees kind and appearance, offline.
 DEFAULT_MODEL = "efficientnet-lite0-layers"
+#: images per forward pass of the embedding model
+DEFAULT_BATCH_SIZE = 32
+#: ``"auto"``: float16 autocast on CUDA, float32 elsewhere.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEFAULT_PRECISION = "auto"
 DEFAULT_PROJECTION = PCA
 #: HDBSCAN cluster shares scaled by k-NN crowding (:mod:`dequity.estimate`)
 DEFAULT_CLUSTERING = HDBSCAN_KNN

@@ -10,6 +10,10 @@ from dequity.errors import DequityError
 
 DEMO_NAME = "dequity-demo"
 LABEL_FIELD = "ground_truth"
+#: the frames are a video: the demo's second run counts runs of consecutive
+#: frames at least this similar (cosine of centred embeddings) once
+DEMO_NEAR_DUPLICATES = 0.8
+DEMO_SCENES_RUN_KEY = "dequity_scenes"
 
 
 def demo_dir() -> Path:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.validation import Integer
 
 #: rows per radius query: bounds the memory of the neighbour lists
 _ROWS = 4_096
 
 
-def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = None) -> np.ndarray:
+def knn_likelihood(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
     """Likelihood of each sample from how many samples lie near it.
 
     ``p_i = n_i / max_j n_j``, where ``n_i`` counts the samples (itself
@@ -33,6 +42,9 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
             random reference subsample of this size (as HDBSCAN is fitted on
             one), so the cost grows linearly with ``n``; the scale is then
             the one where a typical sample has ``k`` reference neighbours.
+        groups: one group id per sample (e.g. a scene): ``n_i`` then counts the
+            distinct groups within ``R`` rather than samples, so the frames of
+            one scene crowd each other no more than a single frame would.
 
     Returns:
         float64 array of shape ``(n,)`` with values in ``(0, 1]``.
@@ -46,7 +58,53 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
         >>> float(p.max()), bool(p[:80].mean() > 2 * p[80:].mean())
         (1.0, True)
     """
-    from sklearn.metrics.pairwise import euclidean_distances
+    return crowding(points, k, fit_samples, groups).likelihood()
+
+
+@dataclass(frozen=True)
+class Crowding:
+    """Neighbour counts of every sample, and the reference they were counted in.
+
+    ``counts[i]`` is the number of ``reference`` points (or of their distinct
+    groups) within ``radius`` of sample ``i``; ``reference_rows`` are the
+    reference points' rows in the samples. New samples are counted the same
+    way with :meth:`count`, without refitting.
+    """
+
+    counts: np.ndarray
+    reference_rows: np.ndarray
+    radius: float
+
+    def likelihood(self) -> np.ndarray:
+        """``counts / max(counts)``: the crowding likelihood."""
+        return self.counts / self.counts.max()
+
+    def count(self, points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Reference points within :attr:`radius` of each of ``points``.
+
+        Example::
+
+            >>> c = crowding(np.arange(20.0)[:, None], k=2)
+            >>> c.count(np.array([[100.0], [5.5]]), np.arange(20.0)[:, None]).tolist()
+            [0, 2]
+        """
+        return _counts(np.asarray(points, np.float64), reference, self.radius, None)
+
+
+def crowding(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> Crowding:
+    """The neighbour counts behind :func:`knn_likelihood` (same arguments).
+
+    Example::
+
+        >>> c = crowding(np.random.default_rng(0).normal(size=(100, 2)), k=5)
+        >>> int(c.counts.min()) >= 1, len(c.reference_rows)
+        (True, 100)
+    """
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(points, dtype=np.float64)
@@ -54,26 +112,50 @@ def knn_likelihood(points: np.ndarray, k: int = 30, fit_samples: int | None = No
         raise DequityError(f"points must have shape (num_samples, dim), got {x.shape}")
     if not np.isfinite(x).all():
         raise DequityError("points contain NaN or inf; recompute or drop those samples")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DequityError(f"k must be an integer >= 1, got {k!r}")
+    Integer(1)("k", k)
     n = x.shape[0]
     if n <= k:
         raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")
     if fit_samples is not None and (isinstance(fit_samples, bool) or fit_samples <= k):
         raise DequityError(f"fit_samples must be None or an integer > k={k}, got {fit_samples!r}")
-    reference = x
+    if groups is not None and len(groups) != n:
+        raise DequityError(f"{len(groups)} group ids for {n} samples; give one per sample")
+    rows = np.arange(n)
     if fit_samples is not None and n > fit_samples:
         rng = np.random.default_rng(51)
-        reference = x[np.sort(rng.choice(n, fit_samples, replace=False))]
+        rows = np.sort(rng.choice(n, fit_samples, replace=False))
+    reference = x[rows]
     index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(reference)
     # query the fitted points themselves: column 0 is each point (or a duplicate)
     radius = float(np.median(index.kneighbors(reference)[0][:, k]))
-    counts = np.concatenate(
-        [
-            (
-                euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2
-            ).sum(axis=1)
-            for start in range(0, n, _ROWS)
-        ]
-    )
-    return counts / counts.max()
+    membership = None if groups is None else _one_hot(np.asarray(groups)[rows])
+    return Crowding(_counts(x, reference, radius, membership), rows, radius)
+
+
+def _counts(x: np.ndarray, reference: np.ndarray, radius: float, membership: Any) -> np.ndarray:
+    """Per row of ``x``: reference points within ``radius``, or their distinct groups."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    parts = []
+    for start in range(0, len(x), _ROWS):
+        near = euclidean_distances(x[start : start + _ROWS], reference, squared=True) <= radius**2
+        parts.append(_count(near, membership))
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _one_hot(groups: np.ndarray) -> Any:
+    """Sparse ``(m, G)`` matrix: row ``i`` marks the group of reference point ``i``."""
+    from scipy import sparse
+
+    _, codes = np.unique(groups, return_inverse=True)
+    ones = np.ones(len(codes), dtype=np.float32)
+    return sparse.csr_matrix((ones, (np.arange(len(codes)), codes)))
+
+
+def _count(near: np.ndarray, membership: Any) -> np.ndarray:
+    """Per row of ``near``: reference points within the radius, or their distinct groups."""
+    if membership is None:
+        return near.sum(axis=1)
+    from scipy import sparse
+
+    return np.asarray(((sparse.csr_matrix(near, dtype=np.float32) @ membership) > 0).sum(1)).ravel()

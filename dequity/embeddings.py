@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_PRECISION
 from dequity.errors import DequityError
-from dequity.models import DEFAULT_MODEL, load_model
+from dequity.models import load_model
 
 logger = logging.getLogger(__name__)
 _CHECK_ROWS = 65_536
@@ -121,13 +122,13 @@ def from_model(
     samples: Any,
     model: Any = None,
     *,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     skip_failures: bool = True,
     device: str | None = None,
     progress: Any = None,
     chunk_size: int = 50_000,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> Embeddings:
     """Embed every image of ``samples`` with ``model`` (see :func:`load_model`).
 

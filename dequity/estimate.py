@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dequity import clustering as dc
-from dequity.density import knn_likelihood
+from dequity.density import crowding
 from dequity.errors import DequityError
+from dequity.fit import LikelihoodFit, LinearProjection
 from dequity.likelihood import NOISE_NEAREST, scaled_likelihood
 
 
 def estimate_likelihood(
-    points: np.ndarray, clustering: str, noise: str, **params: Any
+    points: np.ndarray,
+    clustering: str,
+    noise: str,
+    groups: np.ndarray | None = None,
+    **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, likelihoods)`` of ``(n, d)`` projected points.
 
@@ -29,7 +36,9 @@ def estimate_likelihood(
 
     ``noise`` is the policy for samples the clustering leaves as noise
     (:data:`dequity.likelihood.NOISE_POLICIES`); ``params`` are the
-    clustering's (:func:`dequity.clustering.clustering_params`).
+    clustering's (:func:`dequity.clustering.clustering_params`). With
+    ``groups`` (one id per sample, e.g. a scene), shares and crowding count
+    distinct groups instead of samples (:mod:`dequity.groups`).
 
     Example::
 
@@ -39,18 +48,96 @@ def estimate_likelihood(
         >>> bool(p[:300].mean() > 5 * p[300:].mean())
         True
     """
+    result = estimate(points, clustering, noise, groups, **params)
+    return result.labels, result.likelihoods
+
+
+@dataclass
+class Estimate:
+    """Labels and likelihoods of projected points, and the fit that places new ones."""
+
+    labels: np.ndarray
+    likelihoods: np.ndarray
+    fit: LikelihoodFit
+
+
+def estimate(
+    points: np.ndarray,
+    clustering: str,
+    noise: str,
+    groups: np.ndarray | None = None,
+    **params: Any,
+) -> Estimate:
+    """:func:`estimate_likelihood`, with the run's :class:`~dequity.fit.LikelihoodFit`.
+
+    The fit's reference is the crowding reference (or, without crowding, the
+    same seeded subsample of ``fit_samples`` points, else every point) with
+    the samples' final labels; its projection is the identity until the
+    caller sets the one it used.
+
+    Example::
+
+        >>> pts = np.random.default_rng(0).normal(size=(300, 4))
+        >>> e = estimate(pts, "hdbscan_knn", "nearest")
+        >>> len(e.fit.reference), e.fit.max_count == e.fit.max_count
+        (300, True)
+    """
     params = dc.clustering_params(clustering, params)
+    points = np.asarray(points)
     if clustering == dc.KNN:
-        return np.empty(0, dtype=np.int64), knn_likelihood(points, **params)
-    labels = dc.cluster(points, clustering, **params)
-    if noise == NOISE_NEAREST:
-        labels = dc.assign_noise(points, labels)
-    _check_labels(labels, clustering, params)
-    likelihoods = scaled_likelihood(labels, noise=noise)
-    if clustering == dc.HDBSCAN_KNN and params["density_power"] > 0:
-        crowding = knn_likelihood(points, params["k"], params["fit_samples"])
-        likelihoods = likelihoods * crowding ** params["density_power"]
-    return labels, likelihoods
+        labels = np.empty(0, dtype=np.int64)
+    else:
+        labels = dc.cluster(points, clustering, **params)
+        if noise == NOISE_NEAREST:
+            labels = dc.assign_noise(points, labels)
+        _check_labels(labels, clustering, params)
+    power = 1.0 if clustering == dc.KNN else float(params.get("density_power", 0.0))
+    likelihoods = (
+        np.ones(len(points))
+        if clustering == dc.KNN
+        else scaled_likelihood(labels, noise=noise, groups=groups)
+    )
+    counts = None
+    if power > 0:
+        counts = crowding(points, params["k"], params.get("fit_samples"), groups)
+        likelihoods = likelihoods * counts.likelihood() ** power
+        rows = counts.reference_rows
+    else:
+        rows = _reference_rows(len(points), params.get("fit_samples") or _REFERENCE_SIZE)
+    fit = LikelihoodFit(
+        projection=LinearProjection(),
+        reference=points[rows].astype(np.float64),
+        reference_labels=labels[rows] if len(labels) else labels,
+        sizes=dict(Counter(labels.tolist())) if len(labels) else {},
+        noise=noise,
+        density_power=power,
+        radius=None if counts is None else counts.radius,
+        max_count=None if counts is None else int(counts.counts.max()),
+        far_distance=_far_distance(points[rows]),
+        self_counted=len(rows) == len(points),
+    )
+    return Estimate(labels, likelihoods, fit)
+
+
+#: reference points kept for placing new samples when the method has no subsample of its own
+_REFERENCE_SIZE = 5_000
+
+
+def _reference_rows(n: int, size: int) -> np.ndarray:
+    """Every row, or the same seeded subsample the clusterings fit on."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(51).choice(n, size, replace=False))
+
+
+def _far_distance(reference: np.ndarray) -> float:
+    """The 99th percentile of each reference point's distance to its nearest other one."""
+    from sklearn.neighbors import NearestNeighbors
+
+    if len(reference) < 3:
+        return float("inf")
+    index = NearestNeighbors(n_neighbors=2, algorithm="brute").fit(reference)
+    return float(np.quantile(index.kneighbors(reference)[0][:, 1], 0.99))
 
 
 def _check_labels(labels: np.ndarray, clustering: str, params: dict) -> None:

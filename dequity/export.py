@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dequity import fiftyone_compat as fc
 from dequity.clustering import HDBSCAN_KNN
 from dequity.core import load_dequity_results
 from dequity.errors import DequityError
@@ -19,6 +20,8 @@ from dequity.likelihood import cluster_sizes
 
 FORMATS = ("json", "csv", "pkl")
 COLUMNS = ("id", "filepath", "cluster", "likelihood", "weight")
+#: one row per object of an object run (``box``: relative ``[x, y, width, height]``)
+OBJECT_COLUMNS = ("sample_id", "detection_id", "label", "box", "cluster", "likelihood", "weight")
 
 
 def export_weights(
@@ -44,6 +47,12 @@ def export_weights(
       ``clustering="hdbscan_knn"`` the size is fractional: the cluster's
       size scaled by the sample's crowding).
 
+    For an object run (``patches_field``) the rows are objects: ``sample_id,
+    detection_id, label, box, cluster, likelihood, weight``, with ``box``
+    the relative ``[x, y, width, height]`` (in CSV four columns ``box_x,
+    box_y, box_w, box_h``); the JSON key is ``"objects"``. The ``pkl``
+    format holds images only and is refused.
+
     Samples without an embedding have empty values (and no ``pkl`` entry).
     Samples deleted from the dataset since the run are left out, with a
     warning. The ``pkl`` keys must be unique: file stems shared by several
@@ -62,7 +71,9 @@ def export_weights(
         )
     results = load_dequity_results(samples, run_key)
     config = results.config
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
+    if results.is_object_run:
+        return _export_objects(dataset, results, path, format)
     fields = ["id", "filepath", config.cluster_field, config.likelihood_field, config.weight_field]
     if token_field is not None:
         if not dataset.has_sample_field(token_field):
@@ -95,6 +106,58 @@ def export_weights(
         tokens = columns[5] if token_field else [Path(p).stem for p in columns[1]]
         _check_unique(tokens, token_field)
         path.write_bytes(pickle.dumps(_cluster_info(results, dict(zip(columns[0], tokens)))))
+    return path
+
+
+def _export_objects(dataset: Any, results: Any, path: Path, format: str) -> Path:
+    """One row per scored object of an object run."""
+    if format == "pkl":
+        raise DequityError(
+            f"run {results.key!r} is an object run; the authors' pkl holds one entry per "
+            "image: export format 'json' or 'csv' instead"
+        )
+    field = results.config.patches_field
+    view = dataset.select(list(dict.fromkeys(results.sample_ids)))
+    ids, labels, boxes = view.values(
+        [f"{field}.detections.id", f"{field}.detections.label", f"{field}.detections.bounding_box"]
+    )
+    found = {
+        i: (label, list(map(float, box)))
+        for sample in zip(ids, labels, boxes)
+        for i, label, box in zip(*(v or [] for v in sample))
+    }
+    clusters = results.labels or [None] * len(results.object_ids)
+    rows = [
+        dict(zip(OBJECT_COLUMNS, (s, i, *found[i], c, p, w)))
+        for s, i, c, p, w in zip(
+            results.sample_ids,
+            results.object_ids,
+            clusters,
+            results.likelihoods,
+            results.weights.tolist(),
+        )
+        if i in found
+    ]
+    gone = len(results.object_ids) - len(rows)
+    if gone:
+        warnings.warn(
+            f"{gone} objects of run {results.key!r} no longer exist in {field!r} and are "
+            "left out of the export; recompute the run to drop them",
+            stacklevel=3,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "json":
+        doc = {"run_key": results.key, "config": results.config.serialize(), "objects": rows}
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+    header = [c for c in OBJECT_COLUMNS if c != "box"]
+    header[3:3] = ["box_x", "box_y", "box_w", "box_h"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            box = row.pop("box")
+            writer.writerow({**row, **dict(zip(header[3:7], box))})
     return path
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import fiftyone.core.fields as fof
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from dequity.runs import METHOD
 
@@ -19,7 +20,7 @@ def check_fields_free(samples: Any, fields: dict[str, type], run_key: str) -> No
 
     ``fields`` maps a field name to the FiftyOne field type it must have.
     """
-    schema = samples._root_dataset.get_field_schema()
+    schema = fc.root_dataset(samples).get_field_schema()
     owned = set()
     if run_key in samples.list_runs(method=METHOD):
         owned = set(samples.get_run_info(run_key).config.fields)
@@ -39,7 +40,7 @@ def check_fields_free(samples: Any, fields: dict[str, type], run_key: str) -> No
 
 def declare_field(samples: Any, name: str, kind: type, description: str, **kwargs: Any) -> None:
     """Add ``name`` to the dataset schema with a description, if missing."""
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     if not dataset.has_sample_field(name):
         dataset.add_sample_field(name, kind, description=description, **kwargs)
 
@@ -48,7 +49,7 @@ def write_values(samples: Any, name: str, values_by_id: dict[str, Any], progress
     """Bulk-write ``{sample id: value}`` into field ``name`` (any field type)."""
     if values_by_id:
         logger.info("Writing field %s...", name)
-        samples._root_dataset.set_values(name, values_by_id, key_field="id", progress=progress)
+        fc.root_dataset(samples).set_values(name, values_by_id, key_field="id", progress=progress)
 
 
 def write_scalars(
@@ -67,7 +68,7 @@ def write_scalars(
     from bson import ObjectId
     from pymongo import UpdateOne
 
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     names = list(columns)
     logger.info("Writing fields %s...", ", ".join(names))
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
@@ -80,7 +81,7 @@ def write_scalars(
     ]
     # FiftyOne's own bulk path (as set_values uses): batches, progress, and
     # reloading of in-memory samples
-    dataset._bulk_write(ops, ids=ids, progress=progress)
+    fc.bulk_write(dataset, ops, ids, progress=progress)
 
 
 FLOAT, INT, VECTOR = fof.FloatField, fof.IntField, fof.VectorField

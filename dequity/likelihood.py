@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.groups import distinct_groups_per_label
 
 #: Each noise point is its own cluster of size 1: noise points are the
 #: rarest samples, so they get the lowest likelihood and the highest weight.
@@ -24,8 +25,14 @@ def validate_noise_policy(noise: str) -> None:
         raise DequityError(f"noise must be one of {NOISE_POLICIES}, got {noise!r}")
 
 
-def cluster_sizes(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarray:
+def cluster_sizes(
+    labels: np.ndarray, noise: str = NOISE_SINGLETON, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Size of the cluster each sample belongs to, under a noise policy.
+
+    With ``groups`` (one group id per sample, e.g. a scene), a cluster's size
+    is the number of distinct groups among its members
+    (:mod:`dequity.groups`): forty frames of one scene count once.
 
     Example::
 
@@ -33,6 +40,8 @@ def cluster_sizes(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarra
         array([2, 2, 1, 1])
         >>> cluster_sizes(np.array([0, 0, 1, -1, -1, -1]), noise="cluster")
         array([2, 2, 1, 3, 3, 3])
+        >>> cluster_sizes(np.array([0, 0, 0, 1]), groups=np.array([7, 7, 8, 9]))
+        array([2, 2, 2, 1])
     """
     validate_noise_policy(noise)
     labels = np.asarray(labels)
@@ -47,14 +56,19 @@ def cluster_sizes(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarra
             "noise='nearest' needs labels without noise; assign noise points first "
             "with dequity.clustering.assign_noise(points, labels)"
         )
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    sizes = counts[inverse]
+    if groups is None:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        sizes = counts[inverse]
+    else:
+        sizes = distinct_groups_per_label(labels, groups)
     if noise == NOISE_SINGLETON:
         sizes = np.where(labels < 0, 1, sizes)
     return sizes
 
 
-def scaled_likelihood(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.ndarray:
+def scaled_likelihood(
+    labels: np.ndarray, noise: str = NOISE_SINGLETON, groups: np.ndarray | None = None
+) -> np.ndarray:
     """The paper's eq. 3: ``|C_i| / max_i |C_i|`` for every sample.
 
     ``labels`` are cluster ids as returned by DBSCAN/HDBSCAN, ``-1`` meaning
@@ -63,6 +77,7 @@ def scaled_likelihood(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.nd
     a sample can be. ``noise="cluster"`` reproduces the authors' code, which
     counts all noise points as one more cluster; when noise is large this
     gives the rarest samples the *highest* likelihood and the lowest weight.
+    ``groups`` counts distinct groups instead of samples (:func:`cluster_sizes`).
 
     Example::
 
@@ -71,5 +86,5 @@ def scaled_likelihood(labels: np.ndarray, noise: str = NOISE_SINGLETON) -> np.nd
         >>> scaled_likelihood(np.array([0, 0, -1, -1, -1, -1]), noise="cluster")
         array([0.5, 0.5, 1. , 1. , 1. , 1. ])
     """
-    sizes = cluster_sizes(labels, noise=noise)
+    sizes = cluster_sizes(labels, noise=noise, groups=groups)
     return sizes / sizes.max()

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dequity.defaults import DEFAULT_MODEL
+from dequity import fiftyone_compat as fc
+from dequity.defaults import DEFAULT_MODEL, DEFAULT_PRECISION, PRECISIONS
 from dequity.errors import DequityError
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,8 @@ logger = logging.getLogger(__name__)
 _EFFICIENTNET_LITE = {"efficientnet-lite0": 0, "efficientnet-lite1": 1, "efficientnet-lite2": 2}
 _LAYERS_SUFFIX = "-layers"
 _LITE_IMAGE_SIZE = {0: 224, 1: 240, 2: 260}
-_LITE_MEAN, _LITE_STD = [0.498] * 3, [0.502] * 3
-#: ``"auto"``: float16 autocast on CUDA, float32 elsewhere.
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: per-channel normalisation of the EfficientNet-Lite weights (inputs in [0, 1])
+LITE_MEAN, LITE_STD = [0.498] * 3, [0.502] * 3
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -63,7 +63,7 @@ def load_model(
     image_size: int = 224,
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
-    precision: str = "auto",
+    precision: str = DEFAULT_PRECISION,
 ) -> Any:
     """A FiftyOne model that embeds images, from a name, module or model.
 
@@ -311,12 +311,9 @@ def _wrap(
     if device is not None:
         config["device"] = device
     fo_model = TorchImageModel(TorchImageModelConfig(config))
-    build = fo_model.build_get_item
-    # decode JPEGs at reduced size in the DataLoader (instance override: the
-    # class stays FiftyOne's own, importable wherever the model is unpickled)
-    fo_model.build_get_item = lambda field_mapping=None: _DraftGetItem(
-        build(field_mapping=field_mapping), image_size
-    )
+    # decode JPEGs at reduced size in the DataLoader (the class stays
+    # FiftyOne's own, importable wherever the model is unpickled)
+    fc.wrap_get_item(fo_model, lambda get_item: _DraftGetItem(get_item, image_size))
     fo_model.autocast_dtype = autocast
     return fo_model
 
@@ -368,7 +365,7 @@ def efficientnet_lite_preprocess(variant: int = 0) -> _Preprocess:
         >>> tuple(efficientnet_lite_preprocess(0)(Image.new("RGB", (28, 28))).shape)
         (3, 224, 224)
     """
-    return _Preprocess(_LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD)
+    return _Preprocess(_LITE_IMAGE_SIZE[variant], LITE_MEAN, LITE_STD)
 
 
 class StagePooled(torch.nn.Module):
@@ -412,7 +409,7 @@ def _efficientnet_lite(
     net = efficientnet_lite(variant)
     net.reset_classifier(0)
     module = StagePooled(net) if layers else net
-    return _wrap(module, device, _LITE_IMAGE_SIZE[variant], _LITE_MEAN, _LITE_STD, autocast)
+    return _wrap(module, device, _LITE_IMAGE_SIZE[variant], LITE_MEAN, LITE_STD, autocast)
 
 
 def _open_clip(spec: str, device: str | None, autocast: torch.dtype | None) -> Any:

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
+from dequity.fit import LinearProjection
+from dequity.validation import Integer, Param, Real, resolve_params
 
 logger = logging.getLogger(__name__)
 _CHUNK_ROWS = 65_536
@@ -19,25 +21,52 @@ TSNE = "tsne"
 #: openTSNE (FFT-accelerated) after PCA to 50-D; scales to 100k+ points.
 OPENTSNE = "opentsne"
 PROJECTIONS = (PCA, TSNE, OPENTSNE, None)
+#: how the command line and the App name ``projection=None``: the embeddings
+#: are clustered as they are
+NO_PROJECTION = "none"
 #: ``backend`` (a key of projection/clustering kwargs): scikit-learn & co.
 #: (default), RAPIDS cuML on the GPU, or cuML when importable with a GPU.
 BACKENDS = ("sklearn", "cuml", "auto")
 
-_DEFAULTS: dict[str | None, dict[str, Any]] = {
-    PCA: {"n_components": 50, "random_state": 51},
+
+def _check_backend(name: str, value: Any) -> None:
+    validate_backend(value)
+
+
+#: ``backend``: where the projection runs, :data:`BACKENDS`
+BACKEND = Param(check=_check_backend, estimator=False)
+_SEED = Param(51)
+#: the parameters of each projection, with dequity's defaults
+PARAMETERS: dict[str | None, dict[str, Param]] = {
+    PCA: {
+        "n_components": Param(50),
+        "random_state": _SEED,
+        "whiten": Param(flag=True),
+        "backend": BACKEND,
+    },
     TSNE: {
-        "n_components": 3,
-        "init": "pca",
-        "perplexity": 30.0,
-        "random_state": 51,
+        "n_components": Param(3),
+        "init": Param("pca"),
+        "perplexity": Param(30.0),
+        "random_state": _SEED,
+        "early_exaggeration": Param(),
+        "learning_rate": Param(),
+        "max_iter": Param(),
+        "metric": Param(),
+        "backend": BACKEND,
     },
     OPENTSNE: {
-        "n_components": 2,
-        "perplexity": 30.0,
-        "pca_components": 50,
-        "random_state": 51,
+        "n_components": Param(2, check=Integer(1)),
+        "perplexity": Param(30.0, check=Real(1)),
+        "pca_components": Param(50, check=Integer(1), estimator=False),
+        "random_state": _SEED,
+        "metric": Param(),
+        "n_jobs": Param(),
+        "early_exaggeration": Param(),
+        "n_iter": Param(check=Integer(1)),
+        "backend": BACKEND,
     },
-    None: {},
+    None: {"backend": BACKEND},
 }
 
 
@@ -56,17 +85,8 @@ def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
         3
     """
     validate_projection(method)
-    params = dict(_DEFAULTS[method])
-    accepted = set(params) | _EXTRA_KEYS[method] | {"backend"}
-    unknown = set(kwargs or {}) - accepted
-    if unknown:
-        raise DequityError(
-            f"unknown projection_kwargs {sorted(unknown)} for projection "
-            f"{method!r}; accepted: {sorted(accepted)}"
-        )
-    params.update(kwargs or {})
+    params = resolve_params(PARAMETERS[method], kwargs, "projection_kwargs", method)
     if "backend" in params:
-        validate_backend(params["backend"])
         if params["backend"] == "cuml" and method == OPENTSNE:
             raise DequityError(
                 "projection 'opentsne' has no cuML version; use projection='tsne' or "
@@ -78,14 +98,6 @@ def projection_params(method: str | None, kwargs: dict | None = None) -> dict:
                 "n_components=2 or backend='sklearn'"
             )
     return params
-
-
-_EXTRA_KEYS: dict[str | None, set[str]] = {
-    PCA: {"whiten"},
-    TSNE: {"early_exaggeration", "learning_rate", "max_iter", "metric"},
-    OPENTSNE: {"metric", "n_jobs", "early_exaggeration", "n_iter"},
-    None: set(),
-}
 
 
 def validate_backend(backend: str) -> None:
@@ -148,22 +160,39 @@ def project(
         >>> project(x, "pca", n_components=10).shape
         (200, 10)
     """
+    return fit_projection(embeddings, method, **kwargs)[0]
+
+
+def fit_projection(
+    embeddings: np.ndarray, method: str | None = PCA, **kwargs: Any
+) -> tuple[np.ndarray, LinearProjection | None]:
+    """:func:`project`, with the linear map that projects new embeddings the same way.
+
+    The map is None for t-SNE, which has no transform for new points.
+
+    Example::
+
+        >>> x = np.random.default_rng(0).normal(size=(200, 64))
+        >>> points, transform = fit_projection(x, "pca", n_components=10)
+        >>> bool(np.allclose(transform(x[:5]), points[:5], atol=1e-4))
+        True
+    """
     params = projection_params(method, kwargs)
     backend = params.pop("backend", "sklearn")
     x = np.asarray(embeddings, dtype=np.float32)
     n = x.shape[0]
     if method is None:
-        return x
+        return x, LinearProjection()
     if method == PCA:
         return _pca(x, params.pop("n_components"), gpu=use_cuml(backend), **params)
     if method == TSNE:
         params["perplexity"] = _cap_perplexity(params["perplexity"], n)
         if use_cuml(backend, supported=params["n_components"] == 2):
-            return _cuml_tsne(x, params)
+            return _cuml_tsne(x, params), None
         from sklearn.manifold import TSNE as SklearnTSNE
 
-        return SklearnTSNE(**params).fit_transform(x).astype(np.float32)
-    return _opentsne(x, **params)
+        return SklearnTSNE(**params).fit_transform(x).astype(np.float32), None
+    return _opentsne(x, **params), None
 
 
 def _cuml_tsne(x: np.ndarray, params: dict) -> np.ndarray:
@@ -181,8 +210,8 @@ def _pca(
     fit_samples: int = 100_000,
     gpu: bool = False,
     **params: Any,
-) -> np.ndarray:
-    """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk.
+) -> tuple[np.ndarray, LinearProjection]:
+    """PCA fitted on at most ``fit_samples`` rows, applied chunk by chunk; and its map.
 
     The principal axes of 100k random rows match those of all rows closely,
     and neither step copies the full matrix (it may be a memory-mapped file).
@@ -197,14 +226,17 @@ def _pca(
 
     k = min(int(n_components), x.shape[0], x.shape[1])
     if k >= x.shape[1]:
-        return x
+        return x, LinearProjection()
     rng = np.random.default_rng(params.get("random_state"))
     rows = x if len(x) <= fit_samples else x[np.sort(rng.choice(len(x), fit_samples, False))]
     pca = PCAClass(n_components=k, **params).fit(rows)
     out = np.empty((len(x), k), dtype=np.float32)
     for i in range(0, len(x), _CHUNK_ROWS):
         out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
-    return out
+    axes = np.asarray(pca.components_, dtype=np.float32)
+    if params.get("whiten"):
+        axes = axes / np.sqrt(np.asarray(pca.explained_variance_, dtype=np.float32))[:, None]
+    return out, LinearProjection(np.asarray(pca.mean_, dtype=np.float32), axes)
 
 
 def _cap_perplexity(perplexity: float, n: int) -> float:
@@ -218,7 +250,7 @@ def _cap_perplexity(perplexity: float, n: int) -> float:
 def _opentsne(x: np.ndarray, pca_components: int, random_state: int, **params: Any) -> np.ndarray:
     from openTSNE import TSNE as OpenTSNE
 
-    x = _pca(x, pca_components, random_state=random_state)
+    x = _pca(x, pca_components, random_state=random_state)[0]
     params["perplexity"] = _cap_perplexity(params["perplexity"], x.shape[0])
     params.setdefault("n_jobs", -1)
     tsne = OpenTSNE(random_state=random_state, verbose=False, **params)

@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from dequity.embeddings import Embeddings, validate_vectors
 from dequity.errors import DequityError
-from dequity.models import DEFAULT_MODEL
+from dequity.validation import Integer
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def embed_with_ray(
     model: Any = DEFAULT_MODEL,
     *,
     num_workers: int = 2,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_cpus_per_worker: float = 1,
     num_gpus_per_worker: float = 0,
     address: str | None = None,
@@ -212,9 +213,8 @@ def _validate_args(
             f"unknown model {model!r}; use 'efficientnet-lite0' (offline), "
             "'clip:ViT-B-32@laion2b_s34b_b79k' (open_clip), a torch module or a FiftyOne model"
         )
-    for name, value, minimum in (("num_workers", num_workers, 1), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise DequityError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    Integer(1)("num_workers", num_workers)
+    Integer(1)("batch_size", batch_size)
     if not isinstance(num_cpus, (int, float)) or num_cpus <= 0:
         raise DequityError(f"num_cpus_per_worker must be > 0, got {num_cpus!r}")
     if not isinstance(num_gpus, (int, float)) or num_gpus < 0:

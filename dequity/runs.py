@@ -14,12 +14,26 @@ from typing import Any
 import fiftyone.core.runs as focr
 import numpy as np
 
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE, DEFAULT_PROJECTION
+from dequity import fiftyone_compat as fc
+from dequity.defaults import (
+    DEFAULT_CLUSTERING,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
+    DEFAULT_NOISE,
+    DEFAULT_PROJECTION,
+    DEFAULT_RUN_KEY,
+)
 from dequity.errors import DequityError
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight, validate_gfl_params
+from dequity.weights import gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
 FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
+#: what each field of a run holds, by role
+FIELD_DESCRIPTIONS = {
+    "cluster": "dequity cluster id of the sample's image (-1: noise)",
+    "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
+    "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+}
 
 
 def field_names(run_key: str) -> dict[str, str]:
@@ -34,11 +48,21 @@ def field_names(run_key: str) -> dict[str, str]:
 
 
 class DequityRunConfig(focr.RunConfig):
-    """Everything needed to reproduce a dequity run; stored with the run."""
+    """Everything needed to reproduce a dequity run; stored with the run.
+
+    Values are kept as given; :func:`dequity.core.validate_config` checks
+    them and fills in the full projection and clustering parameters.
+
+    Example::
+
+        config = DequityRunConfig("paper", embeddings_field="embedding",
+                                  projection="tsne", clustering="dbscan")
+        config.weight_field   # 'paper_weight'
+    """
 
     def __init__(
         self,
-        run_key: str = "dequity",
+        run_key: str = DEFAULT_RUN_KEY,
         embeddings_field: str | None = None,
         model: str | None = None,
         projection: str | None = DEFAULT_PROJECTION,
@@ -51,6 +75,9 @@ class DequityRunConfig(focr.RunConfig):
         cluster_field: str | None = None,
         likelihood_field: str | None = None,
         weight_field: str | None = None,
+        group_field: str | None = None,
+        collapse_near_duplicates: float | None = None,
+        patches_field: str | None = None,
         method: str = METHOD,
         **kwargs: Any,
     ) -> None:
@@ -58,21 +85,44 @@ class DequityRunConfig(focr.RunConfig):
         self.embeddings_field = embeddings_field
         self.model = model
         self.projection = projection
-        self.projection_kwargs = projection_kwargs or {}
+        self.projection_kwargs = {} if projection_kwargs is None else projection_kwargs
         self.clustering = clustering
-        self.clustering_kwargs = clustering_kwargs or {}
+        self.clustering_kwargs = {} if clustering_kwargs is None else clustering_kwargs
         self.noise = noise
-        self.eta = float(eta)
-        self.gamma = float(gamma)
+        self.eta = eta
+        self.gamma = gamma
         self.cluster_field = cluster_field or fields["cluster"]
         self.likelihood_field = likelihood_field or fields["likelihood"]
         self.weight_field = weight_field or fields["weight"]
+        self.group_field = group_field
+        self.collapse_near_duplicates = collapse_near_duplicates
+        #: an object run scores the ``Detections`` of this field (None: images)
+        self.patches_field = patches_field
         super().__init__(method=method, **kwargs)
 
     @property
+    def object_paths(self) -> list[str]:
+        """An object run's Detection attributes as field paths; empty for an image run."""
+        if self.patches_field is None:
+            return []
+        names = (self.cluster_field, self.likelihood_field, self.weight_field)
+        return [f"{self.patches_field}.detections.{name}" for name in names]
+
+    @property
     def fields(self) -> list[str]:
-        """The fields this run owns (deleted with it)."""
+        """The fields this run owns (deleted with it).
+
+        An object run owns the sample weight field (each sample's largest
+        object weight) and its three Detection attributes.
+        """
+        if self.patches_field is not None:
+            return [self.weight_field, *self.object_paths]
         return [self.cluster_field, self.likelihood_field, self.weight_field]
+
+    def field_renames(self, new_key: str) -> dict[str, str]:
+        """Each owned field's new path when the run is renamed to ``new_key``."""
+        renamed = DequityRunConfig(new_key, patches_field=self.patches_field)
+        return dict(zip(self.fields, renamed.fields))
 
 
 class DequityRun(focr.Run):
@@ -80,27 +130,31 @@ class DequityRun(focr.Run):
 
     def get_fields(self, samples: Any, key: str) -> list[str]:
         fields = list(self.config.fields)
-        if self.config.embeddings_field:
-            fields.append(self.config.embeddings_field)
+        embeddings = self.config.embeddings_field
+        if embeddings and getattr(self.config, "patches_field", None):
+            fields.append(f"{self.config.patches_field}.detections.{embeddings}")
+        elif embeddings:
+            fields.append(embeddings)
         return fields
 
     def cleanup(self, samples: Any, key: str) -> None:
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         present = [f for f in self.config.fields if dataset.has_sample_field(f)]
         if present:
             dataset.delete_sample_fields(present)
 
     def rename(self, samples: Any, key: str, new_key: str) -> None:
         """Rename the run's fields along with its key (``<key>_weight`` ...)."""
-        dataset = samples._root_dataset
-        old = dict(zip(FIELD_SUFFIXES, self.config.fields))
+        dataset = fc.root_dataset(samples)
+        mapping = self.config.field_renames(new_key)
         new = field_names(new_key)
-        taken = [new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(new[s])]
+        taken = [f for f in mapping.values() if dataset.has_sample_field(f)]
         if taken:
             raise ValueError(f"cannot rename run to {new_key!r}: fields {taken} exist")
-        renames = {old[s]: new[s] for s in FIELD_SUFFIXES if dataset.has_sample_field(old[s])}
-        dataset.rename_sample_fields(renames)
-        cached = getattr(dataset, self._results_cache_field()).get(key)
+        for old_path, new_path in mapping.items():
+            if dataset.has_sample_field(old_path):
+                dataset.rename_sample_field(old_path, new_path)
+        cached = fc.results_cache(dataset).get(key)
         for config in (self.config, getattr(cached, "config", None)):
             if config is not None:
                 config.cluster_field = new["cluster"]
@@ -113,6 +167,10 @@ class DequityResults(focr.RunResults):
     """Results of a dequity run: cluster labels, likelihoods and weights.
 
     ``labels`` is empty for a ``clustering="knn"`` run, which forms no clusters.
+    In an object run (``config.patches_field`` set) the values are per
+    object: ``object_ids[i]`` is the id of the ``Detection`` that
+    ``labels[i]``, ``likelihoods[i]`` and ``weights[i]`` belong to, and
+    ``sample_ids[i]`` the id of its sample.
 
     Get them from :func:`dequity.compute_dequity` or
     :func:`dequity.load_dequity_results`.
@@ -134,6 +192,8 @@ class DequityResults(focr.RunResults):
         likelihoods: list[float] | None = None,
         points: list[list[float]] | None = None,
         missing_ids: list[str] | None = None,
+        fit: dict | None = None,
+        object_ids: list[str] | None = None,
         backend: Any = None,
     ) -> None:
         super().__init__(samples, config, key, backend=backend)
@@ -142,9 +202,28 @@ class DequityResults(focr.RunResults):
         self.likelihoods = [float(v) for v in (likelihoods or [])]
         self.points = [list(map(float, p)) for p in (points or [])]
         self.missing_ids = list(missing_ids or [])
+        #: what places new samples without refitting (:class:`dequity.fit.LikelihoodFit`
+        #: as a dict); None for runs that cannot be updated (t-SNE, groups)
+        self.fit = fit
+        #: an object run's Detection ids, aligned with ``sample_ids``
+        self.object_ids = list(object_ids or [])
 
     def attributes(self) -> list[str]:
-        return ["cls", "sample_ids", "labels", "likelihoods", "points", "missing_ids"]
+        return [
+            "cls",
+            "sample_ids",
+            "labels",
+            "likelihoods",
+            "points",
+            "missing_ids",
+            "fit",
+            "object_ids",
+        ]
+
+    @property
+    def is_object_run(self) -> bool:
+        """Whether the values are per object (``config.patches_field``) rather than per image."""
+        return getattr(self.config, "patches_field", None) is not None
 
     @classmethod
     def _from_dict(cls, d: dict, samples: Any, config: Any, key: str) -> DequityResults:
@@ -157,6 +236,8 @@ class DequityResults(focr.RunResults):
             likelihoods=d.get("likelihoods"),
             points=d.get("points"),
             missing_ids=d.get("missing_ids"),
+            fit=d.get("fit"),
+            object_ids=d.get("object_ids"),
         )
 
     @property
@@ -184,15 +265,21 @@ class DequityResults(focr.RunResults):
         Counts only the samples that still exist: samples deleted from the
         dataset since the run are reported as ``num_deleted``.
         """
-        existing = set(self.samples._root_dataset.values("id"))
+        existing = set(fc.root_dataset(self.samples).values("id"))
         present = np.array([i in existing for i in self.sample_ids], dtype=bool)
         labels = [label for label, kept in zip(self.labels, present) if kept]
         sizes = Counter(labels)
         weights = self.weights[present] if len(present) else self.weights
         missing = sum(i in existing for i in self.missing_ids)
+        num_samples = int(present.sum())
+        extra: dict[str, Any] = {}
+        if self.is_object_run:
+            num_samples = len({i for i in self.sample_ids if i in existing})
+            extra = {"patches_field": self.config.patches_field, "num_objects": int(present.sum())}
         return {
             "run_key": self.key,
-            "num_samples": int(present.sum()),
+            "num_samples": num_samples,
+            **extra,
             "num_missing": missing,
             "num_deleted": int((~present).sum()) + len(self.missing_ids) - missing,
             "num_clusters": len(set(sizes) - {-1}),
@@ -221,10 +308,19 @@ class DequityResults(focr.RunResults):
         weights = gfl_weight(np.asarray(self.likelihoods), eta, gamma)
         config = deepcopy(self.config)
         config.eta, config.gamma = float(eta), float(gamma)
+        if self.is_object_run:
+            from dequity import objects as dobj
+
+            with dcommit.claim_run(self.samples, self.key) as claim:
+                if self.key not in self.samples.list_runs(method=METHOD):
+                    raise DequityError(f"run {self.key!r} no longer exists")
+                dobj.commit_object_run(claim, self.samples, self, config, progress=progress)
+            self.config.eta, self.config.gamma = config.eta, config.gamma
+            return weights
         column = dcommit.Column(
             config.weight_field,
             "float",
-            "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+            FIELD_DESCRIPTIONS["weight"],
             weights.tolist(),
         )
         with dcommit.claim_run(self.samples, self.key) as claim:

@@ -9,16 +9,120 @@ with scikit-learn's own description of what is accepted.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dequity.errors import DequityError
 
-# parameters that are flags, not numbers
-_FLAGS = {"whiten", "allow_single_cluster"}
-# our own parameters, checked by the modules that use them
-_OURS = {"backend", "fit_samples", "pca_components"}
+#: the default of a parameter that the estimator itself defaults
+UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a projection or clustering, declared once.
+
+    ``default``: the value dequity uses when none is given (:data:`UNSET`: the
+    estimator's own). ``check(name, value)`` raises :class:`DequityError` for
+    a value it rejects (None: the estimator checks it). ``estimator``: passed
+    to the scikit-learn estimator (False: dequity's own). ``flag``: True and
+    False are values, not numbers. ``cpu_only``: an option of the CPU
+    implementation that cuML's lacks.
+
+    Example::
+
+        >>> table = {"k": Param(30, check=Integer(1)), "metric": Param()}
+        >>> resolve_params(table, {"k": 5}, "clustering_kwargs", "knn")
+        {'k': 5}
+    """
+
+    default: Any = UNSET
+    check: Callable[[str, Any], None] | None = None
+    estimator: bool = True
+    flag: bool = False
+    cpu_only: bool = False
+
+
+@dataclass(frozen=True)
+class Integer:
+    """Accepts integers >= ``minimum`` (and None if ``optional``)."""
+
+    minimum: int
+    optional: bool = False
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, numbers.Integral)
+            or value < self.minimum
+        ):
+            none = "None or " if self.optional else ""
+            raise DequityError(f"{name} must be {none}an integer >= {self.minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Real:
+    """Accepts real numbers above ``low`` (or at it, if ``closed``) and up to ``high``."""
+
+    low: float
+    high: float | None = None
+    closed: bool = True
+    note: str = ""
+
+    def __call__(self, name: str, value: Any) -> None:
+        ok = (
+            not isinstance(value, (bool, np.bool_))
+            and isinstance(value, numbers.Real)
+            and bool(np.isfinite(value))
+            and (value >= self.low if self.closed else value > self.low)
+            and (self.high is None or value <= self.high)
+        )
+        if not ok:
+            if self.high is not None:
+                bounds = f"in [{self.low}, {self.high}]"
+            else:
+                bounds = f"{'>=' if self.closed else '>'} {self.low}"
+            note = f" ({self.note})" if self.note else ""
+            raise DequityError(f"{name} must be a number {bounds}{note}, got {value!r}")
+
+
+def resolve_params(
+    table: Mapping[str, Param], kwargs: Mapping[str, Any] | None, what: str, method: Any
+) -> dict:
+    """The full parameters of ``method``: ``table``'s defaults updated by checked ``kwargs``.
+
+    Raises :class:`DequityError` for a parameter ``table`` does not declare,
+    a value its check rejects, or a bool where a number belongs.
+
+    Example::
+
+        >>> resolve_params({"eps": Param(2.0, check=Real(0, closed=False))},
+        ...                {"eps": 0}, "clustering_kwargs", "dbscan")
+        Traceback (most recent call last):
+        ...
+        dequity.errors.DequityError: eps must be a number > 0, got 0
+    """
+    kwargs = dict(kwargs or {})
+    unknown = set(kwargs) - set(table)
+    if unknown:
+        kind = what.removesuffix("_kwargs")
+        raise DequityError(
+            f"unknown {what} {sorted(unknown)} for {kind} {method!r}; accepted: {sorted(table)}"
+        )
+    params = {name: p.default for name, p in table.items() if p.default is not UNSET}
+    params.update(kwargs)
+    for name, value in params.items():
+        param = table[name]
+        if param.check is not None:
+            param.check(name, value)
+        elif not param.flag and isinstance(value, (bool, np.bool_)):
+            raise DequityError(f"{what} for {method!r}: {name} must not be a bool, got {value}")
+    return params
 
 
 def check_number(
@@ -79,29 +183,24 @@ def check_estimators(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from dequity.clustering import DENSITY_KEYS
+    from dequity.clustering import PARAMETERS as CLUSTERING_PARAMETERS
+    from dequity.projection import PARAMETERS as PROJECTION_PARAMETERS
 
     estimators = {
         "pca": PCA,
         "tsne": TSNE,
         "hdbscan": HDBSCAN,
-        "hdbscan_knn": HDBSCAN,  # and a k-NN crowding: DENSITY_KEYS
+        "hdbscan_knn": HDBSCAN,  # and a k-NN crowding: its parameters are not HDBSCAN's
         "dbscan": DBSCAN,
     }
-    for what, method, params in (
-        ("projection_kwargs", projection, projection_params),
-        ("clustering_kwargs", clustering, clustering_params),
+    for what, method, params, tables in (
+        ("projection_kwargs", projection, projection_params, PROJECTION_PARAMETERS),
+        ("clustering_kwargs", clustering, clustering_params, CLUSTERING_PARAMETERS),
     ):
-        for key, value in params.items():
-            if key not in _FLAGS and isinstance(value, (bool, np.bool_)):
-                raise DequityError(f"{what} for {method!r}: {key} must not be a bool, got {value}")
-        for key in ("n_components", "pca_components", "perplexity", "n_iter"):
-            if method == "opentsne" and key in params:
-                check_number(f"{what} {key}", params[key], minimum=1, integer=key != "perplexity")
         if method not in estimators:
             continue
-        ours = _OURS | (set(DENSITY_KEYS) if method == "hdbscan_knn" else set())
-        passed = {k: v for k, v in params.items() if k not in ours}
+        table = tables[method]
+        passed = {k: v for k, v in params.items() if table[k].estimator}
         try:
             estimators[method](**passed)._validate_params()
         except (TypeError, ValueError) as e:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import experiments  # noqa: F401  (sets FiftyOne's environment first)
-from benchmarks.common import add_only_option, update_readme
 from experiments.report import DOCS, Section, add_arguments, output_dir, seeds_of
+from reporting import add_only_option, update_readme
 
 MODULES = {
     "detection": "experiments.detection",

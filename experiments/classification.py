@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import report
 from experiments.classifier import (
     LABEL_FREE,
     METHODS,
@@ -47,6 +46,7 @@ from experiments.fashion_mnist import (
 from experiments.pool import dequity_fields, prepare_pool, training_dataset, values_in_order
 from experiments.report import Section, bar_chart, script_main, table
 from experiments.stats import PairedTest, mean_ci, paired_tests
+from reporting import git_commit
 
 NAME = "classification"
 RAW_FILE = "classification_runs.json"
@@ -202,7 +202,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     if data.get("config") != config or data.get("mode") != ("quick" if quick else "full"):
         data = {"experiment": NAME, "mode": "quick" if quick else "full", "config": config}
         data["runs"] = {}
-    data |= {"seeds": list(seeds), "commit": report.commit(), "date": time.strftime("%Y-%m-%d")}
+    data |= {"seeds": list(seeds), "commit": git_commit(), "date": time.strftime("%Y-%m-%d")}
     todo = [s for s in seeds if str(s) not in data["runs"]]
     sets = [long_tail_set(labels, size.largest, seed=s) for s in todo]
     sets += [appearance_set(labels, size.per_class, size.rare_share, seed=s) for s in todo]

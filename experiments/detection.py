@@ -58,6 +58,7 @@ from experiments.rare_conditions import (
 )
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
+from reporting import git_commit
 
 NAME = "detection"
 RAW_FILE = "detection_runs.json"
@@ -555,7 +556,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data = {
         "experiment": NAME,
         "mode": "quick" if quick else "full",
-        "commit": report.commit(),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "config": asdict(config),
         "seeds": list(seeds),

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import spearman
 from dequity.defaults import DEFAULT_MODEL
 from dequity.errors import DequityError
-from experiments import report
 from experiments.fashion_mnist import load_split, long_tail_set
 from experiments.pool import dequity_fields, prepare_pool, training_dataset
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
+from reporting import git_commit, spearman
 
 NAME = "discovery"
 RAW_FILE = "discovery_runs.json"
@@ -107,7 +106,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data = {
         "experiment": NAME,
         "mode": "quick" if quick else "full",
-        "commit": report.commit(),
+        "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d"),
         "config": {"largest": largest, "imbalance": 100, "top_share": TOP_SHARE},
         "configurations": configs,

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import md_table
 from experiments.stats import mean_ci
+from reporting import md_table
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FULL_SEEDS = (0, 1, 2, 3, 4)
-
-
-def commit() -> str:
-    """The checked-out commit, with ``+dirty`` when the tree has changes.
-
-    Example::
-
-        record = {"commit": commit(), "values": values}
-    """
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 @dataclass
@@ -106,7 +85,7 @@ def verdict(name: str, ours: Sequence[float], reference: Sequence[float], what: 
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A markdown table (see :func:`benchmarks.common.md_table`)."""
+    """A markdown table (see :func:`reporting.md_table`)."""
     return md_table(headers, rows)
 
 

@@ -11,6 +11,7 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 import dequity
+from dequity import fiftyone_compat as fc
 from dequity.embeddings import validate_embeddings_field
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, validate_gfl_params
 
@@ -43,7 +44,7 @@ def vector_fields(samples: Any) -> list[str]:
 def run_key_problem(samples: Any, run_key: Any, overwrite: bool = False) -> str | None:
     """Why ``run_key`` cannot name a new dequity run on ``samples``, or None."""
     try:
-        dequity.validate_run_key(samples._root_dataset, run_key, overwrite=overwrite)
+        dequity.validate_run_key(fc.root_dataset(samples), run_key, overwrite=overwrite)
     except dequity.DequityError as e:
         return str(e)
     return None
@@ -102,12 +103,7 @@ def existing_run_input(
         )
         prop.invalid = True
         return None
-    choices = types.DropdownView()
-    for key in runs:
-        choices.add_choice(key, label=key)
-    prop = inputs.enum(
-        name, choices.values(), required=True, default=runs[0], label=label, view=choices
-    )
+    prop = dropdown(inputs, name, runs, required=True, default=runs[0], label=label)
     run_key = ctx.params.get(name, runs[0])
     if run_key not in runs:
         prop.invalid = True
@@ -223,3 +219,62 @@ def report(ctx: Any, label: str) -> Any:
         ctx.set_progress(label=label)
         return None
     return ctx.ops.set_progress(label=label)
+
+
+def dropdown(
+    inputs: types.Object, name: str, choices: dict[str, str] | list[str], **kwargs: Any
+) -> Any:
+    """``inputs.enum`` shown as a dropdown; ``choices`` maps values to labels (or lists values).
+
+    Example::
+
+        dropdown(inputs, "run_key", dequity.list_dequity_runs(dataset), label="Run")
+    """
+    labels = choices if isinstance(choices, dict) else {c: c for c in choices}
+    view = types.DropdownView()
+    for value, label in labels.items():
+        view.add_choice(value, label=label)
+    return inputs.enum(name, view.values(), view=view, **kwargs)
+
+
+def detections_fields(samples: Any) -> list[str]:
+    """The ``Detections`` fields of ``samples``: what an object run can score.
+
+    Example::
+
+        detections_fields(dataset)   # ['ground_truth']
+    """
+    import fiftyone.core.labels as fol
+
+    return [
+        name
+        for name, field in samples.get_field_schema().items()
+        if getattr(field, "document_type", None) is fol.Detections
+    ]
+
+
+def object_patches_view(dataset: Any, run_key: str, cluster: int | None = None) -> Any:
+    """The scored boxes of object run ``run_key`` as patches, rarest (highest weight) first.
+
+    With ``cluster``, only that cluster's boxes. Raises
+    :class:`dequity.DequityError` for an image run.
+
+    Example::
+
+        session.view = object_patches_view(dataset, "objects")
+    """
+    from fiftyone import ViewField as F
+
+    import dequity
+
+    config = dequity.load_dequity_results(dataset, run_key).config
+    field = getattr(config, "patches_field", None)
+    if field is None:
+        raise dequity.DequityError(
+            f"run {run_key!r} scores images, not objects; compute an object run with "
+            "patches_field=<a Detections field> first"
+        )
+    patches = dataset.to_patches(field).exists(f"{field}.{config.weight_field}")
+    if cluster is not None:
+        patches = patches.match(F(f"{field}.{config.cluster_field}") == cluster)
+    return patches.sort_by(f"{field}.{config.weight_field}", reverse=True)

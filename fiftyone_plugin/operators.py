@@ -2,7 +2,8 @@
 
 Example::
 
-    import fiftyone.operators as foo
+    import fiftyone as fo
+import fiftyone.operators as foo
     compute = foo.get_operator("@dequity/dequity/compute_dequity")
     compute(dataset, "dequity", embeddings="embedding")              # immediate
     compute(dataset, "dequity_clip", model="clip:ViT-B-32@laion2b_s34b_b79k",
@@ -14,23 +15,38 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.constants import ViewTarget
 
 import dequity
 from dequity import clustering as dclustering
+from dequity import fiftyone_compat as fc
 from dequity import projection as dprojection
-from dequity.clustering import HDBSCAN_KNN
-from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_MODEL, DEFAULT_NOISE, DEFAULT_PROJECTION
+from dequity.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
+from dequity.defaults import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CLUSTERING,
+    DEFAULT_ETA,
+    DEFAULT_GAMMA,
+    DEFAULT_MODEL,
+    DEFAULT_NOISE,
+    DEFAULT_PROJECTION,
+    DEFAULT_RUN_KEY,
+)
 from dequity.embeddings import validate_embeddings_field
 from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
+from dequity.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
+    detections_fields,
+    dropdown,
     existing_run_input,
     free_run_key,
     gfl_inputs,
     new_run_key_input,
+    object_patches_view,
     report,
     run_key_problem,
     run_with_progress,
@@ -39,8 +55,9 @@ from fiftyone_plugin.common import (
 from fiftyone_plugin.viz import delete_visualization, rename_visualization, store_visualization
 
 FIELD_SOURCE = "field"
+#: field types a scene id can have (a grouped dataset's group field included)
+GROUP_FIELD_TYPES = (fo.StringField, fo.IntField, fo.ObjectIdField, fo.EmbeddedDocumentField)
 MODEL_SOURCE = "model"
-NO_PROJECTION = "none"
 MODELS = {
     "efficientnet-lite0-layers": "EfficientNet-Lite0, every stage pooled (offline, default)",
     "efficientnet-lite0": "EfficientNet-Lite0, final features (ImageNet, offline)",
@@ -49,16 +66,16 @@ MODELS = {
     "clip:ViT-B-32@laion2b_s34b_b79k": "open_clip ViT-B-32 (the paper's CLIP; downloads weights)",
 }
 _PROJECTION_LABELS = {
-    "pca": "PCA (default: fast, keeps cluster sizes)",
-    "tsne": "t-SNE to 3-D (the paper)",
-    "opentsne": "openTSNE (large datasets)",
+    PCA: "PCA (default: fast, keeps cluster sizes)",
+    TSNE: "t-SNE to 3-D (the paper)",
+    OPENTSNE: "openTSNE (large datasets)",
     NO_PROJECTION: "None (cluster the raw embeddings)",
 }
 _CLUSTERING_LABELS = {
     HDBSCAN_KNN: "HDBSCAN + k-NN crowding (default: continuous, finds rare kinds and conditions)",
-    "hdbscan": "HDBSCAN cluster sizes only (no distance threshold to tune)",
-    "dbscan": "DBSCAN (the paper; eps depends on the projection's scale)",
-    "knn": "None: k-NN neighbourhood-count likelihood, no clusters",
+    HDBSCAN: "HDBSCAN cluster sizes only (no distance threshold to tune)",
+    DBSCAN: "DBSCAN (the paper; eps depends on the projection's scale)",
+    KNN: "None: k-NN neighbourhood-count likelihood, no clusters",
 }
 _NOISE_LABELS = {
     NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster (default)",
@@ -73,11 +90,15 @@ def _execute(
     params: dict,
     delegate: bool,
     delegation_target: str | None,
-    target: str | None = "CURRENT_VIEW",
+    target: bool = True,
 ) -> Any:
-    ctx = {"dataset": samples._root_dataset, "view": samples.view(), "params": dict(params)}
-    if target is not None:
-        ctx["params"]["view_target"] = target
+    """Run ``operator`` on ``samples``; ``target``: the operator asks for a view target."""
+    dataset = fc.root_dataset(samples)
+    view = samples.view()
+    ctx = {"dataset": dataset, "view": view, "params": dict(params)}
+    if target:  # the choices the App offers: "current view" only for a narrower view
+        whole = view == dataset.view()
+        ctx["params"]["view_target"] = ViewTarget.DATASET if whole else ViewTarget.CURRENT_VIEW
     return foo.execute_operator(
         operator.uri, ctx, request_delegation=delegate, delegation_target=delegation_target
     )
@@ -133,15 +154,6 @@ def _method_kwargs(params: dict, kind: str, method: str) -> dict:
     return kwargs
 
 
-def _choice_enum(
-    inputs: types.Object, name: str, labels: dict, default: str, label: str, **kwargs: Any
-) -> Any:
-    view = types.DropdownView()
-    for value, description in labels.items():
-        view.add_choice(value, label=description)
-    return inputs.enum(name, view.values(), default=default, label=label, view=view, **kwargs)
-
-
 def _default_source(params: dict, fields: list[str]) -> str:
     """Embeddings come from a field if one is named, or else if the target has one."""
     if params.get("embeddings"):
@@ -161,22 +173,49 @@ def _summary(results: dequity.DequityResults, viz: str | None) -> dict:
         "num_clusters": s["num_clusters"],
         "noise_share": f"{s['noise_fraction']:.1%}",
         "weight_range": f"{s['min_weight']:.3f} to {s['max_weight']:.3f}",
+        "num_objects": s.get("num_objects"),
         "fields": ", ".join(config.fields),
         "visualization": viz or "",
     }
 
 
-def _summary_property() -> types.Property:
+def _operator_config(name: str, label: str, icon: str, **options: Any) -> foo.OperatorConfig:
+    """An operator that runs now or delegated, with inputs that react to choices."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        icon=icon,
+        dynamic=True,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+        **options,
+    )
+
+
+def _output_table(title: str, rows: list[tuple[str, str, str]]) -> types.Property:
+    """A summary view of ``(kind, name, label)`` rows; ``obj`` rows show as JSON."""
     outputs = types.Object()
-    outputs.str("run_key", label="Run key")
-    outputs.int("num_samples", label="Samples scored")
-    outputs.int("num_missing", label="Samples without an embedding")
-    outputs.int("num_clusters", label="Clusters")
-    outputs.str("noise_share", label="Noise share")
-    outputs.str("weight_range", label="Weight range")
-    outputs.str("fields", label="Fields written")
-    outputs.str("visualization", label="Embeddings panel brain key")
-    return types.Property(outputs, view=types.View(label="Dequity computed"))
+    for kind, name, label in rows:
+        view = {"view": types.JSONView()} if kind == "obj" else {}
+        getattr(outputs, kind)(name, label=label, **view)
+    return types.Property(outputs, view=types.View(label=title))
+
+
+def _summary_property() -> types.Property:
+    return _output_table(
+        "Dequity computed",
+        [
+            ("str", "run_key", "Run key"),
+            ("int", "num_samples", "Samples scored"),
+            ("int", "num_objects", "Objects scored (object runs)"),
+            ("int", "num_missing", "Samples without an embedding"),
+            ("int", "num_clusters", "Clusters"),
+            ("str", "noise_share", "Noise share"),
+            ("str", "weight_range", "Weight range"),
+            ("str", "fields", "Fields written"),
+            ("str", "visualization", "Embeddings panel brain key"),
+        ],
+    )
 
 
 class ComputeDequity(foo.Operator):
@@ -184,22 +223,19 @@ class ComputeDequity(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_dequity",
-            label="Compute dequity",
+        return _operator_config(
+            "compute_dequity",
+            "Compute dequity",
+            "balance",
             description="Find visually rare images and weight them up",
-            icon="balance",
-            dynamic=True,
             execute_as_generator=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
             default_choice_to_delegated=True,
         )
 
     def __call__(
         self,
         samples: Any,
-        run_key: str = "dequity",
+        run_key: str = DEFAULT_RUN_KEY,
         *,
         embeddings: str | None = None,
         model: str | None = None,
@@ -212,15 +248,20 @@ class ComputeDequity(foo.Operator):
         gamma: float = DEFAULT_GAMMA,
         overwrite: bool = False,
         embeddings_field: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        group_field: str | None = None,
+        collapse_near_duplicates: float | None = None,
+        patches_field: str | None = None,
         delegate: bool = False,
         delegation_target: str | None = None,
     ) -> Any:
         """Run on ``samples`` (a dataset or view); see :func:`dequity.compute_dequity`.
 
         ``embeddings`` names a vector field; otherwise ``model`` (default
-        ``"efficientnet-lite0"``) embeds the images, and ``embeddings_field``
-        optionally stores them. Returns the ``ExecutionResult``.
+        :data:`dequity.defaults.DEFAULT_MODEL`) embeds the images, and ``embeddings_field``
+        optionally stores them. ``patches_field`` scores each box of that
+        ``Detections`` field instead of each image (the model embeds the
+        crops). Returns the ``ExecutionResult``.
         """
         params = {
             "run_key": run_key,
@@ -237,6 +278,9 @@ class ComputeDequity(foo.Operator):
             "noise": noise,
             "eta": eta,
             "gamma": gamma,
+            "group_field": group_field,
+            "collapse_near_duplicates": collapse_near_duplicates,
+            "patches_field": patches_field,
         }
         return _execute(self, samples, params, delegate, delegation_target)
 
@@ -254,31 +298,38 @@ class ComputeDequity(foo.Operator):
             description="Replace an existing dequity run with this key",
         )
 
-        self._embeddings_inputs(ctx, inputs, target)
+        patches_field = _patches_inputs(ctx, inputs, target)
+        if patches_field:
+            _model_inputs(inputs)
+        else:
+            self._embeddings_inputs(ctx, inputs, target)
 
         inputs.view("method_header", types.Header(label="Projection and clustering", divider=True))
         projection = ctx.params.get("projection", DEFAULT_PROJECTION)
-        proj_prop = _choice_enum(
-            inputs, "projection", _PROJECTION_LABELS, DEFAULT_PROJECTION, "Projection"
+        proj_prop = dropdown(
+            inputs, "projection", _PROJECTION_LABELS, default=DEFAULT_PROJECTION, label="Projection"
         )
         if projection in _PROJECTION_LABELS:
             _method_inputs(ctx, inputs, "projection", projection)
             self._check_kwargs(ctx, proj_prop, "projection", projection)
         clustering = ctx.params.get("clustering", DEFAULT_CLUSTERING)
-        clus_prop = _choice_enum(
-            inputs, "clustering", _CLUSTERING_LABELS, DEFAULT_CLUSTERING, "Clustering"
+        clus_prop = dropdown(
+            inputs, "clustering", _CLUSTERING_LABELS, default=DEFAULT_CLUSTERING, label="Clustering"
         )
         if clustering in _CLUSTERING_LABELS:
             _method_inputs(ctx, inputs, "clustering", clustering)
             self._check_kwargs(ctx, clus_prop, "clustering", clustering)
-        _choice_enum(
+        dropdown(
             inputs,
             "noise",
             _NOISE_LABELS,
-            DEFAULT_NOISE,
-            "Noise policy",
+            default=DEFAULT_NOISE,
+            label="Noise policy",
             description="How images the clustering calls noise count in the likelihood",
         )
+
+        if not patches_field:
+            _grouping_inputs(inputs, target)
 
         inputs.view("gfl_header", types.Header(label="Generalized Focal Loss", divider=True))
         weights = gfl_inputs(ctx, inputs)
@@ -310,16 +361,13 @@ class ComputeDequity(foo.Operator):
         source = ctx.params.get("embeddings_source", default_source)
 
         if source == FIELD_SOURCE:
-            choices = types.DropdownView()
-            for name in fields:
-                choices.add_choice(name, label=name)
-            prop = inputs.enum(
+            prop = dropdown(
+                inputs,
                 "embeddings",
-                choices.values(),
+                fields,
                 default=fields[0] if fields else None,
                 label="Vector field",
                 description="Field of embedding vectors, e.g. from compute_embeddings",
-                view=choices,
             )
             field = ctx.params.get("embeddings", fields[0] if fields else None)
             problem = None
@@ -335,19 +383,7 @@ class ComputeDequity(foo.Operator):
                 prop.error_message = problem
             return
 
-        choices = types.AutocompleteView(allow_user_input=True, allow_duplicates=False)
-        for name, label in MODELS.items():
-            choices.add_choice(name, label=label)
-        inputs.str(
-            "model",
-            default=DEFAULT_MODEL,
-            label="Model",
-            description=(
-                "efficientnet-lite0 works offline; 'clip:<arch>@<tag or checkpoint>' "
-                "loads an open_clip image encoder"
-            ),
-            view=choices,
-        )
+        _model_inputs(inputs, with_batch_size=False)
         store = inputs.str(
             "embeddings_field",
             label="Store embeddings in field",
@@ -358,13 +394,13 @@ class ComputeDequity(foo.Operator):
             if not str(name).isidentifier():
                 store.invalid = True
                 store.error_message = f"field name must be an identifier, got {name!r}"
-            elif target._root_dataset.has_sample_field(name):
+            elif fc.root_dataset(target).has_sample_field(name):
                 try:
                     validate_embeddings_field(target, name)
                 except dequity.DequityError as e:
                     store.invalid = True
                     store.error_message = str(e)
-        inputs.int("batch_size", default=32, min=1, label="Batch size")
+        inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, min=1, label="Batch size")
 
     @staticmethod
     def _check_kwargs(ctx: Any, prop: Any, kind: str, method: str) -> None:
@@ -396,15 +432,22 @@ class ComputeDequity(foo.Operator):
             "eta": float(p.get("eta", DEFAULT_ETA)),
             "gamma": float(p.get("gamma", DEFAULT_GAMMA)),
             "overwrite": bool(p.get("overwrite", False)),
+            "group_field": p.get("group_field") or None,
+            "collapse_near_duplicates": p.get("collapse_near_duplicates") or None,
         }
         labels = ["Writing fields"]
         source = p.get("embeddings_source") or _default_source(p, vector_fields(target))
+        if p.get("patches_field"):
+            kwargs["patches_field"] = p["patches_field"]
+            kwargs["group_field"] = kwargs["collapse_near_duplicates"] = None
+            source = MODEL_SOURCE
         if source == FIELD_SOURCE:
             kwargs["embeddings"] = p.get("embeddings") or vector_fields(target)[0]
         else:
             kwargs["model"] = p.get("model") or DEFAULT_MODEL
-            kwargs["embeddings_field"] = p.get("embeddings_field") or None
-            kwargs["batch_size"] = int(p.get("batch_size") or 32)
+            if not p.get("patches_field"):
+                kwargs["embeddings_field"] = p.get("embeddings_field") or None
+            kwargs["batch_size"] = int(p.get("batch_size") or DEFAULT_BATCH_SIZE)
             kwargs["num_workers"] = None if ctx.delegated else 0
             labels = ["Embedding images", "Writing fields"]
 
@@ -428,19 +471,160 @@ class ComputeDequity(foo.Operator):
         return _summary_property() if ctx.results else None
 
 
+def _model_inputs(inputs: types.Object, with_batch_size: bool = True) -> None:
+    """The embedding model (and batch size) inputs."""
+    choices = types.AutocompleteView(allow_user_input=True, allow_duplicates=False)
+    for name, label in MODELS.items():
+        choices.add_choice(name, label=label)
+    inputs.str(
+        "model",
+        default=DEFAULT_MODEL,
+        label="Model",
+        description=(
+            "efficientnet-lite0 works offline; 'clip:<arch>@<tag or checkpoint>' "
+            "loads an open_clip image encoder"
+        ),
+        view=choices,
+    )
+    if with_batch_size:
+        inputs.int("batch_size", default=DEFAULT_BATCH_SIZE, min=1, label="Batch size")
+
+
+def _patches_inputs(ctx: Any, inputs: types.Object, target: Any) -> str | None:
+    """Images or the objects of a Detections field; returns the chosen field, if any."""
+    fields = detections_fields(target)
+    if not fields:
+        return None
+    inputs.view("scope_header", types.Header(label="Images or objects", divider=True))
+    dropdown(
+        inputs,
+        "patches_field",
+        fields,
+        required=False,
+        label="Score the objects of",
+        description="Leave empty to score images; pick a Detections field to give every box "
+        "its own likelihood and weight (the model embeds each box's crop)",
+    )
+    field = ctx.params.get("patches_field")
+    return field if field in fields else None
+
+
+def _grouping_inputs(inputs: types.Object, target: Any) -> None:
+    """Optional scene field, or near-duplicate collapsing, for video-shaped data."""
+    inputs.view("group_header", types.Header(label="Scenes and video", divider=True))
+    fields = [
+        name
+        for name, field in target.get_field_schema().items()
+        if isinstance(field, GROUP_FIELD_TYPES) and name not in ("id", "filepath")
+    ]
+    dropdown(
+        inputs,
+        "group_field",
+        fields,
+        required=False,
+        label="Group field",
+        description="Count each scene / sequence / drive once (e.g. scene_id)",
+    )
+    inputs.float(
+        "collapse_near_duplicates",
+        required=False,
+        min=0.01,
+        max=1.0,
+        label="Collapse near-duplicate frames",
+        description="Without a group field: count runs of consecutive frames at least this "
+        "similar (cosine, e.g. 0.8) once",
+    )
+
+
+class UpdateDequity(foo.Operator):
+    """Give a run's new samples values from its stored fit, without refitting."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="update_dequity",
+            label="Update dequity run with new samples",
+            description="New samples get clusters, likelihoods and weights without a refit",
+            icon="add_circle",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def __call__(
+        self,
+        samples: Any,
+        run_key: str = DEFAULT_RUN_KEY,
+        *,
+        delegate: bool = False,
+        delegation_target: str | None = None,
+    ) -> Any:
+        """Update run ``run_key`` of ``samples``' dataset; see :func:`dequity.update_dequity`."""
+        params = {"run_key": run_key}
+        return _execute(self, samples, params, delegate, delegation_target, target=None)
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            results = dequity.load_dequity_results(ctx.dataset, run_key)
+            field = results.config.likelihood_field
+            pending = len(ctx.dataset.load_run_view(run_key).exists(field, False))
+            inputs.view(
+                "pending",
+                types.Notice(label=f"{pending} samples of the run's view have no value yet"),
+            )
+        return types.Property(inputs, view=types.View(label="Update dequity run"))
+
+    def execute(self, ctx: Any) -> Any:
+        gen = self._run(ctx)
+        return _drain(gen) if ctx.delegated else gen
+
+    def _run(self, ctx: Any) -> Generator[Any, None, dict]:
+        run_key = ctx.params["run_key"]
+        before = len(dequity.load_dequity_results(ctx.dataset, run_key).sample_ids)
+        results = yield from run_with_progress(
+            ctx,
+            lambda progress: dequity.update_dequity(
+                ctx.dataset, run_key, progress=progress, num_workers=None if ctx.delegated else 0
+            ),
+            ["Embedding images", "Writing fields"],
+        )
+        added = len(results.sample_ids) - before
+        out = {"run_key": run_key, "added": added, "num_samples": len(results.sample_ids)}
+        if added:
+            msg = report(ctx, "Storing the 2-D visualization")
+            if msg is not None:
+                yield msg
+            store_visualization(results)
+        if not ctx.delegated:
+            yield ctx.ops.show_output(self._output().to_json(), out)
+            yield ctx.trigger("reload_dataset")
+        return out
+
+    def resolve_output(self, ctx: Any) -> types.Property | None:
+        return self._output() if ctx.results else None
+
+    @staticmethod
+    def _output() -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_key", label="Run key")
+        outputs.int("added", label="New samples added")
+        outputs.int("num_samples", label="Samples in the run")
+        return types.Property(outputs, view=types.View(label="Run updated"))
+
+
 class ReweightDequity(foo.Operator):
     """Recompute a run's weights for new eta and gamma (clusters are kept)."""
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="reweight_dequity",
-            label="Reweight dequity run",
+        return _operator_config(
+            "reweight_dequity",
+            "Reweight dequity run",
+            "tune",
             description="Change eta and gamma of a dequity run; only the weight field changes",
-            icon="tune",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
         )
 
     def __call__(
@@ -455,7 +639,7 @@ class ReweightDequity(foo.Operator):
     ) -> Any:
         """Reweight run ``run_key`` of ``samples``' dataset; see ``DequityResults.reweight``."""
         params = {"run_key": run_key, "eta": eta, "gamma": gamma}
-        return _execute(self, samples, params, delegate, delegation_target, target=None)
+        return _execute(self, samples, params, delegate, delegation_target, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -509,13 +693,16 @@ class ReweightDequity(foo.Operator):
         }
 
     def resolve_output(self, ctx: Any) -> types.Property:
-        outputs = types.Object()
-        outputs.str("run_key", label="Run key")
-        outputs.str("weight_field", label="Weight field")
-        outputs.float("eta", label="eta")
-        outputs.float("gamma", label="gamma")
-        outputs.str("weight_range", label="Weight range")
-        return types.Property(outputs, view=types.View(label="Weights updated"))
+        return _output_table(
+            "Weights updated",
+            [
+                ("str", "run_key", "Run key"),
+                ("str", "weight_field", "Weight field"),
+                ("float", "eta", "eta"),
+                ("float", "gamma", "gamma"),
+                ("str", "weight_range", "Weight range"),
+            ],
+        )
 
 
 class GetDequityInfo(foo.Operator):
@@ -523,18 +710,11 @@ class GetDequityInfo(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="get_dequity_info",
-            label="Get dequity run info",
-            icon="info",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("get_dequity_info", "Get dequity run info", "info")
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Info about run ``run_key``; the dict is in the result's ``.result``."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -557,13 +737,16 @@ class GetDequityInfo(foo.Operator):
         }
 
     def resolve_output(self, ctx: Any) -> types.Property:
-        outputs = types.Object()
-        outputs.str("run_key", label="Run key")
-        outputs.str("timestamp", label="Created")
-        outputs.str("version", label="FiftyOne version")
-        outputs.obj("config", label="Config", view=types.JSONView())
-        outputs.obj("summary", label="Summary", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="Dequity run info"))
+        return _output_table(
+            "Dequity run info",
+            [
+                ("str", "run_key", "Run key"),
+                ("str", "timestamp", "Created"),
+                ("str", "version", "FiftyOne version"),
+                ("obj", "config", "Config"),
+                ("obj", "summary", "Summary"),
+            ],
+        )
 
 
 class RenameDequityRun(foo.Operator):
@@ -571,21 +754,14 @@ class RenameDequityRun(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="rename_dequity_run",
-            label="Rename dequity run",
-            icon="edit",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("rename_dequity_run", "Rename dequity run", "edit")
 
     def __call__(
         self, samples: Any, run_key: str, new_run_key: str, *, delegate: bool = False
     ) -> Any:
         """Rename ``run_key`` to ``new_run_key``; see :func:`dequity.rename_dequity_run`."""
         params = {"run_key": run_key, "new_run_key": new_run_key}
-        return _execute(self, samples, params, delegate, None, target=None)
+        return _execute(self, samples, params, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -610,18 +786,11 @@ class DeleteDequityRun(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="delete_dequity_run",
-            label="Delete dequity run",
-            icon="delete",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return _operator_config("delete_dequity_run", "Delete dequity run", "delete")
 
     def __call__(self, samples: Any, run_key: str, *, delegate: bool = False) -> Any:
         """Delete ``run_key`` and its fields; see :func:`dequity.delete_dequity_run`."""
-        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=None)
+        return _execute(self, samples, {"run_key": run_key}, delegate, None, target=False)
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
@@ -645,4 +814,42 @@ class DeleteDequityRun(foo.Operator):
         return {"deleted": run_key}
 
 
-OPERATORS = (ComputeDequity, ReweightDequity, GetDequityInfo, RenameDequityRun, DeleteDequityRun)
+class OpenObjectPatches(foo.Operator):
+    """Show an object run's boxes as patches, rarest first."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="open_object_patches",
+            label="Show dequity object patches, rarest first",
+            icon="crop",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        run_key = existing_run_input(ctx, inputs)
+        if run_key is not None:
+            config = dequity.load_dequity_results(ctx.dataset, run_key).config
+            if getattr(config, "patches_field", None) is None:
+                inputs.view(
+                    "not_objects",
+                    types.Error(label=f"Run '{run_key}' scores images; choose an object run"),
+                )
+        return types.Property(inputs, view=types.View(label="Object patches, rarest first"))
+
+    def execute(self, ctx: Any) -> dict:
+        view = object_patches_view(ctx.dataset, ctx.params["run_key"])
+        ctx.ops.set_view(view=view)
+        return {"num_patches": len(view)}
+
+
+OPERATORS = (
+    ComputeDequity,
+    UpdateDequity,
+    ReweightDequity,
+    GetDequityInfo,
+    RenameDequityRun,
+    DeleteDequityRun,
+    OpenObjectPatches,
+)

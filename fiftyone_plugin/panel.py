@@ -10,7 +10,7 @@ from fiftyone import ViewField as F
 
 import dequity
 from fiftyone_plugin import plots
-from fiftyone_plugin.common import uri
+from fiftyone_plugin.common import dropdown, object_patches_view, uri
 from fiftyone_plugin.viz import owned_visualization
 
 _PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
@@ -63,9 +63,20 @@ class DequityPanel(foo.Panel):
         cluster_id = plots.parse_cluster_label(_event_param(ctx, "id") or _event_param(ctx, "x"))
         if run_key is None or cluster_id is None:
             return
-        field = dequity.load_dequity_results(ctx.dataset, run_key).config.cluster_field
+        config = dequity.load_dequity_results(ctx.dataset, run_key).config
         ctx.panel.state.cluster = cluster_id
-        ctx.ops.set_view(ctx.dataset.match(F(field) == cluster_id))
+        if getattr(config, "patches_field", None) is not None:  # the cluster's boxes
+            ctx.ops.set_view(object_patches_view(ctx.dataset, run_key, cluster_id))
+            return
+        ctx.ops.set_view(ctx.dataset.match(F(config.cluster_field) == cluster_id))
+
+    def on_object_patches(self, ctx: Any) -> None:
+        """Show an object run's boxes as patches, rarest (highest weight) first."""
+        run_key = self._run_key(ctx)
+        if run_key is None:
+            return
+        ctx.panel.state.cluster = None
+        ctx.ops.set_view(object_patches_view(ctx.dataset, run_key))
 
     def on_sort_rarest(self, ctx: Any) -> None:
         """Sort the grid by the run's weight, rarest (highest weight) first."""
@@ -104,23 +115,18 @@ class DequityPanel(foo.Panel):
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         runs = dequity.list_dequity_runs(ctx.dataset)
-        choices = types.DropdownView()
-        for key in runs:
-            choices.add_choice(key, label=key)
-        panel.enum(
-            "run_key",
-            choices.values(),
-            default=run_key,
-            label="Run",
-            view=choices,
-            on_change=self.on_change_run,
-        )
+        dropdown(panel, "run_key", runs, default=run_key, label="Run", on_change=self.on_change_run)
 
         results = dequity.load_dequity_results(ctx.dataset, run_key)
         s = results.summary()
         cfg = results.config
+        objects = (
+            f"**{s['num_objects']}** objects of `{cfg.patches_field}` on "
+            if "num_objects" in s
+            else ""
+        )
         panel.md(
-            f"**{s['num_samples']}** samples, **{s['num_clusters']}** clusters, "
+            f"{objects}**{s['num_samples']}** samples, **{s['num_clusters']}** clusters, "
             f"**{s['noise_fraction']:.1%}** noise ({cfg.noise} policy) · "
             f"eta={cfg.eta:g}, gamma={cfg.gamma:g} · weights "
             f"{s['min_weight']:.3f} to {s['max_weight']:.3f} in `{cfg.weight_field}`",
@@ -128,6 +134,13 @@ class DequityPanel(foo.Panel):
         )
 
         buttons = panel.h_stack("buttons", align_x="left", gap=1)
+        if "num_objects" in s:
+            buttons.btn(
+                "object_patches",
+                label="Object patches, rarest first",
+                on_click=self.on_object_patches,
+                variant="contained",
+            )
         buttons.btn(
             "sort",
             label="Sort grid rarest first",

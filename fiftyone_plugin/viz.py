@@ -15,6 +15,7 @@ import fiftyone.brain as fob
 import numpy as np
 
 import dequity
+from dequity import fiftyone_compat as fc
 from dequity.claims import dataset_lock
 from fiftyone_plugin.common import viz_key
 
@@ -30,7 +31,7 @@ def owned_visualization(samples: Any, run_key: str) -> bool:
 
         owned_visualization(dataset, "dequity")   # False for a user's own "dequity_viz"
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     key = viz_key(run_key)
     if key not in dataset.list_brain_runs(type=fob.Visualization):
         return False
@@ -41,8 +42,9 @@ def owned_visualization(samples: Any, run_key: str) -> bool:
 def store_visualization(results: dequity.DequityResults) -> str | None:
     """Store the run's 2-D points as brain visualization ``<run_key>_viz``.
 
-    The points are attached to the run's samples in the results' order, so the
-    Embeddings panel can colour them by ``<run_key>_cluster``. Replaces an
+    The points are attached to the run's samples in the results' order (an
+    object run's to its boxes), so the Embeddings panel can colour them by
+    ``<run_key>_cluster``. Replaces an
     earlier visualization of the run; if another brain run holds the key,
     stores nothing, logs a warning and returns None. Returns the key.
 
@@ -51,7 +53,7 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
         store_visualization(dequity.load_dequity_results(dataset, "dequity"))
     """
     key = viz_key(results.key)
-    dataset = results.samples._root_dataset
+    dataset = fc.root_dataset(results.samples)
     with dataset_lock(dataset):
         if dataset.has_brain_run(key):
             if not owned_visualization(dataset, results.key):
@@ -63,12 +65,22 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
                 )
                 return None
             dataset.delete_brain_run(key)
-        ordered = dataset.select(results.sample_ids, ordered=True)
+        ordered = dataset.select(list(dict.fromkeys(results.sample_ids)), ordered=True)
+        patches: dict[str, Any] = {}
+        if results.is_object_run:  # one point per box, in the run's (collection) order
+            from bson import ObjectId
+            from fiftyone import ViewField as F
+
+            field = results.config.patches_field
+            keep = [ObjectId(i) for i in results.object_ids]
+            ordered = ordered.filter_labels(field, F("_id").is_in(keep))
+            patches = {"patches_field": field}
         fob.compute_visualization(
             ordered,
             points=np.asarray(results.points),
             method="manual",
             brain_key=key,
+            **patches,
             **{OWNER_ATTR: results.key},
         )
     return key
@@ -81,7 +93,7 @@ def delete_visualization(samples: Any, run_key: str) -> bool:
 
         delete_visualization(dataset, "dequity")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     with dataset_lock(dataset):
         if not owned_visualization(dataset, run_key):
             return False
@@ -96,7 +108,7 @@ def rename_visualization(samples: Any, run_key: str, new_run_key: str) -> bool:
 
         rename_visualization(dataset, "dequity", "dequity_clip")
     """
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     new_key = viz_key(new_run_key)
     with dataset_lock(dataset):
         if not owned_visualization(dataset, run_key) or dataset.has_brain_run(new_key):

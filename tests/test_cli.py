@@ -19,6 +19,7 @@ HEAVY_MODULES = ("fiftyone", "torch", "sklearn", "dequity.core", "training.train
 
 SUBCOMMANDS = [
     "compute",
+    "update",
     "reweight",
     "export",
     "list",
@@ -175,7 +176,36 @@ def test_demo_main_job_as_a_newcomer_runs_it():
     assert dataset.count("dequity_weight") == 199
     ranked = dataset.sort_by("dequity_weight", reverse=True).first()
     assert str(ranked.filepath) in out
+    # the second ranking counts runs of near-identical frames once
+    assert "near-identical frames counted once" in out
+    assert dataset.count("dequity_scenes_weight") == 199
+    scenes = dataset.sort_by("dequity_scenes_weight", reverse=True).first()
+    assert str(scenes.filepath) in out.split("counted once")[1]
     dataset.delete()
+
+
+def test_update_adds_new_samples_and_says_when_there_are_none(demo, capsys):
+    ids = demo.values("id")
+    base = demo.exclude(ids[::10]).clone()
+    main(["compute", "--dataset", base.name, "--embeddings", EMBEDDINGS_FIELD])
+    base.add_samples(demo.select(ids[::10]))
+    capsys.readouterr()
+    assert main(["update", "--dataset", base.name]) == 0
+    assert f"added {len(ids[::10])} new samples to run 'dequity'" in capsys.readouterr().out
+    assert base.count("dequity_weight") == len(base)
+    assert main(["update", "--dataset", base.name]) == 0
+    assert "no new samples" in capsys.readouterr().out
+    base.delete()
+
+
+def test_group_options_from_the_command_line(demo, capsys):
+    argv = ["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]
+    assert main([*argv, "--run-key", "scenes", "--collapse-near-duplicates", "0.8"]) == 0
+    assert demo.get_run_info("scenes").config.collapse_near_duplicates == 0.8
+    assert main([*argv, "--run-key", "bad", "--group-field", "scene_id"]) == 2
+    err = capsys.readouterr().err
+    assert "no field 'scene_id' to group by" in err and "Traceback" not in err
+    assert not demo.has_sample_field("bad_weight")
 
 
 def run_cli(*argv: str, **env: str) -> subprocess.CompletedProcess:

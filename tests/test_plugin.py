@@ -203,6 +203,35 @@ def test_reweight_writes_only_the_weight_field(clean, delegate):
 
 
 @pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
+def test_update_adds_new_samples_to_the_run_and_its_visualization(clean, delegate):
+    ids = clean.values("id")
+    ds = clean.exclude(ids[::10]).clone()
+    op("compute_dequity")(ds, "dq", embeddings="embedding")
+    check_run(ds, "dq")
+    ds.add_samples(clean.select(ids[::10]))
+    assert op("update_dequity")(ds, "dq", delegate=delegate).error is None
+    if delegate:
+        run_delegated(ds)
+    check_run(ds, "dq", num=len(ds))
+    ds.delete()
+
+
+def test_compute_form_offers_scene_grouping(clean):
+    clean.set_values("scene_id", [i // 20 for i in range(len(clean))])
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": clean.name,
+            "params": {"run_key": "dq", "embeddings_source": "field"},
+        }
+    )
+    form = op("compute_dequity").resolve_input(ctx).type.properties
+    assert "scene_id" in form["group_field"].type.values
+    assert "collapse_near_duplicates" in form
+    op("compute_dequity")(clean, "dq", embeddings="embedding", group_field="scene_id")
+    assert dequity.load_dequity_results(clean, "dq").config.group_field == "scene_id"
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
 def test_info_rename_delete(clean, delegate):
     ds = clean
     op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
@@ -372,3 +401,55 @@ def test_a_users_brain_run_named_like_the_visualization_is_left_alone(clean):
     assert ds.list_brain_runs() == ["dq_viz"]
     assert not hasattr(ds.get_brain_info("dq_viz").config, "dequity_run")
     np.testing.assert_allclose(ds.load_brain_results("dq_viz").points, points)
+
+
+def test_object_runs_in_the_form_the_panel_and_one_click_patches(clean):
+    ds = clean
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": ds.name,
+            "params": {"run_key": "boxes", "patches_field": "ground_truth"},
+        }
+    )
+    form = op("compute_dequity").resolve_input(ctx).type.properties
+    assert form["patches_field"].type.values == ["ground_truth"]
+    assert "model" in form and "embeddings_source" not in form and "group_field" not in form
+    view = ds.limit(8)
+    result = op("compute_dequity")(
+        view,
+        "boxes",
+        patches_field="ground_truth",
+        model="efficientnet-lite0",
+        clustering_kwargs=FAST_KW,
+    )
+    assert result.error is None, result.error_message
+    res = dequity.load_dequity_results(ds, "boxes")
+    num = view.count("ground_truth.detections")
+    assert len(res.object_ids) == num
+    assert ds.count("ground_truth.detections.boxes_weight") == num
+    # the visualization holds one point per box
+    viz = ds.load_brain_results("boxes_viz")
+    assert len(viz.points) == num and viz.config.patches_field == "ground_truth"
+
+    state = {"run_key": "boxes"}
+    out = _panel_event(ds, "on_load", state)
+    props = out["show_panel_output"]["output"]["type"]["properties"]
+    assert sum(props["cluster_sizes"]["view"]["data"][0]["y"]) == num
+    assert "object_patches" in props["buttons"]["type"]["properties"]
+    largest = props["cluster_sizes"]["view"]["data"][0]["x"][0]
+    out = _panel_event(ds, "on_click_cluster", state, id=largest, x=largest)
+    patches = fo.DatasetView._build(ds, out["set_view"]["view"])
+    cluster = int(largest.lstrip("#"))
+    assert len(patches) == res.cluster_sizes()[cluster]
+    assert set(patches.values("ground_truth.boxes_cluster")) == {cluster}
+    for out in (
+        _panel_event(ds, "on_object_patches", state),
+        {
+            "set_view": foo.execute_operator(
+                uri("open_object_patches"), {"dataset": ds, "params": {"run_key": "boxes"}}
+            ).executor.to_json()["requests"][0]["params"]
+        },
+    ):
+        patches = fo.DatasetView._build(ds, out["set_view"]["view"])
+        weights = patches.values("ground_truth.boxes_weight")
+        assert len(weights) == num and weights == sorted(weights, reverse=True)

@@ -1,5 +1,6 @@
 """What a newcomer relies on: the README's commands, CI, lint, the database binary."""
 
+import ast
 import os
 import re
 import subprocess
@@ -53,3 +54,40 @@ def test_code_is_ruff_clean():
         [sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The top-level packages a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("experiments", {"benchmarks"}),
+        ("dequity", {"benchmarks", "experiments", "reporting"}),
+        ("training", {"benchmarks", "experiments", "reporting"}),
+    ],
+)
+def test_packages_import_only_what_sits_below_them(package, forbidden):
+    for path in (REPO / package).rglob("*.py"):
+        assert not imported_packages(path) & forbidden, path
+
+
+def test_the_plugin_asks_for_fiftyone_releases_the_package_supports():
+    """The App plugin needs 1.14+ (``py_entry``, module names of their own); the package less."""
+    package = re.search(r'"fiftyone>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    plugin = re.search(r'version: ">=([\d.]+),<([\d.]+)"', (REPO / "fiftyone.yml").read_text())
+    assert package and plugin, "both must bound fiftyone on both sides"
+
+    def release(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in text.split("."))
+
+    assert release(plugin.group(1)) >= release(package.group(1))
+    assert plugin.group(2) == package.group(2)

@@ -205,3 +205,115 @@ def test_classification_dataset(small):
     assert weight.item() == pytest.approx(0.75)
     with pytest.raises(DequityError, match="not in the classes"):
         classification_dataset(small, "kind", ["even"])
+
+
+# per-object weights: the attributes are written on the Detections directly
+
+
+def test_object_level_targets_carry_box_weights(small):
+    small.set_values("ground_truth.detections.obj_weight", [[0.5, 2.0], [0.25], [], [0.8]])
+    ds = detection_dataset(
+        small, "ground_truth", CLASSES, weight_field="obj_weight", weight_level="object"
+    )
+    targets = [t for _, t in ds]
+    for target, expected in zip(targets, [[0.5, 2.0], [0.25], [], [0.8]], strict=True):
+        assert target["box_weights"].dtype == torch.float32
+        assert target["box_weights"].tolist() == pytest.approx(expected)
+        assert target["box_weights"].shape[0] == target["boxes"].shape[0]
+        # the image's own weight is not applied on top of its boxes'
+        assert target["weight"].item() == 1.0 and np.isnan(target["likelihood"].item())
+    assert targets[0]["labels"].tolist() == [1, 3]
+    # the default level is unchanged: image weights, no box weights
+    _, image_level = detection_dataset(small, "ground_truth", CLASSES)[0]
+    assert "box_weights" not in image_level and image_level["weight"].item() == 1.0
+    # the vectorized path and DataLoader workers give the same
+    loader = DataLoader(
+        detection_dataset(
+            small,
+            "ground_truth",
+            CLASSES,
+            weight_field="obj_weight",
+            weight_level="object",
+            vectorize=True,
+        ),
+        batch_size=2,
+        num_workers=2,
+        collate_fn=collate_detection,
+        worker_init_fn=FiftyOneTorchDataset.worker_init,
+    )
+    by_id = {t["sample_id"]: t["box_weights"].tolist() for _, batch in loader for t in batch}
+    assert by_id == {t["sample_id"]: t["box_weights"].tolist() for t in targets}
+
+
+def test_dropped_boxes_drop_their_weights(tmp_path):
+    path = tmp_path / "img.png"
+    Image.fromarray(np.zeros((H, W, 3), dtype=np.uint8)).save(path)
+    dataset = fo.Dataset()
+    boxes = [
+        ("person", [0.5, 0.5, 0.0, 0.25]),  # no width
+        ("car", [0.75, 0.5, 0.5, 0.25]),  # past the right edge: clamped, kept
+        ("truck", [0.1, 0.1, 0.005, 0.5]),  # a third of a pixel wide
+        ("person", [0.0, 0.0, 0.5, 0.5]),
+    ]
+    dets = [fol.Detection(label=label, bounding_box=box) for label, box in boxes]
+    dataset.add_sample(fo.Sample(filepath=str(path), ground_truth=fol.Detections(detections=dets)))
+    dataset.set_values("ground_truth.detections.dequity_weight", [[0.1, 0.2, 0.3, 0.4]])
+    try:
+        _, target = detection_dataset(
+            dataset, "ground_truth", CLASSES, weight_level="object", train=True
+        )[0]
+    finally:
+        dataset.delete()
+    assert target["labels"].tolist() == [2, 1]
+    assert target["box_weights"].tolist() == pytest.approx([0.2, 0.4])
+
+
+def test_boxes_without_a_weight(small):
+    small.set_values("ground_truth.detections.part_weight", [[0.5, None], [0.25], [], [0.8]])
+    with pytest.raises(DequityError, match=r"1 of the 4 boxes.*'part_weight'.*run_key='part'"):
+        detection_dataset(
+            small, "ground_truth", CLASSES, weight_field="part_weight", weight_level="object"
+        )
+    with pytest.raises(DequityError, match=r"4 of the 4 boxes.*patches_field"):
+        detection_dataset(
+            small, "ground_truth", CLASSES, weight_field="none_weight", weight_level="object"
+        )
+    ds = detection_dataset(
+        small,
+        "ground_truth",
+        CLASSES,
+        weight_field="part_weight",
+        weight_level="object",
+        missing_box_weight=1.0,
+    )
+    assert ds[0][1]["box_weights"].tolist() == [0.5, 1.0]
+    # a box that loses its weight after the check is caught when it is read
+    small.set_values("ground_truth.detections.obj_weight", [[0.5, 2.0], [0.25], [], [0.8]])
+    strict = detection_dataset(
+        small.limit(1), "ground_truth", CLASSES, weight_field="obj_weight", weight_level="object"
+    )
+    small.set_values("ground_truth.detections.obj_weight", [[0.5, None], [0.25], [], [0.8]])
+    with pytest.raises(DequityError, match=r"sample .*: 1 of its 2 boxes have no 'obj_weight'"):
+        strict[0]
+    with pytest.raises(DequityError, match="missing_box_weight must be finite and >= 0"):
+        detection_dataset(
+            small,
+            "ground_truth",
+            CLASSES,
+            weight_field="part_weight",
+            weight_level="object",
+            missing_box_weight=-1.0,
+        )
+    with pytest.raises(DequityError, match="weight_level must be 'image'.*or 'object'"):
+        detection_dataset(small, "ground_truth", CLASSES, weight_level="box")
+
+
+def test_object_weights_recomputed_from_box_likelihoods(small):
+    likelihoods = [[0.0, 0.5], [1.0], [], [0.25]]
+    small.set_values("ground_truth.detections.dequity_likelihood", likelihoods)
+    ds = detection_dataset(
+        small, "ground_truth", CLASSES, weight_level="object", eta=0.5, gamma=2.0
+    )
+    for (_, target), p in zip(ds, likelihoods, strict=True):
+        expected = gfl_weight(np.array(p, dtype=float), 0.5, 2.0).tolist() if p else []
+        assert target["box_weights"].tolist() == pytest.approx(expected)

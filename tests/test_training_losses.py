@@ -16,6 +16,8 @@ from training.detectors import build_detector
 from training.losses import (
     WeightedFCOSHead,
     WeightedRetinaNetHead,
+    anchor_weights,
+    box_weights,
     image_weights,
     supports_image_weights,
     weight_image_losses,
@@ -189,3 +191,162 @@ def test_image_weights():
     torch.testing.assert_close(w, torch.tensor([0.5, 1.5]))
     with pytest.raises(DequityError, match="some targets"):
         image_weights([{"weight": 1.0}, {}])
+
+
+# per-box weights
+
+
+def _with_box_weights(targets: list[dict], weights: list[list[float]]) -> list[dict]:
+    return [
+        {**t, "box_weights": torch.tensor(w, dtype=torch.float32).reshape(-1)}
+        for t, w in zip(targets, weights, strict=True)
+    ]
+
+
+def _terms(model, images, targets) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return model(images, targets)
+
+
+def _head_grads(model, images, targets) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The loss's gradient with respect to the head's outputs, and the anchors' matches."""
+    head, seen = model.head, {}
+    compute_loss = type(head).compute_loss
+
+    def keep(targets, head_outputs, anchors, matched_idxs):
+        seen["outputs"], seen["matched"] = head_outputs, matched_idxs
+        for value in head_outputs.values():
+            value.retain_grad()
+        return compute_loss(head, targets, head_outputs, anchors, matched_idxs)
+
+    head.compute_loss = keep
+    try:
+        model.zero_grad(set_to_none=True)
+        sum(model(images, targets).values()).backward()
+    finally:
+        del head.compute_loss
+    return {k: v.grad for k, v in seen["outputs"].items()}, seen["matched"]
+
+
+def test_box_weights_of_one_give_torchvisions_loss_exactly(models):
+    _, stock, weighted = models
+    images, targets = _batch()
+    ones = [[1.0, 1.0], [1.0], []]
+    expected = _terms(stock, images, targets)
+    for given in (
+        _with_box_weights(targets, ones),
+        _with_weights(_with_box_weights(targets, ones), [1.0] * 3),
+    ):
+        actual = _terms(weighted, images, given)
+        assert actual.keys() == expected.keys()
+        for name in expected:
+            assert torch.equal(actual[name], expected[name]), name
+    loss, grad = _grad(stock, images, targets)
+    loss_1, grad_1 = _grad(weighted, images, _with_box_weights(targets, ones))
+    assert torch.equal(loss_1, loss) and torch.equal(grad_1, grad)
+
+
+def test_loss_is_affine_in_the_box_weights(models):
+    _, _, weighted = models
+    images, targets = _batch()
+    u = [[0.2, 1.5], [0.7], []]
+    v = [[1.0, 0.4], [2.5], []]
+    loss_u = _terms(weighted, images, _with_box_weights(targets, u))
+    loss_v = _terms(weighted, images, _with_box_weights(targets, v))
+    for a in (0.3, 1.8):
+        mixed = [[a * x + (1 - a) * y for x, y in zip(p, q, strict=True)] for p, q in zip(u, v)]
+        loss_mixed = _terms(weighted, images, _with_box_weights(targets, mixed))
+        for name, value in loss_mixed.items():
+            torch.testing.assert_close(value, a * loss_u[name] + (1 - a) * loss_v[name])
+    # only the classification term has background anchors: the others are linear
+    zero = _terms(weighted, images, _with_box_weights(targets, [[0.0, 0.0], [0.0], []]))
+    assert zero["classification"] > 0
+    assert all(value == 0 for name, value in zero.items() if name != "classification")
+    # with image weights too, an anchor of image i is weighted w_i * its box's weight
+    both = _terms(weighted, images, _with_weights(_with_box_weights(targets, u), [0.5, 2.0, 1.0]))
+    for a in (0.3, 1.8):
+        mixed = [[a * x + (1 - a) * y for x, y in zip(p, q, strict=True)] for p, q in zip(u, v)]
+        w = [0.5, 2.0, 1.0]
+        loss_mixed = _terms(weighted, images, _with_weights(_with_box_weights(targets, mixed), w))
+        loss_v_w = _terms(weighted, images, _with_weights(_with_box_weights(targets, v), w))
+        for name, value in loss_mixed.items():
+            torch.testing.assert_close(value, a * both[name] + (1 - a) * loss_v_w[name])
+
+
+def test_box_weights_of_one_with_image_weights_match_the_image_weighted_loss(models):
+    _, _, weighted = models
+    images, targets = _batch()
+    w = [0.25, 1.0, 0.75]
+    expected = _terms(weighted, images, _with_weights(targets, w))
+    ones = _with_weights(_with_box_weights(targets, [[1.0, 1.0], [1.0], []]), w)
+    for name, value in _terms(weighted, images, ones).items():
+        torch.testing.assert_close(value, expected[name])
+
+
+def test_one_box_weight_scales_only_its_anchors(models):
+    _, _, weighted = models
+    images, targets = _batch()
+    base, matched = _head_grads(
+        weighted, images, _with_box_weights(targets, [[1.0, 1.0], [1.0], []])
+    )
+    changed, _ = _head_grads(weighted, images, _with_box_weights(targets, [[1.0, 3.0], [1.0], []]))
+    box = torch.zeros(len(images), matched[0].shape[0], dtype=torch.bool)
+    box[0] = matched[0] == 1  # the anchors matched to image 0's second box
+    assert box.sum() > 0
+    for name, grad in base.items():
+        assert grad.shape[:2] == box.shape
+        # every other anchor, background and other boxes alike, is untouched
+        assert torch.equal(changed[name][~box], grad[~box]), name
+        assert grad[box].abs().sum() > 0, name
+        torch.testing.assert_close(changed[name][box], 3 * grad[box])
+
+
+def test_background_only_images_are_unchanged(models):
+    _, stock, weighted = models
+    images, targets = _batch()
+    stock_grads, _ = _head_grads(stock, images, targets)
+    grads, _ = _head_grads(weighted, images, _with_box_weights(targets, [[0.3, 2.0], [0.6], []]))
+    for name, grad in stock_grads.items():
+        # image 2 has no boxes: its anchors are all background and keep weight 1
+        assert grad[2].abs().sum() > 0 or name != "cls_logits"
+        assert torch.equal(grads[name][2], grad[2]), name
+
+
+def test_normalized_box_weights(models):
+    _, stock, weighted = models
+    images, targets = _batch()
+    weighted.head.normalize_weights = True
+    try:
+        same = _terms(weighted, images, _with_box_weights(targets, [[0.4, 0.4], [0.4], []]))
+        u = [[0.2, 1.5], [0.7], []]
+        once = _terms(weighted, images, _with_box_weights(targets, u))
+        twice = _terms(
+            weighted, images, _with_box_weights(targets, [[2 * x for x in w] for w in u])
+        )
+    finally:
+        weighted.head.normalize_weights = False
+    expected = _terms(stock, images, targets)
+    for name, value in expected.items():
+        torch.testing.assert_close(same[name], value)
+        torch.testing.assert_close(twice[name], once[name])
+
+
+def test_box_weights_errors():
+    boxes = torch.zeros(2, 4)
+    assert box_weights([{"boxes": boxes}]) is None
+    with pytest.raises(DequityError, match="one box weight per box"):
+        box_weights([{"boxes": boxes, "box_weights": torch.ones(3)}])
+    with pytest.raises(DequityError, match="some targets have 'box_weights'"):
+        box_weights([{"boxes": boxes, "box_weights": torch.ones(2)}, {"boxes": boxes}])
+    w = box_weights(
+        [
+            {"boxes": boxes, "box_weights": [0.5, 1.5]},
+            {"boxes": torch.zeros(0, 4), "box_weights": []},
+        ],
+        normalize=True,
+    )
+    torch.testing.assert_close(torch.cat(w), torch.tensor([0.5, 1.5]))
+    a = anchor_weights(
+        [torch.tensor([-1, 0, 1, -2, 0])], [torch.tensor([0.5, 2.0])], torch.tensor([3.0])
+    )
+    torch.testing.assert_close(a[0], torch.tensor([3.0, 1.5, 6.0, 3.0, 1.5]))

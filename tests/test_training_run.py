@@ -261,3 +261,51 @@ def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
             overwrite=True,
             progress=False,
         )
+
+
+def test_object_level_training_weights_each_box(demo_weighted, tmp_path, capsys):
+    train = demo_weighted.match_tags("train")
+    counts = [len(d.detections) for d in train.values("ground_truth")]
+    assert sum(counts) > 0
+    train.set_values("ground_truth.detections.box_w", [[0.0] * n for n in counts])
+    common = {"train_tag": "train", "val_fraction": 0, "image_size": 128, "batch_size": 2}
+    result = train_detector(
+        demo_weighted,
+        train_key="per_box",
+        weight_field="box_w",
+        weight_level="object",
+        steps=2,
+        output_dir=tmp_path / "per_box",
+        progress=False,
+        **common,
+    )
+    assert result.config["weight_level"] == "object"
+    with open(result.run_dir / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    # weight 0 on every box: only the background anchors' classification is left
+    for row in rows:
+        assert float(row["bbox_regression"]) == 0 and float(row["bbox_ctrness"]) == 0
+        assert float(row["classification"]) > 0 and float(row["mean_weight"]) == 1
+    seed = np.random.default_rng(0)
+    train.set_values("ground_truth.detections.box_w", [seed.uniform(0.2, 1, n) for n in counts])
+    args = ["train", "--dataset", demo_weighted.name, "--train-tag", "train"]
+    args += ["--val-fraction", "0", "--image-size", "128", "--batch-size", "2", "--steps", "1"]
+    args += ["--weight-field", "box_w", "--train-key", "per_box_cli", "--quiet"]
+    args += ["--output-dir", str(tmp_path / "cli"), "--weight-level", "object"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["weight_level"] == "object" and config["weight_field"] == "box_w"
+    with open(tmp_path / "cli" / "steps.csv") as f:
+        assert float(next(csv.DictReader(f))["bbox_regression"]) > 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args[:-1], "box"])
+    assert exit_info.value.code == 2
+    assert "--weight-level: invalid choice: 'box'" in capsys.readouterr().err
+    with pytest.raises(DequityError, match="weight_level must be"):
+        TrainConfig(weight_level="box")
+    # a box without a weight: the error names the run to compute, and nothing is trained
+    train.set_values("ground_truth.detections.dequity_weight", [[None] * n for n in counts])
+    assert main([*args, "--weight-field", "dequity_weight", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "have no 'dequity_weight' attribute" in err and "run_key='dequity'" in err

@@ -64,7 +64,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a torchvision detector (default: FCOS on ImageNet-pretrained "
             "EfficientNet-Lite0, works offline) on a FiftyOne dataset, weighting each "
-            "image's loss by its DatasetEquity weight. Writes a run folder, stores "
+            "image's loss (or, with --weight-level object, each box's) by its DatasetEquity "
+            "weight. Writes a run folder, stores "
             "predictions on the validation view as <train-key>_predictions and evaluates "
             "them (COCO mAP, per-class AP)."
         ),
@@ -83,6 +84,19 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--likelihood-field", help="likelihood field (default: beside the weights)")
     p.add_argument("--eta", type=float, help="recompute weights from the likelihood with this eta")
     p.add_argument("--gamma", type=float, help="recompute weights with this gamma")
+    p.add_argument(
+        "--weight-level",
+        choices=("image", "object"),
+        default="image",
+        help="weight each image by its sample field, or each box by the attribute of the "
+        "same name on its Detection (default: image)",
+    )
+    p.add_argument(
+        "--missing-box-weight",
+        type=float,
+        help="with --weight-level object: the weight of a box without one "
+        "(default: such a box is an error)",
+    )
     p.add_argument(
         "--normalize-weights",
         action="store_true",

@@ -15,6 +15,14 @@ label in ``classes``; 0 is the background), ``weight`` and ``likelihood``
 those under 1 pixel wide or high are dropped with their labels
 (``transforms.v2.SanitizeBoundingBoxes``).
 
+With ``weight_level="object"`` the weights are per box: the target also
+holds ``box_weights`` (float32 ``[N]``, aligned with ``boxes`` and dropped
+with them), read from the attribute named like the weight field
+(``<run_key>_weight``) on each ``Detection`` of the label field; ``weight`` is
+then 1 and ``likelihood`` NaN (the sample's weight, the largest of its
+objects', serves sorting, not training). A box without the attribute is an
+error unless ``missing_box_weight`` gives its weight.
+
 Classification items are ``(image, label, weight)`` with a 0-based int64
 label, ready for ``cross_entropy(..., reduction="none")``.
 """
@@ -33,17 +41,21 @@ from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from dequity.runs import METHOD as DEQUITY_METHOD
 from dequity.runs import field_names
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight
 
 DEFAULT_WEIGHT_FIELD = "dequity_weight"
+WEIGHT_LEVELS = ("image", "object")
 
 __all__ = [
     "ClassificationGetItem",
     "DetectionGetItem",
     "FiftyOneTorchDataset",
+    "WEIGHT_LEVELS",
+    "check_weight_level",
     "classification_dataset",
     "collate_detection",
     "detection_dataset",
@@ -69,8 +81,14 @@ def detection_transforms(train: bool = True) -> v2.Compose:
     return v2.Compose(steps)
 
 
+def _per_box(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    """The target's tensors with one entry per box, dropped with their boxes."""
+    target = inputs[1]
+    return tuple(target[key] for key in ("labels", "box_weights") if key in target)
+
+
 # run after any transforms: torchvision's detectors need boxes of positive size
-_SANITIZE = v2.Compose([v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes()])
+_SANITIZE = v2.Compose([v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_per_box)])
 
 
 def likelihood_field_for(view: Any, weight_field: str | None) -> str | None:
@@ -82,7 +100,7 @@ def likelihood_field_for(view: Any, weight_field: str | None) -> str | None:
 
         likelihood_field_for(dataset, "dequity_weight")  # 'dequity_likelihood'
     """
-    dataset = view._root_dataset
+    dataset = fc.root_dataset(view)
     for key in dataset.list_runs(method=DEQUITY_METHOD) if weight_field else ():
         config = dataset.get_run_info(key).config
         if config.weight_field == weight_field:
@@ -99,6 +117,26 @@ def _run_key_writing(weight_field: str) -> str | None:
 def _load_image(path: str) -> tv_tensors.Image:
     with Image.open(path) as img:
         return tv_tensors.Image(F.pil_to_tensor(img.convert("RGB")))
+
+
+def check_weight_level(weight_level: str) -> str:
+    """``weight_level`` if it is ``"image"`` or ``"object"``; a DequityError otherwise.
+
+    Example::
+
+        check_weight_level("object")  # 'object'
+    """
+    if weight_level not in WEIGHT_LEVELS:
+        raise DequityError(
+            f"weight_level must be 'image' (one weight per image) or 'object' (one per "
+            f"box), got {weight_level!r}"
+        )
+    return weight_level
+
+
+def _box_value(det: Any, attribute: str) -> float | None:
+    value = det.get_field(attribute) if det.has_field(attribute) else None
+    return None if value is None else float(value)
 
 
 def _sample_weight(d: dict, eta: float | None, gamma: float | None) -> tuple[float, float]:
@@ -133,16 +171,21 @@ class DetectionGetItem(GetItem):
     Args:
         classes: class names; a label's index in this list plus one is its id
         label_field: a ``Detections`` field, or None for images only (inference)
-        weight_field: the per-sample weight field, or None for weight 1
-        likelihood_field: the likelihood field, or None
+        weight_field: the per-sample weight field (at object level: the
+            per-``Detection`` attribute), or None for weight 1
+        likelihood_field: the likelihood field (at object level: attribute), or None
         eta, gamma: if either is set, the weight is recomputed from the
             likelihood with :func:`dequity.weights.gfl_weight`
         transforms: a ``transforms.v2`` callable ``(image, target) -> (image, target)``
+        weight_level: ``"image"`` or ``"object"`` (``box_weights`` in the target)
+        missing_box_weight: at object level, the weight of a box without one;
+            None makes such a box an error
 
     Example::
 
         get_item = DetectionGetItem(["person", "car"], "ground_truth", "dequity_weight")
         torch_dataset = view.to_torch(get_item)
+        per_box = DetectionGetItem(["person", "car"], weight_level="object")
     """
 
     def __init__(
@@ -155,15 +198,30 @@ class DetectionGetItem(GetItem):
         eta: float | None = None,
         gamma: float | None = None,
         transforms: Callable | None = None,
+        weight_level: str = "image",
+        missing_box_weight: float | None = None,
     ) -> None:
         self.classes = list(classes)
         self.class_ids = {name: i + 1 for i, name in enumerate(self.classes)}
         self.eta, self.gamma = eta, gamma
         self.transforms = transforms if transforms is not None else detection_transforms(False)
+        self.weight_level = check_weight_level(weight_level)
+        self.missing_box_weight = missing_box_weight
+        recompute = eta is not None or gamma is not None
+        # at object level the weight and likelihood are attributes of each Detection
+        self.box_attribute: str | None = None
+        if weight_level == "object":
+            self.box_attribute = likelihood_field if recompute else weight_field
+            weight_field = likelihood_field = None
+            if self.box_attribute is None:
+                raise DequityError(
+                    "weight_level='object' reads each box's weight from an attribute of its "
+                    "Detection; pass weight_field (or likelihood_field with eta/gamma)"
+                )
         self._fields = {"id": "id", "filepath": "filepath"}
         for key, field in (
             ("detections", label_field),
-            ("weight", None if eta is not None or gamma is not None else weight_field),
+            ("weight", None if recompute else weight_field),
             ("likelihood", likelihood_field),
         ):
             if field:
@@ -184,6 +242,25 @@ class DetectionGetItem(GetItem):
                 "view.filter_labels(...)"
             ) from None
 
+    def _box_weights(self, dets: list, sample_id: str) -> torch.Tensor:
+        """One weight per box, read from (or recomputed from) each Detection's attribute."""
+        attribute = self.box_attribute
+        values = [_box_value(det, attribute) for det in dets]
+        missing = sum(v is None for v in values)
+        if missing and self.missing_box_weight is None:
+            raise DequityError(
+                f"sample {sample_id}: {missing} of its {len(dets)} boxes have no "
+                f"{attribute!r} attribute; "
+                f"{_object_run_hint(attribute)}, or give those boxes a weight with "
+                "missing_box_weight (--missing-box-weight)"
+            )
+        if self.eta is not None or self.gamma is not None:
+            eta = DEFAULT_ETA if self.eta is None else self.eta
+            gamma = DEFAULT_GAMMA if self.gamma is None else self.gamma
+            values = [None if v is None else float(gfl_weight(v, eta, gamma)) for v in values]
+        weights = [self.missing_box_weight if v is None else v for v in values]
+        return torch.tensor(weights, dtype=torch.float32).reshape(-1)
+
     def __call__(self, d: dict) -> tuple[torch.Tensor, dict[str, Any]]:
         image = _load_image(d["filepath"])
         height, width = image.shape[-2:]
@@ -194,7 +271,10 @@ class DetectionGetItem(GetItem):
         labels = torch.tensor(
             [self._label_id(det.label, d["id"]) for det in dets], dtype=torch.int64
         )
-        weight, likelihood = _sample_weight(d, self.eta, self.gamma)
+        if self.box_attribute is None:
+            weight, likelihood = _sample_weight(d, self.eta, self.gamma)
+        else:
+            weight, likelihood = 1.0, math.nan
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(
                 box_convert(boxes, "xywh", "xyxy") * scale,
@@ -203,14 +283,19 @@ class DetectionGetItem(GetItem):
             ),
             "labels": labels,
         }
+        if self.box_attribute is not None:
+            target["box_weights"] = self._box_weights(dets, d["id"])
         image, target = _SANITIZE(*self.transforms(image, target))
-        return image.as_subclass(torch.Tensor), {
+        out = {
             "boxes": target["boxes"].as_subclass(torch.Tensor),
             "labels": target["labels"],
             "weight": torch.tensor(weight, dtype=torch.float32),
             "likelihood": torch.tensor(likelihood, dtype=torch.float32),
             "sample_id": d["id"],
         }
+        if "box_weights" in target:
+            out["box_weights"] = target["box_weights"]
+        return image.as_subclass(torch.Tensor), out
 
 
 class ClassificationGetItem(GetItem):
@@ -277,18 +362,42 @@ def _field_type(view: Any, field: str) -> Any:
     return view.get_field(field)
 
 
+def _object_run_hint(attribute: str) -> str:
+    """How to compute the per-object weights that ``attribute`` should hold."""
+    run_key = _run_key_writing(attribute)
+    key = repr(run_key) if run_key else "..."
+    return (
+        f"compute per-object weights with dequity.compute_dequity(dataset, run_key={key}, "
+        "patches_field=<the label field>)"
+    )
+
+
+def _check_box_attribute(
+    view: Any, label_field: str, attribute: str, missing_box_weight: float | None
+) -> None:
+    """Every box of the view has ``attribute``, unless ``missing_box_weight`` covers them."""
+    total = view.count(f"{label_field}.detections")
+    missing = total - view.count(f"{label_field}.detections.{attribute}")
+    if missing and missing_box_weight is None:
+        raise DequityError(
+            f"{missing} of the {total} boxes of {label_field!r} in the view have no "
+            f"{attribute!r} attribute; {_object_run_hint(attribute)}, or pass "
+            "missing_box_weight=1.0 (--missing-box-weight 1) to train those boxes unweighted"
+        )
+
+
 def _check_weight_field(view: Any, weight_field: str) -> None:
     if _field_type(view, weight_field) is None:
         run_key = _run_key_writing(weight_field)
         how = (
-            f"`dequity compute --dataset {view._root_dataset.name} --run-key {run_key}` "
+            f"`dequity compute --dataset {fc.root_dataset(view).name} --run-key {run_key}` "
             f"or dequity.compute_dequity(dataset, run_key={run_key!r})"
             if run_key
             else "`dequity compute` or dequity.compute_dequity(dataset)"
         )
         raise DequityError(
             f"the weight field {weight_field!r} does not exist on dataset "
-            f"{view._root_dataset.name!r}; compute the weights first with {how}, "
+            f"{fc.root_dataset(view).name!r}; compute the weights first with {how}, "
             "or pass weight_field=None (--weight-field none) to train without weights"
         )
     missing = len(view) - view.count(weight_field)
@@ -312,7 +421,7 @@ def resolve_classes(view: Any, label_field: str, classes: Sequence[str] | None =
     if field is None:
         raise DequityError(
             f"the label field {label_field!r} does not exist on dataset "
-            f"{view._root_dataset.name!r}; pass the name of a Detections field"
+            f"{fc.root_dataset(view).name!r}; pass the name of a Detections field"
         )
     import fiftyone.core.labels as fol
 
@@ -350,6 +459,8 @@ def detection_dataset(
     transforms: Callable | None = None,
     train: bool = False,
     vectorize: bool = False,
+    weight_level: str = "image",
+    missing_box_weight: float | None = None,
 ) -> FiftyOneTorchDataset:
     """A torch dataset of torchvision detection items from a FiftyOne view.
 
@@ -359,12 +470,33 @@ def detection_dataset(
     config), when it exists. ``eta``/``gamma`` recompute the
     weight from the likelihood. ``train`` picks the default augmentation.
 
+    ``weight_level="object"`` weights boxes instead of images: each target
+    gets ``box_weights`` from the ``weight_field`` attribute of each
+    ``Detection`` in ``label_field`` (or recomputed from the
+    ``likelihood_field`` attribute with ``eta``/``gamma``). Boxes without it
+    are an error, or get ``missing_box_weight`` when it is given.
+
     Example::
 
         ds = detection_dataset(dataset, "ground_truth", ["person", "car", "truck"])
         loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_detection,
                             worker_init_fn=FiftyOneTorchDataset.worker_init)
+        per_box = detection_dataset(dataset, "ground_truth", weight_level="object")
     """
+    check_weight_level(weight_level)
+    if weight_level == "object":
+        return _object_dataset(
+            view,
+            label_field,
+            classes,
+            weight_field=weight_field,
+            likelihood_field=likelihood_field,
+            eta=eta,
+            gamma=gamma,
+            transforms=transforms if transforms is not None else detection_transforms(train),
+            vectorize=vectorize,
+            missing_box_weight=missing_box_weight,
+        )
     if label_field is not None:
         classes = resolve_classes(view, label_field, classes)
     elif classes is None:
@@ -390,6 +522,54 @@ def detection_dataset(
         eta=eta,
         gamma=gamma,
         transforms=transforms if transforms is not None else detection_transforms(train),
+    )
+    return view.to_torch(get_item, vectorize=vectorize)
+
+
+def _object_dataset(
+    view: Any,
+    label_field: str | None,
+    classes: Sequence[str] | None,
+    *,
+    weight_field: str | None,
+    likelihood_field: str | None,
+    eta: float | None,
+    gamma: float | None,
+    transforms: Callable,
+    vectorize: bool,
+    missing_box_weight: float | None,
+) -> FiftyOneTorchDataset:
+    """:func:`detection_dataset` at object level: checks the boxes' attributes first."""
+    if label_field is None:
+        raise DequityError(
+            "weight_level='object' weights boxes; pass the label_field that has them"
+        )
+    if missing_box_weight is not None and not (
+        math.isfinite(missing_box_weight) and missing_box_weight >= 0
+    ):
+        raise DequityError(f"missing_box_weight must be finite and >= 0, got {missing_box_weight}")
+    classes = resolve_classes(view, label_field, classes)
+    recompute = eta is not None or gamma is not None
+    if recompute and likelihood_field is None:
+        likelihood_field = likelihood_field_for(view, weight_field)
+        if likelihood_field is None:
+            raise DequityError(
+                f"eta/gamma recompute each box's weight from its likelihood, but no dequity "
+                f"run wrote {weight_field!r}; pass likelihood_field (the Detection attribute)"
+            )
+    attribute = likelihood_field if recompute else weight_field
+    if attribute is not None:
+        _check_box_attribute(view, label_field, attribute, missing_box_weight)
+    get_item = DetectionGetItem(
+        classes,
+        label_field,
+        weight_field,
+        likelihood_field,
+        eta=eta,
+        gamma=gamma,
+        transforms=transforms,
+        weight_level="object" if attribute is not None else "image",
+        missing_box_weight=missing_box_weight,
     )
     return view.to_torch(get_item, vectorize=vectorize)
 

@@ -29,7 +29,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from dequity.errors import DequityError
-from dequity.models import _LITE_MEAN, _LITE_STD
+from dequity.models import LITE_MEAN, LITE_STD
 
 __all__ = ["DEFAULT_DETECTOR", "EfficientNetLiteFPN", "build_detector"]
 
@@ -96,8 +96,8 @@ def _lite_detector(
     common = {
         "min_size": image_size,
         "max_size": image_size,
-        "image_mean": _LITE_MEAN,
-        "image_std": _LITE_STD,
+        "image_mean": LITE_MEAN,
+        "image_std": LITE_STD,
         "score_thresh": 0.05,
     }
     if kind == "fcos":

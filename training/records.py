@@ -11,6 +11,7 @@ from typing import Any
 
 import fiftyone.core.runs as focr
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 
 __all__ = [
@@ -45,7 +46,7 @@ class TrainingRun(focr.Run):
         return [field] if field else []
 
     def cleanup(self, samples: Any, key: str) -> None:
-        dataset = samples._root_dataset
+        dataset = fc.root_dataset(samples)
         eval_key = getattr(self.config, "eval_key", None)
         if eval_key and eval_key in dataset.list_evaluations():
             dataset.delete_evaluation(eval_key)

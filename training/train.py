@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
+from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from training.datasets import (
     DEFAULT_WEIGHT_FIELD,
     FiftyOneTorchDataset,
+    check_weight_level,
     collate_detection,
     detection_dataset,
     resolve_classes,
@@ -74,7 +76,7 @@ def load_samples(dataset: Any, view: str | None = None) -> Any:
             )
         dataset = fo.load_dataset(dataset)
     if view is not None:
-        root = dataset._root_dataset
+        root = fc.root_dataset(dataset)
         if view not in root.list_saved_views():
             raise DequityError(
                 f"dataset {root.name!r} has no saved view {view!r}; its saved views are "
@@ -137,6 +139,9 @@ class TrainConfig:
     ``weight_field=None`` trains the unweighted baseline; ``eta``/``gamma``
     recompute the weights from the likelihood field; ``normalize_weights``
     divides each batch's weights by their mean (see :mod:`training.losses`).
+    ``weight_level="object"`` weights each box instead of each image, by the
+    ``weight_field`` attribute of its ``Detection`` (``missing_box_weight``
+    for boxes without one; see :func:`training.datasets.detection_dataset`).
     ``sampling_field`` resamples instead: each batch draws training images
     with replacement, with probability proportional to that numeric field.
     ``vectorize`` loads the label and weight fields once up front instead of
@@ -162,6 +167,8 @@ class TrainConfig:
     eta: float | None = None
     gamma: float | None = None
     normalize_weights: bool = False
+    weight_level: str = "image"
+    missing_box_weight: float | None = None
     sampling_field: str | None = None
     train_tag: str | None = None
     val_tag: str | None = None
@@ -190,6 +197,7 @@ class TrainConfig:
             raise DequityError(f"train_key must be a valid identifier, got {self.key!r}")
         if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
             raise DequityError("steps and epochs must be >= 1")
+        check_weight_level(self.weight_level)
 
     @property
     def key(self) -> str:
@@ -374,6 +382,8 @@ def _run_record(
         "eta": config.eta,
         "gamma": config.gamma,
         "normalize_weights": config.normalize_weights,
+        "weight_level": config.weight_level,
+        "missing_box_weight": config.missing_box_weight,
         "sampling_field": config.sampling_field,
         "train_tag": config.train_tag,
         "val_tag": config.val_tag,
@@ -406,7 +416,7 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
     Writes the run folder's ``config.json``; nothing else is written yet.
     """
     samples = load_samples(samples, config.view)
-    dataset = samples._root_dataset
+    dataset = fc.root_dataset(samples)
     _check_key(dataset, config)
     checkpoint = _checkpoint_file(config.resume) if config.resume is not None else None
     classes = resolve_classes(samples, config.label_field, config.classes)
@@ -427,6 +437,8 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         gamma=config.gamma,
         train=True,
         vectorize=config.vectorize,
+        weight_level=config.weight_level,
+        missing_box_weight=config.missing_box_weight,
     )
     draw = (
         None
