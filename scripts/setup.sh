@@ -57,6 +57,7 @@ OPENCV_DOC="${DEQUITY_OPENCV_DOC:-$HOME/.cache/dequity/opencv-doc}"
 if [ "$DEV" = 1 ] && [ ! -f "$OPENCV_DOC/usr/share/doc/opencv-doc/examples/data/vtest.avi" ]; then
   if command -v apt-get >/dev/null 2>&1; then
     tmp="$(mktemp -d)"
+    mkdir -p "$OPENCV_DOC"
     (cd "$tmp" && apt-get download -qq opencv-doc && dpkg-deb -x opencv-doc_*.deb "$OPENCV_DOC")
     rm -rf "$tmp"
   else
