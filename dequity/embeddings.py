@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +210,29 @@ def default_num_workers(fo_model: Any, cores: int | None = None) -> int | None:
     return 0 if (cores or 1) <= 4 else cores // 4
 
 
+@contextmanager
+def embedding_errors(skip_failures: bool) -> Iterator[None]:
+    """Turn an image that FiftyOne cannot embed into a ``DequityError`` naming the fix.
+
+    With ``skip_failures`` the error passes through unchanged (FiftyOne already
+    skipped what it could).
+
+    Example::
+
+        with embedding_errors(skip_failures=False):
+            vectors = view.compute_embeddings(fo_model)
+    """
+    try:
+        yield
+    except Exception as e:
+        if skip_failures:
+            raise
+        raise DequityError(
+            f"embedding failed: {e}; fix or remove the image, or pass "
+            "skip_failures=True to leave unreadable images out"
+        ) from e
+
+
 def _embed(
     samples: Any,
     fo_model: Any,
@@ -218,7 +243,7 @@ def _embed(
 ) -> list:
     """One vector (or None for a failure) per sample, via FiftyOne's batching."""
     logger.info("Embedding images...")
-    try:
+    with embedding_errors(skip_failures):
         vectors = samples.compute_embeddings(
             fo_model,
             batch_size=batch_size,
@@ -226,13 +251,6 @@ def _embed(
             skip_failures=skip_failures,
             progress=progress,
         )
-    except Exception as e:
-        if skip_failures:
-            raise
-        raise DequityError(
-            f"embedding failed: {e}; fix or remove the image, or pass "
-            "skip_failures=True to leave unreadable images out"
-        ) from e
     return list(vectors)
 
 

@@ -303,7 +303,7 @@ def crop_embeddings(
     view = fc.root_dataset(samples).select(sorted(set(objs.sample_ids)))
     view = view.filter_labels(patches_field, F("_id").is_in(keep))
     logger.info("Embedding %d object crops...", len(keep))
-    try:
+    with de.embedding_errors(skip_failures):
         by_sample = view.compute_patch_embeddings(
             fo_model,
             patches_field,
@@ -314,13 +314,6 @@ def crop_embeddings(
             skip_failures=skip_failures,
             progress=progress,
         )
-    except Exception as e:
-        if skip_failures:
-            raise
-        raise DequityError(
-            f"embedding failed: {e}; fix or remove the image, or pass "
-            "skip_failures=True to leave unreadable images out"
-        ) from e
     sample_ids, det_ids = view.values(["id", f"{patches_field}.detections.id"])
     out: dict[str, np.ndarray] = {}
     for sample_id, ids in zip(sample_ids, det_ids):
