@@ -42,10 +42,13 @@ _EXPORTS = {
     "evaluate_predictions": "training.evaluate",
     "load_training_run": "training.records",
     "predict": "training.evaluate",
+    "repeat_factors": "training.samplers",
+    "sample_weights": "training.samplers",
     "split_view": "training.train",
     "train_detector": "training.train",
     "weight_image_losses": "training.losses",
     "weighted_loss": "training.losses",
+    "weighted_sampler": "training.samplers",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -71,6 +74,9 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.records import TrainingRunConfig as TrainingRunConfig
     from training.records import TrainingRunResults as TrainingRunResults
     from training.records import load_training_run as load_training_run
+    from training.samplers import repeat_factors as repeat_factors
+    from training.samplers import sample_weights as sample_weights
+    from training.samplers import weighted_sampler as weighted_sampler
     from training.train import TrainConfig as TrainConfig
     from training.train import TrainingResult as TrainingResult
     from training.train import split_view as split_view
