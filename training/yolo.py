@@ -37,14 +37,21 @@ from training.datasets import (
     resolve_classes,
 )
 
-__all__ = ["DEFAULT_YOLO_MODEL", "export_yolo", "image_weights", "train_yolo", "yolo_predict"]
+__all__ = [
+    "DEFAULT_YOLO_MODEL",
+    "export_yolo",
+    "read_weights",
+    "train_yolo",
+    "view_weights",
+    "yolo_predict",
+]
 
 #: the small YOLO configuration, trained from scratch (ships with ultralytics)
 DEFAULT_YOLO_MODEL = "yolov8n.yaml"
 WEIGHTS_FILE = "dequity_weights.csv"
 
 
-def image_weights(
+def view_weights(
     view: Any,
     weight_field: str | None = "dequity_weight",
     *,
@@ -59,7 +66,7 @@ def image_weights(
 
     Example::
 
-        weights = image_weights(dataset.match_tags("train"), "dequity_weight")
+        weights = view_weights(dataset.match_tags("train"), "dequity_weight")
     """
     recompute = eta is not None or gamma is not None
     if recompute:
@@ -117,7 +124,7 @@ def export_yolo(
     if len(view) == 0:
         raise DequityError(f"the view to export as split {split!r} is empty")
     if weights is None:
-        weights = image_weights(view, weight_field)
+        weights = view_weights(view, weight_field)
     elif len(weights) != len(view):
         raise DequityError(f"need one weight per sample: {len(weights)} for {len(view)} samples")
     exported: list[tuple[str, str]] = []
@@ -199,18 +206,28 @@ def read_weights(export_dir: str | Path, split: str | None = None) -> dict[str, 
         }
 
 
-def _yolo_overrides(config: Any, data_yaml: Path, epochs: int, project: Path) -> dict[str, Any]:
-    """Ultralytics settings of a run: the run's optimiser, no downloads, files in ``project``."""
+def _yolo_model(config: Any) -> str:
+    """The run's model: a local ``.pt`` (``weights``), or a model YAML (``detector``)."""
     default = config.detector in (None, "", _TORCHVISION_DEFAULT)
-    model = config.weights or (DEFAULT_YOLO_MODEL if default else config.detector)
-    if str(model).endswith(".pt") and not Path(model).is_file():
+    model = str(config.weights or (DEFAULT_YOLO_MODEL if default else config.detector))
+    if model.endswith(".pt") and not Path(model).is_file():
         raise DequityError(
             f"YOLO weights {model} are not a local file; pass the path of a .pt file "
             f"(nothing is downloaded), or a model YAML such as {DEFAULT_YOLO_MODEL} to train "
             "from scratch"
         )
+    if not model.endswith((".pt", ".yaml", ".yml")):
+        raise DequityError(
+            f"with framework='yolo' the detector is a YOLO model YAML (e.g. {DEFAULT_YOLO_MODEL}) "
+            f"and weights a local .pt file, got {model!r}"
+        )
+    return model
+
+
+def _yolo_overrides(config: Any, data_yaml: Path, epochs: int, project: Path) -> dict[str, Any]:
+    """Ultralytics settings of a run: the run's optimiser, no downloads, files in ``project``."""
     return {
-        "model": str(model),
+        "model": _yolo_model(config),
         "data": str(data_yaml),
         "epochs": epochs,
         "imgsz": config.image_size,
@@ -316,6 +333,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
         raise DequityError("resume is not supported with framework='yolo'; train a new run")
     if config.weight_level != "image":
         raise DequityError("framework='yolo' weights whole images; use weight_level='image'")
+    _yolo_model(config)
     samples = tt.load_samples(samples, config.view)
     dataset = fc.root_dataset(samples)
     tt._check_key(dataset, config)
@@ -327,7 +345,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
         val_fraction=config.val_fraction,
         seed=config.seed,
     )
-    weights = image_weights(
+    weights = view_weights(
         train_view,
         config.weight_field,
         likelihood_field=config.likelihood_field,
@@ -368,7 +386,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
     record = tt._run_record(config, dataset, classes, len(train_view), num_val)
     record.update(
         framework="yolo",
-        detector=_yolo_overrides(config, data_yaml, epochs, run_dir)["model"],
+        detector=_yolo_model(config),
         epochs=epochs,
         run_dir=str(run_dir.resolve()),
     )
