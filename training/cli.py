@@ -67,7 +67,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
             "image's loss (or, with --weight-level object, each box's) by its DatasetEquity "
             "weight. Writes a run folder, stores "
             "predictions on the validation view as <train-key>_predictions and evaluates "
-            "them (COCO mAP, per-class AP)."
+            "them (COCO mAP, per-class AP). --framework yolo trains Ultralytics YOLO "
+            "(yolov8n.yaml from scratch, offline) with the same weights and records."
         ),
     )
     p.add_argument("--dataset", required=True, help="FiftyOne dataset name")

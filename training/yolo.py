@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -393,17 +394,25 @@ def train_yolo(samples: Any, config: Any) -> Any:
     (run_dir / "config.json").write_text(json.dumps(record, indent=2))
 
     tt._seed_everything(config.seed)
-    trainer = WeightedDetectionTrainer(
-        overrides=_yolo_overrides(config, data_yaml, epochs, run_dir),
-        image_weights=loss_weights,
-        sampling=sampling,
-        normalize=config.normalize_weights,
-        seed=config.seed,
-    )
     rows: list[dict[str, Any]] = []
-    trainer.add_callback("on_train_batch_end", lambda t: rows.append(_step_row(t, len(rows))))
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    if not config.progress:
+        logger.setLevel(logging.WARNING)
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer = WeightedDetectionTrainer(
+            overrides=_yolo_overrides(config, data_yaml, epochs, run_dir),
+            image_weights=loss_weights,
+            sampling=sampling,
+            normalize=config.normalize_weights,
+            seed=config.seed,
+        )
+        _only_own_callbacks(trainer)
+        trainer.add_callback("on_train_batch_end", lambda t: rows.append(_step_row(t, len(rows))))
+        trainer.train()
+    finally:
+        logger.setLevel(level)
     seconds = time.perf_counter() - start
     checkpoint = run_dir / "yolo.pt"
     shutil.copyfile(trainer.last, checkpoint)
@@ -439,6 +448,24 @@ def train_yolo(samples: Any, config: Any) -> Any:
             metrics[-1]["val_mAP"] = evaluation["mAP"]
         (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     return _finish(dataset, config, record, metrics, rows, evaluation, checkpoint)
+
+
+def _only_own_callbacks(trainer: Any) -> None:
+    """Drops Ultralytics' integrations (HUB, MLflow, W&B, TensorBoard, Ray Tune, ...).
+
+    They would write outside the run folder or reach the network; the
+    trainer's own callbacks and any added later stay.
+    """
+    for event, functions in trainer.callbacks.items():
+        trainer.callbacks[event] = [
+            f for f in functions if not _integration(getattr(f, "__module__", None) or "")
+        ]
+
+
+def _integration(module: str) -> bool:
+    if module == "ultralytics.utils.events":  # usage analytics
+        return True
+    return module.startswith("ultralytics.utils.callbacks.") and not module.endswith(".base")
 
 
 def _split_images(data_dir: Path, split: str) -> list[str]:
