@@ -40,12 +40,18 @@ _EXPORTS = {
     "detection_dataset": "training.datasets",
     "detection_transforms": "training.datasets",
     "evaluate_predictions": "training.evaluate",
+    "export_yolo": "training.yolo",
     "load_training_run": "training.records",
     "predict": "training.evaluate",
+    "repeat_factors": "training.samplers",
+    "sample_weights": "training.samplers",
     "split_view": "training.train",
     "train_detector": "training.train",
+    "train_yolo": "training.yolo",
     "weight_image_losses": "training.losses",
     "weighted_loss": "training.losses",
+    "weighted_sampler": "training.samplers",
+    "yolo_predict": "training.yolo",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -71,10 +77,16 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.records import TrainingRunConfig as TrainingRunConfig
     from training.records import TrainingRunResults as TrainingRunResults
     from training.records import load_training_run as load_training_run
+    from training.samplers import repeat_factors as repeat_factors
+    from training.samplers import sample_weights as sample_weights
+    from training.samplers import weighted_sampler as weighted_sampler
     from training.train import TrainConfig as TrainConfig
     from training.train import TrainingResult as TrainingResult
     from training.train import split_view as split_view
     from training.train import train_detector as train_detector
+    from training.yolo import export_yolo as export_yolo
+    from training.yolo import train_yolo as train_yolo
+    from training.yolo import yolo_predict as yolo_predict
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

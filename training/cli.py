@@ -67,7 +67,8 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
             "image's loss (or, with --weight-level object, each box's) by its DatasetEquity "
             "weight. Writes a run folder, stores "
             "predictions on the validation view as <train-key>_predictions and evaluates "
-            "them (COCO mAP, per-class AP)."
+            "them (COCO mAP, per-class AP). --framework yolo trains Ultralytics YOLO "
+            "(yolov8n.yaml from scratch, offline) with the same weights and records."
         ),
     )
     p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
@@ -98,6 +99,11 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         "(default: such a box is an error)",
     )
     p.add_argument(
+        "--sampling-field",
+        help="draw training images with replacement, with probability proportional to this "
+        "field (e.g. dequity_weight; add --weight-field none to sample without loss weights)",
+    )
+    p.add_argument(
         "--normalize-weights",
         action="store_true",
         help="divide each batch's weights by their mean (weights change the balance "
@@ -111,11 +117,22 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     model = p.add_argument_group("model")
     model.add_argument(
+        "--framework",
+        choices=("torchvision", "yolo"),
+        default="torchvision",
+        help="torchvision detectors, or Ultralytics YOLO (pip install 'dequity[yolo]')",
+    )
+    model.add_argument(
         "--detector",
         default="fcos_efficientnet_lite0",
-        help="fcos_efficientnet_lite0, retinanet_efficientnet_lite0 or a torchvision name",
+        help="fcos_efficientnet_lite0, retinanet_efficientnet_lite0 or a torchvision name; "
+        "with --framework yolo a model YAML shipped with ultralytics (default yolov8n.yaml, "
+        "trained from scratch)",
     )
-    model.add_argument("--weights", help="torchvision detection weights (e.g. DEFAULT)")
+    model.add_argument(
+        "--weights",
+        help="torchvision detection weights (e.g. DEFAULT); with --framework yolo a local .pt",
+    )
     model.add_argument("--weights-backbone", help="torchvision backbone weights")
     model.add_argument("--image-size", type=int, default=512, help="longest image side")
     loop = p.add_argument_group("optimisation")

@@ -44,7 +44,16 @@ from training.losses import weight_image_losses
 from training.plots import plot_loss_curve
 from training.records import METHOD, record_training_run
 
-__all__ = ["TrainConfig", "TrainingResult", "load_samples", "split_view", "train_detector"]
+FRAMEWORKS = ("torchvision", "yolo")
+
+__all__ = [
+    "FRAMEWORKS",
+    "TrainConfig",
+    "TrainingResult",
+    "load_samples",
+    "split_view",
+    "train_detector",
+]
 
 
 @dataclass
@@ -146,6 +155,9 @@ class TrainConfig:
     with replacement, with probability proportional to that numeric field.
     ``vectorize`` loads the label and weight fields once up front instead of
     per image (faster for small images, more memory).
+    ``framework="yolo"`` trains an Ultralytics YOLO detector instead
+    (:func:`training.yolo.train_yolo`): ``detector`` is then a YOLO model YAML
+    (default ``yolov8n.yaml``, from scratch) and ``weights`` a local ``.pt``.
     ``steps`` (or else ``epochs``, default 1) is the total including a resumed
     run's; ``resume`` is a run folder or checkpoint, and a resumed run starts a
     fresh pass over the data. ``train_key`` defaults to ``"baseline"`` without
@@ -159,6 +171,7 @@ class TrainConfig:
     """
 
     train_key: str | None = None
+    framework: str = "torchvision"
     view: str | None = None
     label_field: str = "ground_truth"
     classes: Sequence[str] | None = None
@@ -198,6 +211,8 @@ class TrainConfig:
         if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
             raise DequityError("steps and epochs must be >= 1")
         check_weight_level(self.weight_level)
+        if self.framework not in FRAMEWORKS:
+            raise DequityError(f"framework must be one of {FRAMEWORKS}, got {self.framework!r}")
 
     @property
     def key(self) -> str:
@@ -358,7 +373,11 @@ def _check_key(dataset: Any, config: TrainConfig) -> None:
         raise DequityError(
             f"run key {key!r} is taken by another kind of run; pick another train key"
         )
-    exists = config.checkpoint.exists() or key in dataset.list_runs()
+    exists = (
+        config.checkpoint.exists()
+        or (config.run_dir / "yolo.pt").exists()
+        or key in dataset.list_runs()
+    )
     if config.resume is None and not config.overwrite and exists:
         raise DequityError(
             f"training run {key!r} exists ({config.run_dir}); pass overwrite=True "
@@ -373,6 +392,7 @@ def _run_record(
     key = config.key
     return {
         "train_key": key,
+        "framework": config.framework,
         "dataset": dataset.name,
         "view": config.view,
         "label_field": config.label_field,
@@ -655,6 +675,10 @@ def train_detector(
         config = TrainConfig(**options)
     elif options:
         config = replace(config, **options)
+    if config.framework == "yolo":
+        from training.yolo import train_yolo
+
+        return train_yolo(samples, config)
     run = _prepare(samples, config)
     _train_loop(run)
     evaluation = _evaluate(run)
