@@ -105,8 +105,13 @@ QUICK = Config(
 FULL_SEEDS = (0, 1, 2, 3, 4)
 
 
-def _set(view: Any, name: str, values: np.ndarray) -> None:
-    """Stores ``values`` (aligned with ``view``) in the float field ``name``."""
+def set_field(view: Any, name: str, values: np.ndarray) -> None:
+    """Stores ``values`` (aligned with ``view``) in the float field ``name``.
+
+    Example::
+
+        set_field(train, "w_dequity", np.ones(len(train)))
+    """
     view.set_values(name, [float(v) for v in values])
 
 
@@ -118,9 +123,7 @@ def prepare_weights(train: Any) -> dict[str, Any]:
     import dequity
 
     start = time.perf_counter()
-    dequity.compute_dequity(
-        train, "dq", embeddings=embedding_field(), overwrite=True, progress=False
-    )
+    default_run(train)
     default_seconds = time.perf_counter() - start
     paper_eps = paper_run(train)
     dequity.compute_dequity(
@@ -136,10 +139,10 @@ def prepare_weights(train: Any) -> dict[str, Any]:
     clusters = np.array(train.values("dqclusters_cluster"))
     _, inverse, sizes = np.unique(clusters, return_inverse=True, return_counts=True)
     weights = 1.0 / sizes[inverse]
-    _set(train, "w_inverse", weights / weights.mean())
+    set_field(train, "w_inverse", weights / weights.mean())
     conditions = np.array(train.values("condition"))
     counts = {c: int((conditions == c).sum()) for c in CONDITIONS}
-    _set(train, "p_oracle", np.array([1.0 / counts[c] for c in conditions]))
+    set_field(train, "p_oracle", np.array([1.0 / counts[c] for c in conditions]))
     run = train._root_dataset.get_run_info("dq").config
     summary = {
         "train_conditions": counts,
@@ -163,6 +166,36 @@ def prepare_weights(train: Any) -> dict[str, Any]:
             },
         }
     return summary
+
+
+def default_run(train: Any) -> None:
+    """dequity with the library's default method arguments on ``train`` (run key ``dq``).
+
+    Example::
+
+        default_run(dataset.match_tags("train"))   # writes dq_likelihood, dq_weight, ...
+    """
+    import dequity
+
+    dequity.compute_dequity(
+        train, "dq", embeddings=embedding_field(), overwrite=True, progress=False
+    )
+
+
+def default_weights(train: Any, eta: float, gamma: float) -> np.ndarray:
+    """The default run's weights for (eta, gamma), stored in ``w_dequity`` and returned.
+
+    Needs :func:`default_run` first.
+
+    Example::
+
+        default_weights(train, 1.0, 5.0)   # the ``dequity`` method's image weights
+    """
+    from dequity.weights import gfl_weight
+
+    weights = gfl_weight(np.array(train.values("dq_likelihood"), dtype=float), eta, gamma)
+    set_field(train, "w_dequity", weights)
+    return weights
 
 
 def paper_run(train: Any) -> float:
@@ -206,12 +239,11 @@ def gfl_fields(train: Any, eta: float, gamma: float, tag: str) -> None:
     """
     from dequity.weights import gfl_weight
 
-    default = gfl_weight(np.array(train.values("dq_likelihood"), dtype=float), eta, gamma)
+    default = default_weights(train, eta, gamma)
     paper = gfl_weight(np.array(train.values("dqpaper_likelihood"), dtype=float), eta, gamma)
-    _set(train, "w_dequity", default)
-    _set(train, "w_paper", paper)
+    set_field(train, "w_paper", paper)
     seed = int(tag[4:]) if tag.startswith("seed") else 10**6
-    _set(train, f"w_permuted_{tag}", np.random.default_rng(seed).permutation(default))
+    set_field(train, f"w_permuted_{tag}", np.random.default_rng(seed).permutation(default))
 
 
 def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
@@ -228,11 +260,23 @@ def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
 
 
 def train_model(
-    dataset: Any, method: str, seed: int, config: Config, tag: str, weight_field: str | None = None
+    dataset: Any,
+    method: str,
+    seed: int,
+    config: Config,
+    tag: str,
+    weight_field: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Any:
     """Trains one method with one seed; returns the trained model (eval mode).
 
-    ``weight_field`` replaces the method's weight field (validation candidates).
+    ``weight_field`` replaces the method's weight field (validation candidates);
+    ``options`` replaces the method's training keywords (a method defined elsewhere,
+    e.g. ``{"weight_field": "dqobj_weight", "weight_level": "object"}``).
+
+    Example::
+
+        model = train_model(dataset, "unweighted", 0, QUICK, "seed0")
     """
     import torch
 
@@ -257,7 +301,7 @@ def train_model(
         vectorize=True,
         progress=False,
         **{
-            **_training_kwargs(method, tag),
+            **(_training_kwargs(method, tag) if options is None else options),
             **({"weight_field": weight_field} if weight_field else {}),
         },
     )
@@ -415,7 +459,7 @@ def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[An
 
     torch.set_num_threads(1)
     name, method, weight_field, config, tag, want_missed = job
-    dataset = _own_copy(name, tag)
+    dataset = own_copy(name, tag)
     model = train_model(dataset, method, config.selection_seed, config, tag, weight_field)
     score = evaluate(model, dataset.match_tags("val"), tag)["rare"]["mAP"]
     print(f"  validation {tag}: rare mAP {100 * (score or 0):.1f}", flush=True)
@@ -424,8 +468,13 @@ def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[An
     return score, None if missed is None else missed.tolist()
 
 
-def _own_copy(name: str, tag: str) -> Any:
-    """A private copy of the dataset, so that parallel runs never write the same documents."""
+def own_copy(name: str, tag: str) -> Any:
+    """A private copy of the dataset, so that parallel runs never write the same documents.
+
+    Example::
+
+        dataset = own_copy("dequity-exp-rare-conditions-19b23c5bf7", "seed0")
+    """
     import fiftyone as fo
 
     copy = f"{name}-{tag}"
@@ -446,15 +495,15 @@ def select_hyperparameters(dataset: Any, config: Config, pool: Any) -> dict[str,
     likelihood = np.array(train.values("dq_likelihood"), dtype=float)
     jobs = [(dataset.name, "unweighted", None, config, "sel_base", True)]
     for i, (eta, gamma) in enumerate(config.gfl_grid):
-        _set(train, f"w_sel_gfl{i}", gfl_weight(likelihood, eta, gamma))
+        set_field(train, f"w_sel_gfl{i}", gfl_weight(likelihood, eta, gamma))
         jobs.append((dataset.name, "dequity", f"w_sel_gfl{i}", config, f"sel_gfl{i}", False))
-    (base, missed), *gfl_runs = _map(pool, _select_job, jobs)
+    (base, missed), *gfl_runs = map_jobs(pool, _select_job, jobs)
     missed = np.array(missed)
     jobs = []
     for i, lam in enumerate(config.jtt_grid):
-        _set(train, f"w_sel_jtt{i}", np.where(missed, lam, 1.0))
+        set_field(train, f"w_sel_jtt{i}", np.where(missed, lam, 1.0))
         jobs.append((dataset.name, "jtt", f"w_sel_jtt{i}", config, f"sel_jtt{i}", False))
-    jtt_runs = _map(pool, _select_job, jobs)
+    jtt_runs = map_jobs(pool, _select_job, jobs)
     gfl = {f"{e:g},{g:g}": r[0] for (e, g), r in zip(config.gfl_grid, gfl_runs)}
     jtt = {f"{lam:g}": r[0] for lam, r in zip(config.jtt_grid, jtt_runs)}
     best_gfl = max(gfl, key=lambda k: -1 if gfl[k] is None else gfl[k])
@@ -473,8 +522,13 @@ def select_hyperparameters(dataset: Any, config: Config, pool: Any) -> dict[str,
     }
 
 
-def _map(pool: Any, fn: Any, jobs: list[Any]) -> list[Any]:
-    """``fn`` over ``jobs``, in the worker processes when there is a pool."""
+def map_jobs(pool: Any, fn: Any, jobs: list[Any]) -> list[Any]:
+    """``fn`` over ``jobs``, in the worker processes when there is a pool.
+
+    Example::
+
+        results = map_jobs(None, abs, [-1, 2])   # [1, 2], in this process
+    """
     return pool.map(fn, jobs, chunksize=1) if pool is not None else [fn(j) for j in jobs]
 
 
@@ -492,7 +546,7 @@ def run_seed(
     for index, method in enumerate(METHODS):
         start = time.perf_counter()
         if method == "jtt":
-            _set(train, f"w_jtt_{tag}", np.where(out["_missed"], chosen["lambda"], 1.0))
+            set_field(train, f"w_jtt_{tag}", np.where(out["_missed"], chosen["lambda"], 1.0))
         model = train_model(dataset, method, seed, config, tag)
         out[method] = evaluate(model, test, tag)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
@@ -522,8 +576,8 @@ def _seed_worker(job: tuple[str, int, Config, dict[str, Any], Path]) -> dict[str
 
     torch.set_num_threads(1)
     name, seed, config, chosen, output = job
-    dataset = _own_copy(name, f"seed{seed}")
-    result = run_seed(dataset, seed, config, chosen, _partial(output, seed))
+    dataset = own_copy(name, f"seed{seed}")
+    result = run_seed(dataset, seed, config, chosen, partial_path(output, seed))
     dataset.delete()
     return result
 
@@ -577,7 +631,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
     jobs = [(dataset.name, seed, config, chosen, output) for seed in seeds]
-    results = _map(pool, _seed_worker, jobs)
+    results = map_jobs(pool, _seed_worker, jobs)
     if pool is not None:
         pool.close()
     data["runs"] = {str(seed): r for seed, r in zip(seeds, results)}
@@ -585,13 +639,18 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data["seconds"] = round(time.perf_counter() - start, 1)
     path.write_text(json.dumps(data, indent=1))
     for seed in seeds:
-        _partial(output, seed).unlink(missing_ok=True)
+        partial_path(output, seed).unlink(missing_ok=True)
     return section_from_json(path)
 
 
-def _partial(output: Path, seed: int) -> Path:
-    """Where a seed's results so far are kept until the run completes."""
-    return output / f"{Path(RAW_FILE).stem}.seed{seed}.partial.json"
+def partial_path(output: Path, seed: int, raw_file: str = RAW_FILE) -> Path:
+    """Where a seed's results so far are kept until the run of ``raw_file`` completes.
+
+    Example::
+
+        partial_path(Path("docs/results"), 0)   # .../detection_runs.seed0.partial.json
+    """
+    return output / f"{Path(raw_file).stem}.seed{seed}.partial.json"
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -604,7 +663,7 @@ def load_results(path: Path) -> dict[str, Any]:
     data = json.loads(Path(path).read_text())
     if not data.get("complete", True):
         for seed in data["seeds"]:
-            partial = _partial(Path(path).parent, seed)
+            partial = partial_path(Path(path).parent, seed, Path(path).name)
             if partial.exists():
                 data["runs"][str(seed)] = json.loads(partial.read_text())
     return data

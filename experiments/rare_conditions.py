@@ -363,6 +363,43 @@ def _embed(dataset: Any, progress: bool) -> None:
     dataset.set_values(field, dict(zip(emb.sample_ids, list(emb.vectors))), key_field="id")
 
 
+def object_embeddings(train: Any, progress: bool = True) -> np.ndarray:
+    """The crop embedding of every ``ground_truth`` box of ``train`` by dequity's default model.
+
+    One row per box in collection order (samples in order, boxes in list
+    order), as ``compute_dequity(..., patches_field="ground_truth",
+    embeddings=...)`` takes them; a skipped box (too small to embed) has a
+    zero row. The crops are cut and embedded as an object run does it
+    (:func:`dequity.objects.crop_embeddings`) and cached in a file named
+    after the dataset, checked against the boxes' ids.
+
+    Example::
+
+        vectors = object_embeddings(dataset.match_tags("train"))
+    """
+    from dequity.defaults import DEFAULT_MODEL
+    from dequity.objects import crop_embeddings, usable_objects
+    from experiments.pool import cache_dir
+
+    ids = [i for sample in train.values("ground_truth.detections.id") for i in sample or []]
+    model = "".join(c if c.isalnum() else "_" for c in DEFAULT_MODEL)
+    cache = cache_dir() / "rare-conditions" / f"{train._root_dataset.name}-objects-{model}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        if saved["ids"].tolist() == ids:
+            return saved["vectors"]
+    objs = usable_objects(train, "ground_truth")
+    by_id = crop_embeddings(train, "ground_truth", objs, progress=progress)
+    dim = len(next(iter(by_id.values())))
+    vectors = np.zeros((len(ids), dim), np.float32)
+    for row, object_id in zip(objs.rows, objs.object_ids):
+        if object_id in by_id:
+            vectors[row] = by_id[object_id]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, ids=np.array(ids), vectors=vectors)
+    return vectors
+
+
 def example_sheet(dataset: Any, path: Path, per_condition: int = 6) -> Path:
     """A PNG grid of test images, one row per condition, with their exact boxes in green.
 

@@ -159,3 +159,42 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
 
 def test_one_seed_is_never_significant():
     assert not paired_tests({"a": [0.9]}, [0.1])["a"].significant
+
+
+def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
+    import json
+
+    from experiments.objects import GROUPS, METHODS, section_from_json
+
+    def evaluation(bag):
+        part = {"mAP": 0.2, "AP50": 0.4, "per_class_AP": dict.fromkeys(CLASSES, 0.2),
+                "per_class_AP50": dict.fromkeys(CLASSES, 0.4)}  # fmt: skip
+        rare = {**part, "per_class_AP": {**part["per_class_AP"], RARE_CLASS: bag}}
+        return {"all": part, "rare": part, "day": part, "rare_object": rare}
+
+    seeds, jitter = [0, 1, 2, 3, 4], [0.001, -0.002, 0.0, 0.002, -0.001]
+    gain = {"unweighted": 0.0, "dequity_image": 0.0, "dequity_object": 0.05}
+    runs = {str(s): {m: evaluation(0.1 + j + gain[m]) for m in METHODS}
+            for s, j in zip(seeds, jitter)}  # fmt: skip
+    runs["0"]["dequity_image"]["rare_object"]["per_class_AP"][RARE_CLASS] += 0.004
+    group = {"boxes": 10, "object_weight": 0.9, "object_likelihood": 0.1, "image_weight": 0.6}
+    data = {
+        "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
+        "config": {"steps": 1, "batch_size": 8, "image_size": 96, "lr": 1e-4},
+        "dataset": {"counts": {s: {"day": 5, "rare_object": 2} for s in ("train", "test")}},
+        "selection": {"eta": 1.0, "gamma": 5.0, "source": "test"},
+        "weights": {"boxes": 30, "unscored_boxes": 0, "object_clusters": 3,
+                    "groups": dict.fromkeys(GROUPS, group), "embedding_dim": 8,
+                    "auroc": {"object": 0.99, "image": 0.4}},
+        "runs": runs,
+    }  # fmt: skip
+    path = tmp_path / "objects_runs.json"
+    path.write_text(json.dumps(data))
+    section = section_from_json(path)
+    per_object = next(v for v in section.verdicts if "dequity_object" in v)
+    assert "significantly higher rare-object AP" in per_object and "+5.0" in per_object
+    per_image = next(v for v in section.verdicts if "dequity_image" in v)
+    assert "no significant difference" in per_image
+    assert "| dequity_object | 15.0 [" in section.body
+    assert section.body.startswith("**Answer.**")
+    assert "object run 0.99, image run 0.40" in " ".join(section.body.split())
