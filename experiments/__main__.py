@@ -8,6 +8,7 @@ Full mode writes ``docs/results.md`` and its plots under ``docs/results/``;
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import os
 import platform
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         section = importlib.import_module(MODULES[name]).run(args.quick, seeds, output)
         section.body += f"\n_{name}: {time.perf_counter() - start:.0f} s_\n"
+        section.source_sha256 = _raw_digest(output, name)
         section.save(output, name)
         print(section.markdown(), flush=True)
     sections = [s for s in (_load(output, name) for name in MODULES) if s is not None]
@@ -88,20 +90,23 @@ def _readme_summary(sections: list[Section]) -> str:
     return "\n\n".join(parts)
 
 
+def _raw_digest(output: Path, name: str) -> str:
+    """SHA-256 of an experiment's raw per-seed file ("" where it has none)."""
+    raw = getattr(importlib.import_module(MODULES[name]), "RAW_FILE", None)
+    path = output / raw if raw is not None else None
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.exists() else ""
+
+
 def _load(output: Path, name: str) -> Section | None:
-    """A saved section; rebuilt from its raw per-seed JSON where that is newer."""
-    module = importlib.import_module(MODULES[name])
-    raw = getattr(module, "RAW_FILE", None)
-    saved = output / f"{name}.json"
-    if (
-        raw is not None
-        and (output / raw).exists()
-        and (not saved.exists() or saved.stat().st_mtime < (output / raw).stat().st_mtime)
-    ):
-        section = module.section_from_json(output / raw)
-        section.save(output, name)
-        return section
-    return Section.load(output, name)
+    """A saved section; rebuilt from its raw per-seed JSON where that has changed."""
+    saved = Section.load(output, name)
+    digest = _raw_digest(output, name)
+    if digest and (saved is None or saved.source_sha256 != digest):
+        raw = importlib.import_module(MODULES[name]).RAW_FILE
+        saved = importlib.import_module(MODULES[name]).section_from_json(output / raw)
+        saved.source_sha256 = digest
+        saved.save(output, name)
+    return saved
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ class Section:
     verdicts: list[str] = field(default_factory=list)
     #: the answer that opens ``docs/results.md`` (empty: the section has none)
     lead: str = ""
+    #: SHA-256 of the raw per-seed file the section was built from (empty: none)
+    source_sha256: str = ""
 
     def markdown(self) -> str:
         return f"## {self.title}\n\n{self.body}\n"
