@@ -669,18 +669,19 @@ def load_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def _values(data: dict[str, Any], method: str, subset: str, metric: str) -> list[float]:
+def seed_values(data: dict[str, Any], method: str, subset: str, metric: str) -> list[float]:
+    """Per seed: ``metric`` of ``subset``; ``"AP:<class>"``/``"AP50:<class>"`` for a class.
+
+    Example::
+
+        seed_values(load_results(path), "unweighted", "rare_object", "AP:Bag")
+    """
+    kind, _, cls = metric.partition(":")
     out = []
     for seed in data["seeds"]:
-        v = data["runs"][str(seed)][method].get(subset, {}).get(metric)
-        out.append(float("nan") if v is None else float(v))
-    return out
-
-
-def _class_values(data: dict[str, Any], method: str, subset: str, cls: str) -> list[float]:
-    out = []
-    for seed in data["seeds"]:
-        v = data["runs"][str(seed)][method].get(subset, {}).get("per_class_AP", {}).get(cls)
+        part = data["runs"][str(seed)][method].get(subset, {})
+        key = {"AP": "per_class_AP", "AP50": "per_class_AP50"}[kind] if cls else None
+        v = part.get(key, {}).get(cls) if key else part.get(metric)
         out.append(float("nan") if v is None else float(v))
     return out
 
@@ -698,14 +699,14 @@ def section_from_json(path: Path) -> Section:
     done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
     missing = [m for m in METHODS if m not in done]
     others = [m for m in done if m != "unweighted"]
-    ref = _values(data, "unweighted", "rare", "mAP")
-    tests = paired_tests({m: _values(data, m, "rare", "mAP") for m in others}, ref)
+    ref = seed_values(data, "unweighted", "rare", "mAP")
+    tests = paired_tests({m: seed_values(data, m, "rare", "mAP") for m in others}, ref)
     rows = [["unweighted", mean_ci(ref).format(), "", "", ""]]
     for m in others:
         t = tests[m]
         star = " *" if t.significant else ""
         rows.append([
-            m, mean_ci(_values(data, m, "rare", "mAP")).format(),
+            m, mean_ci(seed_values(data, m, "rare", "mAP")).format(),
             t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}",
         ])  # fmt: skip
     headline = table(
@@ -713,23 +714,26 @@ def section_from_json(path: Path) -> Section:
         rows,
     )
     cond_rows = [
-        [m, *(mean_ci(_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
+        [m, *(mean_ci(seed_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
     ]
     ap50_rows = [
-        [m, *(mean_ci(_values(data, m, s, "AP50")).format() for s in SUBSETS)] for m in done
+        [m, *(mean_ci(seed_values(data, m, s, "AP50")).format() for s in SUBSETS)] for m in done
     ]
     class_rows = [
-        [m, *(f"{100 * np.nanmean(_class_values(data, m, 'all', c)):.1f}" for c in CLASSES)]
+        [
+            m,
+            *(f"{100 * np.nanmean(seed_values(data, m, 'all', f'AP:{c}')):.1f}" for c in CLASSES),
+        ]
         for m in done
     ]
     rare_obj_rows = [
-        [m, mean_ci(_class_values(data, m, "rare_object", RARE_CLASS)).format(),
-         mean_ci(_class_values(data, m, "day", RARE_CLASS)).format()]
+        [m, mean_ci(seed_values(data, m, "rare_object", f"AP:{RARE_CLASS}")).format(),
+         mean_ci(seed_values(data, m, "day", f"AP:{RARE_CLASS}")).format()]
         for m in done
     ]  # fmt: skip
     all_tests = paired_tests(
-        {m: _values(data, m, "all", "mAP") for m in others},
-        _values(data, "unweighted", "all", "mAP"),
+        {m: seed_values(data, m, "all", "mAP") for m in others},
+        seed_values(data, "unweighted", "all", "mAP"),
     )
     verdicts = []
     for m in others:

@@ -48,6 +48,7 @@ from experiments.detection import (
     map_jobs,
     own_copy,
     partial_path,
+    seed_values,
     train_model,
 )
 from experiments.rare_conditions import RARE_CLASS, load_rare_conditions, object_embeddings
@@ -302,18 +303,6 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     return section_from_json(path)
 
 
-def _values(data: dict[str, Any], method: str, subset: str, metric: str) -> list[float]:
-    """Per seed: ``metric`` of ``subset``; ``"AP:<class>"``/``"AP50:<class>"`` for a class."""
-    kind, _, cls = metric.partition(":")
-    out = []
-    for seed in data["seeds"]:
-        part = data["runs"][str(seed)][method].get(subset, {})
-        key = {"AP": "per_class_AP", "AP50": "per_class_AP50"}[kind] if cls else None
-        v = part.get(key, {}).get(cls) if key else part.get(metric)
-        out.append(float("nan") if v is None else float(v))
-    return out
-
-
 def section_from_json(path: Path) -> Section:
     """The report of a saved run (``objects_runs.json``): tables with CIs, tests, verdicts.
 
@@ -330,14 +319,14 @@ def section_from_json(path: Path) -> Section:
     tests = {}
     rows = []
     for metric in (ap, ap50):
-        ref = _values(data, "unweighted", "rare_object", metric) if "unweighted" in done else []
+        ref = seed_values(data, "unweighted", "rare_object", metric) if "unweighted" in done else []
         tests[metric] = paired_tests(
-            {m: _values(data, m, "rare_object", metric) for m in others}, ref
+            {m: seed_values(data, m, "rare_object", metric) for m in others}, ref
         ) if ref else {}  # fmt: skip
     for m in done:
         row = [m]
         for metric in (ap, ap50):
-            row.append(mean_ci(_values(data, m, "rare_object", metric)).format())
+            row.append(mean_ci(seed_values(data, m, "rare_object", metric)).format())
             t = tests[metric].get(m)
             row += (
                 [t.diff.format(signed=True), f"{t.p_holm:.3f}{' *' if t.significant else ''}"]
@@ -360,13 +349,13 @@ def section_from_json(path: Path) -> Section:
         ("day", ap, f"{RARE_CLASS} AP on day"),
     ]
     other_rows = [
-        [m, *(mean_ci(_values(data, m, s, k)).format() for s, k, _ in subsets)] for m in done
+        [m, *(mean_ci(seed_values(data, m, s, k)).format() for s, k, _ in subsets)] for m in done
     ]
     pair = ""
     if {"dequity_image", "dequity_object"} <= set(done):
         t = paired_tests(
-            {"o": _values(data, "dequity_object", "rare_object", ap)},
-            _values(data, "dequity_image", "rare_object", ap),
+            {"o": seed_values(data, "dequity_object", "rare_object", ap)},
+            seed_values(data, "dequity_image", "rare_object", ap),
         )["o"]
         pair = (
             f" Per-object against per-image weights, rare-object AP: "
@@ -388,9 +377,9 @@ def section_from_json(path: Path) -> Section:
     missing = [m for m in METHODS if m not in done]
     answer = _answer(tests[ap], w)
     if {"unweighted", "dequity_object"} <= set(done):
-        ref = np.array(_values(data, "unweighted", "rare_object", ap))
+        ref = np.array(seed_values(data, "unweighted", "rare_object", ap))
         diffs = {
-            name: mean_ci(np.subtract(_values(data, "dequity_object", s, k), _values(
+            name: mean_ci(np.subtract(seed_values(data, "dequity_object", s, k), seed_values(
                 data, "unweighted", s, k))).format(signed=True)
             for s, k, name in (("day", "mAP", "day mAP"), ("all", "mAP", "all-condition mAP"))
         }  # fmt: skip
