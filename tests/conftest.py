@@ -27,10 +27,14 @@ os.environ["FIFTYONE_PLUGINS_DIR"] = str(_PLUGINS)
 os.environ.setdefault("DEQUITY_DEMO_DIR", str(REPO / "data" / "demo"))
 
 import fiftyone as fo  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from dequity import DequityResults, compute_dequity, delete_dequity_run  # noqa: E402
 from dequity.demo import load_demo_dataset  # noqa: E402
+
+DEMO_FRAMES = REPO / "data" / "demo"
 
 EMBEDDINGS_FIELD = "embedding"
 
@@ -67,3 +71,25 @@ def demo(demo_run: tuple[fo.Dataset, DequityResults]) -> fo.Dataset:
     delete_dequity_run(dataset, "dequity")
     yield dataset
     dataset.delete()
+
+
+def frames_with_thumbnail_run() -> fo.Dataset:
+    """A new dataset of the demo frames with a default run ``dequity`` on grey thumbnails.
+
+    24 x 18 grey thumbnails are enough for the clustering to run on real images
+    without the cost of a network. The caller deletes the dataset.
+    """
+    dataset = fo.Dataset.from_dir(
+        dataset_dir=str(DEMO_FRAMES),
+        dataset_type=fo.types.FiftyOneImageDetectionDataset,
+        label_field="ground_truth",
+        progress=False,
+    )
+    thumbs = np.stack(
+        [
+            np.asarray(Image.open(p).convert("L").resize((24, 18)), dtype=np.float32).ravel()
+            for p in dataset.values("filepath")
+        ]
+    )
+    compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
+    return dataset

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import fiftyone as fo
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.stats import chisquare
 
-from dequity import compute_dequity
 from dequity.errors import DequityError
+from tests.conftest import DEMO_FRAMES, frames_with_thumbnail_run
 from training import detection_dataset, repeat_factors, sample_weights, weighted_sampler
-
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
 def frames() -> fo.Dataset:
     """The demo frames with a real dequity run ``dequity`` on grey thumbnails."""
-    dataset = fo.Dataset.from_dir(
-        dataset_dir=str(DEMO),
-        dataset_type=fo.types.FiftyOneImageDetectionDataset,
-        label_field="ground_truth",
-        progress=False,
-    )
-    thumbs = np.stack(
-        [
-            np.asarray(Image.open(p).convert("L").resize((24, 18)), dtype=np.float32).ravel()
-            for p in dataset.values("filepath")
-        ]
-    )
-    compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
+    dataset = frames_with_thumbnail_run()
     yield dataset
     dataset.delete()
 
@@ -113,7 +96,7 @@ def test_bad_input_names_the_problem(frames):
         weighted_sampler(frames, "dequity", num_samples=0)
     with pytest.raises(DequityError, match="empty"):
         sample_weights(frames.limit(0), "dequity")
-    extra = fo.Sample(filepath=str(DEMO / "data" / "missing.jpg"))
+    extra = fo.Sample(filepath=str(DEMO_FRAMES / "data" / "missing.jpg"))
     frames.add_sample(extra)
     try:
         with pytest.raises(DequityError, match="1 of the 200 samples .* no 'dequity_weight'"):

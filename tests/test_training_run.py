@@ -10,15 +10,13 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 import pytest
-from PIL import Image
 
-from dequity import compute_dequity
 from dequity.errors import DequityError
+from tests.conftest import frames_with_thumbnail_run
 from training import TrainConfig, compare_runs, load_training_run, train_detector
 from training.cli import main, register
 from training.train import _checkpoint_file, _load_checkpoint, _sha256
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 STEPS = 6
 COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 192, "batch_size": 2}
 
@@ -30,19 +28,7 @@ def demo_weighted() -> fo.Dataset:
     The embeddings are small grey thumbnails, enough for the clustering to run
     on real images without the cost of a network.
     """
-    dataset = fo.Dataset.from_dir(
-        dataset_dir=str(DEMO),
-        dataset_type=fo.types.FiftyOneImageDetectionDataset,
-        label_field="ground_truth",
-        progress=False,
-    )
-    thumbs = np.stack(
-        [
-            np.asarray(Image.open(p).convert("L").resize((24, 18)), dtype=np.float32).ravel()
-            for p in dataset.values("filepath")
-        ]
-    )
-    compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
+    dataset = frames_with_thumbnail_run()
     with_truck = dataset.match(
         fo.ViewField("ground_truth.detections").filter(fo.ViewField("label") == "truck").length()
         > 0

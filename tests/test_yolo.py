@@ -12,7 +12,6 @@ import csv
 import json
 import re
 import socket
-from pathlib import Path
 
 import fiftyone as fo
 import numpy as np
@@ -20,15 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from dequity import compute_dequity
 from dequity.errors import DequityError
-from tests.conftest import REPO
+from tests.conftest import REPO, frames_with_thumbnail_run
 from training import compare_runs, export_yolo, load_training_run, train_detector
 from training.cli import main
 from training.yolo import read_weights, view_weights
 from training.yolo_loss import WeightedDetectionLoss, WeightedDetectionModel, image_key
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 CLASSES = ["car", "person", "truck"]
 TINY = {"image_size": 64, "batch_size": 4, "epochs": 1, "progress": False}
 
@@ -36,19 +33,7 @@ TINY = {"image_size": 64, "batch_size": 4, "epochs": 1, "progress": False}
 @pytest.fixture(scope="module")
 def frames() -> fo.Dataset:
     """The demo frames with a dequity run on grey thumbnails; 8 tagged train, 4 val."""
-    dataset = fo.Dataset.from_dir(
-        dataset_dir=str(DEMO),
-        dataset_type=fo.types.FiftyOneImageDetectionDataset,
-        label_field="ground_truth",
-        progress=False,
-    )
-    thumbs = np.stack(
-        [
-            np.asarray(Image.open(p).convert("L").resize((24, 18)), dtype=np.float32).ravel()
-            for p in dataset.values("filepath")
-        ]
-    )
-    compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
+    dataset = frames_with_thumbnail_run()
     dataset.sort_by("dequity_weight").skip(90).limit(8).tag_samples("train")
     dataset.match_tags("train", bool=False).skip(140).limit(4).tag_samples("val")
     dataset.set_values("ones", [1.0] * len(dataset))
