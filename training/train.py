@@ -430,15 +430,19 @@ def _run_record(
     }
 
 
-def _prepare(samples: Any, config: TrainConfig) -> _Run:
-    """Checks the request, splits the data, builds the model and optimizer, resumes.
+def training_views(samples: Any, config: TrainConfig) -> tuple[Any, Any, list[str], Any, Any]:
+    """The samples a run trains on, their dataset, classes, and train and validation views.
 
-    Writes the run folder's ``config.json``; nothing else is written yet.
+    Checks that the run key is free for a training run first; the validation
+    view is None when the split leaves none.
+
+    Example::
+
+        samples, dataset, classes, train, val = training_views("kitti", config)
     """
     samples = load_samples(samples, config.view)
     dataset = fc.root_dataset(samples)
     _check_key(dataset, config)
-    checkpoint = _checkpoint_file(config.resume) if config.resume is not None else None
     classes = resolve_classes(samples, config.label_field, config.classes)
     train_view, val_view = split_view(
         samples,
@@ -447,6 +451,16 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         val_fraction=config.val_fraction,
         seed=config.seed,
     )
+    return samples, dataset, classes, train_view, val_view
+
+
+def _prepare(samples: Any, config: TrainConfig) -> _Run:
+    """Checks the request, splits the data, builds the model and optimizer, resumes.
+
+    Writes the run folder's ``config.json``; nothing else is written yet.
+    """
+    samples, dataset, classes, train_view, val_view = training_views(samples, config)
+    checkpoint = _checkpoint_file(config.resume) if config.resume is not None else None
     train_data = detection_dataset(
         train_view,
         config.label_field,

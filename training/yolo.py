@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
 from training.datasets import (
     _check_weight_field,
@@ -335,17 +334,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
     if config.weight_level != "image":
         raise DequityError("framework='yolo' weights whole images; use weight_level='image'")
     _yolo_model(config)
-    samples = tt.load_samples(samples, config.view)
-    dataset = fc.root_dataset(samples)
-    tt._check_key(dataset, config)
-    classes = resolve_classes(samples, config.label_field, config.classes)
-    train_view, val_view = tt.split_view(
-        samples,
-        train_tag=config.train_tag,
-        val_tag=config.val_tag,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
+    samples, dataset, classes, train_view, val_view = tt.training_views(samples, config)
     weights = view_weights(
         train_view,
         config.weight_field,
