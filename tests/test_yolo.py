@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 
 import fiftyone as fo
 import numpy as np
@@ -259,3 +262,16 @@ def test_readme_yolo_and_sampler_snippets_run(frames, tmp_path, monkeypatch):
         assert dataset.count("yolo_dequity_predictions") == 6
     finally:
         dataset.delete()
+
+
+def test_importing_the_yolo_path_keeps_numpy_print_options():
+    code = (
+        "import numpy as np; before = np.get_printoptions(); import training.yolo_loss; "
+        "assert np.get_printoptions() == before; print(repr(np.array([1.0, 0.5])))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "array([1. , 0.5])"

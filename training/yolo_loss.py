@@ -20,7 +20,8 @@ Composite augmentations (mosaic, mixup, cutmix, copy-paste) are turned off,
 since an image made of four has no single weight.
 
 Importing this module sets ``YOLO_OFFLINE=1`` unless the variable is set, so
-Ultralytics makes no network checks.
+Ultralytics makes no network checks, and it undoes the numpy and torch print
+options that importing Ultralytics changes.
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ from typing import Any
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import WeightedRandomSampler  # noqa: E402
+
+# Importing Ultralytics sets process-wide numpy and torch print options; keep the user's.
+_numpy_print_options = np.get_printoptions()
 from ultralytics import YOLO  # noqa: E402
+
+np.set_printoptions(**_numpy_print_options)
+torch.set_printoptions(profile="default")
 from ultralytics.data.build import InfiniteDataLoader, seed_worker  # noqa: E402
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
