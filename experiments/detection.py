@@ -582,6 +582,47 @@ def _seed_worker(job: tuple[str, int, Config, dict[str, Any], Path]) -> dict[str
     return result
 
 
+def raw_record(
+    name: str, quick: bool, config: Config, seeds: Sequence[int], dataset: Any
+) -> dict[str, Any]:
+    """The start of an experiment's raw per-seed file: what ran, at which commit, on which set.
+
+    Example::
+
+        data = raw_record("detection", True, QUICK, [0], load_rare_conditions(QUICK.spec))
+    """
+    return {
+        "experiment": name,
+        "mode": "quick" if quick else "full",
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "config": asdict(config),
+        "seeds": list(seeds),
+        "dataset": {
+            "name": dataset.name,
+            "counts": {
+                split: dataset.match_tags(split).count_values("condition")
+                for split in ("train", "val", "test")
+            },
+        },
+        "runs": {},
+        "complete": False,
+    }
+
+
+def finish_record(data: dict[str, Any], path: Path, results: list[Any], start: float) -> None:
+    """Writes the seeds' results (in ``data["seeds"]`` order) and the run's time to ``path``.
+
+    Example::
+
+        finish_record(data, output / RAW_FILE, results, start)
+    """
+    data["runs"] = {str(seed): r for seed, r in zip(data["seeds"], results)}
+    data["complete"] = True
+    data["seconds"] = round(time.perf_counter() - start, 1)
+    path.write_text(json.dumps(data, indent=1))
+
+
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     """Builds the set, selects hyperparameters, trains every method per seed, writes the JSON."""
     import torch
@@ -607,26 +648,9 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     for key, name in (("w_dequity", "dequity"), ("w_paper", "dequity_paper")):
         w = np.array(train.values(key))
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
-    data = {
-        "experiment": NAME,
-        "mode": "quick" if quick else "full",
-        "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "config": asdict(config),
-        "seeds": list(seeds),
-        "dataset": {
-            "name": dataset.name,
-            "counts": {
-                split: dataset.match_tags(split).count_values("condition")
-                for split in ("train", "val", "test")
-            },
-            "build_seconds": round(build_seconds, 1),
-        },
-        "weights": weights,
-        "selection": chosen,
-        "runs": {},
-        "complete": False,
-    }
+    data = raw_record(NAME, quick, config, seeds, dataset)
+    data["dataset"]["build_seconds"] = round(build_seconds, 1)
+    data.update(weights=weights, selection=chosen)
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
@@ -634,10 +658,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     results = map_jobs(pool, _seed_worker, jobs)
     if pool is not None:
         pool.close()
-    data["runs"] = {str(seed): r for seed, r in zip(seeds, results)}
-    data["complete"] = True
-    data["seconds"] = round(time.perf_counter() - start, 1)
-    path.write_text(json.dumps(data, indent=1))
+    finish_record(data, path, results, start)
     for seed in seeds:
         partial_path(output, seed).unlink(missing_ok=True)
     return section_from_json(path)

@@ -44,17 +44,18 @@ from experiments.detection import (
     default_run,
     default_weights,
     evaluate,
+    finish_record,
     load_results,
     map_jobs,
     own_copy,
     partial_path,
+    raw_record,
     seed_values,
     train_model,
 )
 from experiments.rare_conditions import RARE_CLASS, load_rare_conditions, object_embeddings
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
-from reporting import git_commit
 
 NAME = "objects"
 RAW_FILE = "objects_runs.json"
@@ -263,25 +264,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     dataset = load_rare_conditions(config.spec)
     print("image and object runs on the training split...", flush=True)
     weights = prepare_weights(dataset, chosen["eta"], chosen["gamma"])
-    data = {
-        "experiment": NAME,
-        "mode": "quick" if quick else "full",
-        "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "config": asdict(config),
-        "seeds": list(seeds),
-        "dataset": {
-            "name": dataset.name,
-            "counts": {
-                split: dataset.match_tags(split).count_values("condition")
-                for split in ("train", "val", "test")
-            },
-        },
-        "selection": chosen,
-        "weights": weights,
-        "runs": {},
-        "complete": False,
-    }
+    data = raw_record(NAME, quick, config, seeds, dataset)
+    data.update(selection=chosen, weights=weights)
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
     workers = min(config.workers, len(seeds))
@@ -294,10 +278,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     results = map_jobs(pool, _seed_worker, [(dataset.name, s, config, output) for s in seeds])
     if pool is not None:
         pool.close()
-    data["runs"] = {str(seed): r for seed, r in zip(seeds, results)}
-    data["complete"] = True
-    data["seconds"] = round(time.perf_counter() - start, 1)
-    path.write_text(json.dumps(data, indent=1))
+    finish_record(data, path, results, start)
     for seed in seeds:
         partial_path(output, seed, RAW_FILE).unlink(missing_ok=True)
     return section_from_json(path)
