@@ -635,8 +635,36 @@ def _evaluate(run: _Run) -> dict[str, Any] | None:
 
 
 def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
-    """Writes the metrics, steps and loss curve, and records the run on the dataset."""
-    run_dir, metrics, step_rows = run.config.run_dir, run.state.metrics, run.state.step_rows
+    """Writes the run's outputs and records it on the dataset (:func:`finish_run`)."""
+    return finish_run(
+        run.dataset,
+        run.config,
+        run.record,
+        run.state.metrics,
+        run.state.step_rows,
+        evaluation,
+        run.config.checkpoint,
+    )
+
+
+def finish_run(
+    dataset: Any,
+    config: TrainConfig,
+    record: dict[str, Any],
+    metrics: list[dict[str, Any]],
+    step_rows: list[dict[str, Any]],
+    evaluation: dict[str, Any] | None,
+    checkpoint: Path,
+) -> TrainingResult:
+    """Writes the metrics, steps and loss curve, and records the run on the dataset.
+
+    Every framework's training ends here, so their runs compare alike.
+
+    Example::
+
+        result = finish_run(dataset, config, record, metrics, rows, evaluation, checkpoint)
+    """
+    run_dir = config.run_dir
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _write_csv(run_dir / "metrics.csv", metrics)
     if step_rows:
@@ -645,26 +673,26 @@ def _record(run: _Run, evaluation: dict[str, Any] | None) -> TrainingResult:
             [r["step"] for r in step_rows],
             [r["loss"] for r in step_rows],
             run_dir / "loss_curve.png",
-            title=f"{run.config.key}: training loss",
+            title=f"{config.key}: training loss",
         )
     record_training_run(
-        run.dataset,
-        run.config.key,
-        run.record,
+        dataset,
+        config.key,
+        record,
         {
             "metrics": metrics,
             "evaluation": evaluation,
-            "run_dir": run.record["run_dir"],
-            "checkpoint": str(run.config.checkpoint.resolve()),
+            "run_dir": record["run_dir"],
+            "checkpoint": str(checkpoint.resolve()),
         },
     )
     return TrainingResult(
-        train_key=run.config.key,
+        train_key=config.key,
         run_dir=run_dir,
-        config=run.record,
+        config=record,
         metrics=metrics,
         evaluation=evaluation,
-        checkpoint=run.config.checkpoint,
+        checkpoint=checkpoint,
         step_losses=[r["loss"] for r in step_rows],
     )
 

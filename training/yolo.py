@@ -436,7 +436,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
         if metrics:
             metrics[-1]["val_mAP"] = evaluation["mAP"]
         (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-    return _finish(dataset, config, record, metrics, rows, evaluation, checkpoint)
+    return tt.finish_run(dataset, config, record, metrics, rows, evaluation, checkpoint)
 
 
 def _only_own_callbacks(trainer: Any) -> None:
@@ -478,43 +478,3 @@ def _by_epoch(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for row in rows:
         groups.setdefault(row["epoch"], []).append(row)
     return list(groups.values())
-
-
-def _finish(dataset, config, record, metrics, rows, evaluation, checkpoint) -> Any:
-    """Writes the metrics, steps and loss curve; records the run on the dataset."""
-    from training import train as tt
-    from training.plots import plot_loss_curve
-    from training.records import record_training_run
-
-    run_dir = config.run_dir
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if metrics:
-        tt._write_csv(run_dir / "metrics.csv", metrics)
-    if rows:
-        tt._write_csv(run_dir / "steps.csv", rows)
-        plot_loss_curve(
-            [r["step"] for r in rows],
-            [r["loss"] for r in rows],
-            run_dir / "loss_curve.png",
-            title=f"{config.key}: training loss",
-        )
-    record_training_run(
-        dataset,
-        config.key,
-        record,
-        {
-            "metrics": metrics,
-            "evaluation": evaluation,
-            "run_dir": record["run_dir"],
-            "checkpoint": str(checkpoint.resolve()),
-        },
-    )
-    return tt.TrainingResult(
-        train_key=config.key,
-        run_dir=run_dir,
-        config=record,
-        metrics=metrics,
-        evaluation=evaluation,
-        checkpoint=checkpoint,
-        step_losses=[r["loss"] for r in rows],
-    )
