@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from dequity import fiftyone_compat as fc
+from dequity import list_dequity_runs
 from dequity.defaults import DEFAULT_RUN_KEY
 from dequity.errors import DequityError
-from dequity.runs import METHOD as DEQUITY_METHOD
 
 __all__ = ["repeat_factors", "run_weight_field", "sample_weights", "weighted_sampler"]
 
@@ -37,7 +37,7 @@ def run_weight_field(view: Any, run_key: str = DEFAULT_RUN_KEY) -> str:
         run_weight_field(dataset, "dequity")  # 'dequity_weight'
     """
     dataset = fc.root_dataset(view)
-    runs = dataset.list_runs(method=DEQUITY_METHOD)
+    runs = list_dequity_runs(dataset)  # finishes a run whose commit was cut short
     if run_key not in runs:
         raise DequityError(
             f"dataset {dataset.name!r} has no dequity run {run_key!r}; its dequity runs are "
