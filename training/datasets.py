@@ -501,6 +501,37 @@ def detection_dataset(
         classes = resolve_classes(view, label_field, classes)
     elif classes is None:
         classes = []
+    likelihood_field = check_image_weights(view, weight_field, likelihood_field, eta, gamma)
+    get_item = DetectionGetItem(
+        classes,
+        label_field,
+        weight_field,
+        likelihood_field,
+        eta=eta,
+        gamma=gamma,
+        transforms=transforms if transforms is not None else detection_transforms(train),
+    )
+    return view.to_torch(get_item, vectorize=vectorize)
+
+
+def check_image_weights(
+    view: Any,
+    weight_field: str | None,
+    likelihood_field: str | None,
+    eta: float | None,
+    gamma: float | None,
+) -> str | None:
+    """Checks the sample fields that per-image weights come from; returns the likelihood field.
+
+    Without ``likelihood_field``, the likelihood field of the dequity run that
+    wrote ``weight_field`` is used where the view has it. With ``eta`` or
+    ``gamma`` the weights are recomputed from the likelihood, which must then
+    exist; otherwise ``weight_field`` (if any) is checked.
+
+    Example::
+
+        likelihood = check_image_weights(view, "dequity_weight", None, eta=0.5, gamma=2.0)
+    """
     if likelihood_field is None:
         candidate = likelihood_field_for(view, weight_field)
         if candidate and _field_type(view, candidate) is not None:
@@ -514,16 +545,7 @@ def detection_dataset(
         _check_weight_field(view, likelihood_field)
     elif weight_field is not None:
         _check_weight_field(view, weight_field)
-    get_item = DetectionGetItem(
-        classes,
-        label_field,
-        weight_field,
-        likelihood_field,
-        eta=eta,
-        gamma=gamma,
-        transforms=transforms if transforms is not None else detection_transforms(train),
-    )
-    return view.to_torch(get_item, vectorize=vectorize)
+    return likelihood_field
 
 
 def _object_dataset(

@@ -30,12 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dequity.errors import DequityError
-from training.datasets import (
-    _check_weight_field,
-    _sample_weight,
-    likelihood_field_for,
-    resolve_classes,
-)
+from training.datasets import _sample_weight, check_image_weights, resolve_classes
 
 __all__ = [
     "DEFAULT_YOLO_MODEL",
@@ -68,22 +63,14 @@ def view_weights(
 
         weights = view_weights(dataset.match_tags("train"), "dequity_weight")
     """
-    recompute = eta is not None or gamma is not None
-    if recompute:
-        likelihood_field = likelihood_field or likelihood_field_for(view, weight_field)
-        if likelihood_field is None or view.get_field(likelihood_field) is None:
-            raise DequityError(
-                "eta/gamma recompute the weights from the likelihood, but the view has "
-                f"no likelihood field {likelihood_field!r}; run `dequity compute` first"
-            )
-        _check_weight_field(view, likelihood_field)
+    likelihood_field = check_image_weights(view, weight_field, likelihood_field, eta, gamma)
+    if eta is not None or gamma is not None:
         return [
             _sample_weight({"likelihood": p, "id": i}, eta, gamma)[0]
             for i, p in zip(view.values("id"), view.values(likelihood_field))
         ]
     if weight_field is None:
         return [1.0] * len(view)
-    _check_weight_field(view, weight_field)
     return [
         _sample_weight({"weight": w, "id": i}, None, None)[0]
         for i, w in zip(view.values("id"), view.values(weight_field))
