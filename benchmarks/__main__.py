@@ -20,6 +20,7 @@ MODULES = {
     "startup": "benchmarks.startup",
     "robustness": "benchmarks.robustness",
     "update": "benchmarks.update",
+    "agreement": "benchmarks.agreement",
     "objects": "benchmarks.objects",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     sections = [
         f"## dequity benchmarks ({mode} mode)\n\n{platform.machine()}, "
         f"{_cores()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}. Each figure is a ratio against a "
+        f"{time.strftime('%Y-%m-%d %H:%M')}. Each speed figure is a ratio against a "
         "reference measured in the same run."
     ]
     for name in names:
