@@ -14,7 +14,8 @@ For each draw, a random 10 % of a real set is held back; the rest is fitted
 
 Two real sets: the demo frames (199 frames of one drive: a continuum, with
 no natural cut) and 3,000 Fashion-MNIST images (10 kinds). On the demo frames
-a grid of projections and HDBSCAN settings shows which reach 95 %. Raw values go to ``benchmarks/results-agreement.json``.
+a grid of projections and HDBSCAN settings shows which reach 95 %. Raw
+values go to ``benchmarks/results-agreement.json``.
 """
 
 from __future__ import annotations
