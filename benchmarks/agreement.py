@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import mean_ci, save_raw
-from reporting import md_table
+from reporting import md_table, update_readme
 
 NAME = "agreement"
 TARGET = 0.95
@@ -207,6 +207,11 @@ def run(quick: bool) -> str:
     results = measure(quick)
     if not quick:
         save_raw(NAME, results, {"held_share": HELD_SHARE, "target": TARGET})
+        defaults = {
+            name: [e for e in entries if e["setting"] == DEFAULT_SETTING]
+            for name, entries in results.items()
+        }
+        update_readme(NAME, table(defaults) + "\n\n" + reaching_target(results))
     draws = 3 if quick else 10
     return (
         "### Placing new samples against a full recompute\n\n"
