@@ -22,6 +22,7 @@ MODULES = {
     "update": "benchmarks.update",
     "agreement": "benchmarks.agreement",
     "objects": "benchmarks.objects",
+    "ray": "benchmarks.ray_scale_out",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

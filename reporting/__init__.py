@@ -99,24 +99,27 @@ def git_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def update_readme(name: str, text: str, source: str | None = None) -> bool:
-    """Replace the README's generated block ``<!-- results:NAME -->`` with ``text``.
+def update_readme(
+    name: str, text: str, source: str | None = None, document: str = "README.md"
+) -> bool:
+    """Replace the generated block ``<!-- results:NAME -->`` of ``document`` with ``text``.
 
     The block runs from ``<!-- results:NAME -->`` to ``<!-- /results:NAME -->``
     and names ``source`` (default ``benchmarks/results-NAME.json``) as its origin;
-    returns False (and changes nothing) when the README has no such block.
+    ``document`` is a path from the repository root (the README, or a page of
+    ``docs/``). Returns False (and changes nothing) when it has no such block.
 
     Example::
 
         update_readme("fidelity", "| set | AUC |\n| --- | --- |\n| night | 0.95 |")
     """
-    readme = REPO / "README.md"
+    path = REPO / document
     begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    content = readme.read_text()
+    content = path.read_text()
     if begin not in content or end not in content:
         return False
     head, rest = content.split(begin, 1)
     tail = rest.split(end, 1)[1]
     source = source or f"benchmarks/results-{name}.json"
-    readme.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
+    path.write_text(f"{head}{begin}\n_Generated from `{source}`._\n\n{text}\n{end}{tail}")
     return True

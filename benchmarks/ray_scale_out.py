@@ -1,0 +1,99 @@
+"""Embedding on a local Ray instance against the normal path, on the demo images.
+
+Both paths embed the bundled demo frames (199 JPEGs) and the same frames three
+times over (597), with EfficientNet-Lite0, batch 32 and 2 workers. The
+normal path is ``dequity.embeddings.from_model``; Ray's is
+``dequity.ray_embeddings.embed_with_ray`` on a local instance with 2 CPUs.
+"Per extra image" is the throughput between the two sizes, which leaves out
+each call's fixed start-up (Ray starts its actors, importing torch and
+loading the model, on every call). Raw values go to
+``benchmarks/results-ray.json``; the table in ``docs/scale_out.md`` is
+generated from them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.common import save_raw, timed
+from benchmarks.embedding import BATCH, _images
+from reporting import md_table, update_readme
+
+NAME = "ray"
+MODEL = "efficientnet-lite0"
+WORKERS = 2
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def measure(sizes: tuple[int, ...]) -> dict:
+    """Seconds of each path per size, Ray's start-up, and the vectors' worst cosine."""
+    import fiftyone as fo
+    import ray
+
+    from dequity.embeddings import from_model
+    from dequity.models import load_model
+    from dequity.ray_embeddings import embed_with_ray
+
+    fo_model = load_model(MODEL, device="cpu")
+    start_s, _ = timed(
+        ray.init, address="local", num_cpus=WORKERS, include_dashboard=False, log_to_driver=False
+    )
+    values = {"ray_start_s": start_s, "sizes": []}
+    try:
+        for n in sizes:
+            dataset = fo.Dataset()
+            try:
+                dataset.add_samples([fo.Sample(filepath=f) for f in _images(n)], progress=False)
+                normal_s, normal = timed(
+                    from_model, dataset, fo_model, batch_size=BATCH, num_workers=WORKERS
+                )
+                ray_s, on_ray = timed(
+                    embed_with_ray, dataset, MODEL, num_workers=WORKERS, batch_size=BATCH
+                )
+            finally:
+                dataset.delete()
+            cosine = _cosine(normal.vectors, on_ray.vectors)
+            values["sizes"].append(
+                {"n": n, "normal_s": normal_s, "ray_s": ray_s, "min_cosine": float(cosine.min())}
+            )
+    finally:
+        ray.shutdown()
+    return values
+
+
+def table(values: dict) -> str:
+    """Rows per path: seconds (images/s) per size, and images/s between the sizes."""
+    sizes = values["sizes"]
+    first, last = sizes[0], sizes[-1]
+    rows = []
+    for label, key in (
+        (f"normal path, `from_model(num_workers={WORKERS})`", "normal_s"),
+        (f"`embed_with_ray(num_workers={WORKERS})`", "ray_s"),
+    ):
+        cells = [f"{s[key]:.1f} s ({s['n'] / s[key]:.1f} img/s)" for s in sizes]
+        extra = (last["n"] - first["n"]) / (last[key] - first[key])
+        rows.append([label, *cells, f"{extra:.1f} img/s"])
+    headers = ["path", *(f"{s['n']} images" for s in sizes), "per extra image"]
+    worst = min(s["min_cosine"] for s in sizes)
+    return (
+        md_table(headers, rows)
+        + f"\n\nStarting the local Ray instance took {values['ray_start_s']:.1f} s. "
+        f"The two paths' vectors of each image differ in cosine similarity by at most "
+        f"{1 - worst:.1e}."
+    )
+
+
+def run(quick: bool) -> str:
+    """199 and 597 images (64 and 128 in quick mode)."""
+    values = measure((64, 128) if quick else (199, 597))
+    if not quick:
+        save_raw(NAME, values, {"model": MODEL, "batch": BATCH, "workers": WORKERS})
+        update_readme(NAME, table(values), document="docs/scale_out.md")
+    return "### Embedding on a local Ray instance against the normal path\n\n" + table(values)
+
+
+if __name__ == "__main__":
+    print(run(quick=False))
