@@ -72,6 +72,15 @@ def test_update_agrees_with_a_full_recompute_where_the_clustering_is_stable():
     assert agrees[held].mean() >= 0.95, agrees[held].mean()
 
 
+def test_clusters_are_paired_one_to_one_so_merges_and_splits_disagree():
+    old = np.ones(4, dtype=bool)
+    renamed = matched_agreement(np.array([0, 0, 1, 1]), np.array([7, 7, 3, 3]), old)
+    merged = matched_agreement(np.array([0, 0, 0, 0]), np.array([1, 1, 2, 2]), old)
+    split = matched_agreement(np.array([0, 0, 1, 1]), np.array([5, 5, 5, 5]), old)
+    assert renamed.all()
+    assert merged.sum() == 2 and split.sum() == 2
+
+
 def test_held_back_frames_get_the_values_of_the_stored_fit(grown):
     base, held = grown
     results = dequity.load_dequity_results(base)
