@@ -157,6 +157,15 @@ def compute_dequity(
     _check_same_kind(samples, run_key, patches_field)
     if len(samples) == 0:
         raise DequityError("the collection is empty; pass a dataset or view with samples")
+    config_kwargs = dict(
+        projection=projection,
+        projection_kwargs=projection_kwargs,
+        clustering=clustering,
+        clustering_kwargs=clustering_kwargs,
+        noise=noise,
+        eta=eta,
+        gamma=gamma,
+    )
     if patches_field is not None:
         return _compute_objects(
             samples,
@@ -168,15 +177,7 @@ def compute_dequity(
             progress=progress,
             checks=(embeddings_field, embedding_backend, ray_options, group_field),
             collapse_near_duplicates=collapse_near_duplicates,
-            config_kwargs=dict(
-                projection=projection,
-                projection_kwargs=projection_kwargs,
-                clustering=clustering,
-                clustering_kwargs=clustering_kwargs,
-                noise=noise,
-                eta=eta,
-                gamma=gamma,
-            ),
+            config_kwargs=config_kwargs,
             embedding_options=embedding_options,
         )
     source = parse_embeddings(
@@ -193,15 +194,9 @@ def compute_dequity(
         run_key=run_key,
         embeddings_field=source.recorded_field,
         model=source.model_name,
-        projection=projection,
-        projection_kwargs=projection_kwargs,
-        clustering=clustering,
-        clustering_kwargs=clustering_kwargs,
-        noise=noise,
-        eta=eta,
-        gamma=gamma,
         group_field=group_field,
         collapse_near_duplicates=collapse_near_duplicates,
+        **config_kwargs,
     )
     validate_config(config, len(samples))
     dg.check_group_field(samples, group_field)
