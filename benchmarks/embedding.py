@@ -26,18 +26,20 @@ BATCH = 32
 TARGET = 0.8
 
 
-def _images(n: int) -> list[str]:
+def demo_image_paths(n: int) -> list[str]:
+    """``n`` paths of the demo JPEGs, repeated as often as needed."""
     files = sorted(str(p) for p in IMAGES.glob("*.jpg"))
     if not files:
         raise FileNotFoundError(f"no images under {IMAGES}")
     return (files * (n // len(files) + 1))[:n]
 
 
-def _dataset(files: list[str]):
+def demo_images_dataset(n: int):
+    """A new dataset of ``n`` demo images (:func:`demo_image_paths`); the caller deletes it."""
     import fiftyone as fo
 
     ds = fo.Dataset("dequity-bench-embedding", overwrite=True)
-    ds.add_samples([fo.Sample(filepath=f) for f in files])
+    ds.add_samples([fo.Sample(filepath=f) for f in demo_image_paths(n)], progress=False)
     return ds
 
 
@@ -93,8 +95,8 @@ def run(quick: bool) -> str:
     from dequity.models import load_image, load_model
 
     n = 64 if quick else 256
-    files = _images(n)
-    ds = _dataset(files)
+    files = demo_image_paths(n)
+    ds = demo_images_dataset(n)
     load_s, fo_model = timed(load_model, "efficientnet-lite0", device="cpu")
     tensors = [fo_model.transforms(load_image(f, 224)) for f in files]
     default = default_num_workers(fo_model)

@@ -13,10 +13,8 @@ generated from them.
 
 from __future__ import annotations
 
-import numpy as np
-
 from benchmarks.common import save_raw, timed
-from benchmarks.embedding import BATCH, _images
+from benchmarks.embedding import BATCH, demo_images_dataset
 from reporting import md_table, update_readme
 
 NAME = "ray"
@@ -24,14 +22,10 @@ MODEL = "efficientnet-lite0"
 WORKERS = 2
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def measure(sizes: tuple[int, ...]) -> dict:
     """Seconds of each path per size, Ray's start-up, and the vectors' worst cosine."""
-    import fiftyone as fo
     import ray
+    from sklearn.metrics.pairwise import paired_cosine_distances
 
     from dequity.embeddings import from_model
     from dequity.models import load_model
@@ -44,9 +38,8 @@ def measure(sizes: tuple[int, ...]) -> dict:
     values = {"ray_start_s": start_s, "sizes": []}
     try:
         for n in sizes:
-            dataset = fo.Dataset()
+            dataset = demo_images_dataset(n)
             try:
-                dataset.add_samples([fo.Sample(filepath=f) for f in _images(n)], progress=False)
                 normal_s, normal = timed(
                     from_model, dataset, fo_model, batch_size=BATCH, num_workers=WORKERS
                 )
@@ -55,7 +48,7 @@ def measure(sizes: tuple[int, ...]) -> dict:
                 )
             finally:
                 dataset.delete()
-            cosine = _cosine(normal.vectors, on_ray.vectors)
+            cosine = 1 - paired_cosine_distances(normal.vectors, on_ray.vectors)
             values["sizes"].append(
                 {"n": n, "normal_s": normal_s, "ray_s": ray_s, "min_cosine": float(cosine.min())}
             )

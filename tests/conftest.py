@@ -39,6 +39,13 @@ DEMO_FRAMES = REPO / "data" / "demo"
 EMBEDDINGS_FIELD = "embedding"
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each row of ``a`` with the same row of ``b``."""
+    from sklearn.metrics.pairwise import paired_cosine_distances
+
+    return 1 - paired_cosine_distances(a, b)
+
+
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     """A temporary folder shared by the whole session."""

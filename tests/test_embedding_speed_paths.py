@@ -12,12 +12,9 @@ from PIL import Image
 
 from dequity.embeddings import default_num_workers, from_model
 from dequity.models import load_image, load_model
+from tests.conftest import row_cosines
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "data"
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 @pytest.fixture()
@@ -44,7 +41,7 @@ def test_large_jpegs_decode_at_reduced_size_with_the_same_embeddings(large_jpegs
     del model.build_get_item  # back to FiftyOne's own loader: full-size decode
     full = np.stack(large_jpegs.compute_embeddings(model, num_workers=0, progress=False))
     assert fast.shape == full.shape == (4, 1280)
-    assert _cosine(fast, full).min() > 0.99
+    assert row_cosines(fast, full).min() > 0.99
 
 
 def test_small_jpegs_decode_as_before():

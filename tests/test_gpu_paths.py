@@ -20,13 +20,10 @@ from dequity import DequityError
 from dequity.clustering import cluster, clustering_params
 from dequity.models import load_model, model_name, resolve_precision
 from dequity.projection import project, projection_params
+from tests.conftest import row_cosines
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "data"
 CUDA = torch.cuda.is_available()
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def _embed(model) -> np.ndarray:
@@ -46,7 +43,7 @@ def test_bf16_on_cpu_is_close_to_fp32():
     assert model_name(bf16) == model_name(fp32) == "EfficientNet"
     a, b = _embed(fp32), _embed(bf16)
     assert b.dtype == np.float32 and b.shape == a.shape == (5, 1280)
-    assert _cosine(a, b).min() > 0.98
+    assert row_cosines(a, b).min() > 0.98
 
 
 def test_auto_precision_is_fp16_on_cuda_only(monkeypatch):
@@ -83,7 +80,7 @@ def test_fp16_on_cuda_is_close_to_fp32():
     auto = load_model("efficientnet-lite0", device="cuda")
     assert auto.autocast_dtype is torch.float16
     a, b = _embed(fp32), _embed(auto)
-    assert b.dtype == np.float32 and _cosine(a, b).min() > 0.99
+    assert b.dtype == np.float32 and row_cosines(a, b).min() > 0.99
 
 
 # --- cuML backend ----------------------------------------------------------

@@ -20,7 +20,7 @@ import ray
 import dequity
 from dequity import DequityError
 from dequity.ray_embeddings import _actor_class, _as_dequity_error, embed_with_ray
-from tests.conftest import EMBEDDINGS_FIELD, REPO
+from tests.conftest import EMBEDDINGS_FIELD, REPO, row_cosines
 
 NUM_IMAGES = 40
 
@@ -31,10 +31,6 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tmp_path):
@@ -70,7 +66,7 @@ def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tm
     vectors = np.stack(view.exclude(bad_id).values("ray_embedding"))
     assert vectors.shape == (NUM_IMAGES - 1, 1776)
     reference = np.stack([expected[i] for i in results.sample_ids])
-    assert _cosine(vectors, reference).min() > 0.99
+    assert row_cosines(vectors, reference).min() > 0.99
     weights = dict(zip(*view.values(["id", "dequity_weight"])))
     assert weights[bad_id] is None
     assert all(0 < weights[i] <= 1 for i in results.sample_ids)
