@@ -136,7 +136,7 @@ def demo_vectors() -> np.ndarray:
 
 def fashion_vectors() -> np.ndarray:
     """3,000 Fashion-MNIST images (300 per kind) by the default model (cached)."""
-    from benchmarks.fashion import MODELS, pool_embeddings
+    from benchmarks.real_sets import MODELS, pool_embeddings
 
     pool = pool_embeddings(MODELS[0], "normal", FASHION_PER_CLASS)
     return np.concatenate([pool[c] for c in sorted(pool)])

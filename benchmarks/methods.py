@@ -2,11 +2,15 @@
 
 Each takes ``(n, d)`` embeddings and returns ``(likelihood, labels)``;
 ``labels`` is None for estimators without a cluster step. All but the
-paper's run the library's own :func:`dequity.estimate.estimate_likelihood`.
+paper's and FiftyOne Brain's run the library's own
+:func:`dequity.estimate.estimate_likelihood`. FiftyOne Brain's scores are
+turned into likelihoods (higher = more common) so that every row is read
+the same way: ``1 - uniqueness``, and representativeness as it is.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -32,10 +36,15 @@ def paper(x: np.ndarray, eps: float = 1.0, noise: str = "cluster") -> Estimate:
 
 
 def pca(
-    x: np.ndarray, clustering: str = DEFAULT_CLUSTERING, noise: str = DEFAULT_NOISE, **params
+    x: np.ndarray,
+    clustering: str = DEFAULT_CLUSTERING,
+    noise: str = DEFAULT_NOISE,
+    n_components: int = 50,
+    **params,
 ) -> Estimate:
-    """PCA-50, then ``clustering`` with ``noise`` (the library's defaults)."""
-    labels, p = estimate_likelihood(project(x, "pca"), clustering, noise, **params)
+    """PCA (50 components), then ``clustering`` with ``noise`` (the library's defaults)."""
+    points = project(x, "pca", n_components=min(n_components, x.shape[1]))
+    labels, p = estimate_likelihood(points, clustering, noise, **params)
     return p, (labels if labels.size else None)
 
 
@@ -57,6 +66,46 @@ def nearest(x: np.ndarray) -> Estimate:
 def knn_density(x: np.ndarray) -> Estimate:
     """k-NN neighbourhood-count likelihood (k 30) on PCA-50, no clusters."""
     return pca(x, "knn", "nearest")
+
+
+def brain_uniqueness(x: np.ndarray) -> Estimate:
+    """FiftyOne Brain's ``compute_uniqueness`` on ``x``, as ``1 - uniqueness``."""
+    return 1.0 - _brain("compute_uniqueness", x), None
+
+
+def brain_representativeness(x: np.ndarray) -> Estimate:
+    """FiftyOne Brain's ``compute_representativeness`` on ``x`` (cluster-center)."""
+    return _brain("compute_representativeness", x), None
+
+
+def _brain(method: str, x: np.ndarray) -> np.ndarray:
+    """Scores of a FiftyOne Brain method on bare samples that carry the vectors ``x``."""
+    import fiftyone as fo
+    import fiftyone.brain as fob
+
+    dataset = fo.Dataset()
+    try:
+        dataset.add_samples(
+            [fo.Sample(filepath=f"/vectors/{i}.png") for i in range(len(x))], progress=False
+        )
+        logging.getLogger("fiftyone.brain").setLevel(logging.WARNING)
+        getattr(fob, method)(dataset, "score", embeddings=np.asarray(x), progress=False)
+        scores = np.asarray(dataset.values("score"), dtype=np.float64)
+    finally:
+        dataset.delete()
+    # representativeness divides by its largest cluster distance, which can be 0
+    return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
+
+
+def calibrated(p: np.ndarray, quantile: float = 0.9) -> np.ndarray:
+    """Likelihoods divided by their ``quantile`` and capped at 1: ranks kept, weights spread.
+
+    Example::
+
+        >>> calibrated(np.array([0.1, 0.2, 0.4, 0.5]), 0.5).round(2).tolist()
+        [0.33, 0.67, 1.0, 1.0]
+    """
+    return np.minimum(1.0, p / np.quantile(p, quantile))
 
 
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:

@@ -59,6 +59,11 @@ if [ "$DEV" = 1 ] && { ! command -v chromium >/dev/null 2>&1 || [ ! -d /usr/shar
     echo "note: sudo apt-get install chromium dataset-fashion-mnist (App test, benchmarks)" >&2
   fi
 fi
+# Animal-MNIST, the fidelity benchmark's second real long tail: its wheel holds the
+# data, and its loader module (never imported) needs TensorFlow, hence no deps.
+if [ "$DEV" = 1 ]; then
+  python -m pip install -q --no-deps animal-mnist==0.4
+fi
 # The detection experiment's backgrounds: the example frames and photos of Debian's
 # opencv-doc, unpacked into the user's cache (apt-get download needs no root).
 OPENCV_DOC="${DEQUITY_OPENCV_DOC:-$HOME/.cache/dequity/opencv-doc}"

@@ -12,8 +12,8 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 import dequity
-from benchmarks.fashion import stylise
 from benchmarks.mixtures import HARD, make_mixture, true_frequency
+from benchmarks.real_sets import stylise
 from dequity.density import knn_likelihood
 from dequity.errors import DequityError
 from dequity.estimate import estimate_likelihood

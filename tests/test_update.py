@@ -50,7 +50,7 @@ def test_update_agrees_with_a_full_recompute_where_the_clustering_is_stable():
 
     Their clusters are the full recompute's for at least 95 % of them.
     """
-    from benchmarks.fashion import MODELS, pool_embeddings
+    from benchmarks.real_sets import MODELS, pool_embeddings
 
     pool = pool_embeddings(MODELS[0], "normal", per_class=200)
     vectors = np.concatenate([pool[c] for c in sorted(pool)])

@@ -1,13 +1,19 @@
-"""Real images with known rarity: Fashion-MNIST with long-tailed classes or rare styles.
+"""Real images with known rarity, from two real 28 x 28 sets of different domains.
 
-Every set is drawn from one fixed pool of the training split (``POOL_PER_CLASS``
-images per class), embedded once per style with dequity's default model
-(EfficientNet-Lite0, ImageNet weights) and cached as ``.npz`` under
-:func:`experiments.pool.cache_dir`. Two kinds of set:
+The sources are Fashion-MNIST (products, Debian's ``dataset-fashion-mnist``)
+and Animal-MNIST (animal silhouettes, the ``animal-mnist`` wheel's own data).
+Every set is drawn from one fixed pool of a source (``POOL_PER_CLASS`` images
+per class), embedded once per style with dequity's default model (every stage
+of EfficientNet-Lite0, ImageNet weights) and cached as ``.npz`` under
+:func:`experiments.pool.cache_dir`. The final-layer features are the last
+1,280 numbers of that vector (:data:`FINAL_DIMS`), so one pass serves both
+embedders. Three kinds of set:
 
 * long tail: one style, class sizes falling geometrically from ``largest``;
 * rare style: balanced classes, ``share`` of every class shown in a rare style
-  (inverted; night: dark, low contrast and noisy; fog: blurred and hazy).
+  (inverted; night: dark, low contrast and noisy; fog: blurred and hazy);
+* odd kind: balanced classes of one source with ``share`` images of the other
+  source mixed in.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ POOL_PER_CLASS = 1_000
 #: images per class of the rare-style sets (the first of each class's pool)
 STYLED_PER_CLASS = 200
 _BATCH = 64
-#: the embedders compared: dequity's default, and the final features alone
+#: the embedders compared: dequity's default, and its final-layer block alone
 MODELS = ("efficientnet-lite0-layers", "efficientnet-lite0")
 
 
@@ -72,12 +78,49 @@ def pool_rows(labels: np.ndarray, per_class: int = POOL_PER_CLASS) -> dict[int, 
     }
 
 
-def embed_images(images: np.ndarray, model: str, device: str = "cpu") -> np.ndarray:
-    """Embeddings of grey ``(n, 28, 28)`` images by ``model``.
+#: the sources of real images: name -> loader of ``(images, labels)``
+SOURCES = ("fashion", "animal")
+#: the final-layer features: the last block of the every-stage vector
+FINAL_DIMS = 1_280
 
-    ``model`` is ``"efficientnet-lite0-layers"`` (the default model of
-    ``compute_dequity``: every stage pooled) or ``"efficientnet-lite0"``
-    (final features); same network and preprocessing as ``compute_dequity``.
+
+def load_source(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Grey ``(n, 28, 28)`` uint8 images and labels of a source's training images.
+
+    Example::
+
+        images, labels = load_source("animal")   # (10000, 28, 28), 10 kinds x 1,000
+    """
+    if source == "fashion":
+        from experiments.fashion_mnist import load_split
+
+        return load_split("train")
+    if source == "animal":
+        return _animal_mnist()
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+
+
+def _animal_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Animal-MNIST from the files inside its wheel (its loader imports TensorFlow)."""
+    import gzip
+    import importlib.util
+    import pickle
+
+    spec = importlib.util.find_spec("animal_mnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pip install --no-deps animal-mnist (bash scripts/setup.sh --dev)")
+    root = Path(spec.submodule_search_locations[0]) / "data" / "Animal_MNIST"
+    arrays = []
+    for name in ("animal_data_version_3.gz", "animal_label_version_3.gz"):
+        with gzip.open(root / name, "rb") as f:
+            arrays.append(pickle.load(f))  # the package's own data, never user input
+    return np.asarray(arrays[0], np.uint8), np.asarray(arrays[1], np.int64)
+
+
+def embed_images(images: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Every-stage embeddings (dequity's default model) of grey ``(n, 28, 28)`` images.
+
+    Same network and preprocessing as ``compute_dequity``'s default.
     """
     import torch
     from PIL import Image
@@ -85,11 +128,9 @@ def embed_images(images: np.ndarray, model: str, device: str = "cpu") -> np.ndar
 
     from dequity.models import StagePooled, efficientnet_lite, efficientnet_lite_preprocess
 
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     net = efficientnet_lite(0)
     net.reset_classifier(0)
-    net = (StagePooled(net) if model == MODELS[0] else net).to(device)
+    net = StagePooled(net).to(device)
     prep = efficientnet_lite_preprocess(0)
     out = []
     with torch.inference_mode():
@@ -101,40 +142,54 @@ def embed_images(images: np.ndarray, model: str, device: str = "cpu") -> np.ndar
     return torch.cat(out).numpy()
 
 
-def cache_file(model: str, style: str, per_class: int) -> Path:
+def cache_file(source: str, style: str, per_class: int) -> Path:
     """The cached embeddings of the pool's first ``per_class`` images per class in ``style``."""
     from experiments.pool import cache_dir
 
-    return cache_dir() / f"fashion-{model}-{style}-{per_class}.npz"
+    return cache_dir() / f"{source}-{MODELS[0]}-{style}-{per_class}.npz"
 
 
 def pool_embeddings(
-    model: str, style: str, per_class: int, device: str = "cpu"
+    model: str, style: str, per_class: int, source: str = "fashion", device: str = "cpu"
 ) -> dict[int, np.ndarray]:
-    """Class -> embeddings of its first ``per_class`` pool images in ``style`` (cached).
+    """Class -> ``model``'s embeddings of its first ``per_class`` pool images in ``style``.
 
-    A cache of the whole pool serves every smaller ``per_class``.
+    The every-stage vectors are computed once and cached; a cache of the whole
+    pool serves every smaller ``per_class``. ``model="efficientnet-lite0"``
+    gives their last :data:`FINAL_DIMS` numbers (the unit-length final features).
     """
-    path = cache_file(model, style, per_class)
-    if not path.exists() and cache_file(model, style, POOL_PER_CLASS).exists():
-        path = cache_file(model, style, POOL_PER_CLASS)
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    path = next(
+        (
+            cache_file(source, style, size)
+            for size in (per_class, STYLED_PER_CLASS, 300, POOL_PER_CLASS)
+            if size >= per_class and cache_file(source, style, size).exists()
+        ),
+        cache_file(source, style, per_class),
+    )
     if not path.exists():
-        from experiments.fashion_mnist import load_split
-
-        images, labels = load_split("train")
+        images, labels = load_source(source)
         rows = np.concatenate([r[:per_class] for r in pool_rows(labels).values()])
         shown = np.stack([stylise(images[r], style, int(r)) for r in rows])
-        print(f"embedding {len(rows)} Fashion-MNIST images ({model}, {style}; cached afterwards)")
-        vectors = embed_images(shown, model, device).astype(np.float16)
+        print(f"embedding {len(rows)} {source} images ({style}; cached afterwards)")
+        vectors = embed_images(shown, device).astype(np.float16)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, rows=rows, labels=labels[rows], vectors=vectors)
     data = np.load(path)
     labels, vectors = data["labels"], data["vectors"].astype(np.float32)
+    if model == MODELS[1]:
+        vectors = vectors[:, -FINAL_DIMS:]
     return {int(c): vectors[labels == c][:per_class] for c in np.unique(labels)}
 
 
 def long_tail(
-    model: str, largest: int, imbalance: float, seed: int, per_class: int = POOL_PER_CLASS
+    model: str,
+    largest: int,
+    imbalance: float,
+    seed: int,
+    per_class: int = POOL_PER_CLASS,
+    source: str = "fashion",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels of a long-tailed draw, class sizes ``largest`` down.
 
@@ -144,7 +199,7 @@ def long_tail(
     """
     from experiments.fashion_mnist import power_law_sizes
 
-    pool = pool_embeddings(model, "normal", per_class)
+    pool = pool_embeddings(model, "normal", per_class, source)
     rng = np.random.default_rng(seed)
     classes = rng.permutation(sorted(pool))
     sizes = power_law_sizes(len(classes), largest, imbalance)
@@ -171,3 +226,22 @@ def rare_style(
         rare.append(is_rare)
     order = rng.permutation(per_class * len(xs))
     return np.concatenate(xs)[order], np.concatenate(rare)[order]
+
+
+def odd_kind(
+    model: str, seed: int, share: float = 0.03, per_class: int = STYLED_PER_CLASS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced Fashion-MNIST with ``share`` Animal-MNIST images mixed in.
+
+    Returns ``(x, is_odd)``: ``per_class`` products of each kind, then animals
+    drawn at random from the animal pool, ``share`` of the whole set.
+    """
+    products = pool_embeddings(model, "normal", per_class)
+    animals = np.concatenate(list(pool_embeddings(model, "normal", per_class, "animal").values()))
+    rng = np.random.default_rng(seed)
+    x = np.concatenate(list(products.values()))
+    odd = animals[rng.choice(len(animals), round(len(x) * share / (1 - share)), replace=False)]
+    x = np.concatenate([x, odd])
+    is_odd = np.arange(len(x)) >= len(x) - len(odd)
+    order = rng.permutation(len(x))
+    return x[order], is_odd[order]
