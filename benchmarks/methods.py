@@ -53,6 +53,19 @@ def default(x: np.ndarray) -> Estimate:
     return pca(x)
 
 
+def any_view(x: np.ndarray) -> Estimate:
+    """The default with ``views="auto"``: min(whole vector's, content view's) likelihood.
+
+    On vectors without the default model's layout it is :func:`default`.
+    """
+    from dequity import views as dv
+
+    p, labels = default(x)
+    if dv.content_columns(x) is None:
+        return p, labels
+    return dv.combine(p, dv.content_view(x, fit_samples=5_000).likelihoods)[0], labels
+
+
 def previous_default(x: np.ndarray) -> Estimate:
     """The previous default: PCA-50 + HDBSCAN(10, min_samples 1), noise as singletons."""
     return pca(x, "hdbscan", "singleton")

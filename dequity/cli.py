@@ -106,6 +106,14 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
         "--clustering-kwargs", nargs="*", metavar="KEY=VALUE", help="e.g. eps=2.0 min_samples=10"
     )
     parser.add_argument("--noise", default=defaults.DEFAULT_NOISE, choices=list(NOISE_POLICIES))
+    parser.add_argument(
+        "--views",
+        default="auto",
+        choices=["auto", "none"],
+        help="auto: with the default model's vectors, a sample is also scored on its final "
+        "features and keeps the smaller likelihood (writes <run-key>_rare_by); none: the "
+        "whole vector only",
+    )
     groups = parser.add_mutually_exclusive_group()
     groups.add_argument(
         "--group-field",
@@ -150,6 +158,7 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "clustering": args.clustering,
         "clustering_kwargs": parse_kwargs(args.clustering_kwargs),
         "noise": args.noise,
+        "views": None if args.views == "none" else args.views,
         "eta": args.eta,
         "gamma": args.gamma,
         "group_field": args.group_field,

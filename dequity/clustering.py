@@ -60,7 +60,8 @@ PARAMETERS: dict[str, dict[str, Param]] = {
         "n_jobs": Param(cpu_only=True),
         "backend": BACKEND,
     },
-    KNN: {"k": _DENSITY["k"]},
+    # neighbours counted among the same seeded subsample above fit_samples
+    KNN: {"k": _DENSITY["k"], "fit_samples": _HDBSCAN["fit_samples"]},
 }
 
 
@@ -81,7 +82,7 @@ def clustering_params(method: str, kwargs: dict | None = None) -> dict:
     validate_clustering(method)
     params = resolve_params(PARAMETERS[method], kwargs, "clustering_kwargs", method)
     fit = params.get("fit_samples")
-    if fit is not None and fit < 2 * params["min_cluster_size"]:
+    if fit is not None and "min_cluster_size" in params and fit < 2 * params["min_cluster_size"]:
         raise DequityError(
             f"fit_samples must be None or an integer >= 2 * min_cluster_size, got {fit!r}"
         )

@@ -35,7 +35,12 @@ from dequity.faults import fault_point
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = "dequity_staging_"
-KINDS = {"int": fof.IntField, "float": fof.FloatField, "vector": fof.VectorField}
+KINDS = {
+    "int": fof.IntField,
+    "float": fof.FloatField,
+    "vector": fof.VectorField,
+    "str": fof.StringField,
+}
 _BATCH = 10_000
 
 

@@ -17,6 +17,7 @@ from dequity import fiftyone_compat as fc
 from dequity import groups as dg
 from dequity import objects as dobj
 from dequity import projection as dp
+from dequity import views as dv
 from dequity.errors import DequityError
 from dequity.estimate import estimate
 from dequity.faults import fault_point
@@ -57,6 +58,7 @@ def compute_dequity(
     group_field: str | None = None,
     collapse_near_duplicates: float | None = None,
     patches_field: str | None = None,
+    views: str | None = defaults.DEFAULT_VIEWS,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -126,6 +128,13 @@ def compute_dequity(
             Detections, or be an ``(n_boxes, d)`` array with one row per box
             of the field in collection order (samples in order, each
             sample's boxes in list order, skipped boxes included).
+        views: ``"auto"`` (default): when the vectors are the default model's
+            (every stage of EfficientNet-Lite0), also score their final
+            features alone and keep each sample's smaller likelihood, so that
+            a sample is common only if both what it shows and how it looks
+            are common; image runs then write ``<run_key>_rare_by``
+            (``"content"`` or ``"appearance"``, see :mod:`dequity.views`).
+            None: the whole vector only.
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
@@ -165,6 +174,7 @@ def compute_dequity(
         noise=noise,
         eta=eta,
         gamma=gamma,
+        views=views,
     )
     if patches_field is not None:
         return _compute_objects(
@@ -327,6 +337,7 @@ def validate_config(config: DequityRunConfig, num_samples: int) -> None:
         config.clustering_kwargs   # {'eps': 1.5, 'min_samples': 10}
     """
     validate_noise_policy(config.noise)
+    dv.validate_views(config.views)
     validate_gfl_params(config.eta, config.gamma)
     config.eta, config.gamma = float(config.eta), float(config.gamma)
     for name in ("projection_kwargs", "clustering_kwargs"):
@@ -352,20 +363,32 @@ def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -
     groups = dg.sample_groups(samples, emb, config.group_field, config.collapse_near_duplicates)
     logger.info("Likelihoods (%s)...", config.clustering)
     result = estimate(points, config.clustering, config.noise, groups, **config.clustering_kwargs)
+    likelihoods, views = result.likelihoods, None
+    content = None
+    if config.views == dv.AUTO and dv.content_columns(emb.vectors) is not None:
+        logger.info("Likelihoods of the content view...")
+        fit_samples = config.clustering_kwargs.get("fit_samples")
+        content = dv.content_view(emb.vectors, fit_samples, groups)
+        views = {"image": likelihoods.tolist(), "content": content.likelihoods.tolist()}
+        likelihoods = dv.combine(result.likelihoods, content.likelihoods)[0]
+    config.views = dv.CONTENT if content is not None else None
     fit = None
     if transform is not None and groups is None:  # what update_dequity needs
         result.fit.projection = transform
         fit = result.fit.to_dict()
+        if content is not None:
+            fit[dv.CONTENT] = content.fit.to_dict()
     return DequityResults(
         samples,
         config,
         run_key,
         sample_ids=emb.sample_ids,
         labels=result.labels.tolist(),
-        likelihoods=result.likelihoods.tolist(),
+        likelihoods=likelihoods.tolist(),
         points=_points_2d(points).tolist(),
         missing_ids=emb.missing_ids,
         fit=fit,
+        views=views,
         backend=run,
     )
 
@@ -393,10 +416,9 @@ def validate_run_key(samples: Any, run_key: Any, overwrite: bool = False) -> Non
                 "(--overwrite) to replace it, or choose another run_key"
             )
 
-    field_types = {
-        name: kind
-        for name, kind in zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT))
-    }
+    field_types = dict(
+        zip(field_names(run_key).values(), (df.INT, df.FLOAT, df.FLOAT, df.STRING), strict=True)
+    )
     df.check_fields_free(samples, field_types, run_key)
 
 
@@ -419,9 +441,11 @@ def _commit(
     config = results.config
     ids = emb.sample_ids
     stale: list[str] = []
+    explained_before = False
     if samples.has_run(results.key):
         old = samples.load_run_results(results.key)
         stale = list(set(old.sample_ids + old.missing_ids) - set(ids))
+        explained_before = old.config.uses_content_view
     cleared = stale + emb.missing_ids
     blanks = [None] * len(cleared)
     columns = [
@@ -444,6 +468,16 @@ def _commit(
             results.weights.tolist() + blanks,
         ),
     ]
+    if config.uses_content_view or explained_before:  # an overwrite leaves no old reason
+        columns.append(
+            dcommit.Column(
+                config.rare_by_field,
+                "str",
+                FIELD_DESCRIPTIONS["rare_by"],
+                (results.rare_by or [None] * len(ids)) + blanks,
+                owned=config.uses_content_view,
+            )
+        )
     if store_field:  # the first len(ids) samples: those with an embedding
         columns.append(
             dcommit.Column(store_field, "vector", "image embedding", emb.vectors, owned=False)
@@ -459,6 +493,9 @@ def _commit(
         index=config.weight_field,
         progress=progress,
     )
+    if explained_before and not config.uses_content_view:
+        # the commit emptied it; a kill before this line leaves only empty values
+        fc.root_dataset(samples).delete_sample_field(config.rare_by_field)
 
 
 def _short_summary(results: DequityResults) -> str:

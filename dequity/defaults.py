@@ -3,6 +3,7 @@
 from dequity.clustering import HDBSCAN_KNN
 from dequity.likelihood import NOISE_NEAREST
 from dequity.projection import PCA
+from dequity.views import AUTO
 from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_PRECISION",
     "DEFAULT_PROJECTION",
     "DEFAULT_RUN_KEY",
+    "DEFAULT_VIEWS",
     "PRECISIONS",
 ]
 
@@ -33,3 +35,6 @@ DEFAULT_PROJECTION = PCA
 DEFAULT_CLUSTERING = HDBSCAN_KNN
 #: noise points join their nearest cluster; the crowding keeps them rare
 DEFAULT_NOISE = NOISE_NEAREST
+#: rare in any view: with the default model's vectors, a sample's likelihood is
+#: the smaller of the whole vector's and the final features' (:mod:`dequity.views`)
+DEFAULT_VIEWS = AUTO

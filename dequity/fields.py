@@ -84,4 +84,4 @@ def write_scalars(
     fc.bulk_write(dataset, ops, ids, progress=progress)
 
 
-FLOAT, INT, VECTOR = fof.FloatField, fof.IntField, fof.VectorField
+FLOAT, INT, STRING, VECTOR = fof.FloatField, fof.IntField, fof.StringField, fof.VectorField

@@ -24,15 +24,18 @@ from dequity.defaults import (
     DEFAULT_RUN_KEY,
 )
 from dequity.errors import DequityError
+from dequity.views import CONTENT
 from dequity.weights import gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
-FIELD_SUFFIXES = ("cluster", "likelihood", "weight")
+FIELD_SUFFIXES = ("cluster", "likelihood", "weight", "rare_by")
 #: what each field of a run holds, by role
 FIELD_DESCRIPTIONS = {
     "cluster": "dequity cluster id of the sample's image (-1: noise)",
     "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
     "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+    "rare_by": "dequity view that made the sample rare: 'content' (what it shows) or "
+    "'appearance' (how it looks)",
 }
 
 
@@ -43,6 +46,9 @@ def field_names(run_key: str) -> dict[str, str]:
 
         >>> field_names("dequity")["weight"]
         'dequity_weight'
+
+    ``rare_by`` is written only by runs that score the content view
+    (:mod:`dequity.views`).
     """
     return {suffix: f"{run_key}_{suffix}" for suffix in FIELD_SUFFIXES}
 
@@ -78,6 +84,8 @@ class DequityRunConfig(focr.RunConfig):
         group_field: str | None = None,
         collapse_near_duplicates: float | None = None,
         patches_field: str | None = None,
+        views: str | None = None,
+        rare_by_field: str | None = None,
         method: str = METHOD,
         **kwargs: Any,
     ) -> None:
@@ -98,7 +106,16 @@ class DequityRunConfig(focr.RunConfig):
         self.collapse_near_duplicates = collapse_near_duplicates
         #: an object run scores the ``Detections`` of this field (None: images)
         self.patches_field = patches_field
+        #: ``"auto"`` as asked, ``"content"`` once a run scored the content view
+        #: (:mod:`dequity.views`), None: the whole vector only
+        self.views = views
+        self.rare_by_field = rare_by_field or fields["rare_by"]
         super().__init__(method=method, **kwargs)
+
+    @property
+    def uses_content_view(self) -> bool:
+        """Whether the run scored the content view and owns ``rare_by_field``."""
+        return getattr(self, "views", None) == CONTENT
 
     @property
     def object_paths(self) -> list[str]:
@@ -117,11 +134,14 @@ class DequityRunConfig(focr.RunConfig):
         """
         if self.patches_field is not None:
             return [self.weight_field, *self.object_paths]
-        return [self.cluster_field, self.likelihood_field, self.weight_field]
+        fields = [self.cluster_field, self.likelihood_field, self.weight_field]
+        return fields + [self.rare_by_field] if self.uses_content_view else fields
 
     def field_renames(self, new_key: str) -> dict[str, str]:
         """Each owned field's new path when the run is renamed to ``new_key``."""
-        renamed = DequityRunConfig(new_key, patches_field=self.patches_field)
+        renamed = DequityRunConfig(
+            new_key, patches_field=self.patches_field, views=getattr(self, "views", None)
+        )
         return dict(zip(self.fields, renamed.fields))
 
 
@@ -160,6 +180,7 @@ class DequityRun(focr.Run):
                 config.cluster_field = new["cluster"]
                 config.likelihood_field = new["likelihood"]
                 config.weight_field = new["weight"]
+                config.rare_by_field = new["rare_by"]
         self.update_run_config(samples, key, self.config)
 
 
@@ -194,6 +215,7 @@ class DequityResults(focr.RunResults):
         missing_ids: list[str] | None = None,
         fit: dict | None = None,
         object_ids: list[str] | None = None,
+        views: dict[str, list[float]] | None = None,
         backend: Any = None,
     ) -> None:
         super().__init__(samples, config, key, backend=backend)
@@ -207,6 +229,23 @@ class DequityResults(focr.RunResults):
         self.fit = fit
         #: an object run's Detection ids, aligned with ``sample_ids``
         self.object_ids = list(object_ids or [])
+        #: with the content view (:mod:`dequity.views`): each view's likelihoods,
+        #: ``{"image": [...], "content": [...]}``; ``likelihoods`` is their minimum
+        self.views = views
+
+    @property
+    def rare_by(self) -> list[str]:
+        """Per sample, the view that made it rare (empty without the content view).
+
+        Example::
+
+            res.rare_by[:3]   # ['appearance', 'content', 'appearance']
+        """
+        if not self.views:
+            return []
+        from dequity.views import combine
+
+        return combine(self.views["image"], self.views["content"])[1].tolist()
 
     def attributes(self) -> list[str]:
         return [
@@ -218,6 +257,7 @@ class DequityResults(focr.RunResults):
             "missing_ids",
             "fit",
             "object_ids",
+            "views",
         ]
 
     @property
@@ -238,6 +278,7 @@ class DequityResults(focr.RunResults):
             missing_ids=d.get("missing_ids"),
             fit=d.get("fit"),
             object_ids=d.get("object_ids"),
+            views=d.get("views"),
         )
 
     @property

@@ -19,6 +19,7 @@ import fiftyone.core.validation as fov
 import numpy as np
 
 from dequity import commit as dcommit
+from dequity import views as dv
 from dequity.core import FIELD_DESCRIPTIONS, load_dequity_results
 from dequity.defaults import DEFAULT_RUN_KEY
 from dequity.errors import DequityError
@@ -107,7 +108,9 @@ def update_dequity(
         fit = LikelihoodFit.from_dict(results.fit)
         points = fit.projection(emb.vectors)
         extension = fit.extend(
-            np.asarray(results.labels, dtype=np.int64), np.asarray(results.likelihoods), points
+            np.asarray(results.labels, dtype=np.int64),
+            np.asarray(results.views["image"] if results.views else results.likelihoods),
+            points,
         )
         updated = _extended_results(results, emb, extension, points, fit)
         _commit(claim, dataset, updated, emb, source.store_field, progress)
@@ -147,19 +150,43 @@ def _embeddings_request(config: Any, embeddings: str | np.ndarray | None) -> dic
 def _extended_results(
     results: DequityResults, emb: Any, extension: Any, points: np.ndarray, fit: LikelihoodFit
 ) -> DequityResults:
-    """The run's results with the new samples appended and the old likelihoods rescaled."""
+    """The run's results with the new samples appended and the old likelihoods rescaled.
+
+    A run with the content view (:mod:`dequity.views`) extends that view's fit
+    too, and each sample's likelihood is again the smaller of the two views'.
+    """
     labels = results.labels + extension.labels.tolist() if results.labels else []
     xy = points[:, :2] if points.shape[1] >= 2 else np.pad(points, ((0, 0), (0, 1)))
+    likelihoods = np.concatenate([extension.old_likelihoods, extension.new_likelihoods])
+    stored, views = fit.to_dict(), None
+    if results.views:
+        content_fit = LikelihoodFit.from_dict(results.fit[dv.CONTENT])
+        columns = dv.content_columns(emb.vectors)
+        if columns is None:
+            raise DequityError(
+                "the new samples' vectors are not the default model's every-stage vectors "
+                "the run was computed on; embed them with the run's model"
+            )
+        content = content_fit.extend(
+            np.empty(0, np.int64),
+            np.asarray(results.views["content"]),
+            content_fit.projection(emb.vectors[:, columns]),
+        )
+        content_likelihoods = np.concatenate([content.old_likelihoods, content.new_likelihoods])
+        views = {"image": likelihoods.tolist(), "content": content_likelihoods.tolist()}
+        likelihoods = dv.combine(likelihoods, content_likelihoods)[0]
+        stored[dv.CONTENT] = content_fit.to_dict()
     return DequityResults(
         results.samples,
         results.config,
         results.key,
         sample_ids=results.sample_ids + list(emb.sample_ids),
         labels=labels,
-        likelihoods=extension.old_likelihoods.tolist() + extension.new_likelihoods.tolist(),
+        likelihoods=likelihoods.tolist(),
         points=results.points + xy.tolist(),
         missing_ids=results.missing_ids + list(emb.missing_ids),
-        fit=fit.to_dict(),
+        fit=stored,
+        views=views,
         backend=results.backend,
     )
 
@@ -199,6 +226,15 @@ def _commit(
             new_first(results.weights.tolist()),
         ),
     ]
+    if config.uses_content_view:
+        columns.append(
+            dcommit.Column(
+                config.rare_by_field,
+                "str",
+                FIELD_DESCRIPTIONS["rare_by"],
+                new_first(results.rare_by),
+            )
+        )
     if results.labels:
         columns.append(
             dcommit.Column(

@@ -34,6 +34,7 @@ from dequity.defaults import (
     DEFAULT_NOISE,
     DEFAULT_PROJECTION,
     DEFAULT_RUN_KEY,
+    DEFAULT_VIEWS,
 )
 from dequity.embeddings import validate_embeddings_field
 from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
@@ -81,6 +82,12 @@ _NOISE_LABELS = {
     NOISE_NEAREST: "Nearest: each noise image joins its nearest image's cluster (default)",
     NOISE_SINGLETON: "Singleton: each noise image is a cluster of one (rarest)",
     NOISE_CLUSTER: "Cluster: all noise images form one more cluster (authors' code)",
+}
+#: how the form names ``views=None``
+NO_VIEWS = "none"
+_VIEWS_LABELS = {
+    DEFAULT_VIEWS: "Auto: rare in content or in appearance (default model's vectors)",
+    NO_VIEWS: "None: the whole vector only",
 }
 
 
@@ -244,6 +251,7 @@ class ComputeDequity(foo.Operator):
         clustering: str = DEFAULT_CLUSTERING,
         clustering_kwargs: dict | None = None,
         noise: str = DEFAULT_NOISE,
+        views: str | None = DEFAULT_VIEWS,
         eta: float = DEFAULT_ETA,
         gamma: float = DEFAULT_GAMMA,
         overwrite: bool = False,
@@ -276,6 +284,7 @@ class ComputeDequity(foo.Operator):
             "clustering": clustering,
             "clustering_kwargs": clustering_kwargs or {},
             "noise": noise,
+            "views": views or NO_VIEWS,
             "eta": eta,
             "gamma": gamma,
             "group_field": group_field,
@@ -326,6 +335,15 @@ class ComputeDequity(foo.Operator):
             default=DEFAULT_NOISE,
             label="Noise policy",
             description="How images the clustering calls noise count in the likelihood",
+        )
+        dropdown(
+            inputs,
+            "views",
+            _VIEWS_LABELS,
+            default=DEFAULT_VIEWS,
+            label="Views",
+            description="Rare in any view: with the default model, score what an image shows "
+            "and how it looks, and keep the rarer",
         )
 
         if not patches_field:
@@ -429,6 +447,7 @@ class ComputeDequity(foo.Operator):
             "clustering": clustering,
             "clustering_kwargs": _method_kwargs(p, "clustering", clustering),
             "noise": p.get("noise", DEFAULT_NOISE),
+            "views": None if p.get("views") == NO_VIEWS else p.get("views", DEFAULT_VIEWS),
             "eta": float(p.get("eta", DEFAULT_ETA)),
             "gamma": float(p.get("gamma", DEFAULT_GAMMA)),
             "overwrite": bool(p.get("overwrite", False)),

@@ -43,6 +43,7 @@ def test_the_library_default_is_the_candidate_chosen_on_validation():
     config = fidelity.chosen_config(values)
     assert config is not None, values["selection"]["chosen"]
     assert config.get("clustering", defaults.DEFAULT_CLUSTERING) == defaults.DEFAULT_CLUSTERING
+    assert config["views"] == defaults.DEFAULT_VIEWS
     resolved = dc.clustering_params(defaults.DEFAULT_CLUSTERING, config.get("clustering_kwargs"))
     assert resolved == dc.clustering_params(defaults.DEFAULT_CLUSTERING)
     projected = dp.projection_params(defaults.DEFAULT_PROJECTION, config.get("projection_kwargs"))
