@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -195,9 +196,18 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
         "rarest samples:",
     ]
     weight_field = results.config.weight_field
+    if results.views:
+        reasons = Counter(results.rare_by)
+        lines.insert(
+            -1,
+            f"rare in any view ({results.config.rare_by_field}): {reasons['content']} samples "
+            f"rarer for what they show (content), {reasons['appearance']} for how they look "
+            "(appearance)",
+        )
     rarest = samples.exists(weight_field).sort_by(weight_field, reverse=True).limit(num_rarest)
-    for path, weight in zip(*rarest.values(["filepath", weight_field])):
-        lines.append(f"  {weight:.3f}  {path}")
+    fields = ["filepath", weight_field] + ([results.config.rare_by_field] if results.views else [])
+    for path, weight, *why in zip(*rarest.values(fields)):
+        lines.append(f"  {weight:.3f}  {path}" + (f"  ({why[0]})" if why else ""))
     return "\n".join(lines)
 
 

@@ -36,8 +36,10 @@ RARE_CLASSES = 3
 
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
-    "default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, noise to nearest": {},
-    "previous default: final features, PCA-50 + HDBSCAN(10), noise as singletons": {
+    "default: rare in any view (whole vector and content view)": {},
+    "previous default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": {"views": None},
+    "default before the every-stage model: final features, PCA-50 + HDBSCAN(10), "
+    "noise as singletons": {
         "model": "efficientnet-lite0",
         "clustering": "hdbscan",
         "noise": "singleton",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import fiftyone.operators as foo
@@ -9,11 +10,24 @@ import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
 import dequity
+from dequity.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import dropdown, object_patches_view, uri
 from fiftyone_plugin.viz import owned_visualization
 
 _PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+
+
+def rarest_by_view(samples: Any, config: Any, reason: str) -> Any:
+    """The samples a run found rare for ``reason`` (``"content"``/``"appearance"``), rarest first.
+
+    Example::
+
+        rarest_by_view(dataset, results.config, "appearance")   # e.g. night and fog first
+    """
+    return samples.match(F(config.rare_by_field) == reason).sort_by(
+        config.weight_field, reverse=True
+    )
 
 
 def _event_param(ctx: Any, key: str) -> Any:
@@ -87,6 +101,22 @@ class DequityPanel(foo.Panel):
         ctx.panel.state.cluster = None
         ctx.ops.set_view(ctx.dataset.sort_by(field, reverse=True))
 
+    def on_rarest_by_content(self, ctx: Any) -> None:
+        """The samples that are rare for what they show, rarest first."""
+        self._rarest_by(ctx, RARE_BY_CONTENT)
+
+    def on_rarest_by_appearance(self, ctx: Any) -> None:
+        """The samples that are rare for how they look, rarest first."""
+        self._rarest_by(ctx, RARE_BY_APPEARANCE)
+
+    def _rarest_by(self, ctx: Any, reason: str) -> None:
+        run_key = self._run_key(ctx)
+        if run_key is None:
+            return
+        config = dequity.load_dequity_results(ctx.dataset, run_key).config
+        ctx.panel.state.cluster = None
+        ctx.ops.set_view(rarest_by_view(ctx.dataset, config, reason))
+
     def on_clear_view(self, ctx: Any) -> None:
         ctx.panel.state.cluster = None
         ctx.ops.clear_view()
@@ -132,6 +162,26 @@ class DequityPanel(foo.Panel):
             f"{s['min_weight']:.3f} to {s['max_weight']:.3f} in `{cfg.weight_field}`",
             name="summary",
         )
+
+        if results.views:
+            reasons = Counter(results.rare_by)
+            panel.md(
+                f"Rare in any view: **{reasons[RARE_BY_CONTENT]}** samples are rarer for "
+                f"what they show, **{reasons[RARE_BY_APPEARANCE]}** for how they look "
+                f"(`{cfg.rare_by_field}`)",
+                name="views_split",
+            )
+            by_view = panel.h_stack("views_buttons", align_x="left", gap=1)
+            by_view.btn(
+                "rarest_by_content",
+                label="Rarest by content",
+                on_click=self.on_rarest_by_content,
+            )
+            by_view.btn(
+                "rarest_by_appearance",
+                label="Rarest by appearance",
+                on_click=self.on_rarest_by_appearance,
+            )
 
         buttons = panel.h_stack("buttons", align_x="left", gap=1)
         if "num_objects" in s:

@@ -288,7 +288,8 @@ def test_rename_that_fails_exits_2_and_keeps_the_run(demo, capsys):
 def test_progress_is_labelled(demo, capsys):
     assert main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]) == 0
     out = capsys.readouterr().out
-    assert "Writing fields dequity_cluster, dequity_likelihood, dequity_weight..." in out
+    fields = "dequity_cluster, dequity_likelihood, dequity_weight, dequity_rare_by"
+    assert f"Writing fields {fields}..." in out
 
 
 def test_no_mongodb_version_notice(demo_run):

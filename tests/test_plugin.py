@@ -382,6 +382,24 @@ def test_panel_renders_plots_and_drives_the_grid(clean):
     assert weights == sorted(weights, reverse=True)
 
 
+def test_panel_splits_a_run_by_view_and_opens_the_rarest_of_each(clean):
+    ds = clean
+    op("compute_dequity")(ds, "dq", embeddings="embedding", clustering_kwargs=FAST_KW)
+    reasons = dequity.load_dequity_results(ds, "dq").rare_by
+    state = {"run_key": "dq"}
+    props = _panel_event(ds, "on_load", state)["show_panel_output"]["output"]["type"]
+    split = props["properties"]["views_split"]["view"]["label"]
+    assert f"**{reasons.count('content')}** samples are rarer for what they show" in split
+    assert f"**{reasons.count('appearance')}** for how they look" in split
+    for reason in ("content", "appearance"):
+        out = _panel_event(ds, f"on_rarest_by_{reason}", state)
+        view = fo.DatasetView._build(ds, out["set_view"]["view"])
+        assert set(view.values("dq_rare_by")) == {reason}
+        assert len(view) == reasons.count(reason)
+        weights = view.values("dq_weight")
+        assert weights == sorted(weights, reverse=True)
+
+
 def test_panel_without_runs_offers_compute(clean):
     out = _panel_event(clean, "on_load", {})
     props = out["show_panel_output"]["output"]["type"]["properties"]

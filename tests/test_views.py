@@ -1,0 +1,97 @@
+"""Rare in any view: the content view on the default model's vectors, and why a sample is rare."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import dequity
+from dequity import views as dv
+from dequity.errors import DequityError
+from dequity.estimate import estimate_likelihood
+from tests.conftest import EMBEDDINGS_FIELD
+
+
+def test_the_default_models_vectors_have_the_content_layout(demo_run):
+    dataset, results = demo_run
+    vectors = np.array(dataset.values(EMBEDDINGS_FIELD))
+    assert dv.content_columns(vectors) == slice(-1280, None)
+    assert dv.content_columns(vectors[:, -1280:]) is None  # final features alone
+    assert dv.content_columns(np.random.default_rng(0).normal(size=(50, 1776))) is None
+    assert results.config.views == dv.CONTENT
+
+
+def test_a_default_run_keeps_each_samples_rarer_view_and_says_which(demo_run):
+    dataset, results = demo_run
+    image, content = np.array(results.views["image"]), np.array(results.views["content"])
+    np.testing.assert_allclose(results.likelihoods, np.minimum(image, content))
+    stored = dict(zip(dataset.values("id"), dataset.values("dequity_rare_by")))
+    expected = np.where(content < image, "content", "appearance")
+    assert [stored[i] for i in results.sample_ids] == expected.tolist()
+    assert set(expected) == {"content", "appearance"}  # both views decide some frames
+    assert "dequity_rare_by" in results.config.fields
+
+
+def test_views_none_scores_the_whole_vector_and_writes_no_reason(demo):
+    res = dequity.compute_dequity(demo, "whole", embeddings=EMBEDDINGS_FIELD, views=None)
+    assert res.views is None and res.rare_by == []
+    assert not demo.has_sample_field("whole_rare_by")
+    assert demo.get_run_info("whole").config.views is None
+
+
+def test_vectors_of_another_model_get_no_content_view(demo):
+    vectors = np.random.default_rng(0).normal(size=(len(demo), 64))
+    res = dequity.compute_dequity(demo, "other", embeddings=vectors)
+    assert res.config.views is None and not demo.has_sample_field("other_rare_by")
+
+
+def test_overwrite_rename_and_delete_carry_the_reason_field(demo):
+    dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD)
+    assert demo.count("dq_rare_by") == len(demo)
+    dequity.rename_dequity_run(demo, "dq", "renamed")
+    assert demo.count("renamed_rare_by") == len(demo) and not demo.has_sample_field("dq_rare_by")
+    dequity.compute_dequity(
+        demo, "renamed", embeddings=EMBEDDINGS_FIELD, overwrite=True, views=None
+    )
+    assert not demo.has_sample_field("renamed_rare_by")  # no stale reasons
+    dequity.compute_dequity(demo, "renamed", embeddings=EMBEDDINGS_FIELD, overwrite=True)
+    dequity.delete_dequity_run(demo, "renamed")
+    assert not any(f.startswith("renamed") for f in demo.get_field_schema())
+
+
+def test_an_update_places_new_samples_in_both_views(demo):
+    held = demo.take(20, seed=1)
+    held_ids = held.values("id")
+    vectors = dict(zip(demo.values("id"), demo.values(EMBEDDINGS_FIELD)))
+    demo.select(held_ids).set_field(EMBEDDINGS_FIELD, None).save()
+    dequity.compute_dequity(demo.exists(EMBEDDINGS_FIELD), "dq", embeddings=EMBEDDINGS_FIELD)
+    demo.set_values(EMBEDDINGS_FIELD, {i: vectors[i] for i in held_ids}, key_field="id")
+    res = dequity.update_dequity(demo, "dq")
+    assert len(res.sample_ids) == len(demo)
+    np.testing.assert_allclose(
+        res.likelihoods, np.minimum(res.views["image"], res.views["content"])
+    )
+    assert demo.select(held_ids).count("dq_rare_by") == len(held_ids)
+
+
+def test_bad_views_are_refused_before_any_work(demo):
+    schema = demo.get_field_schema()
+    with pytest.raises(DequityError, match="views must be 'auto'"):
+        dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD, views="content")
+    assert demo.get_field_schema() == schema and demo.list_runs() == []
+
+
+def test_the_content_view_ranks_a_real_long_tail_closer_to_class_size():
+    """Fashion-MNIST, classes 200 down to 5, by the default model, 5 draws: views raise the rank."""
+    from benchmarks.real_sets import MODELS, long_tail
+
+    def class_rank(x, y, views):
+        p = estimate_likelihood(dequity.project(x, "pca"), "hdbscan_knn", "nearest")[1]
+        if views:
+            p = dv.combine(p, dv.content_view(x).likelihoods)[0]
+        classes, sizes = np.unique(y, return_counts=True)
+        return spearmanr([p[y == c].mean() for c in classes], sizes)[0]
+
+    draws = [long_tail(MODELS[0], 200, 40.0, seed=seed, per_class=200) for seed in range(5)]
+    with_views = np.mean([class_rank(x, y, True) for x, y in draws])
+    without = np.mean([class_rank(x, y, False) for x, y in draws])
+    assert with_views > without + 0.1, (with_views, without)
