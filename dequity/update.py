@@ -161,16 +161,10 @@ def _extended_results(
     stored, views = fit.to_dict(), None
     if results.views:
         content_fit = LikelihoodFit.from_dict(results.fit[dv.CONTENT])
-        columns = dv.content_columns(emb.vectors)
-        if columns is None:
-            raise DequityError(
-                "the new samples' vectors are not the default model's every-stage vectors "
-                "the run was computed on; embed them with the run's model"
-            )
         content = content_fit.extend(
             np.empty(0, np.int64),
             np.asarray(results.views["content"]),
-            content_fit.projection(emb.vectors[:, columns]),
+            content_fit.projection(emb.vectors[:, dv.CONTENT_COLUMNS]),
         )
         content_likelihoods = np.concatenate([content.old_likelihoods, content.new_likelihoods])
         views = {"image": likelihoods.tolist(), "content": content_likelihoods.tolist()}

@@ -34,6 +34,8 @@ RARE_BY_CONTENT, RARE_BY_APPEARANCE = "content", "appearance"
 #: widths of the unit-length blocks of EfficientNet-Lite0's every-stage vector:
 #: stem, the six block stages before the last, the final features
 LITE0_BLOCKS = (32, 16, 24, 40, 80, 112, 192, 1280)
+#: the final-features block of every-stage vectors
+CONTENT_COLUMNS = slice(-LITE0_BLOCKS[-1], None)
 #: the content view's projection and likelihood (chosen on validation draws by
 #: ``python -m benchmarks --only fidelity``)
 CONTENT_PROJECTION = {"n_components": 20}
@@ -76,7 +78,7 @@ def content_columns(vectors: np.ndarray) -> slice | None:
         norms = np.linalg.norm(sample[:, start:stop], axis=1)
         if np.abs(norms - 1).max() > _UNIT_TOLERANCE:
             return None
-    return slice(-LITE0_BLOCKS[-1], None)
+    return CONTENT_COLUMNS
 
 
 @dataclass

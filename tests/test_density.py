@@ -82,7 +82,12 @@ def test_compute_dequity_with_knn_density_writes_likelihoods_without_clusters(de
     from tests.conftest import EMBEDDINGS_FIELD
 
     res = dequity.compute_dequity(
-        demo, "dens", embeddings=EMBEDDINGS_FIELD, clustering="knn", clustering_kwargs={"k": 5}
+        demo,
+        "dens",
+        embeddings=EMBEDDINGS_FIELD,
+        clustering="knn",
+        clustering_kwargs={"k": 5},
+        views=None,  # the crowding of the whole vector alone
     )
     vectors = np.stack(demo.values(EMBEDDINGS_FIELD))
     expected = reference(project(vectors, "pca"), k=5)
@@ -94,7 +99,10 @@ def test_compute_dequity_with_knn_density_writes_likelihoods_without_clusters(de
     assert demo.count("dens_cluster") == 0  # no clusters: the field stays empty
     assert res.labels == [] and res.num_clusters == 0 and res.cluster_sizes() == {}
     reloaded = dequity.load_dequity_results(demo, "dens")
-    assert reloaded.config.clustering == "knn" and reloaded.config.clustering_kwargs == {"k": 5}
+    assert reloaded.config.clustering == "knn" and reloaded.config.clustering_kwargs == {
+        "k": 5,
+        "fit_samples": 5_000,
+    }
     assert dequity.export_weights(demo, "dens", tmp_path / "w.csv").exists()
     with pytest.raises(DequityError, match="forms no clusters"):
         dequity.export_weights(demo, "dens", tmp_path / "w.pkl")

@@ -388,7 +388,7 @@ def test_panel_splits_a_run_by_view_and_opens_the_rarest_of_each(clean):
     reasons = dequity.load_dequity_results(ds, "dq").rare_by
     state = {"run_key": "dq"}
     props = _panel_event(ds, "on_load", state)["show_panel_output"]["output"]["type"]
-    split = props["properties"]["views_split"]["view"]["label"]
+    split = props["properties"]["views_split"]["default"]
     assert f"**{reasons.count('content')}** samples are rarer for what they show" in split
     assert f"**{reasons.count('appearance')}** for how they look" in split
     for reason in ("content", "appearance"):

@@ -98,12 +98,16 @@ def test_held_back_frames_get_the_values_of_the_stored_fit(grown):
     fit = LikelihoodFit.from_dict(results.fit)
     vectors = np.array(base.values(EMBEDDINGS_FIELD))
     expected = fit.extend(
-        np.array(results.labels), np.array(results.likelihoods), fit.projection(vectors[new])
+        np.array(results.labels), np.array(results.views["image"]), fit.projection(vectors[new])
     )
     assert base.values("dequity_cluster") == results.labels + expected.labels.tolist()
+    # the default run keeps each sample's rarer view: the whole vector's is the fit's
+    image = np.concatenate([expected.old_likelihoods, expected.new_likelihoods])
+    np.testing.assert_allclose(updated.views["image"], image)
     p = np.array(base.values("dequity_likelihood"))
-    assert np.allclose(p[new], expected.new_likelihoods)
-    assert np.allclose(p[~new], expected.old_likelihoods)
+    combined = np.minimum(image, updated.views["content"])
+    assert np.allclose(p[new], combined[len(results.sample_ids) :])
+    assert np.allclose(p[~new], combined[: len(results.sample_ids)])
     # weights follow the likelihoods with the run's eta and gamma, on old and new samples
     assert np.allclose(base.values("dequity_weight"), dequity.gfl_weight(p, 1.0, 5.0))
 
