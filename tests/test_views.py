@@ -95,3 +95,16 @@ def test_the_content_view_ranks_a_real_long_tail_closer_to_class_size():
     with_views = np.mean([class_rank(x, y, True) for x, y in draws])
     without = np.mean([class_rank(x, y, False) for x, y in draws])
     assert with_views > without + 0.1, (with_views, without)
+
+
+def test_the_command_line_turns_views_off_and_prints_the_split(demo, capsys):
+    from dequity.cli import main
+
+    assert main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]) == 0
+    out = capsys.readouterr().out
+    reasons = dequity.load_dequity_results(demo, "dequity").rare_by
+    assert f"{reasons.count('content')} samples rarer for what they show" in out
+    args = ["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD, "--views", "none"]
+    assert main([*args, "--run-key", "whole"]) == 0
+    assert not demo.has_sample_field("whole_rare_by")
+    assert demo.get_run_info("whole").config.views is None
