@@ -363,8 +363,7 @@ def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -
     groups = dg.sample_groups(samples, emb, config.group_field, config.collapse_near_duplicates)
     logger.info("Likelihoods (%s)...", config.clustering)
     result = estimate(points, config.clustering, config.noise, groups, **config.clustering_kwargs)
-    likelihoods, views = result.likelihoods, None
-    content = None
+    likelihoods, views, content = result.likelihoods, None, None
     if config.views == dv.AUTO and dv.content_columns(emb.vectors) is not None:
         logger.info("Likelihoods of the content view...")
         fit_samples = config.clustering_kwargs.get("fit_samples")

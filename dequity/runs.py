@@ -24,7 +24,7 @@ from dequity.defaults import (
     DEFAULT_RUN_KEY,
 )
 from dequity.errors import DequityError
-from dequity.views import CONTENT
+from dequity.views import CONTENT, combine
 from dequity.weights import gfl_weight, validate_gfl_params
 
 METHOD = "dequity"
@@ -243,8 +243,6 @@ class DequityResults(focr.RunResults):
         """
         if not self.views:
             return []
-        from dequity.views import combine
-
         return combine(self.views["image"], self.views["content"])[1].tolist()
 
     def attributes(self) -> list[str]:
