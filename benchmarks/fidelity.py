@@ -387,7 +387,7 @@ def report(values: dict, quick: bool = False) -> str:
         f"**{chosen}**.\n\n"
         + selection_table(selection)
         + "\n\nThe chosen default on the test draws, target by target (✓ met, ✗ missed; "
-        f"the lead is its rho minus {PEER}'s, target >= {PEER_MARGIN}):\n\n"
+        f"the lead is its rho minus that of {PEER}; target >= {PEER_MARGIN}):\n\n"
         + glance(test, chosen)
         + "\n\n#### Long tails (test seeds "
         f"{list(TEST_SEEDS)}, EfficientNet-Lite0 embeddings)\n\n"
