@@ -381,7 +381,7 @@ def report(values: dict, quick: bool = False) -> str:
     return (
         "#### How the default was chosen\n\n"
         f"Every run the library offers below was scored on validation draws (seeds "
-        f"{list(VALIDATION_SEEDS)}, mixtures {VALIDATION_OFFSET}-"
+        f"{selection.get('seeds', list(VALIDATION_SEEDS))}, mixtures {VALIDATION_OFFSET}-"
         f"{VALIDATION_OFFSET + len(specs) - 1}); the one meeting most targets wins, ties "
         "going to the larger mean margin over the targets. Chosen: "
         f"**{chosen}**.\n\n"
@@ -390,7 +390,7 @@ def report(values: dict, quick: bool = False) -> str:
         f"the lead is its rho minus that of {PEER}; target >= {PEER_MARGIN}):\n\n"
         + glance(test, chosen)
         + "\n\n#### Long tails (test seeds "
-        f"{list(TEST_SEEDS)}, EfficientNet-Lite0 embeddings)\n\n"
+        f"{test.get('seeds', list(TEST_SEEDS))}, EfficientNet-Lite0 embeddings)\n\n"
         "Mean [95 % t interval] over seeds. rho: Spearman of class mean likelihood with "
         "class size; wrho: the same from the weight; ratio: mean weight of the 3 rarest "
         "classes over the 3 most common. FiftyOne Brain's scores enter as likelihoods "
@@ -449,7 +449,10 @@ def run(quick: bool) -> str:
             specs,
         ),
     }
-    values = {"selection": {**selection, "validation": validation}, "test": test}
+    values = {
+        "selection": {**selection, "validation": validation, "seeds": list(validation_seeds)},
+        "test": {**test, "seeds": list(test_seeds)},
+    }
     summary = report(values, quick)
     if not quick:
         save_raw(
