@@ -61,7 +61,7 @@ def any_view(x: np.ndarray) -> Estimate:
     from dequity import views as dv
 
     p, labels = default(x)
-    if dv.content_columns(x) is None:
+    if not dv.applies(x):
         return p, labels
     return dv.combine(p, dv.content_view(x, fit_samples=5_000).likelihoods)[0], labels
 

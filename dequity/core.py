@@ -364,7 +364,7 @@ def _estimate(samples: Any, run_key: str, run: DequityRun, emb: de.Embeddings) -
     logger.info("Likelihoods (%s)...", config.clustering)
     result = estimate(points, config.clustering, config.noise, groups, **config.clustering_kwargs)
     likelihoods, views, content = result.likelihoods, None, None
-    if config.views == dv.AUTO and dv.content_columns(emb.vectors) is not None:
+    if config.views == dv.AUTO and dv.applies(emb.vectors):
         logger.info("Likelihoods of the content view...")
         fit_samples = config.clustering_kwargs.get("fit_samples")
         content = dv.content_view(emb.vectors, fit_samples, groups)

@@ -81,6 +81,19 @@ def content_columns(vectors: np.ndarray) -> slice | None:
     return CONTENT_COLUMNS
 
 
+def applies(vectors: np.ndarray) -> bool:
+    """Whether ``views="auto"`` scores the content view of ``vectors``.
+
+    It needs the default model's layout and more samples than the view's ``k``.
+
+    Example::
+
+        >>> applies(np.ones((100, 512)))
+        False
+    """
+    return content_columns(vectors) is not None and len(vectors) > CONTENT_CLUSTERING["k"]
+
+
 @dataclass
 class ContentView:
     """The content view's likelihoods and the fit that places new samples in it."""

@@ -44,6 +44,19 @@ def test_vectors_of_another_model_get_no_content_view(demo):
     assert res.config.views is None and not demo.has_sample_field("other_rare_by")
 
 
+def test_a_set_too_small_for_the_content_view_is_scored_on_the_whole_vector(demo):
+    few = demo.limit(25)  # hdbscan (min_cluster_size 5) runs; the content view needs k 30
+    res = dequity.compute_dequity(
+        few,
+        "few",
+        embeddings=EMBEDDINGS_FIELD,
+        clustering="hdbscan",
+        clustering_kwargs={"min_cluster_size": 5},
+    )
+    assert res.config.views is None and not demo.has_sample_field("few_rare_by")
+    assert few.count("few_weight") == 25
+
+
 def test_overwrite_rename_and_delete_carry_the_reason_field(demo):
     dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD)
     assert demo.count("dq_rare_by") == len(demo)
