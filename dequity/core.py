@@ -157,7 +157,7 @@ def compute_dequity(
         dequity.compute_dequity(ds, "paper", embeddings="embedding",
                                 projection="tsne", clustering="dbscan",
                                 clustering_kwargs={"eps": 2.0, "min_samples": 10},
-                                noise="cluster")
+                                noise="cluster", views=None)
     """
     fov.validate_collection(samples)
     _check_not_generated(samples)

@@ -34,36 +34,43 @@ RAW_FILE = "discovery_runs.json"
 TOP_SHARE = 0.1
 RARE_CLASSES = 3
 
+#: the whole vector only: every configuration but the default, as its name says
+_WHOLE = {"views": None}
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
     "default: rare in any view (whole vector and content view)": {},
-    "previous default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": {"views": None},
+    "previous default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": _WHOLE,
     "default before the every-stage model: final features, PCA-50 + HDBSCAN(10), "
     "noise as singletons": {
         "model": "efficientnet-lite0",
         "clustering": "hdbscan",
         "noise": "singleton",
+        **_WHOLE,
     },
     "previous clustering on the default's features": {
         "clustering": "hdbscan",
         "noise": "singleton",
+        **_WHOLE,
     },
     "paper: t-SNE 3-D + DBSCAN(eps 2, min_samples 10), noise as one cluster": {
         "projection": "tsne",
         "clustering": "dbscan",
         "noise": "cluster",
+        **_WHOLE,
     },
-    "openTSNE 2-D + HDBSCAN(10)": {"projection": "opentsne", "clustering": "hdbscan"},
+    "openTSNE 2-D + HDBSCAN(10)": {"projection": "opentsne", "clustering": "hdbscan", **_WHOLE},
     "PCA-50 + HDBSCAN(25)": {
         "clustering": "hdbscan",
         "clustering_kwargs": {"min_cluster_size": 25},
+        **_WHOLE,
     },
-    "PCA-50 + HDBSCAN(10), noise joins the nearest cluster": {"clustering": "hdbscan"},
+    "PCA-50 + HDBSCAN(10), noise joins the nearest cluster": {"clustering": "hdbscan", **_WHOLE},
     "k-NN density (k 10) on PCA-50, no clusters": {
         "clustering": "knn",
         "clustering_kwargs": {"k": 10},
+        **_WHOLE,
     },
-    "k-NN density (k 30) on PCA-50, no clusters": {"clustering": "knn"},
+    "k-NN density (k 30) on PCA-50, no clusters": {"clustering": "knn", **_WHOLE},
 }
 
 
