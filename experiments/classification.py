@@ -1,11 +1,12 @@
-"""Classification on Fashion-MNIST, trained six ways, on two kinds of imbalance.
+"""Classification on Fashion-MNIST, trained seven ways, on two kinds of imbalance.
 
 - Long tail: class sizes fall off as a power law (imbalance ratio 100).
 - Appearance: labels balanced, but in every class a few images are shown
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, with the previous default (final
+``compute_dequity`` with its defaults, with the previous default on the whole
+vector (``views=None``), with the default before the every-stage model (final
 EfficientNet-Lite0 features, HDBSCAN cluster sizes, noise as singletons) and
 with ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
 and with class-balanced resampling. The test sets are balanced: the whole

@@ -29,12 +29,14 @@ from training.losses import weighted_loss
 #: label-free methods: their weights come from ``compute_dequity``
 LABEL_FREE = {
     "dequity": {},
-    "dequity, previous default": {
+    "dequity, previous default (whole vector)": {"views": None},
+    "dequity, final features (default before the every-stage model)": {
         "model": "efficientnet-lite0",
         "clustering": "hdbscan",
         "noise": "singleton",
+        "views": None,
     },
-    "dequity, k-NN": {"clustering": "knn"},
+    "dequity, k-NN": {"clustering": "knn", "views": None},
 }
 METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")
 
