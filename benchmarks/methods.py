@@ -59,11 +59,13 @@ def any_view(x: np.ndarray) -> Estimate:
     On vectors without the default model's layout it is :func:`default`.
     """
     from dequity import views as dv
+    from dequity.clustering import clustering_params
 
     p, labels = default(x)
     if not dv.applies(x):
         return p, labels
-    return dv.combine(p, dv.content_view(x, fit_samples=5_000).likelihoods)[0], labels
+    fit_samples = clustering_params(DEFAULT_CLUSTERING)["fit_samples"]  # as compute_dequity
+    return dv.combine(p, dv.content_view(x, fit_samples).likelihoods)[0], labels
 
 
 def previous_default(x: np.ndarray) -> Estimate:

@@ -31,6 +31,7 @@ from dequity.argtypes import output_path
 from dequity.console import cli_output
 from dequity.errors import DequityError
 from dequity.likelihood import NOISE_POLICIES
+from dequity.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -109,8 +110,8 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", default=defaults.DEFAULT_NOISE, choices=list(NOISE_POLICIES))
     parser.add_argument(
         "--views",
-        default="auto",
-        choices=["auto", "none"],
+        default=defaults.DEFAULT_VIEWS,
+        choices=[defaults.DEFAULT_VIEWS, "none"],
         help="auto: with the default model's vectors, a sample is also scored on its final "
         "features and keeps the smaller likelihood (writes <run-key>_rare_by); none: the "
         "whole vector only",
@@ -200,9 +201,9 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
         reasons = Counter(results.rare_by)
         lines.insert(
             -1,
-            f"rare in any view ({results.config.rare_by_field}): {reasons['content']} samples "
-            f"rarer for what they show (content), {reasons['appearance']} for how they look "
-            "(appearance)",
+            f"rare in any view ({results.config.rare_by_field}): "
+            f"{reasons[RARE_BY_CONTENT]} samples rarer for what they show ({RARE_BY_CONTENT}), "
+            f"{reasons[RARE_BY_APPEARANCE]} for how they look ({RARE_BY_APPEARANCE})",
         )
     rarest = samples.exists(weight_field).sort_by(weight_field, reverse=True).limit(num_rarest)
     fields = ["filepath", weight_field] + ([results.config.rare_by_field] if results.views else [])

@@ -28,7 +28,6 @@ from dequity.projection import fit_projection
 AUTO = "auto"
 #: stored in a run's config once the content view was used
 CONTENT = "content"
-VIEWS = (AUTO, None)
 #: ``rare_by`` values
 RARE_BY_CONTENT, RARE_BY_APPEARANCE = "content", "appearance"
 #: widths of the unit-length blocks of EfficientNet-Lite0's every-stage vector:
