@@ -53,15 +53,17 @@ def default(x: np.ndarray) -> Estimate:
     return pca(x)
 
 
-def any_view(x: np.ndarray) -> Estimate:
+def any_view(x: np.ndarray, **params) -> Estimate:
     """The default with ``views="auto"``: min(whole vector's, content view's) likelihood.
 
-    On vectors without the default model's layout it is :func:`default`.
+    ``params`` are the whole vector's clustering parameters (as
+    ``clustering_kwargs``). On vectors without the default model's layout it
+    is :func:`pca` alone.
     """
     from dequity import views as dv
     from dequity.clustering import clustering_params
 
-    p, labels = default(x)
+    p, labels = pca(x, **params)
     if not dv.applies(x):
         return p, labels
     fit_samples = clustering_params(DEFAULT_CLUSTERING)["fit_samples"]  # as compute_dequity
