@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 
 from benchmarks.common import pca_reference_seconds, save_raw
-from reporting import md_table
+from reporting import REPO, md_table, update_readme
 
 NAME = "scale"
 #: path -> (name of its estimator in :mod:`benchmarks.methods`, time limit in s, largest n)
@@ -67,6 +67,42 @@ def measure(n: int, method: str, limit: float) -> dict | None:
     return json.loads(out.strip().splitlines()[-1])
 
 
+#: the default's targets at 1M x 512 on 2 cores
+TARGET_SECONDS, TARGET_GB = 60.0, 4.0
+
+
+def summary(values: dict) -> str:
+    """The README's sentence on the default at its largest n, from saved ``values``.
+
+    Example::
+
+        summary({"unit_seconds": 0.1, "paths": {"default": {"1000000": {
+            "seconds": 50.0, "peak_gb": 3.0, "spearman": 0.8}}}})
+    """
+    n, r = max(
+        ((int(k), v) for k, v in values["paths"]["default"].items() if v and "seconds" in v),
+        key=lambda item: item[0],
+    )
+    met = r["seconds"] <= TARGET_SECONDS and r["peak_gb"] <= TARGET_GB
+    return (
+        f"The default's stage on {n:,} x 512 took **{r['seconds']:.1f} s** and "
+        f"**{r['peak_gb']:.2f} GB** peak on 2 cores (targets: <= {TARGET_SECONDS:.0f} s and "
+        f"<= {TARGET_GB:.0f} GB: {'met' if met else 'missed'}); this machine's speed unit, "
+        f"a PCA-50 of 10k x 512, took {values['unit_seconds']:.2f} s in the same run."
+    )
+
+
+def rebuild_readme() -> None:
+    """Regenerate the README's scale sentence from ``results-scale.json`` alone.
+
+    Example::
+
+        python -c "from benchmarks import scale; scale.rebuild_readme()"
+    """
+    saved = json.loads((REPO / "benchmarks" / f"results-{NAME}.json").read_text())
+    update_readme(NAME, summary(saved["values"]))
+
+
 def run(quick: bool) -> str:
     """Measure every path at growing n; stop a path once it exceeds its limit."""
     sizes = (2_000, 5_000) if quick else (10_000, 30_000, 100_000, 1_000_000)
@@ -105,6 +141,7 @@ def run(quick: bool) -> str:
                 ]
             )
     if not quick:
+        update_readme(NAME, summary({"unit_seconds": unit, "paths": values}))
         save_raw(
             NAME,
             {"unit_seconds": unit, "paths": values},
@@ -114,7 +151,8 @@ def run(quick: bool) -> str:
         "### Scale, GUIDE's harder mixture (d 512, 30 components)\n\n"
         f"Speed unit: sklearn PCA-50 of 10k x 512 took {unit:.2f} s in this run; "
         "growth exponent b in time ~ n^b from the smallest n. "
-        "Targets: the default takes <= 60 s and <= 4 GB at 1M.\n\n"
+        f"Targets: the default takes <= {TARGET_SECONDS:.0f} s and <= {TARGET_GB:.0f} GB "
+        "at 1M.\n\n"
     )
     table = md_table(
         ["path", "n", "wall s", "wall / unit", "growth b", "peak RSS GB", "Spearman", "noise"],
