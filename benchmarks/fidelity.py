@@ -87,13 +87,17 @@ def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
     return bm.calibrated(p), labels
 
 
+#: crowding to the power 0.5 (its square root), named so that the rows keep their
+#: meaning whatever the library's default power
+SQRT = {"density_power": 0.5}
+
 #: the library's runs the selection chooses among, on the default model's vectors
 CANDIDATES = (
     Row(
         "rare in any view: min(PCA-50 HDBSCAN x sqrt crowding, content view)",
         LAYERS,
-        bm.any_view,
-        {"views": "auto"},
+        partial(bm.any_view, **SQRT),
+        {"views": "auto", "clustering_kwargs": SQRT},
     ),
     Row(
         "rare in any view, crowding power 0.3",
@@ -116,7 +120,12 @@ CANDIDATES = (
             "clustering_kwargs": {"density_power": 0.3, "cluster_selection_method": "leaf"},
         },
     ),
-    Row("PCA-50, HDBSCAN x sqrt k-NN crowding", LAYERS, bm.default, {"views": None}),
+    Row(
+        "PCA-50, HDBSCAN x sqrt k-NN crowding",
+        LAYERS,
+        partial(bm.pca, **SQRT),
+        {"clustering_kwargs": SQRT, "views": None},
+    ),
     Row(
         "PCA-50, HDBSCAN x k-NN crowding (power 1)",
         LAYERS,
@@ -126,8 +135,8 @@ CANDIDATES = (
     Row(
         "PCA-20, HDBSCAN x sqrt k-NN crowding",
         LAYERS,
-        partial(bm.pca, n_components=20),
-        {"projection_kwargs": {"n_components": 20}, "views": None},
+        partial(bm.pca, n_components=20, **SQRT),
+        {"projection_kwargs": {"n_components": 20}, "clustering_kwargs": SQRT, "views": None},
     ),
     Row(
         "PCA-50, k-NN density (k 30)",
