@@ -74,6 +74,8 @@ METHODS = (  # in training order: the key comparisons first
 )
 SUBSETS = ("all", "rare", *CONDITIONS)  # all, rare: means over the conditions
 PAPER_EPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+RERUNS = 2  # fresh seeds tried after a failed run
+RERUN_SEED_STEP = 1000  # a rerun's seed: the seed + 1000 per failed attempt
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class Config:
     jtt_score: float = 0.3
     workers: int = 5
     max_detections: int = 20
+    freeze_backbone: bool = False
+    channels: int = 128
+    head_convs: int = 4
 
 
 FULL = Config()
@@ -278,6 +283,24 @@ def train_model(
 
         model = train_model(dataset, "unweighted", 0, QUICK, "seed0")
     """
+    return train_run(dataset, method, seed, config, tag, weight_field, options)[0]
+
+
+def train_run(
+    dataset: Any,
+    method: str,
+    seed: int,
+    config: Config,
+    tag: str,
+    weight_field: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[Any, list[float]]:
+    """:func:`train_model`, returning the model and its training loss per step.
+
+    Example::
+
+        model, losses = train_run(dataset, "unweighted", 0, QUICK, "seed0")
+    """
     import torch
 
     from experiments.pool import cache_dir
@@ -300,34 +323,94 @@ def train_model(
         evaluate=False,
         vectorize=True,
         progress=False,
+        freeze_backbone=config.freeze_backbone,
+        feature_cache=feature_folder() if config.freeze_backbone else None,
+        channels=config.channels,
+        head_convs=config.head_convs,
         **{
             **(_training_kwargs(method, tag) if options is None else options),
             **({"weight_field": weight_field} if weight_field else {}),
         },
     )
-    model = build_detector(num_classes=len(CLASSES) + 1, image_size=config.image_size)
+    model = build_detector(
+        num_classes=len(CLASSES) + 1,
+        image_size=config.image_size,
+        channels=config.channels,
+        head_convs=config.head_convs,
+    )
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state)
     model.detections_per_img = config.max_detections
-    return model.eval()
+    return model.eval(), list(result.step_losses)
 
 
-def evaluate(model: Any, view: Any, tag: str) -> dict[str, dict[str, Any]]:
+def feature_folder() -> Path:
+    """Where the frozen backbone's feature maps of the set's images are cached.
+
+    Example::
+
+        feature_folder()   # /tmp/dequity-experiments/detection-features
+    """
+    from experiments.pool import cache_dir
+
+    return cache_dir() / "detection-features"
+
+
+def predictions(model: Any, view: Any, tag: str, config: Config) -> list[list[Any]]:
+    """``model``'s detections on every image of ``view`` as lists of ``fo.Detection``.
+
+    With a frozen backbone they come from the cached feature maps
+    (:func:`training.features.predict_features`); otherwise they are stored
+    on the samples (``pred_<tag>``) by :func:`training.evaluate.predict`.
+
+    Example::
+
+        found = predictions(model, dataset.match_tags("test"), "seed0", FULL)
+    """
+    if not config.freeze_backbone:
+        from training.evaluate import predict
+
+        pred = f"pred_{tag}"
+        predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
+        return [d or [] for d in view.values(f"{pred}.detections")]
+    import fiftyone as fo
+
+    from training.features import cached_features, predict_features
+
+    cache = cached_features(
+        model,
+        view,
+        model_name="fcos_efficientnet_lite0:None:None",
+        image_size=config.image_size,
+        folder=feature_folder(),
+    )
+    out = []
+    for output, (h, w) in zip(predict_features(model, cache), cache.original_sizes):
+        dets = []
+        for (x1, y1, x2, y2), label, score in zip(
+            output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist()
+        ):
+            if 1 <= label <= len(CLASSES):
+                box = [x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h]
+                name = CLASSES[label - 1]
+                dets.append(fo.Detection(label=name, bounding_box=box, confidence=score))
+        out.append(dets)
+    return out
+
+
+def evaluate(
+    model: Any, view: Any, tag: str, config: Config | None = None
+) -> dict[str, dict[str, Any]]:
     """COCO mAP@[.5:.95], AP50 and per-class APs on each condition of ``view``.
 
-    Predictions are stored on the samples (``pred_<tag>``); each condition is
+    Predictions come from :func:`predictions`; each condition is
     evaluated on its own with pycocotools (COCO's reference code; all areas,
     100 detections). ``rare`` is the mean over the rare conditions and
     ``all`` the mean over every condition (the test split is balanced), per
     metric and per class.
     """
-    from training.evaluate import predict
-
-    pred = f"pred_{tag}"
-    predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
-    conditions, truths, found = view.values(
-        ["condition", "ground_truth.detections", f"{pred}.detections"]
-    )
+    found = predictions(model, view, tag, config or FULL)
+    conditions, truths = view.values(["condition", "ground_truth.detections"])
     out = {}
     for condition in CONDITIONS:
         rows = [i for i, c in enumerate(conditions) if c == condition]
@@ -421,6 +504,74 @@ def _mean_of(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def failure_reason(evaluation: dict[str, Any], losses: Sequence[float]) -> str | None:
+    """Why a trained run cannot count as a result, or None when it can.
+
+    A run fails when any of its test mAP/AP50 values is NaN or missing, when
+    all of them are exactly 0 (nothing detected), when a training loss is not
+    finite, or when the loss diverged: the mean of the last tenth of the steps
+    above the mean of the first tenth.
+
+    Example::
+
+        failure_reason(evaluate(model, test, "seed0", FULL), losses)   # None: a result
+    """
+    values = [
+        part.get(key)
+        for part in evaluation.values()
+        if isinstance(part, dict)
+        for key in ("mAP", "AP50")
+    ]
+    if not values or any(v is None or not np.isfinite(v) for v in values):
+        return "a test metric is NaN or missing"
+    if all(v == 0 for v in values):
+        return "every test AP is 0"
+    loss = np.asarray(losses, dtype=float)
+    if len(loss) and not np.isfinite(loss).all():
+        return "the training loss is not finite"
+    tenth = max(1, len(loss) // 10)
+    if len(loss) >= 2 and loss[-tenth:].mean() > loss[:tenth].mean():
+        return (
+            f"the training loss diverged (first tenth {loss[:tenth].mean():.3g}, "
+            f"last {loss[-tenth:].mean():.3g})"
+        )
+    return None
+
+
+def checked_run(attempt: Any, seed: int, reruns: int = RERUNS) -> tuple[dict[str, Any], Any]:
+    """``attempt(seed)`` until a run passes :func:`failure_reason`, each rerun with a fresh seed.
+
+    ``attempt`` trains and evaluates with the seed it is given and returns
+    ``(evaluation, losses, model)``; a training that stops on a non-finite
+    loss (:class:`~dequity.errors.DequityError`) counts as a failed run. The
+    evaluation returned records ``seed`` (the seed that gave it) and
+    ``failed_runs`` (each set-aside run's seed and reason); when every
+    attempt fails it holds ``failed: True`` and no metrics, so it is never
+    averaged in. Returns ``(evaluation, model)`` (the model None then).
+
+    Example::
+
+        evaluation, model = checked_run(lambda s: train_and_test(s), seed=3)
+    """
+    from dequity.errors import DequityError
+
+    failed = []
+    for k in range(reruns + 1):
+        run_seed = seed + RERUN_SEED_STEP * k
+        try:
+            evaluation, losses, model = attempt(run_seed)
+            reason = failure_reason(evaluation, losses)
+        except DequityError as e:
+            if "loss became" not in str(e):
+                raise
+            reason, evaluation, model = f"the training loss is not finite ({e})", {}, None
+        if reason is None:
+            return {**evaluation, "seed": run_seed, "failed_runs": failed}, model
+        failed.append({"seed": run_seed, "reason": reason})
+        print(f"  run with seed {run_seed} set aside: {reason}", flush=True)
+    return {"failed": True, "seed": None, "failed_runs": failed}, None
+
+
 def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
     """True for the training images where ``model`` misses an object (JTT's error set).
 
@@ -430,17 +581,13 @@ def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
     import torch
     from torchvision.ops import box_iou
 
-    from training.evaluate import predict
-
-    field = f"jtt_pred_{tag}"
-    predict(model, train, field, list(CLASSES), batch_size=32, vectorize=True)
-
     def boxes(dets: list[Any]) -> torch.Tensor:
         xywh = torch.tensor([d.bounding_box for d in dets], dtype=torch.float32).reshape(-1, 4)
         return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
 
     missed = []
-    for truth, found in zip(*train.values(["ground_truth.detections", f"{field}.detections"])):
+    predicted = predictions(model, train, f"jtt_{tag}", config)
+    for truth, found in zip(train.values("ground_truth.detections"), predicted):
         found = [d for d in found or [] if d.confidence >= config.jtt_score]
         miss = False
         for label in {d.label for d in truth or []}:
@@ -461,7 +608,7 @@ def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[An
     name, method, weight_field, config, tag, want_missed = job
     dataset = own_copy(name, tag)
     model = train_model(dataset, method, config.selection_seed, config, tag, weight_field)
-    score = evaluate(model, dataset.match_tags("val"), tag)["rare"]["mAP"]
+    score = evaluate(model, dataset.match_tags("val"), tag, config)["rare"]["mAP"]
     print(f"  validation {tag}: rare mAP {100 * (score or 0):.1f}", flush=True)
     missed = jtt_errors(model, dataset.match_tags("train"), config, tag) if want_missed else None
     dataset.delete()
@@ -547,9 +694,15 @@ def run_seed(
         start = time.perf_counter()
         if method == "jtt":
             set_field(train, f"w_jtt_{tag}", np.where(out["_missed"], chosen["lambda"], 1.0))
-        model = train_model(dataset, method, seed, config, tag)
-        out[method] = evaluate(model, test, tag)
+
+        def attempt(s: int, method: str = method) -> tuple[dict[str, Any], list[float], Any]:
+            model, losses = train_run(dataset, method, s, config, tag)
+            return evaluate(model, test, tag, config), losses, model
+
+        out[method], model = checked_run(attempt, seed)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
+        if method == "unweighted" and model is None:
+            raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
         if method == "unweighted":
             out["_missed"] = jtt_errors(model, train, config, tag)
             conditions = np.array(train.values("condition"))
@@ -561,9 +714,11 @@ def run_seed(
             }
         if save is not None:
             save.write_text(json.dumps({k: v for k, v in out.items() if k != "_missed"}))
+        rare = out[method].get("rare", {}).get("mAP")
         print(
             f"  seed {seed}, {index + 1}/{len(METHODS)} {method}: rare mAP "
-            f"{100 * (out[method]['rare']['mAP'] or 0):.1f} ({out[method]['seconds']:.0f} s)",
+            f"{'failed' if rare is None else f'{100 * rare:.1f}'} "
+            f"({out[method]['seconds']:.0f} s)",
             flush=True,
         )
     out.pop("_missed")
@@ -700,7 +855,7 @@ def seed_values(data: dict[str, Any], method: str, subset: str, metric: str) -> 
     kind, _, cls = metric.partition(":")
     out = []
     for seed in data["seeds"]:
-        part = data["runs"][str(seed)][method].get(subset, {})
+        part = data["runs"][str(seed)][method].get(subset, {})  # a failed run has none
         key = {"AP": "per_class_AP", "AP50": "per_class_AP50"}[kind] if cls else None
         v = part.get(key, {}).get(cls) if key else part.get(metric)
         out.append(float("nan") if v is None else float(v))
