@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from experiments.rare_conditions import (
     load_rare_conditions,
 )
 from experiments.report import Section, script_main, table
-from experiments.stats import mean_ci, paired_tests
+from experiments.stats import mean_ci, paired_tests, share_ci
 from reporting import git_commit
 
 NAME = "detection"
@@ -74,6 +74,9 @@ METHODS = (  # in training order: the key comparisons first
 )
 SUBSETS = ("all", "rare", *CONDITIONS)  # all, rare: means over the conditions
 PAPER_EPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+GATE_SEEDS = 5  # the calibration gate needs at least this many seeds
+ORACLE = "oracle_resampling"
+JTT_MAX_SHARE = 0.3  # JTT's errors should be a minority of the training images
 RERUNS = 2  # fresh seeds tried after a failed run
 RERUN_SEED_STEP = 1000  # a rerun's seed: the seed + 1000 per failed attempt
 
@@ -90,12 +93,13 @@ class Config:
     selection_seed: int = 100
     gfl_grid: tuple[tuple[float, float], ...] = ((1.0, 5.0), (0.1, 1.0))
     jtt_grid: tuple[float, ...] = (3.0, 10.0)
-    jtt_score: float = 0.3
+    jtt_score: float | tuple[float, ...] = 0.3
     workers: int = 5
     max_detections: int = 20
     freeze_backbone: bool = False
     channels: int = 128
     head_convs: int = 4
+    step_grid: tuple[int, ...] = ()
 
 
 FULL = Config()
@@ -576,8 +580,33 @@ def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
     """True for the training images where ``model`` misses an object (JTT's error set).
 
     An object is missed when no prediction of its class with a score of at
-    least ``config.jtt_score`` overlaps it with IoU >= 0.5.
+    least the threshold overlaps it with IoU >= 0.5. ``config.jtt_score`` is
+    the threshold, or a tuple of them: then the first (from the highest)
+    whose error set is at most :data:`JTT_MAX_SHARE` of the images, so that
+    errors are a minority as in JTT (else the last); see :func:`jtt_error_set`.
     """
+    return jtt_error_set(model, train, config, tag)[0]
+
+
+def jtt_error_set(model: Any, train: Any, config: Config, tag: str) -> tuple[np.ndarray, float]:
+    """JTT's error set and the score threshold that made it (see :func:`jtt_errors`).
+
+    Example::
+
+        missed, score = jtt_error_set(model, dataset.match_tags("train"), FULL, "seed0")
+    """
+    predicted = predictions(model, train, f"jtt_{tag}", config)
+    truths = train.values("ground_truth.detections")
+    scores = config.jtt_score if isinstance(config.jtt_score, tuple) else (config.jtt_score,)
+    for score in sorted(scores, reverse=True):
+        missed = _missed(truths, predicted, score)
+        if missed.mean() <= JTT_MAX_SHARE:
+            break
+    return missed, score
+
+
+def _missed(truths: list[Any], predicted: list[list[Any]], score: float) -> np.ndarray:
+    """True for the images with an object no prediction of ``score`` or more finds (IoU 0.5)."""
     import torch
     from torchvision.ops import box_iou
 
@@ -586,9 +615,8 @@ def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
         return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
 
     missed = []
-    predicted = predictions(model, train, f"jtt_{tag}", config)
-    for truth, found in zip(train.values("ground_truth.detections"), predicted):
-        found = [d for d in found or [] if d.confidence >= config.jtt_score]
+    for truth, found in zip(truths, predicted):
+        found = [d for d in found or [] if d.confidence >= score]
         miss = False
         for label in {d.label for d in truth or []}:
             gt = boxes([d for d in truth if d.label == label])
@@ -613,6 +641,69 @@ def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[An
     missed = jtt_errors(model, dataset.match_tags("train"), config, tag) if want_missed else None
     dataset.delete()
     return score, None if missed is None else missed.tolist()
+
+
+def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
+    """One method on the selection seed, evaluated on validation at every step count of the grid.
+
+    The run continues from one step count to the next (resumed, a fresh pass
+    over the data each time).
+    """
+    import torch
+
+    from training import train_detector
+    from training.detectors import build_detector
+
+    torch.set_num_threads(1)
+    name, method, config, tag = job
+    dataset = own_copy(name, tag)
+    folder = feature_folder().parent / "detection-rare" / f"{method}_{tag}"
+    curve = []
+    for i, steps in enumerate(sorted(config.step_grid)):
+        result = train_detector(
+            dataset, train_key=f"{method}_{tag}", classes=list(CLASSES), train_tag="train",
+            val_fraction=0, steps=steps, batch_size=config.batch_size,
+            image_size=config.image_size, lr=config.lr, seed=config.selection_seed,
+            output_dir=folder, overwrite=True, resume=folder if i else None, evaluate=False,
+            vectorize=True, progress=False, freeze_backbone=config.freeze_backbone,
+            feature_cache=feature_folder() if config.freeze_backbone else None,
+            channels=config.channels, head_convs=config.head_convs,
+            **_training_kwargs(method, tag),
+        )  # fmt: skip
+        model = build_detector(
+            num_classes=len(CLASSES) + 1, image_size=config.image_size,
+            channels=config.channels, head_convs=config.head_convs,
+        )  # fmt: skip
+        model.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
+        model.detections_per_img = config.max_detections
+        val = evaluate(model.eval(), dataset.match_tags("val"), tag, config)
+        curve.append({"steps": steps, **{k: val[k]["mAP"] for k in ("all", "rare", "day")}})
+        print(f"  budget {method} {steps} steps: validation {curve[-1]}", flush=True)
+    dataset.delete()
+    return curve
+
+
+def select_steps(dataset: Any, config: Config, pool: Any) -> dict[str, Any]:
+    """The training budget: the step count of ``config.step_grid`` where unweighted converges.
+
+    Unweighted training (and, for the record, the oracle) runs on the
+    selection seed; the chosen budget is the step count of the grid with the
+    best unweighted all-condition validation mAP (the fewest steps on a tie).
+
+    Example::
+
+        budget = select_steps(dataset, FULL, None)   # {"steps": ..., "curves": {...}}
+    """
+    methods = ("unweighted", ORACLE)
+    jobs = [(dataset.name, m, config, f"budget_{m}") for m in methods]
+    curves = dict(zip(methods, map_jobs(pool, _budget_job, jobs)))
+    best = max(curves["unweighted"], key=lambda r: (r["all"] or 0.0, -r["steps"]))
+    return {
+        "metric": "unweighted all-condition validation mAP",
+        "seed": config.selection_seed,
+        "steps": best["steps"],
+        "curves": curves,
+    }
 
 
 def own_copy(name: str, tag: str) -> Any:
@@ -704,9 +795,10 @@ def run_seed(
         if method == "unweighted" and model is None:
             raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
         if method == "unweighted":
-            out["_missed"] = jtt_errors(model, train, config, tag)
+            out["_missed"], score = jtt_error_set(model, train, config, tag)
             conditions = np.array(train.values("condition"))
             out["jtt_error_set"] = {
+                "score": score,
                 "share": float(out["_missed"].mean()),
                 "share_by_condition": {
                     c: float(out["_missed"][conditions == c].mean()) for c in CONDITIONS
@@ -796,6 +888,11 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(config.workers)
+    budget = None
+    if config.step_grid:
+        print("training budget on the validation split...", flush=True)
+        budget = select_steps(dataset, config, pool)
+        config = replace(config, steps=budget["steps"])
     print("hyperparameters on the validation split...", flush=True)
     chosen = select_hyperparameters(dataset, config, pool)
     for seed in seeds:
@@ -805,7 +902,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["dataset"]["build_seconds"] = round(build_seconds, 1)
-    data.update(weights=weights, selection=chosen)
+    data.update(weights=weights, selection=chosen, budget=budget)
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
@@ -814,6 +911,9 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     if pool is not None:
         pool.close()
     finish_record(data, path, results, start)
+    data["gate"] = calibration_gate(data)
+    path.write_text(json.dumps(data, indent=1))
+    print(gate_sentence(data["gate"]), flush=True)
     for seed in seeds:
         partial_path(output, seed).unlink(missing_ok=True)
     return section_from_json(path)
@@ -862,6 +962,101 @@ def seed_values(data: dict[str, Any], method: str, subset: str, metric: str) -> 
     return out
 
 
+def rare_tests(data: dict[str, Any]) -> dict[str, Any]:
+    """Paired tests of every finished method against unweighted on rare-condition mAP (Holm).
+
+    Example::
+
+        rare_tests(load_results(path))["oracle_resampling"].p_holm
+    """
+    seeds = data["seeds"]
+    done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
+    ref = seed_values(data, "unweighted", "rare", "mAP")
+    others = {m: seed_values(data, m, "rare", "mAP") for m in done if m != "unweighted"}
+    return paired_tests(others, ref)
+
+
+def calibration_gate(data: dict[str, Any]) -> dict[str, Any]:
+    """Whether the benchmark can show a gain at all: the oracle against unweighted.
+
+    The condition-balanced oracle must beat unweighted on rare-condition test
+    mAP with Holm p < 0.05 (the Holm family of every method's test) over at
+    least :data:`GATE_SEEDS` seeds; until it does, no method is judged.
+
+    Example::
+
+        calibration_gate(load_results(path))["passed"]
+    """
+    test = rare_tests(data).get(ORACLE)
+    if test is None:
+        return {"passed": False, "reason": "the oracle has not run on every seed"}
+    n = test.diff.n
+    passed = bool(test.significant and test.diff.mean > 0 and n >= GATE_SEEDS)
+    return {
+        "metric": "rare-condition test mAP",
+        "method": ORACLE,
+        "reference": "unweighted",
+        "diff": test.diff.mean,
+        "low": test.diff.low,
+        "high": test.diff.high,
+        "p": test.p,
+        "p_holm": test.p_holm,
+        "seeds": n,
+        "passed": passed,
+    }
+
+
+def gate_sentence(gate: dict[str, Any]) -> str:
+    """The gate's result as the report's first sentence.
+
+    Example::
+
+        gate_sentence(calibration_gate(data))
+    """
+    if "diff" not in gate:
+        return f"**Calibration gate: not passed** ({gate['reason']})."
+    change = (
+        f"{100 * gate['diff']:+.1f} [{100 * gate['low']:.1f}, {100 * gate['high']:.1f}] "
+        f"points of rare-condition mAP over {gate['seeds']} seeds, Holm p {gate['p_holm']:.3g}"
+    )
+    if gate["passed"]:
+        return (
+            f"**Calibration gate: passed.** The condition-balanced oracle beats unweighted "
+            f"training ({change}), so this benchmark can show a gain from rebalancing."
+        )
+    return (
+        f"**Calibration gate: not passed.** The condition-balanced oracle does not beat "
+        f"unweighted training significantly ({change}; the gate needs Holm p < 0.05 over at "
+        f"least {GATE_SEEDS} seeds), so no result below can show a gain from rebalancing."
+    )
+
+
+def failed_runs_sentence(data: dict[str, Any]) -> str:
+    """Which runs were set aside as failed and rerun with a fresh seed.
+
+    Example::
+
+        failed_runs_sentence(load_results(path))
+    """
+    aside = [
+        f"{m} seed {f['seed']} ({f['reason']})"
+        for s in data["seeds"]
+        for m, part in data["runs"].get(str(s), {}).items()
+        if isinstance(part, dict)
+        for f in part.get("failed_runs", [])
+    ]
+    if not aside:
+        return (
+            "No run failed (every test AP zero or NaN, or a diverging training loss, would "
+            "have set it aside and rerun it with a fresh seed)."
+        )
+    return (
+        "Set aside as failed and rerun with a fresh seed (never averaged in): "
+        + "; ".join(aside)
+        + "."
+    )
+
+
 def section_from_json(path: Path) -> Section:
     """The report of a saved run (``detection_runs.json``): tables with CIs, tests, verdicts.
 
@@ -876,19 +1071,37 @@ def section_from_json(path: Path) -> Section:
     missing = [m for m in METHODS if m not in done]
     others = [m for m in done if m != "unweighted"]
     ref = seed_values(data, "unweighted", "rare", "mAP")
-    tests = paired_tests({m: seed_values(data, m, "rare", "mAP") for m in others}, ref)
-    rows = [["unweighted", mean_ci(ref).format(), "", "", ""]]
+    tests = rare_tests(data)
+    gate = data.get("gate") or calibration_gate(data)
+    oracle_gain = np.subtract(seed_values(data, ORACLE, "rare", "mAP"), ref)
+
+    def change(m: str, subset: str) -> str:
+        values = seed_values(data, m, subset, "mAP")
+        return mean_ci(np.subtract(values, seed_values(data, "unweighted", subset, "mAP"))).format(
+            signed=True
+        )
+
+    def share(m: str) -> str:
+        if m == ORACLE or ORACLE not in done:
+            return ""
+        gain = np.subtract(seed_values(data, m, "rare", "mAP"), ref)
+        return share_ci(gain, oracle_gain).format(digits=0)
+
+    rows = [["unweighted", mean_ci(ref).format(), "", "", "", "", "", ""]]
     for m in others:
         t = tests[m]
         star = " *" if t.significant else ""
         rows.append([
             m, mean_ci(seed_values(data, m, "rare", "mAP")).format(),
-            t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}",
+            t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}", share(m),
+            change(m, "day"), change(m, "all"),
         ])  # fmt: skip
     headline = table(
-        ["method", "rare-condition mAP %", "change vs unweighted", "p (paired t)", "p (Holm)"],
+        ["method", "rare-condition mAP %", "change vs unweighted", "p (paired t)", "p (Holm)",
+         "share of the oracle's gain %", "day change", "all-condition change"],
         rows,
-    )
+    )  # fmt: skip
+    gate_line = gate_sentence(gate)
     cond_rows = [
         [m, *(mean_ci(seed_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
     ]
@@ -940,13 +1153,20 @@ def section_from_json(path: Path) -> Section:
             " nothing is concluded about them."
         )
     took = f"{data['seconds'] / 60:.0f} min in all" if "seconds" in data else "unfinished"
-    body = f"""**Answer.** {support}
+    body = f"""{gate_line}
+
+**Answer.** {support}
 
 Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
 {data["date"]}; {took}). Values are percent, mean and 95 %
 t-interval over seeds {seeds}. The change is the paired per-seed difference; p-values are
 paired t-tests against unweighted, Holm-corrected over the {len(others)} methods
-(\\* = significant at 0.05 after correction).
+(\\* = significant at 0.05 after correction). The share of the oracle's gain is
+(method − unweighted) / (oracle − unweighted) on rare-condition mAP, the ratio of the mean
+changes, with a 95 % bootstrap interval over seeds (resampled in pairs); 100 % closes the
+gap to the oracle, 0 % is no gain. The day and all-condition changes are the paired changes
+of day-test and all-condition mAP against unweighted: the cost, if any, to the common case.
+{failed_runs_sentence(data)}
 
 ### Rare-condition mAP@[.5:.95] (mean of the night, fog and blur/rain test mAPs)
 
@@ -966,8 +1186,9 @@ class is inverted, magenta and turned on its side. Test examples, one row per co
 
 ### Training
 
-FCOS on an ImageNet EfficientNet-Lite0, {cfg["steps"]} steps of batch {cfg["batch_size"]} at
-{cfg["image_size"]} px, AdamW lr {cfg["lr"]:g}, identical for every method and seeded alike.
+FCOS on an ImageNet EfficientNet-Lite0, {_backbone(cfg)}, {cfg["steps"]} steps of batch
+{cfg["batch_size"]} at {cfg["image_size"]} px, AdamW lr {cfg["lr"]:g}, identical for every
+method and seeded alike.
 dequity default ({_counts(w["default_config"])}): {w["dq"]["clusters"]} clusters, noise
 {100 * w["dq"]["noise_share"]:.0f} %; paper: t-SNE 3-D + DBSCAN eps {w["paper_eps"]:g}
 (the label-free rule of `paper_run`), noise one cluster ({w["dqpaper"]["clusters"]} clusters,
@@ -975,8 +1196,8 @@ noise {100 * w["dqpaper"]["noise_share"]:.0f} %). Mean likelihood by training co
 default: {_likelihoods(w, "dq")}; paper: {_likelihoods(w, "dqpaper")}.
 Chosen on validation (seed {sel["seed"]}, rare-condition mAP %): eta, gamma {sel_gfl} →
 eta {sel["eta"]:g}, gamma {sel["gamma"]:g}; JTT lambda {sel_jtt} → {sel["lambda"]:g}
-(unweighted {_pct(sel["unweighted"])}). JTT's error set held {100 * jtt_share:.0f} % of the
-training images on average.
+(unweighted {_pct(sel["unweighted"])}). {_budget(data.get("budget"))}JTT's error set held
+{100 * jtt_share:.0f} % of the training images on average.
 
 ### mAP@[.5:.95] by test subset
 
@@ -996,14 +1217,42 @@ training images on average.
 
 Every value per seed, subset and class is in `results/{RAW_FILE}`.
 """
-    lead = f"""**Detection under rare conditions.** {support}
+    lead = f"""{gate_line}
+
+**Detection under rare conditions.** {support}
 
 {headline}
 
 Rare-condition mAP@[.5:.95] (%, mean of the night, fog and blur/rain test mAPs), mean and
 95 % CI over {len(seeds)} seeds; changes are paired per seed; \\* = significant after Holm's
-correction. Set, methods and every other metric: the detection section below."""
+correction; the share of the oracle's gain is (method − unweighted) / (oracle − unweighted)
+with a 95 % bootstrap interval over seeds; day and all-condition changes are the paired
+changes of those mAPs. Set, methods and every other metric: the detection section below."""
     return Section("Detection under rare conditions", body, verdicts, lead)
+
+
+def _budget(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return ""
+
+    def curve(method: str) -> str:
+        return ", ".join(f"{r['steps']}: {_pct(r['all'])}" for r in budget["curves"][method])
+
+    return (
+        f"The budget, {budget['steps']} steps, is where unweighted training peaks on "
+        f"all-condition validation mAP (seed {budget['seed']}; steps: mAP % — unweighted "
+        f"{curve('unweighted')}; oracle {curve(ORACLE)}). "
+    )
+
+
+def _backbone(cfg: dict[str, Any]) -> str:
+    if not cfg.get("freeze_backbone"):
+        return "fine-tuned from its third stage on"
+    return (
+        "its backbone frozen and its feature maps computed once per image and cached "
+        f"(`training.features`); the feature pyramid ({cfg['channels']} channels) and the FCOS "
+        f"head ({cfg['head_convs']} convolution(s) per tower) trained"
+    )
 
 
 def _pct(value: float | None) -> str:
