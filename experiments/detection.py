@@ -100,6 +100,8 @@ class Config:
     channels: int = 128
     head_convs: int = 4
     step_grid: tuple[int, ...] = ()
+    reruns: int = RERUNS
+    warmup_steps: int = 0
 
 
 FULL = Config()
@@ -110,6 +112,13 @@ QUICK = Config(
     gfl_grid=((1.0, 5.0),),
     jtt_grid=(3.0,),
     workers=1,
+    freeze_backbone=True,
+    channels=64,
+    head_convs=1,
+    step_grid=(1, 2),
+    warmup_steps=1,
+    jtt_score=(0.3, 0.1),
+    reruns=0,  # a 2-step model detects nothing: every run would fail
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
 
@@ -321,6 +330,7 @@ def train_run(
         batch_size=config.batch_size,
         image_size=config.image_size,
         lr=config.lr,
+        warmup_steps=config.warmup_steps,
         seed=seed,
         output_dir=cache_dir() / "detection-rare" / f"{method}_{tag}",
         overwrite=True,
@@ -551,7 +561,8 @@ def checked_run(attempt: Any, seed: int, reruns: int = RERUNS) -> tuple[dict[str
     evaluation returned records ``seed`` (the seed that gave it) and
     ``failed_runs`` (each set-aside run's seed and reason); when every
     attempt fails it holds ``failed: True`` and no metrics, so it is never
-    averaged in. Returns ``(evaluation, model)`` (the model None then).
+    averaged in. Returns ``(evaluation, model)``: the model of the run kept,
+    else of the last attempt (None when that one stopped on its loss).
 
     Example::
 
@@ -573,7 +584,7 @@ def checked_run(attempt: Any, seed: int, reruns: int = RERUNS) -> tuple[dict[str
             return {**evaluation, "seed": run_seed, "failed_runs": failed}, model
         failed.append({"seed": run_seed, "reason": reason})
         print(f"  run with seed {run_seed} set aside: {reason}", flush=True)
-    return {"failed": True, "seed": None, "failed_runs": failed}, None
+    return {"failed": True, "seed": None, "failed_runs": failed}, model
 
 
 def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
@@ -663,7 +674,8 @@ def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
         result = train_detector(
             dataset, train_key=f"{method}_{tag}", classes=list(CLASSES), train_tag="train",
             val_fraction=0, steps=steps, batch_size=config.batch_size,
-            image_size=config.image_size, lr=config.lr, seed=config.selection_seed,
+            image_size=config.image_size, lr=config.lr, warmup_steps=config.warmup_steps,
+            seed=config.selection_seed,
             output_dir=folder, overwrite=True, resume=folder if i else None, evaluate=False,
             vectorize=True, progress=False, freeze_backbone=config.freeze_backbone,
             feature_cache=feature_folder() if config.freeze_backbone else None,
@@ -790,7 +802,7 @@ def run_seed(
             model, losses = train_run(dataset, method, s, config, tag)
             return evaluate(model, test, tag, config), losses, model
 
-        out[method], model = checked_run(attempt, seed)
+        out[method], model = checked_run(attempt, seed, config.reruns)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
         if method == "unweighted" and model is None:
             raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
@@ -951,15 +963,32 @@ def seed_values(data: dict[str, Any], method: str, subset: str, metric: str) -> 
     Example::
 
         seed_values(load_results(path), "unweighted", "rare_object", "AP:Bag")
+
+    A failed run gives NaN: one flagged when it ran, or, in a file from before
+    the check (no ``failed_runs`` record), one :func:`failure_reason` finds
+    from its metrics.
     """
     kind, _, cls = metric.partition(":")
     out = []
     for seed in data["seeds"]:
-        part = data["runs"][str(seed)][method].get(subset, {})  # a failed run has none
+        run = data["runs"][str(seed)][method]
+        part = {} if unflagged_failure(run) else run.get(subset, {})  # a failed run has none
         key = {"AP": "per_class_AP", "AP50": "per_class_AP50"}[kind] if cls else None
         v = part.get(key, {}).get(cls) if key else part.get(metric)
         out.append(float("nan") if v is None else float(v))
     return out
+
+
+def unflagged_failure(run: dict[str, Any]) -> str | None:
+    """Why a saved run from before the failure check failed (from its metrics), or None.
+
+    Example::
+
+        unflagged_failure(data["runs"]["3"]["oracle_resampling"])   # "every test AP is 0"
+    """
+    if "failed_runs" in run or "failed" in run:
+        return None  # checked when it ran
+    return failure_reason({k: v for k, v in run.items() if isinstance(v, dict)}, [])
 
 
 def rare_tests(data: dict[str, Any]) -> dict[str, Any]:
@@ -1024,10 +1053,12 @@ def gate_sentence(gate: dict[str, Any]) -> str:
             f"**Calibration gate: passed.** The condition-balanced oracle beats unweighted "
             f"training ({change}), so this benchmark can show a gain from rebalancing."
         )
+    how = "falls below" if gate["diff"] < 0 else "does not significantly beat"
     return (
-        f"**Calibration gate: not passed.** The condition-balanced oracle does not beat "
-        f"unweighted training significantly ({change}; the gate needs Holm p < 0.05 over at "
-        f"least {GATE_SEEDS} seeds), so no result below can show a gain from rebalancing."
+        f"**Calibration gate: not passed.** The condition-balanced oracle {how} "
+        f"unweighted training ({change}; the gate needs a gain with Holm p < 0.05 over at "
+        f"least {GATE_SEEDS} seeds), so no result below can show a gain from rebalancing, "
+        f"and the share of the oracle's gain is not reported (n/a)."
     )
 
 
@@ -1045,16 +1076,18 @@ def failed_runs_sentence(data: dict[str, Any]) -> str:
         if isinstance(part, dict)
         for f in part.get("failed_runs", [])
     ]
+    aside += [
+        f"{m} seed {s} ({reason}; flagged on reading: it ran before the check, so it was not rerun)"
+        for s in data["seeds"]
+        for m, part in data["runs"].get(str(s), {}).items()
+        if m in METHODS and (reason := unflagged_failure(part))
+    ]
     if not aside:
         return (
             "No run failed (every test AP zero or NaN, or a diverging training loss, would "
             "have set it aside and rerun it with a fresh seed)."
         )
-    return (
-        "Set aside as failed and rerun with a fresh seed (never averaged in): "
-        + "; ".join(aside)
-        + "."
-    )
+    return "Failed runs, never averaged in: " + "; ".join(aside) + "."
 
 
 def section_from_json(path: Path) -> Section:
@@ -1084,6 +1117,8 @@ def section_from_json(path: Path) -> Section:
     def share(m: str) -> str:
         if m == ORACLE or ORACLE not in done:
             return ""
+        if not gate.get("passed"):
+            return "n/a"  # a share of a gain the oracle does not show means nothing
         gain = np.subtract(seed_values(data, m, "rare", "mAP"), ref)
         return share_ci(gain, oracle_gain).format(digits=0)
 

@@ -91,7 +91,9 @@ def paired_tests(
 ) -> dict[str, PairedTest]:
     """Paired t-tests of every method against ``reference``, Holm-corrected together.
 
-    Values are aligned by seed (index ``i`` of every sequence is seed ``i``).
+    Values are aligned by seed (index ``i`` of every sequence is seed ``i``);
+    a seed where the method or the reference is NaN (a failed run) is left
+    out of that method's test.
     A method whose differences are all equal gets p = 1 when they are zero,
     else p = 0 (the t statistic is infinite); with fewer than 2 seeds p = 1.
 
@@ -109,13 +111,15 @@ def paired_tests(
         v = np.asarray(values, dtype=float)
         if v.shape != ref.shape:
             raise ValueError(f"{name!r} has {len(v)} values, the reference {len(ref)}")
-        d = v - ref
+        kept = np.isfinite(v) & np.isfinite(ref)
+        v, r = v[kept], ref[kept]
+        d = v - r
         if len(d) < 2:
             p = 1.0  # one seed is no evidence either way
         elif np.ptp(d) == 0:
             p = 1.0 if d[0] == 0 else 0.0
         else:
-            p = float(stats.ttest_rel(v, ref).pvalue)
+            p = float(stats.ttest_rel(v, r).pvalue)
         names.append(name)
         pvalues.append(p)
         diffs.append(mean_ci(d))

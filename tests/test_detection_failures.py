@@ -85,3 +85,25 @@ def test_a_run_that_failed_every_attempt_is_never_averaged_in():
     values = seed_values(data, "oracle", "rare", "mAP")
     assert values[0] == pytest.approx(1.0)
     assert values[1] != values[1]  # NaN: left out of every mean and test
+
+
+def test_a_failed_run_saved_before_the_check_is_flagged_on_reading():
+    from experiments.detection import failed_runs_sentence
+    from experiments.stats import paired_tests
+
+    good = _evaluation(FOUND)
+    data = {
+        "seeds": [0, 1, 2],
+        "runs": {
+            "0": {"unweighted": good, "oracle_resampling": good},
+            "1": {"unweighted": good, "oracle_resampling": _evaluation([None])},
+            "2": {"unweighted": good, "oracle_resampling": good},
+        },
+    }
+    values = seed_values(data, "oracle_resampling", "rare", "mAP")
+    assert values[1] != values[1] and values[0] == pytest.approx(1.0)
+    assert "oracle_resampling seed 1 (every test AP is 0; flagged on reading" in (
+        failed_runs_sentence(data)
+    )
+    test = paired_tests({"oracle": values}, seed_values(data, "unweighted", "rare", "mAP"))
+    assert test["oracle"].diff.n == 2  # the failed seed is left out of the pair

@@ -159,6 +159,8 @@ class TrainConfig:
     trains the feature pyramid and head on the body's feature maps, computed
     once per image (and its mirror image) by :mod:`training.features`: many
     more steps for the same time; kept on disk in ``feature_cache`` when given.
+    ``warmup_steps`` raises the learning rate linearly from ``lr / warmup_steps``
+    to ``lr`` over the first steps (FCOS's box branch can die in a large first step).
     ``channels``/``head_convs`` size the EfficientNet-Lite detectors' pyramid
     and FCOS head (:func:`training.detectors.build_detector`).
     ``framework="yolo"`` trains an Ultralytics YOLO detector instead
@@ -200,6 +202,7 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int = 4
     lr: float = 1e-4
+    warmup_steps: int = 0
     weight_decay: float = 1e-4
     device: str = "cpu"
     seed: int = 0
@@ -431,6 +434,7 @@ def _run_record(
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.lr,
+        "warmup_steps": config.warmup_steps,
         "weight_decay": config.weight_decay,
         "optimizer": "AdamW",
         "device": config.device,
@@ -580,6 +584,10 @@ def _train_step(run: _Run, images: list, targets: list) -> dict[str, Any]:
         raise DequityError(
             f"the loss became {float(loss)} at step {state.step + 1}; lower the learning rate"
         )
+    warmup = run.config.warmup_steps
+    if warmup:
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.config.lr * min(1.0, (state.step + 1) / warmup)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.params, 10.0)
