@@ -121,6 +121,21 @@ QUICK = Config(
     reruns=0,  # a 2-step model detects nothing: every run would fail
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
+#: the frozen-backbone design: the backbone's feature maps cached once per image, a
+#: light FCOS head trained for many more steps (``experiments.calibration`` probes it)
+FROZEN = replace(
+    FULL,
+    image_size=96,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=100,
+    freeze_backbone=True,
+    channels=64,
+    head_convs=1,
+    step_grid=(400, 800, 1200),
+    jtt_score=(0.3, 0.2, 0.1, 0.05),
+    workers=3,
+)
 
 
 def set_field(view: Any, name: str, values: np.ndarray) -> None:
