@@ -1184,7 +1184,7 @@ def section_from_json(path: Path) -> Section:
             what = "no significant difference from unweighted in rare-condition mAP"
         verdicts.append(
             f"Detection, {m}: {what} ({t.diff.format(signed=True)} points, Holm p {t.p_holm:.3f}, "
-            f"{len(seeds)} seeds)."
+            f"{t.diff.n} seeds)."
         )
     support = _conclusions(tests, all_tests)
     w = data["weights"]
