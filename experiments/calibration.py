@@ -36,7 +36,6 @@ from experiments.detection import (
     Config,
     evaluate,
     feature_folder,
-    map_jobs,
     own_copy,
     raw_record,
     set_field,
@@ -159,14 +158,15 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     counts = oracle_fields(dataset.match_tags("train"))
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
-    jobs = [(dataset.name, m, s, config) for s in seeds for m in METHODS]
-    results = map_jobs(None, _curve_job, jobs)
-    for (_, method, seed, _), rows in zip(jobs, results):
-        data["runs"].setdefault(str(seed), {})[method] = rows
+    path = output / RAW_FILE
+    for seed in seeds:  # one run at a time; the file holds every finished run
+        for method in METHODS:
+            rows = _curve_job((dataset.name, method, seed, config))
+            data["runs"].setdefault(str(seed), {})[method] = rows
+            path.write_text(json.dumps(data, indent=1))
     data["gate_by_steps"] = gate_by_steps(data)
     data["complete"] = True
     data["seconds"] = round(time.perf_counter() - start, 1)
-    path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))
     return section_from_json(path)
 

@@ -132,7 +132,7 @@ FROZEN = replace(
     freeze_backbone=True,
     channels=64,
     head_convs=1,
-    step_grid=(400, 800, 1200),
+    step_grid=(400, 800),
     jtt_score=(0.3, 0.2, 0.1, 0.05),
     workers=3,
 )
