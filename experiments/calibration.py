@@ -12,7 +12,7 @@ evaluates each run along a grid of step counts on validation and test:
   loss is weighted by the inverse of its condition's frequency (mean weight 1).
 
 Per seed, run and step count it saves every condition's mAP and the rare-looking
-class's AP to ``docs/results/detection_calibration.json`` (config and commit
+class's AP to ``docs/results/detection_calibration_runs.json`` (config and commit
 included), and the gate's paired test per step count (Holm over the oracles).
 
 Run: ``python -m experiments.calibration [--quick] [--seeds 0 1]``.
@@ -46,7 +46,7 @@ from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
 
 NAME = "detection_calibration"
-RAW_FILE = "detection_calibration.json"
+RAW_FILE = "detection_calibration_runs.json"
 METHODS = ("unweighted", "oracle_resampling", "oracle_weighting")
 TRAINING = {
     "unweighted": {"weight_field": None},
@@ -122,23 +122,35 @@ def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
     return rows
 
 
+def finished_seeds(data: dict[str, Any], *methods: str) -> list[str]:
+    """The seeds where every one of ``methods`` has finished (a stopped probe keeps its runs).
+
+    Example::
+
+        finished_seeds({"seeds": [0, 1], "runs": {"0": {"unweighted": []}}}, "unweighted")
+    """
+    return [
+        str(s) for s in data["seeds"] if all(m in data["runs"].get(str(s), {}) for m in methods)
+    ]
+
+
 def gate_by_steps(data: dict[str, Any]) -> dict[str, Any]:
     """Per step count: each oracle's paired change in rare-condition test mAP (Holm over both).
 
     Example::
 
-        gate_by_steps(json.loads(Path("docs/results/detection_calibration.json").read_text()))
+        path = Path("docs/results/detection_calibration_runs.json")
+        gate_by_steps(json.loads(path.read_text()))
     """
     out = {}
-    seeds = [str(s) for s in data["seeds"]]
+    oracles = [m for m in METHODS[1:] if finished_seeds(data, "unweighted", m)]
+    seeds = finished_seeds(data, "unweighted", *oracles)
     for k, steps in enumerate(sorted(data["config"]["step_grid"])):
 
         def values(method: str, k: int = k) -> list[float]:
             return [data["runs"][s][method][k]["test"]["rare"] for s in seeds]
 
-        tests = paired_tests(
-            {m: values(m) for m in METHODS if m != "unweighted"}, values("unweighted")
-        )
+        tests = paired_tests({m: values(m) for m in oracles}, values("unweighted"))
         out[str(steps)] = {
             m: {"diff": t.diff.mean, "low": t.diff.low, "high": t.diff.high, "p": t.p,
                 "p_holm": t.p_holm, "passed": bool(t.significant and t.diff.mean > 0)}
@@ -159,8 +171,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
     path = output / RAW_FILE
-    for seed in seeds:  # one run at a time; the file holds every finished run
-        for method in METHODS:
+    for method in METHODS:  # one run at a time; the file holds every finished run
+        for seed in seeds:
             rows = _curve_job((dataset.name, method, seed, config))
             data["runs"].setdefault(str(seed), {})[method] = rows
             path.write_text(json.dumps(data, indent=1))
@@ -176,14 +188,16 @@ def section_from_json(path: Path) -> Section:
 
     Example::
 
-        print(section_from_json(Path("docs/results/detection_calibration.json")).markdown())
+        print(section_from_json(Path("docs/results/detection_calibration_runs.json")).markdown())
     """
     data = json.loads(Path(path).read_text())
-    seeds = [str(s) for s in data["seeds"]]
+    data.setdefault("gate_by_steps", gate_by_steps(data))
+    methods = [m for m in METHODS if finished_seeds(data, m)]
+    seeds = finished_seeds(data, *methods)
     grid = sorted(data["config"]["step_grid"])
     rows = []
     for k, steps in enumerate(grid):
-        for m in METHODS:
+        for m in methods:
             runs = [data["runs"][s][m][k] for s in seeds]
 
             def cell(split: str, key: str, runs: list = runs) -> str:
@@ -214,19 +228,26 @@ def section_from_json(path: Path) -> Section:
     body = f"""**{verdict}** ({len(seeds)} seeds; the gate itself asks for at least 5).
 
 Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
-{data["date"]}; {data["seconds"] / 60:.0f} min). FCOS on an ImageNet EfficientNet-Lite0 with
+{data["date"]}; {_took(data)}). FCOS on an ImageNet EfficientNet-Lite0 with
 its backbone frozen and its feature maps cached (`training.features`), feature pyramid
 {cfg["channels"]} channels, {cfg["head_convs"]} convolution(s) per head tower, batch
 {cfg["batch_size"]} at {cfg["image_size"]} px, AdamW lr {cfg["lr"]:g} with
 {cfg["warmup_steps"]} warm-up steps; each run continues from one step count to the next.
-Values are percent, mean and 95 % t-interval over seeds {data["seeds"]}; the change is the
-paired change of rare-condition test mAP against unweighted at the same step count.
+Values are percent, mean and 95 % t-interval over seeds {[int(s) for s in seeds]}; the
+change is the paired change of rare-condition test mAP against unweighted at the same step
+count.
 
 {table(["steps", "method", "val rare mAP", "test rare mAP", "change vs unweighted",
         "test day mAP", "test all mAP", "night", "fog", "blur/rain",
         f"{RARE_CLASS} AP, rare_object"], rows)}
 """  # fmt: skip
     return Section("Calibration: can the detection benchmark show rebalancing?", body, [verdict])
+
+
+def _took(data: dict[str, Any]) -> str:
+    if data.get("complete"):
+        return f"{data['seconds'] / 60:.0f} min"
+    return "stopped early; the seeds whose every run finished are reported"
 
 
 if __name__ == "__main__":
