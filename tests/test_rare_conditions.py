@@ -213,3 +213,25 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     assert "| dequity_object | 15.0 [" in section.body
     assert section.body.startswith("**Answer.**")
     assert "object run 0.99, image run 0.40" in " ".join(section.body.split())
+
+
+def test_jtt_error_rule_counts_the_share_of_objects_found():
+    import fiftyone as fo
+
+    from experiments.detection import found_share
+
+    def det(label, box, confidence=None):
+        return fo.Detection(label=label, bounding_box=box, confidence=confidence)
+
+    truths = [
+        [det("Bag", [0.1, 0.1, 0.3, 0.3]), det("Coat", [0.5, 0.5, 0.2, 0.4])],
+        [det("Bag", [0.1, 0.1, 0.3, 0.3])],
+        [],
+    ]
+    found = [
+        [det("Bag", [0.1, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.1)],
+        [det("Dress", [0.1, 0.1, 0.3, 0.3], 0.9)],  # the right box, the wrong class
+        [],
+    ]
+    assert found_share(truths, found, 0.3).tolist() == [0.5, 0.0, 1.0]
+    assert found_share(truths, found, 0.05).tolist() == [1.0, 0.0, 1.0]
