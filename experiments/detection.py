@@ -1226,7 +1226,8 @@ def section_from_json(path: Path) -> Section:
 
 **Answer.** {support}
 
-Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
+Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
+`{data["commit"][:12]}{"+dirty" if data["commit"].endswith("+dirty") else ""}`,
 {data["date"]}; {took}). Values are percent, mean and 95 %
 t-interval over seeds {seeds}. The change is the paired per-seed difference; p-values are
 paired t-tests against unweighted, Holm-corrected over the {len(others)} methods
