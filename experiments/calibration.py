@@ -234,7 +234,7 @@ def section_from_json(path: Path) -> Section:
         if gains
         else "Calibration probe (frozen-backbone design): neither oracle beats unweighted on "
         "rare-condition test mAP at any step count"
-    ) + f" (at {last} steps: {changes}; {len(seeds)} seeds)"
+    ) + f" (at {last} steps: {changes}; {len(seeds)} seeds)."
     cfg = data["config"]
     body = f"""**{verdict}.** The gate asks for at least {GATE_SEEDS} seeds.
 
