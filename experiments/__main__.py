@@ -21,6 +21,7 @@ from reporting import add_only_option, update_readme
 
 MODULES = {
     "detection": "experiments.detection",
+    "detection_calibration": "experiments.calibration",
     "objects": "experiments.objects",
     "classification": "experiments.classification",
     "sensitivity": "experiments.sensitivity",

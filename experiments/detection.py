@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from experiments.rare_conditions import (
     load_rare_conditions,
 )
 from experiments.report import Section, script_main, table
-from experiments.stats import mean_ci, paired_tests
+from experiments.stats import mean_ci, paired_tests, share_ci
 from reporting import git_commit
 
 NAME = "detection"
@@ -74,6 +74,11 @@ METHODS = (  # in training order: the key comparisons first
 )
 SUBSETS = ("all", "rare", *CONDITIONS)  # all, rare: means over the conditions
 PAPER_EPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+GATE_SEEDS = 5  # the calibration gate needs at least this many seeds
+ORACLE = "oracle_resampling"
+JTT_MAX_SHARE = 0.3  # JTT's errors should be a minority of the training images
+RERUNS = 2  # fresh seeds tried after a failed run
+RERUN_SEED_STEP = 1000  # a rerun's seed: the seed + 1000 per failed attempt
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,15 @@ class Config:
     gfl_grid: tuple[tuple[float, float], ...] = ((1.0, 5.0), (0.1, 1.0))
     jtt_grid: tuple[float, ...] = (3.0, 10.0)
     jtt_score: float = 0.3
+    jtt_recall: float | tuple[float, ...] = 1.0
     workers: int = 5
     max_detections: int = 20
+    freeze_backbone: bool = False
+    channels: int = 128
+    head_convs: int = 4
+    step_grid: tuple[int, ...] = ()
+    reruns: int = RERUNS
+    warmup_steps: int = 0
 
 
 FULL = Config()
@@ -101,8 +113,30 @@ QUICK = Config(
     gfl_grid=((1.0, 5.0),),
     jtt_grid=(3.0,),
     workers=1,
+    freeze_backbone=True,
+    channels=64,
+    head_convs=1,
+    step_grid=(1, 2),
+    warmup_steps=1,
+    jtt_recall=(1.0, 0.5),
+    reruns=0,  # a 2-step model detects nothing: every run would fail
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
+#: the frozen-backbone design: the backbone's feature maps cached once per image, a
+#: light FCOS head trained for many more steps (``experiments.calibration`` probes it)
+FROZEN = replace(
+    FULL,
+    image_size=96,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=100,
+    freeze_backbone=True,
+    channels=64,
+    head_convs=1,
+    step_grid=(400, 800),
+    jtt_recall=(1.0, 0.75, 0.5),
+    workers=3,
+)
 
 
 def set_field(view: Any, name: str, values: np.ndarray) -> None:
@@ -278,6 +312,24 @@ def train_model(
 
         model = train_model(dataset, "unweighted", 0, QUICK, "seed0")
     """
+    return train_run(dataset, method, seed, config, tag, weight_field, options)[0]
+
+
+def train_run(
+    dataset: Any,
+    method: str,
+    seed: int,
+    config: Config,
+    tag: str,
+    weight_field: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[Any, list[float]]:
+    """:func:`train_model`, returning the model and its training loss per step.
+
+    Example::
+
+        model, losses = train_run(dataset, "unweighted", 0, QUICK, "seed0")
+    """
     import torch
 
     from experiments.pool import cache_dir
@@ -294,40 +346,101 @@ def train_model(
         batch_size=config.batch_size,
         image_size=config.image_size,
         lr=config.lr,
+        warmup_steps=config.warmup_steps,
         seed=seed,
         output_dir=cache_dir() / "detection-rare" / f"{method}_{tag}",
         overwrite=True,
         evaluate=False,
         vectorize=True,
         progress=False,
+        freeze_backbone=config.freeze_backbone,
+        feature_cache=feature_folder() if config.freeze_backbone else None,
+        channels=config.channels,
+        head_convs=config.head_convs,
         **{
             **(_training_kwargs(method, tag) if options is None else options),
             **({"weight_field": weight_field} if weight_field else {}),
         },
     )
-    model = build_detector(num_classes=len(CLASSES) + 1, image_size=config.image_size)
+    model = build_detector(
+        num_classes=len(CLASSES) + 1,
+        image_size=config.image_size,
+        channels=config.channels,
+        head_convs=config.head_convs,
+    )
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state)
     model.detections_per_img = config.max_detections
-    return model.eval()
+    return model.eval(), list(result.step_losses)
 
 
-def evaluate(model: Any, view: Any, tag: str) -> dict[str, dict[str, Any]]:
+def feature_folder() -> Path:
+    """Where the frozen backbone's feature maps of the set's images are cached.
+
+    Example::
+
+        feature_folder()   # /tmp/dequity-experiments/detection-features
+    """
+    from experiments.pool import cache_dir
+
+    return cache_dir() / "detection-features"
+
+
+def predictions(model: Any, view: Any, tag: str, config: Config) -> list[list[Any]]:
+    """``model``'s detections on every image of ``view`` as lists of ``fo.Detection``.
+
+    With a frozen backbone they come from the cached feature maps
+    (:func:`training.features.predict_features`); otherwise they are stored
+    on the samples (``pred_<tag>``) by :func:`training.evaluate.predict`.
+
+    Example::
+
+        found = predictions(model, dataset.match_tags("test"), "seed0", FULL)
+    """
+    if not config.freeze_backbone:
+        from training.evaluate import predict
+
+        pred = f"pred_{tag}"
+        predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
+        return [d or [] for d in view.values(f"{pred}.detections")]
+    import fiftyone as fo
+
+    from training.features import cached_features, predict_features
+
+    cache = cached_features(
+        model,
+        view,
+        model_name="fcos_efficientnet_lite0:None:None",
+        image_size=config.image_size,
+        folder=feature_folder(),
+    )
+    out = []
+    for output, (h, w) in zip(predict_features(model, cache), cache.original_sizes):
+        dets = []
+        for (x1, y1, x2, y2), label, score in zip(
+            output["boxes"].tolist(), output["labels"].tolist(), output["scores"].tolist()
+        ):
+            if 1 <= label <= len(CLASSES):
+                box = [x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h]
+                name = CLASSES[label - 1]
+                dets.append(fo.Detection(label=name, bounding_box=box, confidence=score))
+        out.append(dets)
+    return out
+
+
+def evaluate(
+    model: Any, view: Any, tag: str, config: Config | None = None
+) -> dict[str, dict[str, Any]]:
     """COCO mAP@[.5:.95], AP50 and per-class APs on each condition of ``view``.
 
-    Predictions are stored on the samples (``pred_<tag>``); each condition is
+    Predictions come from :func:`predictions`; each condition is
     evaluated on its own with pycocotools (COCO's reference code; all areas,
     100 detections). ``rare`` is the mean over the rare conditions and
     ``all`` the mean over every condition (the test split is balanced), per
     metric and per class.
     """
-    from training.evaluate import predict
-
-    pred = f"pred_{tag}"
-    predict(model, view, pred, list(CLASSES), batch_size=32, vectorize=True)
-    conditions, truths, found = view.values(
-        ["condition", "ground_truth.detections", f"{pred}.detections"]
-    )
+    found = predictions(model, view, tag, config or FULL)
+    conditions, truths = view.values(["condition", "ground_truth.detections"])
     out = {}
     for condition in CONDITIONS:
         rows = [i for i, c in enumerate(conditions) if c == condition]
@@ -421,36 +534,133 @@ def _mean_of(parts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
-    """True for the training images where ``model`` misses an object (JTT's error set).
+def failure_reason(evaluation: dict[str, Any], losses: Sequence[float]) -> str | None:
+    """Why a trained run cannot count as a result, or None when it can.
 
-    An object is missed when no prediction of its class with a score of at
-    least ``config.jtt_score`` overlaps it with IoU >= 0.5.
+    A run fails when any of its test mAP/AP50 values is NaN or missing, when
+    all of them are exactly 0 (nothing detected), when a training loss is not
+    finite, or when the loss diverged: the mean of the last tenth of the steps
+    above the mean of the first tenth.
+
+    Example::
+
+        failure_reason(evaluate(model, test, "seed0", FULL), losses)   # None: a result
+    """
+    values = [
+        part.get(key)
+        for part in evaluation.values()
+        if isinstance(part, dict)
+        for key in ("mAP", "AP50")
+    ]
+    if not values or any(v is None or not np.isfinite(v) for v in values):
+        return "a test metric is NaN or missing"
+    if all(v == 0 for v in values):
+        return "every test AP is 0"
+    loss = np.asarray(losses, dtype=float)
+    if len(loss) and not np.isfinite(loss).all():
+        return "the training loss is not finite"
+    tenth = max(1, len(loss) // 10)
+    if len(loss) >= 2 and loss[-tenth:].mean() > loss[:tenth].mean():
+        return (
+            f"the training loss diverged (first tenth {loss[:tenth].mean():.3g}, "
+            f"last {loss[-tenth:].mean():.3g})"
+        )
+    return None
+
+
+def checked_run(attempt: Any, seed: int, reruns: int = RERUNS) -> tuple[dict[str, Any], Any]:
+    """``attempt(seed)`` until a run passes :func:`failure_reason`, each rerun with a fresh seed.
+
+    ``attempt`` trains and evaluates with the seed it is given and returns
+    ``(evaluation, losses, model)``; a training that stops on a non-finite
+    loss (:class:`~dequity.errors.DequityError`) counts as a failed run. The
+    evaluation returned records ``seed`` (the seed that gave it) and
+    ``failed_runs`` (each set-aside run's seed and reason); when every
+    attempt fails it holds ``failed: True`` and no metrics, so it is never
+    averaged in. Returns ``(evaluation, model)``: the model of the run kept,
+    else of the last attempt (None when that one stopped on its loss).
+
+    Example::
+
+        evaluation, model = checked_run(lambda s: train_and_test(s), seed=3)
+    """
+    from dequity.errors import DequityError
+
+    failed = []
+    for k in range(reruns + 1):
+        run_seed = seed + RERUN_SEED_STEP * k
+        try:
+            evaluation, losses, model = attempt(run_seed)
+            reason = failure_reason(evaluation, losses)
+        except DequityError as e:
+            if "loss became" not in str(e):
+                raise
+            reason, evaluation, model = f"the training loss is not finite ({e})", {}, None
+        if reason is None:
+            return {**evaluation, "seed": run_seed, "failed_runs": failed}, model
+        failed.append({"seed": run_seed, "reason": reason})
+        print(f"  run with seed {run_seed} set aside: {reason}", flush=True)
+    return {"failed": True, "seed": None, "failed_runs": failed}, model
+
+
+def jtt_errors(model: Any, train: Any, config: Config, tag: str) -> np.ndarray:
+    """True for the training images where ``model`` finds too few objects (JTT's error set).
+
+    An object is found when a prediction of its class with a score of at
+    least ``config.jtt_score`` overlaps it with IoU >= 0.5. An image is an
+    error when the share of its objects found is below the recall threshold:
+    ``config.jtt_recall`` (1.0: any missed object makes an error), or, for a
+    tuple of them, the first (from the highest) whose error set is at most
+    :data:`JTT_MAX_SHARE` of the images, so that errors are a minority as in
+    JTT (else the last); see :func:`jtt_error_set`.
+    """
+    return jtt_error_set(model, train, config, tag)[0]
+
+
+def jtt_error_set(model: Any, train: Any, config: Config, tag: str) -> tuple[np.ndarray, float]:
+    """JTT's error set and the recall threshold that made it (see :func:`jtt_errors`).
+
+    Example::
+
+        missed, recall = jtt_error_set(model, dataset.match_tags("train"), FULL, "seed0")
+    """
+    predicted = predictions(model, train, f"jtt_{tag}", config)
+    found = found_share(train.values("ground_truth.detections"), predicted, config.jtt_score)
+    grid = config.jtt_recall if isinstance(config.jtt_recall, tuple) else (config.jtt_recall,)
+    for recall in sorted(grid, reverse=True):
+        missed = found < recall
+        if missed.mean() <= JTT_MAX_SHARE:
+            break
+    return missed, recall
+
+
+def found_share(truths: list[Any], predicted: list[list[Any]], score: float) -> np.ndarray:
+    """Per image, the share of its objects that a prediction of ``score`` or more finds.
+
+    Found: a prediction of the object's class overlaps it with IoU >= 0.5.
+    An image without objects counts as fully found.
+
+    Example::
+
+        shares = found_share(view.values("ground_truth.detections"), predictions_, 0.3)
     """
     import torch
     from torchvision.ops import box_iou
-
-    from training.evaluate import predict
-
-    field = f"jtt_pred_{tag}"
-    predict(model, train, field, list(CLASSES), batch_size=32, vectorize=True)
 
     def boxes(dets: list[Any]) -> torch.Tensor:
         xywh = torch.tensor([d.bounding_box for d in dets], dtype=torch.float32).reshape(-1, 4)
         return torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
 
-    missed = []
-    for truth, found in zip(*train.values(["ground_truth.detections", f"{field}.detections"])):
-        found = [d for d in found or [] if d.confidence >= config.jtt_score]
-        miss = False
-        for label in {d.label for d in truth or []}:
-            gt = boxes([d for d in truth if d.label == label])
-            pr = boxes([d for d in found if d.label == label])
-            if len(pr) == 0 or (box_iou(gt, pr).max(dim=1).values < 0.5).any():
-                miss = True
-                break
-        missed.append(miss)
-    return np.array(missed)
+    shares = []
+    for truth, found in zip(truths, predicted):
+        truth = truth or []
+        found = [d for d in found or [] if d.confidence >= score]
+        hits = 0
+        for det in truth:
+            same = [d for d in found if d.label == det.label]
+            hits += bool(same) and bool(box_iou(boxes([det]), boxes(same)).max() >= 0.5)
+        shares.append(hits / len(truth) if truth else 1.0)
+    return np.array(shares)
 
 
 def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[Any, Any]:
@@ -461,11 +671,75 @@ def _select_job(job: tuple[str, str, str | None, Config, str, bool]) -> tuple[An
     name, method, weight_field, config, tag, want_missed = job
     dataset = own_copy(name, tag)
     model = train_model(dataset, method, config.selection_seed, config, tag, weight_field)
-    score = evaluate(model, dataset.match_tags("val"), tag)["rare"]["mAP"]
+    score = evaluate(model, dataset.match_tags("val"), tag, config)["rare"]["mAP"]
     print(f"  validation {tag}: rare mAP {100 * (score or 0):.1f}", flush=True)
     missed = jtt_errors(model, dataset.match_tags("train"), config, tag) if want_missed else None
     dataset.delete()
     return score, None if missed is None else missed.tolist()
+
+
+def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
+    """One method on the selection seed, evaluated on validation at every step count of the grid.
+
+    The run continues from one step count to the next (resumed, a fresh pass
+    over the data each time).
+    """
+    import torch
+
+    from training import train_detector
+    from training.detectors import build_detector
+
+    torch.set_num_threads(1)
+    name, method, config, tag = job
+    dataset = own_copy(name, tag)
+    folder = feature_folder().parent / "detection-rare" / f"{method}_{tag}"
+    curve = []
+    for i, steps in enumerate(sorted(config.step_grid)):
+        result = train_detector(
+            dataset, train_key=f"{method}_{tag}", classes=list(CLASSES), train_tag="train",
+            val_fraction=0, steps=steps, batch_size=config.batch_size,
+            image_size=config.image_size, lr=config.lr, warmup_steps=config.warmup_steps,
+            seed=config.selection_seed,
+            output_dir=folder, overwrite=True, resume=folder if i else None, evaluate=False,
+            vectorize=True, progress=False, freeze_backbone=config.freeze_backbone,
+            feature_cache=feature_folder() if config.freeze_backbone else None,
+            channels=config.channels, head_convs=config.head_convs,
+            **_training_kwargs(method, tag),
+        )  # fmt: skip
+        model = build_detector(
+            num_classes=len(CLASSES) + 1, image_size=config.image_size,
+            channels=config.channels, head_convs=config.head_convs,
+        )  # fmt: skip
+        model.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
+        model.detections_per_img = config.max_detections
+        val = evaluate(model.eval(), dataset.match_tags("val"), tag, config)
+        curve.append({"steps": steps, **{k: val[k]["mAP"] for k in ("all", "rare", "day")}})
+        print(f"  budget {method} {steps} steps: validation {curve[-1]}", flush=True)
+    dataset.delete()
+    return curve
+
+
+def select_steps(dataset: Any, config: Config, pool: Any) -> dict[str, Any]:
+    """The training budget: the step count of ``config.step_grid`` where unweighted converges.
+
+    Unweighted training (and, for the record, the oracle) runs on the
+    selection seed; the chosen budget is the step count of the grid with the
+    best unweighted all-condition validation mAP (the fewest steps on a tie).
+
+    Example::
+
+        budget = select_steps(dataset, FULL, None)   # {"steps": ..., "curves": {...}}
+    """
+    methods = ("unweighted", ORACLE)
+    jobs = [(dataset.name, m, config, f"budget_{m}") for m in methods]
+    curves = dict(zip(methods, map_jobs(pool, _budget_job, jobs)))
+    best = max(curves["unweighted"], key=lambda r: (r["all"] or 0.0, -r["steps"]))
+    return {
+        "metric": "unweighted all-condition validation mAP",
+        "seed": config.selection_seed,
+        "steps": best["steps"],
+        "curves": curves,
+    }
 
 
 def own_copy(name: str, tag: str) -> Any:
@@ -547,13 +821,20 @@ def run_seed(
         start = time.perf_counter()
         if method == "jtt":
             set_field(train, f"w_jtt_{tag}", np.where(out["_missed"], chosen["lambda"], 1.0))
-        model = train_model(dataset, method, seed, config, tag)
-        out[method] = evaluate(model, test, tag)
+
+        def attempt(s: int, method: str = method) -> tuple[dict[str, Any], list[float], Any]:
+            model, losses = train_run(dataset, method, s, config, tag)
+            return evaluate(model, test, tag, config), losses, model
+
+        out[method], model = checked_run(attempt, seed, config.reruns)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
+        if method == "unweighted" and model is None:
+            raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
         if method == "unweighted":
-            out["_missed"] = jtt_errors(model, train, config, tag)
+            out["_missed"], recall = jtt_error_set(model, train, config, tag)
             conditions = np.array(train.values("condition"))
             out["jtt_error_set"] = {
+                "recall_below": recall,
                 "share": float(out["_missed"].mean()),
                 "share_by_condition": {
                     c: float(out["_missed"][conditions == c].mean()) for c in CONDITIONS
@@ -561,9 +842,11 @@ def run_seed(
             }
         if save is not None:
             save.write_text(json.dumps({k: v for k, v in out.items() if k != "_missed"}))
+        rare = out[method].get("rare", {}).get("mAP")
         print(
             f"  seed {seed}, {index + 1}/{len(METHODS)} {method}: rare mAP "
-            f"{100 * (out[method]['rare']['mAP'] or 0):.1f} ({out[method]['seconds']:.0f} s)",
+            f"{'failed' if rare is None else f'{100 * rare:.1f}'} "
+            f"({out[method]['seconds']:.0f} s)",
             flush=True,
         )
     out.pop("_missed")
@@ -641,6 +924,11 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(config.workers)
+    budget = None
+    if config.step_grid:
+        print("training budget on the validation split...", flush=True)
+        budget = select_steps(dataset, config, pool)
+        config = replace(config, steps=budget["steps"])
     print("hyperparameters on the validation split...", flush=True)
     chosen = select_hyperparameters(dataset, config, pool)
     for seed in seeds:
@@ -650,7 +938,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         weights[name + "_weights"] = {"min": float(w.min()), "max": float(w.max())}
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["dataset"]["build_seconds"] = round(build_seconds, 1)
-    data.update(weights=weights, selection=chosen)
+    data.update(weights=weights, selection=chosen, budget=budget)
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))  # the seeds' results join it as they finish
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {config.workers} processes...")
@@ -659,6 +947,9 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     if pool is not None:
         pool.close()
     finish_record(data, path, results, start)
+    data["gate"] = calibration_gate(data)
+    path.write_text(json.dumps(data, indent=1))
+    print(gate_sentence(data["gate"]), flush=True)
     for seed in seeds:
         partial_path(output, seed).unlink(missing_ok=True)
     return section_from_json(path)
@@ -696,15 +987,131 @@ def seed_values(data: dict[str, Any], method: str, subset: str, metric: str) -> 
     Example::
 
         seed_values(load_results(path), "unweighted", "rare_object", "AP:Bag")
+
+    A failed run gives NaN: one flagged when it ran, or, in a file from before
+    the check (no ``failed_runs`` record), one :func:`failure_reason` finds
+    from its metrics.
     """
     kind, _, cls = metric.partition(":")
     out = []
     for seed in data["seeds"]:
-        part = data["runs"][str(seed)][method].get(subset, {})
+        run = data["runs"][str(seed)][method]
+        part = {} if unflagged_failure(run) else run.get(subset, {})  # a failed run has none
         key = {"AP": "per_class_AP", "AP50": "per_class_AP50"}[kind] if cls else None
         v = part.get(key, {}).get(cls) if key else part.get(metric)
         out.append(float("nan") if v is None else float(v))
     return out
+
+
+def unflagged_failure(run: dict[str, Any]) -> str | None:
+    """Why a saved run from before the failure check failed (from its metrics), or None.
+
+    Example::
+
+        unflagged_failure(data["runs"]["3"]["oracle_resampling"])   # "every test AP is 0"
+    """
+    if "failed_runs" in run or "failed" in run:
+        return None  # checked when it ran
+    return failure_reason({k: v for k, v in run.items() if isinstance(v, dict)}, [])
+
+
+def rare_tests(data: dict[str, Any]) -> dict[str, Any]:
+    """Paired tests of every finished method against unweighted on rare-condition mAP (Holm).
+
+    Example::
+
+        rare_tests(load_results(path))["oracle_resampling"].p_holm
+    """
+    seeds = data["seeds"]
+    done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
+    ref = seed_values(data, "unweighted", "rare", "mAP")
+    others = {m: seed_values(data, m, "rare", "mAP") for m in done if m != "unweighted"}
+    return paired_tests(others, ref)
+
+
+def calibration_gate(data: dict[str, Any]) -> dict[str, Any]:
+    """Whether the benchmark can show a gain at all: the oracle against unweighted.
+
+    The condition-balanced oracle must beat unweighted on rare-condition test
+    mAP with Holm p < 0.05 (the Holm family of every method's test) over at
+    least :data:`GATE_SEEDS` seeds; until it does, no method is judged.
+
+    Example::
+
+        calibration_gate(load_results(path))["passed"]
+    """
+    test = rare_tests(data).get(ORACLE)
+    if test is None:
+        return {"passed": False, "reason": "the oracle has not run on every seed"}
+    n = test.diff.n
+    passed = bool(test.significant and test.diff.mean > 0 and n >= GATE_SEEDS)
+    return {
+        "metric": "rare-condition test mAP",
+        "method": ORACLE,
+        "reference": "unweighted",
+        "diff": test.diff.mean,
+        "low": test.diff.low,
+        "high": test.diff.high,
+        "p": test.p,
+        "p_holm": test.p_holm,
+        "seeds": n,
+        "passed": passed,
+    }
+
+
+def gate_sentence(gate: dict[str, Any]) -> str:
+    """The gate's result as the report's first sentence.
+
+    Example::
+
+        gate_sentence(calibration_gate(data))
+    """
+    if "diff" not in gate:
+        return f"**Calibration gate: not passed** ({gate['reason']})."
+    change = (
+        f"{100 * gate['diff']:+.1f} [{100 * gate['low']:.1f}, {100 * gate['high']:.1f}] "
+        f"points of rare-condition mAP over {gate['seeds']} seeds, Holm p {gate['p_holm']:.3g}"
+    )
+    if gate["passed"]:
+        return (
+            f"**Calibration gate: passed.** The condition-balanced oracle beats unweighted "
+            f"training ({change}), so this benchmark can show a gain from rebalancing."
+        )
+    how = "falls below" if gate["diff"] < 0 else "does not significantly beat"
+    return (
+        f"**Calibration gate: not passed.** The condition-balanced oracle {how} "
+        f"unweighted training ({change}; the gate needs a gain with Holm p < 0.05 over at "
+        f"least {GATE_SEEDS} seeds), so no result below can show a gain from rebalancing, "
+        f"and the share of the oracle's gain is not reported (n/a)."
+    )
+
+
+def failed_runs_sentence(data: dict[str, Any]) -> str:
+    """Which runs were set aside as failed and rerun with a fresh seed.
+
+    Example::
+
+        failed_runs_sentence(load_results(path))
+    """
+    aside = [
+        f"{m} seed {f['seed']} ({f['reason']})"
+        for s in data["seeds"]
+        for m, part in data["runs"].get(str(s), {}).items()
+        if isinstance(part, dict)
+        for f in part.get("failed_runs", [])
+    ]
+    aside += [
+        f"{m} seed {s} ({reason}; flagged on reading: it ran before the check, so it was not rerun)"
+        for s in data["seeds"]
+        for m, part in data["runs"].get(str(s), {}).items()
+        if m in METHODS and (reason := unflagged_failure(part))
+    ]
+    if not aside:
+        return (
+            "No run failed (every test AP zero or NaN, or a diverging training loss, would "
+            "have set it aside and rerun it with a fresh seed)."
+        )
+    return "Failed runs, never averaged in: " + "; ".join(aside) + "."
 
 
 def section_from_json(path: Path) -> Section:
@@ -721,19 +1128,39 @@ def section_from_json(path: Path) -> Section:
     missing = [m for m in METHODS if m not in done]
     others = [m for m in done if m != "unweighted"]
     ref = seed_values(data, "unweighted", "rare", "mAP")
-    tests = paired_tests({m: seed_values(data, m, "rare", "mAP") for m in others}, ref)
-    rows = [["unweighted", mean_ci(ref).format(), "", "", ""]]
+    tests = rare_tests(data)
+    gate = data.get("gate") or calibration_gate(data)
+    oracle_gain = np.subtract(seed_values(data, ORACLE, "rare", "mAP"), ref)
+
+    def change(m: str, subset: str) -> str:
+        values = seed_values(data, m, subset, "mAP")
+        return mean_ci(np.subtract(values, seed_values(data, "unweighted", subset, "mAP"))).format(
+            signed=True
+        )
+
+    def share(m: str) -> str:
+        if m == ORACLE or ORACLE not in done:
+            return ""
+        if not gate.get("passed"):
+            return "n/a"  # a share of a gain the oracle does not show means nothing
+        gain = np.subtract(seed_values(data, m, "rare", "mAP"), ref)
+        return share_ci(gain, oracle_gain).format(digits=0)
+
+    rows = [["unweighted", mean_ci(ref).format(), "", "", "", "", "", ""]]
     for m in others:
         t = tests[m]
         star = " *" if t.significant else ""
         rows.append([
             m, mean_ci(seed_values(data, m, "rare", "mAP")).format(),
-            t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}",
+            t.diff.format(signed=True), f"{t.p:.3f}", f"{t.p_holm:.3f}{star}", share(m),
+            change(m, "day"), change(m, "all"),
         ])  # fmt: skip
     headline = table(
-        ["method", "rare-condition mAP %", "change vs unweighted", "p (paired t)", "p (Holm)"],
+        ["method", "rare-condition mAP %", "change vs unweighted", "p (paired t)", "p (Holm)",
+         "share of the oracle's gain %", "day change", "all-condition change"],
         rows,
-    )
+    )  # fmt: skip
+    gate_line = gate_sentence(gate)
     cond_rows = [
         [m, *(mean_ci(seed_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
     ]
@@ -766,7 +1193,7 @@ def section_from_json(path: Path) -> Section:
             what = "no significant difference from unweighted in rare-condition mAP"
         verdicts.append(
             f"Detection, {m}: {what} ({t.diff.format(signed=True)} points, Holm p {t.p_holm:.3f}, "
-            f"{len(seeds)} seeds)."
+            f"{t.diff.n} seeds)."
         )
     support = _conclusions(tests, all_tests)
     w = data["weights"]
@@ -779,19 +1206,37 @@ def section_from_json(path: Path) -> Section:
         if "jtt_error_set" in data["runs"].get(str(s), {})
     ]
     jtt_share = float(np.mean(shares)) if shares else float("nan")
+    recalls = sorted({
+        data["runs"][str(s)]["jtt_error_set"].get("recall_below", 1.0)
+        for s in seeds
+        if "jtt_error_set" in data["runs"].get(str(s), {})
+    })  # fmt: skip
+    jtt_rule = (
+        "an image is an error when the unweighted model of its seed finds fewer than "
+        + " or ".join(f"{100 * r:.0f} %" for r in recalls)
+        + " of its objects"
+    )
     if missing:
         support += (
             f" **The run did not finish:** no complete results for {', '.join(missing)};"
             " nothing is concluded about them."
         )
     took = f"{data['seconds'] / 60:.0f} min in all" if "seconds" in data else "unfinished"
-    body = f"""**Answer.** {support}
+    body = f"""{gate_line}
 
-Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
+**Answer.** {support}
+
+Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
+`{data["commit"][:12]}{"+dirty" if data["commit"].endswith("+dirty") else ""}`,
 {data["date"]}; {took}). Values are percent, mean and 95 %
 t-interval over seeds {seeds}. The change is the paired per-seed difference; p-values are
 paired t-tests against unweighted, Holm-corrected over the {len(others)} methods
-(\\* = significant at 0.05 after correction).
+(\\* = significant at 0.05 after correction). The share of the oracle's gain is
+(method − unweighted) / (oracle − unweighted) on rare-condition mAP, the ratio of the mean
+changes, with a 95 % bootstrap interval over seeds (resampled in pairs); 100 % closes the
+gap to the oracle, 0 % is no gain. The day and all-condition changes are the paired changes
+of day-test and all-condition mAP against unweighted: the cost, if any, to the common case.
+{failed_runs_sentence(data)}
 
 ### Rare-condition mAP@[.5:.95] (mean of the night, fog and blur/rain test mAPs)
 
@@ -811,8 +1256,9 @@ class is inverted, magenta and turned on its side. Test examples, one row per co
 
 ### Training
 
-FCOS on an ImageNet EfficientNet-Lite0, {cfg["steps"]} steps of batch {cfg["batch_size"]} at
-{cfg["image_size"]} px, AdamW lr {cfg["lr"]:g}, identical for every method and seeded alike.
+FCOS on an ImageNet EfficientNet-Lite0, {_backbone(cfg)}, {cfg["steps"]} steps of batch
+{cfg["batch_size"]} at {cfg["image_size"]} px, AdamW lr {cfg["lr"]:g}, identical for every
+method and seeded alike.
 dequity default ({_counts(w["default_config"])}): {w["dq"]["clusters"]} clusters, noise
 {100 * w["dq"]["noise_share"]:.0f} %; paper: t-SNE 3-D + DBSCAN eps {w["paper_eps"]:g}
 (the label-free rule of `paper_run`), noise one cluster ({w["dqpaper"]["clusters"]} clusters,
@@ -820,8 +1266,8 @@ noise {100 * w["dqpaper"]["noise_share"]:.0f} %). Mean likelihood by training co
 default: {_likelihoods(w, "dq")}; paper: {_likelihoods(w, "dqpaper")}.
 Chosen on validation (seed {sel["seed"]}, rare-condition mAP %): eta, gamma {sel_gfl} →
 eta {sel["eta"]:g}, gamma {sel["gamma"]:g}; JTT lambda {sel_jtt} → {sel["lambda"]:g}
-(unweighted {_pct(sel["unweighted"])}). JTT's error set held {100 * jtt_share:.0f} % of the
-training images on average.
+(unweighted {_pct(sel["unweighted"])}). {_budget(data.get("budget"))}JTT's error set held
+{100 * jtt_share:.0f} % of the training images on average ({jtt_rule}).
 
 ### mAP@[.5:.95] by test subset
 
@@ -841,14 +1287,42 @@ training images on average.
 
 Every value per seed, subset and class is in `results/{RAW_FILE}`.
 """
-    lead = f"""**Detection under rare conditions.** {support}
+    lead = f"""{gate_line}
+
+**Detection under rare conditions.** {support}
 
 {headline}
 
 Rare-condition mAP@[.5:.95] (%, mean of the night, fog and blur/rain test mAPs), mean and
 95 % CI over {len(seeds)} seeds; changes are paired per seed; \\* = significant after Holm's
-correction. Set, methods and every other metric: the detection section below."""
+correction; the share of the oracle's gain is (method − unweighted) / (oracle − unweighted)
+with a 95 % bootstrap interval over seeds; day and all-condition changes are the paired
+changes of those mAPs. Set, methods and every other metric: the detection section below."""
     return Section("Detection under rare conditions", body, verdicts, lead)
+
+
+def _budget(budget: dict[str, Any] | None) -> str:
+    if not budget:
+        return ""
+
+    def curve(method: str) -> str:
+        return ", ".join(f"{r['steps']}: {_pct(r['all'])}" for r in budget["curves"][method])
+
+    return (
+        f"The budget, {budget['steps']} steps, is where unweighted training peaks on "
+        f"all-condition validation mAP (seed {budget['seed']}; steps: mAP % — unweighted "
+        f"{curve('unweighted')}; oracle {curve(ORACLE)}). "
+    )
+
+
+def _backbone(cfg: dict[str, Any]) -> str:
+    if not cfg.get("freeze_backbone"):
+        return "fine-tuned from its third stage on"
+    return (
+        "its backbone frozen and its feature maps computed once per image and cached "
+        f"(`training.features`); the feature pyramid ({cfg['channels']} channels) and the FCOS "
+        f"head ({cfg['head_convs']} convolution(s) per tower) trained"
+    )
 
 
 def _pct(value: float | None) -> str:

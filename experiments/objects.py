@@ -226,7 +226,7 @@ def run_seed(dataset: Any, seed: int, config: Config, save: Path | None = None) 
         start = time.perf_counter()
         trained_as, options = TRAINING[method]
         model = train_model(dataset, trained_as, seed, config, tag, options=options)
-        out[method] = evaluate(model, test, tag)
+        out[method] = evaluate(model, test, tag, config)
         out[method]["seconds"] = round(time.perf_counter() - start, 1)
         if save is not None:
             save.write_text(json.dumps(out))

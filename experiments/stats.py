@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MeanCI", "PairedTest", "mean_ci", "paired_tests"]
+__all__ = ["MeanCI", "PairedTest", "mean_ci", "paired_tests", "share_ci"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,9 @@ def paired_tests(
 ) -> dict[str, PairedTest]:
     """Paired t-tests of every method against ``reference``, Holm-corrected together.
 
-    Values are aligned by seed (index ``i`` of every sequence is seed ``i``).
+    Values are aligned by seed (index ``i`` of every sequence is seed ``i``);
+    a seed where the method or the reference is NaN (a failed run) is left
+    out of that method's test.
     A method whose differences are all equal gets p = 1 when they are zero,
     else p = 0 (the t statistic is infinite); with fewer than 2 seeds p = 1.
 
@@ -109,13 +111,15 @@ def paired_tests(
         v = np.asarray(values, dtype=float)
         if v.shape != ref.shape:
             raise ValueError(f"{name!r} has {len(v)} values, the reference {len(ref)}")
-        d = v - ref
+        kept = np.isfinite(v) & np.isfinite(ref)
+        v, r = v[kept], ref[kept]
+        d = v - r
         if len(d) < 2:
             p = 1.0  # one seed is no evidence either way
         elif np.ptp(d) == 0:
             p = 1.0 if d[0] == 0 else 0.0
         else:
-            p = float(stats.ttest_rel(v, ref).pvalue)
+            p = float(stats.ttest_rel(v, r).pvalue)
         names.append(name)
         pvalues.append(p)
         diffs.append(mean_ci(d))
@@ -126,3 +130,45 @@ def paired_tests(
         n: PairedTest(d, p, float(c), bool(r))
         for n, d, p, c, r in zip(names, diffs, pvalues, corrected, reject)
     }
+
+
+def share_ci(
+    gains: Sequence[float],
+    full_gains: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+) -> MeanCI:
+    """The share ``mean(gains) / mean(full_gains)``, with a bootstrap interval over seeds.
+
+    ``gains[i]`` and ``full_gains[i]`` come from seed ``i`` (e.g. a method's
+    and the oracle's change from the reference); seeds are resampled in
+    pairs (``scipy.stats.bootstrap``, percentile interval, fixed random state).
+    Seeds with a NaN are dropped; with fewer than 2 the interval is NaN.
+
+    Example::
+
+        share_ci([0.01, 0.02, 0.015], [0.03, 0.04, 0.035]).format(digits=0)
+    """
+    from scipy import stats
+
+    a, b = np.asarray(gains, dtype=float), np.asarray(full_gains, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) == 0 or b.mean() == 0:
+        return MeanCI(float("nan"), float("nan"), float("nan"), len(a))
+    share = float(a.mean() / b.mean())
+    if len(a) < 2:
+        return MeanCI(share, float("nan"), float("nan"), len(a))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = stats.bootstrap(
+            (a, b),
+            lambda x, y, axis=-1: np.mean(x, axis=axis) / np.mean(y, axis=axis),
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=0,
+        )
+    low, high = result.confidence_interval
+    return MeanCI(share, float(low), float(high), len(a))

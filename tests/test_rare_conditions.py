@@ -154,7 +154,22 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     dequity = next(v for v in section.verdicts if v.startswith("Detection, dequity:"))
     assert "no significant difference" in dequity
     assert "| oracle_resampling | 15.0 [" in section.body
-    assert section.body.startswith("**Answer.**")
+    assert section.body.startswith("**Calibration gate: passed.**")
+    assert section.lead.startswith("**Calibration gate: passed.**")
+    assert "**Answer.**" in section.body
+    assert "+5.0 [5.0, 5.0] points of rare-condition mAP over 5 seeds" in section.body
+    # no method but the oracle gains: 0 % of its gain, and no cost on day images
+    assert "| dequity | 10.0 [9.8, 10.2] | +0.0 [0.0, 0.0] |" in section.body
+    assert "| 0 [0, 0] | +0.0 [0.0, 0.0] | +0.0 [0.0, 0.0] |" in section.body
+    assert "No run failed" in section.body
+    for seed in seeds:  # a smaller, noisier oracle gain does not pass the gate
+        gain = 0.004 * (-1) ** seed
+        runs[str(seed)]["oracle_resampling"] = evaluation(0.1 + jitter[seed] + gain)
+    runs["3"]["oracle_resampling"]["failed_runs"] = [{"seed": 3, "reason": "every test AP is 0"}]
+    path.write_text(json.dumps(data))
+    section = section_from_json(path)
+    assert section.body.startswith("**Calibration gate: not passed.**")
+    assert "oracle_resampling seed 3 (every test AP is 0)" in section.body
 
 
 def test_one_seed_is_never_significant():
@@ -198,3 +213,25 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     assert "| dequity_object | 15.0 [" in section.body
     assert section.body.startswith("**Answer.**")
     assert "object run 0.99, image run 0.40" in " ".join(section.body.split())
+
+
+def test_jtt_error_rule_counts_the_share_of_objects_found():
+    import fiftyone as fo
+
+    from experiments.detection import found_share
+
+    def det(label, box, confidence=None):
+        return fo.Detection(label=label, bounding_box=box, confidence=confidence)
+
+    truths = [
+        [det("Bag", [0.1, 0.1, 0.3, 0.3]), det("Coat", [0.5, 0.5, 0.2, 0.4])],
+        [det("Bag", [0.1, 0.1, 0.3, 0.3])],
+        [],
+    ]
+    found = [
+        [det("Bag", [0.1, 0.1, 0.3, 0.3], 0.9), det("Coat", [0.5, 0.5, 0.2, 0.4], 0.1)],
+        [det("Dress", [0.1, 0.1, 0.3, 0.3], 0.9)],  # the right box, the wrong class
+        [],
+    ]
+    assert found_share(truths, found, 0.3).tolist() == [0.5, 0.0, 1.0]
+    assert found_share(truths, found, 0.05).tolist() == [1.0, 0.0, 1.0]

@@ -211,6 +211,7 @@ def test_cli_help(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert ("--weight-field" in out) if command == "train" else ("RUN_A" in out)
+    assert ("--freeze-backbone" in out) == (command == "train")
 
 
 def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):

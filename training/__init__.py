@@ -34,6 +34,7 @@ _EXPORTS = {
     "WeightedFCOSHead": "training.losses",
     "WeightedRetinaNetHead": "training.losses",
     "build_detector": "training.detectors",
+    "cached_features": "training.features",
     "classification_dataset": "training.datasets",
     "collate_detection": "training.datasets",
     "compare_runs": "training.compare",
@@ -43,6 +44,7 @@ _EXPORTS = {
     "export_yolo": "training.yolo",
     "load_training_run": "training.records",
     "predict": "training.evaluate",
+    "predict_features": "training.features",
     "repeat_factors": "training.samplers",
     "sample_weights": "training.samplers",
     "split_view": "training.train",
@@ -70,6 +72,8 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.detectors import build_detector as build_detector
     from training.evaluate import evaluate_predictions as evaluate_predictions
     from training.evaluate import predict as predict
+    from training.features import cached_features as cached_features
+    from training.features import predict_features as predict_features
     from training.losses import WeightedFCOSHead as WeightedFCOSHead
     from training.losses import WeightedRetinaNetHead as WeightedRetinaNetHead
     from training.losses import weight_image_losses as weight_image_losses

@@ -135,11 +135,25 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     model.add_argument("--weights-backbone", help="torchvision backbone weights")
     model.add_argument("--image-size", type=int, default=512, help="longest image side")
+    model.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="keep the backbone's body pretrained and train the pyramid and head on its "
+        "feature maps, computed once per image (many more steps per minute on a CPU)",
+    )
+    model.add_argument("--feature-cache", help="folder keeping those feature maps between runs")
+    model.add_argument(
+        "--channels", type=int, default=128, help="EfficientNet-Lite pyramid and head width"
+    )
+    model.add_argument("--head-convs", type=int, default=4, help="convolutions per FCOS head tower")
     loop = p.add_argument_group("optimisation")
     loop.add_argument("--steps", type=int, help="total optimiser steps (overrides --epochs)")
     loop.add_argument("--epochs", type=int, help="total epochs (default 1)")
     loop.add_argument("--batch-size", type=int, default=4)
     loop.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    loop.add_argument(
+        "--warmup-steps", type=int, default=0, help="linear learning-rate warm-up steps"
+    )
     loop.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")

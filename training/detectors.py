@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from dequity.errors import DequityError
@@ -90,9 +91,15 @@ class EfficientNetLiteFPN(nn.Module):
 
 
 def _lite_detector(
-    kind: str, variant: int, num_classes: int, image_size: int, pretrained: bool
+    kind: str,
+    variant: int,
+    num_classes: int,
+    image_size: int,
+    pretrained: bool,
+    channels: int = 128,
+    head_convs: int = 4,
 ) -> nn.Module:
-    backbone = EfficientNetLiteFPN(variant, pretrained=pretrained)
+    backbone = EfficientNetLiteFPN(variant, out_channels=channels, pretrained=pretrained)
     common = {
         "min_size": image_size,
         "max_size": image_size,
@@ -101,7 +108,10 @@ def _lite_detector(
         "score_thresh": 0.05,
     }
     if kind == "fcos":
-        return FCOS(backbone, num_classes, **common)
+        head = FCOSHead(channels, 1, num_classes, num_convs=head_convs)
+        return FCOS(backbone, num_classes, head=head, **common)
+    if head_convs != 4:
+        raise DequityError("head_convs applies to FCOS; RetinaNet's head has 4 convolutions")
     sizes = tuple(tuple(int(s * 2 ** (k / 3)) for k in range(3)) for s in (16, 32, 64, 128, 256))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     return RetinaNet(backbone, num_classes, anchor_generator=anchors, **common)
@@ -139,16 +149,23 @@ def build_detector(
     weights: str | None = None,
     weights_backbone: str | None = None,
     pretrained_backbone: bool = True,
+    channels: int = 128,
+    head_convs: int = 4,
 ) -> nn.Module:
     """A torchvision detector for ``num_classes`` (background included), by name.
 
     ``image_size`` is the longest side the detector resizes images to.
     ``pretrained_backbone=False`` builds the EfficientNet-Lite detectors
-    with random weights (tests).
+    with random weights (tests). For the EfficientNet-Lite detectors,
+    ``channels`` is the width of the feature pyramid and head (a multiple of
+    32) and ``head_convs`` the number of convolutions in each FCOS head tower
+    (torchvision's default 4; fewer make a lighter head).
 
     Example::
 
         model = build_detector("fcos_efficientnet_lite0", num_classes=4, image_size=320)
+        light = build_detector("fcos_efficientnet_lite0", 4, image_size=128, channels=64,
+                               head_convs=1)
         model = build_detector("retinanet_resnet50_fpn_v2", 4, weights="DEFAULT")  # downloads
     """
     if num_classes < 2:
@@ -158,8 +175,16 @@ def build_detector(
         if weights is not None:
             raise DequityError(f"{name} has no detection weights; leave weights=None")
         return _lite_detector(
-            match.group(1), int(match.group(2)), num_classes, image_size, pretrained_backbone
+            match.group(1),
+            int(match.group(2)),
+            num_classes,
+            image_size,
+            pretrained_backbone,
+            channels,
+            head_convs,
         )
+    if (channels, head_convs) != (128, 4):
+        raise DequityError("channels and head_convs apply to the EfficientNet-Lite detectors")
     import torchvision
 
     if name not in torchvision.models.list_models(torchvision.models.detection):

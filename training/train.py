@@ -155,6 +155,14 @@ class TrainConfig:
     with replacement, with probability proportional to that numeric field.
     ``vectorize`` loads the label and weight fields once up front instead of
     per image (faster for small images, more memory).
+    ``freeze_backbone`` keeps the backbone's body at its pretrained weights and
+    trains the feature pyramid and head on the body's feature maps, computed
+    once per image (and its mirror image) by :mod:`training.features`: many
+    more steps for the same time; kept on disk in ``feature_cache`` when given.
+    ``warmup_steps`` raises the learning rate linearly from ``lr / warmup_steps``
+    to ``lr`` over the first steps (FCOS's box branch can die in a large first step).
+    ``channels``/``head_convs`` size the EfficientNet-Lite detectors' pyramid
+    and FCOS head (:func:`training.detectors.build_detector`).
     ``framework="yolo"`` trains an Ultralytics YOLO detector instead
     (:func:`training.yolo.train_yolo`): ``detector`` is then a YOLO model YAML
     (default ``yolov8n.yaml``, from scratch) and ``weights`` a local ``.pt``.
@@ -194,11 +202,16 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int = 4
     lr: float = 1e-4
+    warmup_steps: int = 0
     weight_decay: float = 1e-4
     device: str = "cpu"
     seed: int = 0
     num_workers: int = 0
     vectorize: bool = False
+    freeze_backbone: bool = False
+    feature_cache: str | Path | None = None
+    channels: int = 128
+    head_convs: int = 4
     output_dir: str | Path | None = None
     resume: str | Path | None = None
     overwrite: bool = False
@@ -414,10 +427,14 @@ def _run_record(
         "weights": config.weights,
         "weights_backbone": config.weights_backbone,
         "image_size": config.image_size,
+        "freeze_backbone": config.freeze_backbone,
+        "channels": config.channels,
+        "head_convs": config.head_convs,
         "steps": config.steps,
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.lr,
+        "warmup_steps": config.warmup_steps,
         "weight_decay": config.weight_decay,
         "optimizer": "AdamW",
         "device": config.device,
@@ -469,7 +486,7 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         likelihood_field=config.likelihood_field,
         eta=config.eta,
         gamma=config.gamma,
-        train=True,
+        train=not config.freeze_backbone,
         vectorize=config.vectorize,
         weight_level=config.weight_level,
         missing_box_weight=config.missing_box_weight,
@@ -489,7 +506,11 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         image_size=config.image_size,
         weights=config.weights,
         weights_backbone=config.weights_backbone,
+        channels=config.channels,
+        head_convs=config.head_convs,
     )
+    if config.freeze_backbone:
+        train_data = _feature_data(model, train_view, train_data, config)
     if config.weighted:
         weight_image_losses(model, normalize=config.normalize_weights)
     model.to(config.device)
@@ -506,6 +527,23 @@ def _prepare(samples: Any, config: TrainConfig) -> _Run:
         config, dataset, classes, val_view, train_data, record, model, params, optimizer, state,
         draw,
     )  # fmt: skip
+
+
+def _feature_data(model: torch.nn.Module, view: Any, items: Any, config: TrainConfig) -> Any:
+    """The training items as cached body features (the body frozen) and their targets."""
+    from training.features import FeatureDataset, cached_features, freeze_body
+
+    freeze_body(model)
+    cache = cached_features(
+        model,
+        view,
+        model_name=f"{config.detector}:{config.weights}:{config.weights_backbone}",
+        image_size=config.image_size,
+        flips=True,
+        folder=config.feature_cache,
+    )
+    targets = [items[i][1] for i in range(len(items))]  # unaugmented: train=False below
+    return FeatureDataset(cache, targets)
 
 
 def _epoch_loader(run: _Run) -> DataLoader:
@@ -531,13 +569,25 @@ def _epoch_loader(run: _Run) -> DataLoader:
 def _train_step(run: _Run, images: list, targets: list) -> dict[str, Any]:
     """One optimiser step on a batch; returns its ``steps.csv`` row."""
     device, state = run.config.device, run.state
-    images = [image.to(device) for image in images]
-    losses = run.model(images, [_to(t, device) for t in targets])
+    targets = [_to(t, device) for t in targets]
+    if isinstance(images[0], tuple):  # cached features of a frozen body
+        from training.features import head_forward, stack_features
+
+        levels = [level.to(device) for level in stack_features(images)]
+        sizes = [t["image_size"] for t in targets]
+        padded = run.train_data.cache.padded_size
+        losses = head_forward(run.model, levels, sizes, padded, targets)
+    else:
+        losses = run.model([image.to(device) for image in images], targets)
     loss = sum(losses.values())
     if not torch.isfinite(loss):
         raise DequityError(
             f"the loss became {float(loss)} at step {state.step + 1}; lower the learning rate"
         )
+    warmup = run.config.warmup_steps
+    if warmup:
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.config.lr * min(1.0, (state.step + 1) / warmup)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(run.params, 10.0)
