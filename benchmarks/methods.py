@@ -49,7 +49,7 @@ def pca(
 
 
 def default(x: np.ndarray) -> Estimate:
-    """The default: PCA-50 + HDBSCAN clusters, noise to the nearest, times sqrt k-NN crowding."""
+    """The default: PCA-50 + HDBSCAN clusters, noise to the nearest, times k-NN crowding ** 0.3."""
     return pca(x)
 
 
@@ -130,7 +130,7 @@ def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
     return pca(x, fit_samples=fit_samples)
 
 
-DEFAULT = "default: PCA-50 + HDBSCAN, noise to nearest, x sqrt(k-NN crowding)"
+DEFAULT = "default: PCA-50 + HDBSCAN, noise to nearest, x k-NN crowding ** 0.3"
 PREVIOUS = "previous default: PCA-50 + HDBSCAN, noise as singletons"
 REFERENCE = "paper: t-SNE 3-D + DBSCAN(eps 1, min_samples 10), noise as one cluster"
 SUBSAMPLED = "default, fitted on 2k samples (fit_samples 2000)"

@@ -42,7 +42,7 @@ _HDBSCAN: dict[str, Param] = {
 #: the k-NN crowding that HDBSCAN_KNN multiplies into the cluster shares
 _DENSITY: dict[str, Param] = {
     "k": Param(30, check=Integer(1), estimator=False),
-    "density_power": Param(0.5, check=Real(0, 1, note="0: cluster sizes only"), estimator=False),
+    "density_power": Param(0.3, check=Real(0, 1, note="0: cluster sizes only"), estimator=False),
 }
 #: parameters of HDBSCAN_KNN that are not HDBSCAN's
 DENSITY_KEYS = tuple(_DENSITY)

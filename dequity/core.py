@@ -82,9 +82,9 @@ def compute_dequity(
             paper: 3-D, PCA init, perplexity 30), ``"opentsne"`` or None.
         projection_kwargs: parameters of the projection.
         clustering: ``"hdbscan_knn"`` (default: HDBSCAN's cluster share
-            times the square root of the sample's k-NN crowding, see
+            times the sample's k-NN crowding to the power 0.3, see
             :func:`dequity.estimate.estimate_likelihood`; ``min_cluster_size=10,
-            k=30, density_power=0.5``), ``"hdbscan"`` (the cluster share
+            k=30, density_power=0.3``), ``"hdbscan"`` (the cluster share
             alone), ``"dbscan"`` (the paper; ``eps=2.0, min_samples=10``) or
             ``"knn"``: no clusters, a likelihood from how many samples lie
             within the typical distance to the ``k``-th neighbour (``k=30``, see

@@ -35,7 +35,7 @@ TOP_SHARE = 0.1
 RARE_CLASSES = 3
 
 #: the whole vector only: every configuration but the default, as its name says
-_WHOLE = {"views": None}
+_WHOLE = {"views": None, "clustering_kwargs": {"density_power": 0.5}}
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
     "default: rare in any view (whole vector and content view)": {},

@@ -70,7 +70,7 @@ def test_run_is_listed_and_reloads_from_the_database(computed):
         "min_samples": 1,
         "fit_samples": 5_000,
         "k": 30,
-        "density_power": 0.5,
+        "density_power": 0.3,
     }
     assert info.config.model == "efficientnet-lite0-layers"
     fresh = dataset.load_run_results("dequity", cache=False)
