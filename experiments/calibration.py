@@ -40,6 +40,7 @@ from experiments.detection import (
     own_copy,
     raw_record,
     set_field,
+    trained_detector,
 )
 from experiments.fashion_mnist import CLASSES
 from experiments.rare_conditions import CONDITIONS, load_rare_conditions
@@ -80,7 +81,6 @@ def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
 
     from experiments.pool import cache_dir
     from training import train_detector
-    from training.detectors import build_detector
 
     torch.set_num_threads(1)
     name, method, seed, config = job
@@ -99,12 +99,7 @@ def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
             feature_cache=feature_folder() if config.freeze_backbone else None,
             channels=config.channels, head_convs=config.head_convs, **TRAINING[method],
         )  # fmt: skip
-        model = build_detector(
-            num_classes=len(CLASSES) + 1, image_size=config.image_size,
-            channels=config.channels, head_convs=config.head_convs,
-        )  # fmt: skip
-        model.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
-        model.detections_per_img = config.max_detections
+        model = trained_detector(result.checkpoint, config)
         row: dict[str, Any] = {"steps": steps, "loss": float(np.mean(result.step_losses[-50:]))}
         for split in ("val", "test"):
             found = evaluate(model.eval(), dataset.match_tags(split), tag, config)

@@ -330,11 +330,9 @@ def train_run(
 
         model, losses = train_run(dataset, "unweighted", 0, QUICK, "seed0")
     """
-    import torch
 
     from experiments.pool import cache_dir
     from training import train_detector
-    from training.detectors import build_detector
 
     result = train_detector(
         dataset,
@@ -362,16 +360,30 @@ def train_run(
             **({"weight_field": weight_field} if weight_field else {}),
         },
     )
+    return trained_detector(result.checkpoint, config), list(result.step_losses)
+
+
+def trained_detector(checkpoint: Path, config: Config) -> Any:
+    """The detector ``config`` describes, with the weights of ``checkpoint``, in eval mode.
+
+    Example::
+
+        model = trained_detector(result.checkpoint, FULL)
+    """
+    import torch
+
+    from training.detectors import build_detector
+
     model = build_detector(
         num_classes=len(CLASSES) + 1,
         image_size=config.image_size,
         channels=config.channels,
         head_convs=config.head_convs,
     )
-    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["model"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
     model.load_state_dict(state)
     model.detections_per_img = config.max_detections
-    return model.eval(), list(result.step_losses)
+    return model.eval()
 
 
 def feature_folder() -> Path:
@@ -687,7 +699,6 @@ def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
     import torch
 
     from training import train_detector
-    from training.detectors import build_detector
 
     torch.set_num_threads(1)
     name, method, config, tag = job
@@ -706,13 +717,8 @@ def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
             channels=config.channels, head_convs=config.head_convs,
             **_training_kwargs(method, tag),
         )  # fmt: skip
-        model = build_detector(
-            num_classes=len(CLASSES) + 1, image_size=config.image_size,
-            channels=config.channels, head_convs=config.head_convs,
-        )  # fmt: skip
-        model.load_state_dict(torch.load(result.checkpoint, weights_only=True)["model"])
-        model.detections_per_img = config.max_detections
-        val = evaluate(model.eval(), dataset.match_tags("val"), tag, config)
+        model = trained_detector(result.checkpoint, config)
+        val = evaluate(model, dataset.match_tags("val"), tag, config)
         curve.append({"steps": steps, **{k: val[k]["mAP"] for k in ("all", "rare", "day")}})
         print(f"  budget {method} {steps} steps: validation {curve[-1]}", flush=True)
     dataset.delete()
