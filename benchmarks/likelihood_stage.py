@@ -72,22 +72,23 @@ def run(quick: bool) -> str:
     spec = replace(HARD, n=2_000 if quick else 10_000)
     x, comp = make_mixture(spec)
     truth = true_frequency(comp)
+    reference = bm.REFERENCE + " (stage only)"
     paths: dict[str, Callable[[], tuple]] = {
-        bm.REFERENCE + " (stage only)": lambda: timed(_stage, bm.paper, x),
+        reference: lambda: timed(_stage, bm.paper, x),
         bm.PREVIOUS + " (stage only)": lambda: timed(_stage, bm.previous_default, x),
         bm.DEFAULT + " (stage only)": lambda: timed(_stage, bm.default, x),
         "default, compute_dequity with database writes": lambda: _compute_dequity(x),
     }
     values: dict[str, dict] = {}
-    for i, (name, fn) in enumerate(paths.items()):
-        repeats = REFERENCE_REPEATS if i == 0 else REPEATS
+    for name, fn in paths.items():
+        repeats = REFERENCE_REPEATS if name == reference else REPEATS
         seconds, (p, labels) = _repeat(repeats, fn)
         values[name] = {
             "seconds": seconds,
             "spearman": spearman(p, truth),
             "noise": bm.noise_share(labels),
         }
-    ref = float(np.median(values[bm.REFERENCE + " (stage only)"]["seconds"]))
+    ref = float(np.median(values[reference]["seconds"]))
     rows = [
         [
             name,

@@ -141,8 +141,9 @@ def _counts(x: np.ndarray, reference: np.ndarray, radius: float, membership: Any
     scikit-learn's ``euclidean_distances`` (float64) takes 8.2 s; at 1M samples it
     was most of the default's time.
     """
-    centre = np.asarray(reference, np.float64).mean(axis=0)
-    ref = (np.asarray(reference, np.float64) - centre).astype(np.float32)
+    reference = np.asarray(reference, np.float64)
+    centre = reference.mean(axis=0)
+    ref = (reference - centre).astype(np.float32)
     half_norms = np.einsum("ij,ij->i", ref, ref) / 2
     parts = []
     for start in range(0, len(x), _ROWS):
