@@ -82,6 +82,22 @@ def _kind_knn(x: np.ndarray) -> bm.Estimate:
     return bm.pca(x[:, KIND], "knn", n_components=20)
 
 
+def _raw_kind_any_view(x: np.ndarray) -> bm.Estimate:
+    """min(the whole vector's default, k-NN crowding (k 30) on the final features unprojected)."""
+    from dequity.density import knn_likelihood
+
+    return np.minimum(bm.pca(x)[0], knn_likelihood(x[:, KIND], 30, 5_000)), None
+
+
+def _off_subspace_any_view(x: np.ndarray) -> bm.Estimate:
+    """The default, also rare when far off the final features' main subspace.
+
+    A third view: ``2 x`` the share of samples at least as far from the
+    final features' 10-component PCA subspace, capped at 1.
+    """
+    return np.minimum(bm.any_view(x)[0], bm.off_subspace(x[:, KIND])), None
+
+
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
     p, labels = bm.any_view(x)
     return bm.calibrated(p), labels
@@ -172,6 +188,16 @@ OTHER_ROWS = (
         "direction: rare in any view, calibrated by its 90th percentile",
         LAYERS,
         _calibrated_any_view,
+    ),
+    Row(
+        "direction: min(the whole vector's default, k-NN on the final features unprojected)",
+        LAYERS,
+        _raw_kind_any_view,
+    ),
+    Row(
+        "direction: rare in any view, or far off the final features' main subspace",
+        LAYERS,
+        _off_subspace_any_view,
     ),
 )
 

@@ -125,6 +125,28 @@ def calibrated(p: np.ndarray, quantile: float = 0.9) -> np.ndarray:
     return np.minimum(1.0, p / np.quantile(p, quantile))
 
 
+def off_subspace(x: np.ndarray, n_components: int = 10, scale: float = 2.0) -> np.ndarray:
+    """Likelihood from the distance to the data's ``n_components``-D PCA subspace.
+
+    ``scale`` x the share of samples at least as far off, capped at 1: images
+    of another domain sit far off the subspace the rest of the set spans.
+
+    Example::
+
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.concatenate([rng.normal(size=(99, 3)) * [5, 5, 0.1], [[0, 0, 9.0]]])
+        >>> off_subspace(x, n_components=2).argmin()
+        np.int64(99)
+    """
+    from scipy.stats import rankdata
+    from sklearn.decomposition import PCA
+
+    fit = PCA(n_components).fit(x)
+    distance = np.linalg.norm(x - fit.inverse_transform(fit.transform(x)), axis=1)
+    share = (len(x) - rankdata(distance, "min") + 1) / len(x)
+    return np.minimum(1.0, scale * share)
+
+
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
     """The default fitted on ``fit_samples`` random samples (clusters and crowding)."""
     return pca(x, fit_samples=fit_samples)
