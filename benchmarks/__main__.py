@@ -7,9 +7,11 @@ import importlib
 import platform
 import time
 from pathlib import Path
+from types import ModuleType
 
 import benchmarks  # noqa: F401  (sets FiftyOne's environment first)
-from reporting import add_only_option
+from benchmarks.common import load_raw
+from reporting import add_only_option, update_readme
 
 MODULES = {
     "likelihood": "benchmarks.likelihood_stage",
@@ -31,7 +33,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (about 3 min)")
     add_only_option(parser, MODULES, "benchmark")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="run nothing; regenerate the README's blocks from the saved results-*.json",
+    )
     args = parser.parse_args(argv)
+    if args.rebuild:
+        for module in block_modules(args.only or list(MODULES)):
+            update_readme(
+                module.NAME, module.readme_block(load_raw(module.NAME)), document=module.DOCUMENT
+            )
+        return
     names = args.only or list(MODULES)
     mode = "quick" if args.quick else "full"
     sections = [
@@ -54,6 +67,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         target.write_text("\n\n".join(sections) + "\n")
         print(f"written to {target}")
+
+
+def block_modules(names: list[str]) -> list[ModuleType]:
+    """The benchmarks among ``names`` that fill a generated block of the README or ``docs/``.
+
+    Example::
+
+        [m.NAME for m in block_modules(list(MODULES))]   # ['scale', 'writes', ...]
+    """
+    modules = [importlib.import_module(MODULES[name]) for name in names]
+    return [m for m in modules if hasattr(m, "readme_block")]
 
 
 def _cores() -> int:

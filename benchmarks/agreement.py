@@ -30,6 +30,8 @@ from benchmarks.common import mean_ci, save_raw
 from reporting import md_table, update_readme
 
 NAME = "agreement"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 TARGET = 0.95
 HELD_SHARE = 0.1
 #: the default run (PCA-50, min_cluster_size 10, min_samples 1) comes first
@@ -212,16 +214,29 @@ def reaching_target(results: dict[str, list[dict[str, Any]]]) -> str:
     return f"Settings with a mean new agreement of at least {TARGET:.0%}: " + "; ".join(parts) + "."
 
 
+def readme_block(record: dict) -> str:
+    """The README's block from the saved record: the default's rows and the settings on target.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    results = record["values"]
+    defaults = {
+        name: [e for e in entries if e["setting"] == DEFAULT_SETTING]
+        for name, entries in results.items()
+    }
+    return table(defaults) + "\n\n" + reaching_target(results)
+
+
 def run(quick: bool) -> str:
     """The demo frames (the default alone in quick mode; the grid in full) and Fashion-MNIST."""
     results = measure(quick)
     if not quick:
-        save_raw(NAME, results, {"held_share": HELD_SHARE, "target": TARGET})
-        defaults = {
-            name: [e for e in entries if e["setting"] == DEFAULT_SETTING]
-            for name, entries in results.items()
-        }
-        update_readme(NAME, table(defaults) + "\n\n" + reaching_target(results))
+        record = save_raw(NAME, results, {"held_share": HELD_SHARE, "target": TARGET})
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     draws = 3 if quick else 10
     return (
         "### Placing new samples against a full recompute\n\n"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,10 +55,11 @@ def mean_ci(
 COMMIT = git_commit()
 
 
-def save_raw(name: str, values: Any, config: dict) -> Path:
+def save_raw(name: str, values: Any, config: dict) -> dict:
     """Write ``results-<name>.json``: the raw values with their config, commit and date.
 
-    The commit is the one checked out when the benchmarks started.
+    The commit is the one checked out when the benchmarks started. Returns the
+    record as written (what :func:`load_raw` reads back).
     """
     import json
     import platform
@@ -74,4 +74,17 @@ def save_raw(name: str, values: Any, config: dict) -> Path:
         "values": values,
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return json.loads(path.read_text())
+
+
+def load_raw(name: str) -> dict:
+    """The saved record of benchmark ``name`` (``benchmarks/results-<name>.json``).
+
+    Example::
+
+        record = load_raw("scale")
+        record["commit"], record["values"]["unit_seconds"]
+    """
+    import json
+
+    return json.loads((REPO / "benchmarks" / f"results-{name}.json").read_text())

@@ -8,6 +8,8 @@ from benchmarks.common import save_raw, timed
 from reporting import md_table, update_readme
 
 NAME = "writes"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 #: seconds for the three fields of 100,000 samples
 TARGET_S = 10.0
 
@@ -23,6 +25,25 @@ def _bulk_write(dataset, ids: list[str], fields: dict[str, list]) -> None:
         for i, *values in zip(ids, *fields.values())
     ]
     dataset._sample_collection.bulk_write(ops, ordered=False)
+
+
+def readme_block(record: dict) -> str:
+    """The README's sentence from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    v, n = record["values"], record["config"]["n"]
+    ref, scalars = v["values_read"], v["write_scalars"]
+    return (
+        f"Writing a run's three fields on {n:,} samples (embedded MongoDB): "
+        f"dequity's single bulk write takes {scalars:.1f} s, {scalars / ref:.1f}x "
+        f"one `values()` read of a field ({ref:.2f} s), against {v['set_values']:.1f} s for "
+        f"one `set_values` per field (target: at most {TARGET_S:.0f} s)."
+    )
 
 
 def run(quick: bool) -> str:
@@ -85,14 +106,8 @@ def run(quick: bool) -> str:
     ds.delete()
     if not quick:
         seconds = {"values_read": ref, "set_values": t_set, "bulk_write": t_bulk}
-        save_raw(NAME, {**seconds, "write_scalars": t_scalars, "identical": same}, {"n": n})
-        update_readme(
-            NAME,
-            f"Writing a run's three fields on {n:,} samples (embedded MongoDB): "
-            f"dequity's single bulk write takes {t_scalars:.1f} s, {t_scalars / ref:.1f}x "
-            f"one `values()` read of a field ({ref:.2f} s), against {t_set:.1f} s for "
-            f"one `set_values` per field (target: at most {TARGET_S:.0f} s).",
-        )
+        values = {**seconds, "write_scalars": t_scalars, "identical": same}
+        update_readme(NAME, readme_block(save_raw(NAME, values, {"n": n})), document=DOCUMENT)
     return (
         f"### Database writes, 3 fields on {n:,} samples (embedded MongoDB)\n\n"
         f"Target: <= {TARGET_S:.0f} s at 100k. All writers stored identical values: {same}.\n\n"

@@ -22,6 +22,8 @@ from dequity.defaults import DEFAULT_MODEL
 from reporting import md_table, update_readme
 
 NAME = "embedding"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 IMAGES = Path(__file__).resolve().parent.parent / "data" / "demo" / "data"
 BATCH = 32
 TARGET = 0.8
@@ -184,21 +186,34 @@ def run(quick: bool) -> str:
 
 def _save(n: int, load_s: float, rows: list[list], decode: list[list]) -> None:
     """Raw figures to ``results-embedding.json`` and the README's summary sentence."""
-    bare_ips, share, with_load = rows[0][1], rows[1][2], rows[-1][2]
-    save_raw(
+    record = save_raw(
         NAME,
         {"paths": rows, "decode_ms": decode, "model_load_s": load_s},
         {"images": n, "batch": BATCH, "model": MODEL},
     )
-    update_readme(
-        NAME,
-        f"Embedding throughput ({n} demo JPEGs, batch {BATCH}, CPU): "
+    update_readme(NAME, readme_block(record), document=DOCUMENT)
+
+
+def readme_block(record: dict) -> str:
+    """The README's sentence from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    v, config = record["values"], record["config"]
+    rows, decode, load_s = v["paths"], v["decode_ms"], v["model_load_s"]
+    bare_ips, share, with_load = rows[0][1], rows[1][2], rows[-1][2]
+    return (
+        f"Embedding throughput ({config['images']} demo JPEGs, batch {config['batch']}, CPU): "
         f"`compute_dequity`'s model path runs at **{share:.0%}** of the bare "
-        f"forward of the default model ({MODEL}) on pre-decoded tensors "
+        f"forward of the default model ({config['model']}) on pre-decoded tensors "
         f"(target: at least {TARGET:.0%}"
         + ("; above 100 % is run-to-run noise" if share > 1 else "")
         + "), "
         f"{with_load:.0%} when the {load_s:.1f} s model load is counted; the bare forward "
         f"takes {1 / bare_ips:.2f} s per image at 224 px. Decoding a 1536 px JPEG at "
-        f"reduced size is {decode[1][3]:.1f}x faster than a full decode.",
+        f"reduced size is {decode[1][3]:.1f}x faster than a full decode."
     )

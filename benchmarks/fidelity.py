@@ -41,6 +41,8 @@ from dequity.weights import gfl_weight
 from reporting import md_table, spearman, update_readme
 
 NAME = "fidelity"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 LAYERS, FINAL = rs.MODELS
 TEST_SEEDS = (0, 1, 2, 3, 4)
 VALIDATION_SEEDS = (100, 101, 102, 103, 104)
@@ -492,19 +494,16 @@ def report(values: dict, quick: bool = False) -> str:
     )
 
 
-def rebuild_readme() -> None:
-    """Regenerate the README's fidelity block from ``results-fidelity.json`` alone.
+def readme_block(record: dict) -> str:
+    """The README's fidelity block from the saved record.
 
     Example::
 
-        python -c "from benchmarks import fidelity; fidelity.rebuild_readme()"
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
     """
-    import json
-
-    from reporting import REPO
-
-    saved = json.loads((REPO / "benchmarks" / f"results-{NAME}.json").read_text())
-    update_readme(NAME, report(saved["values"]))
+    return report(record["values"])
 
 
 def chosen_config(values: dict) -> dict | None:
@@ -542,7 +541,7 @@ def run(quick: bool) -> str:
     }
     summary = report(values, quick)
     if not quick:
-        save_raw(
+        record = save_raw(
             NAME,
             values,
             config={
@@ -561,5 +560,5 @@ def run(quick: bool) -> str:
                 "targets": TARGETS | {"odd auc": ODD_AUC_TARGET} | MIXTURE_TARGETS,
             },
         )
-        update_readme(NAME, summary)
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     return "### Fidelity\n\n" + summary

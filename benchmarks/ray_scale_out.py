@@ -18,6 +18,8 @@ from benchmarks.embedding import BATCH, demo_images_dataset
 from reporting import md_table, update_readme
 
 NAME = "ray"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "docs/scale_out.md"
 MODEL = "efficientnet-lite0"
 WORKERS = 2
 
@@ -79,12 +81,24 @@ def table(values: dict) -> str:
     )
 
 
+def readme_block(record: dict) -> str:
+    """The block of ``docs/scale_out.md`` from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    return table(record["values"])
+
+
 def run(quick: bool) -> str:
     """199 and 597 images (64 and 128 in quick mode)."""
     values = measure((64, 128) if quick else (199, 597))
     if not quick:
-        save_raw(NAME, values, {"model": MODEL, "batch": BATCH, "workers": WORKERS})
-        update_readme(NAME, table(values), document="docs/scale_out.md")
+        record = save_raw(NAME, values, {"model": MODEL, "batch": BATCH, "workers": WORKERS})
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     return "### Embedding on a local Ray instance against the normal path\n\n" + table(values)
 
 

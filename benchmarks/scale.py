@@ -15,9 +15,11 @@ import sys
 from dataclasses import replace
 
 from benchmarks.common import pca_reference_seconds, save_raw
-from reporting import REPO, md_table, update_readme
+from reporting import md_table, update_readme
 
 NAME = "scale"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 #: path -> (name of its estimator in :mod:`benchmarks.methods`, time limit in s, largest n)
 METHODS = {
     "default": ("default", 600.0, None),
@@ -92,15 +94,16 @@ def summary(values: dict) -> str:
     )
 
 
-def rebuild_readme() -> None:
-    """Regenerate the README's scale sentence from ``results-scale.json`` alone.
+def readme_block(record: dict) -> str:
+    """The README's scale sentence from the saved record.
 
     Example::
 
-        python -c "from benchmarks import scale; scale.rebuild_readme()"
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
     """
-    saved = json.loads((REPO / "benchmarks" / f"results-{NAME}.json").read_text())
-    update_readme(NAME, summary(saved["values"]))
+    return summary(record["values"])
 
 
 def run(quick: bool) -> str:
@@ -141,12 +144,12 @@ def run(quick: bool) -> str:
                 ]
             )
     if not quick:
-        update_readme(NAME, summary({"unit_seconds": unit, "paths": values}))
-        save_raw(
+        record = save_raw(
             NAME,
             {"unit_seconds": unit, "paths": values},
             {"sizes": list(sizes), "mixture": "GUIDE's harder mixture, d 512, 30 components"},
         )
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     header = (
         "### Scale, GUIDE's harder mixture (d 512, 30 components)\n\n"
         f"Speed unit: sklearn PCA-50 of 10k x 512 took {unit:.2f} s in this run; "

@@ -1,12 +1,13 @@
-"""Classification on Fashion-MNIST, trained seven ways, on two kinds of imbalance.
+"""Classification on Fashion-MNIST, trained eight ways, on two kinds of imbalance.
 
 - Long tail: class sizes fall off as a power law (imbalance ratio 100).
 - Appearance: labels balanced, but in every class a few images are shown
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, with the previous default on the whole
-vector (``views=None``), with the default before the every-stage model (final
+``compute_dequity`` with its defaults, with the previous default (rare in any
+view, crowding power 0.5), with the earlier default on the whole vector
+(``views=None``), with the default before the every-stage model (final
 EfficientNet-Lite0 features, HDBSCAN cluster sizes, noise as singletons) and
 with ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
 and with class-balanced resampling. The test sets are balanced: the whole
@@ -222,19 +223,26 @@ def _values(data: dict, setting: str, method: str, metric: str) -> list[float]:
     return [data["runs"][str(s)][setting]["methods"][method][metric] for s in data["seeds"]]
 
 
-#: the comparisons tested, Holm-corrected together within each setting: (method, reference)
-COMPARISONS = (
-    *((m, "unweighted") for m in METHODS if m != "unweighted"),
-    ("dequity", "class-balanced loss"),
-    ("dequity", "class-balanced resampling"),
-)
+def _methods(data: dict) -> list[str]:
+    """The methods of a saved run, in training order."""
+    first = data["runs"][str(data["seeds"][0])]
+    return list(next(iter(first.values()))["methods"])
+
+
+def _comparisons(methods: list[str]) -> list[tuple[str, str]]:
+    """The comparisons tested, Holm-corrected together within each setting: (method, reference)."""
+    return [
+        *((m, "unweighted") for m in methods if m != "unweighted"),
+        ("dequity", "class-balanced loss"),
+        ("dequity", "class-balanced resampling"),
+    ]
 
 
 def _tests(data: dict, setting: str) -> dict[tuple[str, str, str], PairedTest]:
     """Paired tests of every comparison on rare-part and overall accuracy, Holm over all."""
     diffs = {}
     for metric in ("rare", "overall"):
-        for method, ref in COMPARISONS:
+        for method, ref in _comparisons(_methods(data)):
             a, b = _values(data, setting, method, metric), _values(data, setting, ref, metric)
             diffs[(method, ref, metric)] = np.subtract(a, b)
     tests = paired_tests({str(k): d for k, d in diffs.items()}, np.zeros(len(data["seeds"])))
@@ -246,7 +254,7 @@ def _method_table(data: dict, setting: str, tests: dict, labels: tuple[str, ...]
     headers = ["method", *(f"{label} %" for label in labels)]
     headers += ["rare − unweighted, points", "p (Holm)"]
     rows = []
-    for m in METHODS:
+    for m in _methods(data):
         row = [m, *(mean_ci(_values(data, setting, m, k)).format() for k in metrics)]
         t = tests.get((m, "unweighted", "rare"))
         row += [t.diff.format(signed=True), f"{t.p_holm:.3f}"] if t else ["", ""]
@@ -270,7 +278,7 @@ def _diagnostics_line(data: dict, setting: str, rare_label: str) -> str:
 
 def _verdicts(tests: dict, setting: str, rare_label: str) -> list[str]:
     """One sentence per comparison on the rare part, and dequity's overall change."""
-    keys = [(m, r, "rare") for m, r in COMPARISONS] + [("dequity", "unweighted", "overall")]
+    keys = [k for k in tests if k[2] == "rare"] + [("dequity", "unweighted", "overall")]
     out = []
     for method, ref, metric in keys:
         t = tests[(method, ref, metric)]
@@ -304,7 +312,8 @@ def section_from_json(path: Path) -> Section:
         ("appearance", f"Appearance imbalance ({size.rare_share:.0%} inverted)"),
     ):
         series = {
-            m: [_values(data, key, m, k) for k in ("overall", "rare", "common")] for m in METHODS
+            m: [_values(data, key, m, k) for k in ("overall", "rare", "common")]
+            for m in _methods(data)
         }
         chart = output / f"classification_{key}.png"
         bar_chart(chart, ["overall", "rare part", "common part"], series, "test accuracy %", title)
@@ -314,9 +323,9 @@ def section_from_json(path: Path) -> Section:
     ap_verdicts = _verdicts(ap_tests, "Appearance", "inverted-style accuracy")
     per_class = {
         m: np.mean([data["runs"][str(s)]["long_tail"]["methods"][m]["per_class"] for s in seeds], 0)
-        for m in METHODS
+        for m in _methods(data)
     }
-    per_class_rows = [[m, *(f"{100 * v:.1f}" for v in per_class[m])] for m in METHODS]
+    per_class_rows = [[m, *(f"{100 * v:.1f}" for v in per_class[m])] for m in _methods(data)]
     body = f"""Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
 `{data["commit"][:12]}`, {data["date"]}). Small CNN (about 110k parameters),
 {size.epochs} epochs' worth of steps, Adam with a cosine schedule; seeds {seeds}. Each

@@ -29,7 +29,10 @@ from training.losses import weighted_loss
 #: label-free methods: their weights come from ``compute_dequity``
 LABEL_FREE = {
     "dequity": {},
-    "dequity, previous default (whole vector)": {
+    "dequity, previous default (rare in any view, crowding power 0.5)": {
+        "clustering_kwargs": {"density_power": 0.5},
+    },
+    "dequity, earlier default (whole vector)": {
         "views": None,
         "clustering_kwargs": {"density_power": 0.5},
     },

@@ -39,7 +39,10 @@ _WHOLE = {"views": None, "clustering_kwargs": {"density_power": 0.5}}
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
     "default: rare in any view (whole vector and content view)": {},
-    "previous default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": _WHOLE,
+    "previous default: rare in any view, crowding power 0.5": {
+        "clustering_kwargs": {"density_power": 0.5}
+    },
+    "earlier default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": _WHOLE,
     "default before the every-stage model: final features, PCA-50 + HDBSCAN(10), "
     "noise as singletons": {
         "model": "efficientnet-lite0",

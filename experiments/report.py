@@ -46,46 +46,6 @@ class Section:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
-def mean_spread(
-    values: Sequence[float], scale: float = 100.0, digits: int = 1, signed: bool = False
-) -> str:
-    """``"mean ± std"`` of ``values`` (times ``scale``), e.g. accuracies in percent.
-
-    Example::
-
-        >>> mean_spread([0.5, 0.7])
-        '60.0 ± 14.1'
-    """
-    v = np.asarray(values, dtype=float) * scale
-    spread = v.std(ddof=1) if len(v) > 1 else 0.0
-    sign = "+" if signed else ""
-    return f"{v.mean():{sign}.{digits}f} ± {spread:.{digits}f}"
-
-
-def verdict(name: str, ours: Sequence[float], reference: Sequence[float], what: str) -> str:
-    """A plain sentence: is ``ours`` above or below ``reference`` beyond the seed spread?
-
-    The difference counts when its mean exceeds twice its standard error
-    over seeds (paired by seed); otherwise it is within seed noise.
-
-    Example::
-
-        >>> verdict("dequity vs unweighted:", [0.6, 0.62, 0.61], [0.5, 0.52, 0.5], "accuracy")
-        'dequity vs unweighted: accuracy +10.3 points (± 0.6 over 3 seeds): a real gain.'
-    """
-    diff = (np.asarray(ours, float) - np.asarray(reference, float)) * 100
-    n = len(diff)
-    std = diff.std(ddof=1) if n > 1 else 0.0
-    err = std / np.sqrt(n) if n > 1 else float("inf")
-    mean = diff.mean()
-    head = f"{name} {what} {mean:+.1f} points (± {std:.1f} over {n} seed{'s' * (n > 1)})"
-    if mean > 2 * err:
-        return f"{head}: a real gain."
-    if mean < -2 * err:
-        return f"{head}: a real loss."
-    return f"{head}: within seed noise, no clear effect."
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A markdown table (see :func:`reporting.md_table`)."""
     return md_table(headers, rows)

@@ -7,12 +7,18 @@ paper's values, HDBSCAN's ``min_cluster_size`` and ``min_samples``, and the
 projection (PCA, openTSNE, none, and the paper's t-SNE 3-D with DBSCAN at
 several eps). Each is compared with the unweighted model of the same seed.
 
+Per-seed raw values go to ``docs/results/sensitivity_runs.json`` with the
+config and commit; :func:`section_from_json` turns that file into the report.
+
 Run: ``python -m experiments.sensitivity [--quick] [--seeds 0 1 2]``.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +27,14 @@ import dequity
 from experiments.classification import sizes, test_split, train_and_test
 from experiments.fashion_mnist import appearance_set, load_split
 from experiments.pool import EMBEDDING_FIELD, dequity_fields, training_dataset, values_in_order
-from experiments.report import Section, mean_spread, script_main, table, verdict
+from experiments.report import Section, script_main, table
+from experiments.stats import PairedTest, mean_ci, paired_tests
+from reporting import git_commit
 
 NAME = "sensitivity"
+RAW_FILE = "sensitivity_runs.json"
+UNWEIGHTED = "unweighted"
+DEFAULT_LABEL = "eta 1, gamma 5"
 ETAS = (0.0, 0.5, 1.0, 3.0)
 GAMMAS = (1.0, 2.0, 5.0)
 TSNE = "tsne"  # marks configurations clustered on precomputed t-SNE points
@@ -67,8 +78,12 @@ def weights_of(dataset, train_set, config: dict, tsne_points: np.ndarray | None)
     return dequity_fields(dataset, train_set, ("weight", "cluster"), **kwargs)
 
 
+#: per configuration and seed: what :func:`run` saves, in this order
+VALUES = ("inverted acc", "overall acc", "weight ratio", "clusters", "noise share")
+
+
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
-    """Every configuration on the appearance set of every seed."""
+    """Every configuration on the appearance set of every seed; raw values to ``RAW_FILE``."""
     size = sizes(quick)
     images, labels = load_split("train")
     test = test_split(size.test_per_class)
@@ -76,15 +91,13 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     test_y = np.concatenate([test[1], test[1]])
     inverted = np.arange(len(test_y)) >= len(test[1])
     configs = configurations(quick)
-    # per configuration: (rare acc, overall acc, rare/common weight ratio, clusters, noise)
-    found: dict[str, list[tuple[float, ...]]] = {label: [] for _, label, _ in configs}
-    base: list[tuple[float, float]] = []
+    runs: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
         train_set = appearance_set(labels, size.per_class, size.rare_share, seed=seed)
         dataset = training_dataset(train_set, images, labels)
         x, y = train_set.images(images), labels[train_set.rows]
         correct = train_and_test("unweighted", x, y, None, test_x, size.epochs, seed) == test_y
-        base.append((correct[inverted].mean(), correct.mean()))
+        runs[str(seed)] = {UNWEIGHTED: [float(correct[inverted].mean()), float(correct.mean())]}
         tsne = None
         if any(TSNE in c for _, _, c in configs):
             vectors = np.stack(values_in_order(dataset, train_set, EMBEDDING_FIELD))
@@ -92,52 +105,91 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         for i, (_, label, config) in enumerate(configs):
             print(f"seed {seed}, configuration {i + 1}/{len(configs)}: {label}", flush=True)
             w, clusters = weights_of(dataset, train_set, config, tsne)
-            pred = train_and_test("dequity", x, y, w, test_x, size.epochs, seed)
-            correct = pred == test_y
-            found[label].append(
-                (
-                    correct[inverted].mean(),
-                    correct.mean(),
-                    w[train_set.inverted].mean() / w[~train_set.inverted].mean(),
-                    clusters.max() + 1,
-                    np.mean(clusters < 0),
-                )
-            )
-    base_rare, base_all = np.array(base).T
-    rows = [["unweighted (reference)", "", mean_spread(base_rare), mean_spread(base_all),
-             "", "", "", ""]]  # fmt: skip
+            correct = train_and_test("dequity", x, y, w, test_x, size.epochs, seed) == test_y
+            runs[str(seed)][label] = [
+                float(correct[inverted].mean()),
+                float(correct.mean()),
+                float(w[train_set.inverted].mean() / w[~train_set.inverted].mean()),
+                float(clusters.max() + 1),
+                float(np.mean(clusters < 0)),
+            ]
+    data = {
+        "experiment": NAME,
+        "mode": "quick" if quick else "full",
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "config": {**asdict(size), "unweighted": UNWEIGHTED},
+        "configurations": [[g, label, c] for g, label, c in configs],
+        "seeds": list(seeds),
+        "values": list(VALUES),
+        "runs": runs,
+    }
+    path = output / RAW_FILE
+    path.write_text(json.dumps(data, indent=1))
+    return section_from_json(path)
+
+
+def section_from_json(path: Path) -> Section:
+    """The report of a saved run (``sensitivity_runs.json``): 95 % intervals, paired tests.
+
+    Each configuration's inverted-style accuracy is compared with the
+    unweighted model of the same seeds (paired t-test, Holm-corrected over
+    the configurations).
+
+    Example::
+
+        print(section_from_json(Path("docs/results/sensitivity_runs.json")).markdown())
+    """
+    data = json.loads(Path(path).read_text())
+    seeds, configs = data["seeds"], [tuple(c) for c in data["configurations"]]
+    size = data["config"]
+
+    def values(label: str, i: int) -> np.ndarray:
+        return np.array([data["runs"][str(s)][label][i] for s in seeds], dtype=float)
+
+    base_rare, base_all = values(UNWEIGHTED, 0), values(UNWEIGHTED, 1)
+    labels = [label for _, label, _ in configs]
+    tests = paired_tests({label: values(label, 0) for label in labels}, base_rare)
+    overall = paired_tests({label: values(label, 1) for label in labels}, base_all)
+    rows = [[UNWEIGHTED + " (reference)", "", mean_ci(base_rare).format(),
+             mean_ci(base_all).format(), "", "", "", "", ""]]  # fmt: skip
     for group, label, _ in configs:
-        r = np.array(found[label])
+        t = tests[label]
         rows.append(
             [
                 group,
                 label,
-                mean_spread(r[:, 0]),
-                mean_spread(r[:, 1]),
-                mean_spread(r[:, 0] - base_rare, signed=True),
-                mean_spread(r[:, 1] - base_all, signed=True),
-                f"{r[:, 2].mean():.2f}",
-                f"{r[:, 3].mean():.1f} / {r[:, 4].mean():.0%}",
+                mean_ci(values(label, 0)).format(),
+                mean_ci(values(label, 1)).format(),
+                t.diff.format(signed=True),
+                f"{t.p_holm:.3f}" + (" *" if t.significant else ""),
+                overall[label].diff.format(signed=True),
+                f"{values(label, 2).mean():.2f}",
+                f"{values(label, 3).mean():.1f} / {values(label, 4).mean():.0%}",
             ]
         )
-    best = max(found, key=lambda k: np.mean(np.array(found[k])[:, 0]))
-    default_label = "eta 1, gamma 5"
+    best = max(labels, key=lambda label: values(label, 0).mean())
     verdicts = [
-        verdict(
-            f"Sensitivity, {label}{' (the best, chosen after the fact)' * (label == best)}:",
-            np.array(found[label])[:, 0],
-            base_rare,
-            "inverted-style accuracy",
-        )
-        for label in dict.fromkeys([default_label, best])
-        if label in found
+        f"Sensitivity, {label}{' (the best, chosen after the fact)' * (label == best)}: "
+        f"inverted-style accuracy {tests[label].diff.format(signed=True)} points against "
+        f"unweighted (95 % CI, {len(seeds)} seeds, Holm p {tests[label].p_holm:.3f}): "
+        + _reading(tests[label])
+        for label in dict.fromkeys([DEFAULT_LABEL, best])
+        if label in labels
     ]
-    chart = _heatmap(output / "sensitivity_eta_gamma.png", configs, found, base_rare)
-    body = f"""Appearance-imbalance set ({size.per_class} images per class, {size.rare_share:.0%}
-inverted), small CNN, {size.epochs} epochs' worth of steps, seeds {list(seeds)}. Changes are
-in accuracy points against the unweighted model of the same seed (mean ± std).
-"weight ratio" is the mean weight of inverted training images over that of the others:
-how strongly the configuration up-weights the rare style, found without labels.
+    chart = _heatmap(
+        Path(path).parent / "sensitivity_eta_gamma.png",
+        {label: c for group, label, c in configs if group == "eta, gamma"},
+        {label: values(label, 0) - base_rare for label in labels},
+    )
+    body = f"""Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
+`{data["commit"][:12]}`, {data["date"]}). Appearance-imbalance set ({size["per_class"]}
+images per class, {size["rare_share"]:.0%} inverted), small CNN, {size["epochs"]} epochs'
+worth of steps, seeds {seeds}. Accuracies are means with 95 % t intervals; changes are
+paired per seed against the unweighted model, in accuracy points, with Holm's correction
+over the {len(labels)} configurations (\\* = significant). "weight ratio" is the mean
+weight of inverted training images over that of the others: how strongly the
+configuration up-weights the rare style, found without labels.
 
 {
         table(
@@ -147,6 +199,7 @@ how strongly the configuration up-weights the rare style, found without labels.
                 "inverted-style acc %",
                 "overall acc %",
                 "change, inverted",
+                "p (Holm)",
                 "change, overall",
                 "weight ratio",
                 "clusters / noise",
@@ -162,20 +215,25 @@ how strongly the configuration up-weights the rare style, found without labels.
     return Section("2. Sensitivity to clustering, projection, eta and gamma", body, verdicts)
 
 
-def _heatmap(path: Path, configs, found, base_rare: np.ndarray) -> Path:
+def _reading(test: PairedTest) -> str:
+    """``"a significant gain"``, ``"a significant loss"`` or ``"no significant change"``."""
+    if not test.significant:
+        return "no significant change"
+    return "a significant gain" if test.diff.mean > 0 else "a significant loss"
+
+
+def _heatmap(path: Path, grid: dict[str, dict], gains: dict[str, np.ndarray]) -> Path:
     """Change in inverted-style accuracy over the (eta, gamma) grid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = [(c["eta"], c["gamma"], label) for g, label, c in configs if g == "eta, gamma"]
-    etas = sorted({e for e, _, _ in grid})
-    gammas = sorted({g for _, g, _ in grid})
+    etas = sorted({c["eta"] for c in grid.values()})
+    gammas = sorted({c["gamma"] for c in grid.values()})
     values = np.full((len(etas), len(gammas)), np.nan)
-    for e, g, label in grid:
-        gain = np.array(found[label])[:, 0] - base_rare
-        values[etas.index(e), gammas.index(g)] = 100 * gain.mean()
+    for label, c in grid.items():
+        values[etas.index(c["eta"]), gammas.index(c["gamma"])] = 100 * gains[label].mean()
     fig, ax = plt.subplots(figsize=(4.6, 3.6))
     lim = np.nanmax(np.abs(values)) or 1.0
     im = ax.imshow(values, cmap="RdBu", vmin=-lim, vmax=lim)

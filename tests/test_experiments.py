@@ -13,7 +13,6 @@ from experiments.classifier import (
     train_classifier,
 )
 from experiments.fashion_mnist import appearance_set, load_split, long_tail_set, power_law_sizes
-from experiments.report import verdict
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +66,3 @@ def test_small_cnn_learns_fashion_mnist_and_resampling_runs(fashion):
     assert accuracy > 0.6  # chance is 0.1
     resampled = train_classifier(x, y, sampler_weights=inverse_frequency(y), epochs=1, seed=0)
     assert predict(resampled, images[-10:]).shape == (10,)
-
-
-def test_verdict_separates_effects_from_seed_noise():
-    assert verdict("a", [0.7, 0.71, 0.69], [0.6, 0.61, 0.6], "x").endswith("a real gain.")
-    assert verdict("a", [0.5, 0.5, 0.51], [0.6, 0.61, 0.6], "x").endswith("a real loss.")
-    assert "no clear effect" in verdict("a", [0.6, 0.7, 0.5], [0.61, 0.59, 0.6], "x")
-    assert "no clear effect" in verdict("a", [0.9], [0.1], "x")  # one seed proves nothing
