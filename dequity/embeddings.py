@@ -178,7 +178,12 @@ def from_model(
         kept += [chunk_ids[i] for i in present]
     why = "could not be embedded (unreadable image?)"
     if missing:
-        logger.warning("%d samples %s; they get no likelihood or weight", len(missing), why)
+        logger.warning(
+            "%d samples %s; they get no likelihood or weight: %s",
+            len(missing),
+            why,
+            _unreadable_images(samples, missing),
+        )
     if store is None:
         raise DequityError(f"all {len(ids)} samples {why}; nothing to cluster")
     return Embeddings(store[: len(kept)], kept, missing)
@@ -268,6 +273,22 @@ def _retry_failed_batches(samples: Any, fo_model: Any, ids: list[str], vectors: 
     for i, vector in zip(failed, retry):
         vectors[i] = vector
     return vectors
+
+
+def _unreadable_images(samples: Any, ids: list[str], named: int = 5) -> str:
+    """The first ``named`` samples' files, each with the reason it cannot be read."""
+    from dequity.models import load_image
+
+    parts = []
+    for path in samples.select(ids[:named], ordered=True).values("filepath"):
+        try:
+            load_image(path)
+            reason = "read, but the model failed on it"
+        except Exception as e:  # any decoding error: it is only reported
+            reason = f"{type(e).__name__}: {e}"
+        parts.append(f"{path} ({reason})")
+    more = f" and {len(ids) - named} more" if len(ids) > named else ""
+    return "; ".join(parts) + more
 
 
 def _split_missing(ids: list[str], values: list[Any], why: str) -> Embeddings:

@@ -236,19 +236,29 @@ class _DraftGetItem:
 
 
 def load_image(path: str, min_size: int | None = None) -> Any:
-    """An RGB PIL image; JPEGs decoded at reduced size, each side >= ``min_size``.
+    """An RGB PIL image as displayed; JPEGs decoded at reduced size, each side >= ``min_size``.
+
+    The format is read from the content, not the name; the EXIF orientation
+    is applied (a phone photo stored sideways comes out upright), and an
+    animation gives its first frame.
 
     Example::
 
         img = load_image("photo.jpg", 224)   # a 4000 x 3000 JPEG decodes at 500 x 375
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with open(path, "rb") as f:
         img = Image.open(f)
         if min_size:
             img.draft("RGB", (min_size, min_size))
+        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
         return to_rgb8(img)
+
+
+#: the EXIF tag that says how a stored image is turned for display
+_EXIF_ORIENTATION = 0x0112
 
 
 _HIGH_DEPTH_MODES = ("I", "F")  # "I;16*" load as "I;16", "I;16B", ...
