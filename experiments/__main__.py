@@ -95,7 +95,15 @@ def results_page(sections: list[Section], quick: bool, machine: str, date: str) 
 
 
 def readme_summary(sections: list[Section]) -> str:
-    """Every section's verdicts, under its title: the README's generated summary."""
+    """Every section's verdicts, under its title: the README's generated summary.
+
+    Example::
+
+        >>> print(readme_summary([Section("1. Detection", "...", ["no significant change"])]))
+        **1. Detection**
+        <BLANKLINE>
+        - no significant change
+    """
     parts = []
     for s in sections:
         parts.append(f"**{s.title}**\n\n" + "\n".join(f"- {v}" for v in s.verdicts))
