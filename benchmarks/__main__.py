@@ -25,6 +25,7 @@ MODULES = {
     "agreement": "benchmarks.agreement",
     "objects": "benchmarks.objects",
     "ray": "benchmarks.ray_scale_out",
+    "fuzz": "benchmarks.fuzz",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -22,7 +22,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from dequity import clustering as dc
 from dequity import defaults
@@ -341,9 +341,16 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors take one line, as every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dequity`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dequity",
         description="Find visually common and rare images in FiftyOne datasets "
         "(DatasetEquity) and weight them for training.",

@@ -39,13 +39,13 @@ _SEED = Param(51)
 #: the parameters of each projection, with dequity's defaults
 PARAMETERS: dict[str | None, dict[str, Param]] = {
     PCA: {
-        "n_components": Param(50),
+        "n_components": Param(50, check=Integer(1)),
         "random_state": _SEED,
         "whiten": Param(flag=True),
         "backend": BACKEND,
     },
     TSNE: {
-        "n_components": Param(3),
+        "n_components": Param(3, check=Integer(1)),
         "init": Param("pca"),
         "perplexity": Param(30.0),
         "random_state": _SEED,

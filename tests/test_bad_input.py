@@ -292,8 +292,9 @@ def unreadable() -> fo.Dataset:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"projection_kwargs": {"n_components": -1}}, "'n_components' parameter of PCA"),
-        ({"projection_kwargs": {"n_components": True}}, "must not be a bool"),
+        ({"projection_kwargs": {"n_components": -1}}, "n_components must be an integer >= 1"),
+        ({"projection_kwargs": {"n_components": 0}}, "n_components must be an integer >= 1"),
+        ({"projection_kwargs": {"n_components": True}}, "n_components must be an integer"),
         ({"projection": "tsne", "projection_kwargs": {"metric": "nope"}}, "'metric'.*TSNE"),
         ({"projection": "opentsne", "projection_kwargs": {"n_components": 0}}, "n_components"),
         ({"clustering_kwargs": {"min_samples": 0}}, "'min_samples' parameter of HDBSCAN"),
