@@ -17,9 +17,11 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import save_raw, timed
-from reporting import REPO, md_table
+from reporting import REPO, md_table, update_readme
 
 NAME = "fuzz"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 #: examples per property in the full run (the test suite runs 60)
 EXAMPLES = 1_000
 
@@ -45,12 +47,38 @@ def _run_properties(examples: int) -> tuple[dict[str, int], bool, str]:
     return dict(sorted(tried.items())), done.returncode == 0, last
 
 
+def readme_block(record: dict) -> str:
+    """The README's sentence from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    tried = record["values"]["tried"]
+
+    def total(prefix: str) -> int:
+        return sum(n for what, n in tried.items() if what.startswith(prefix))
+
+    verdict = "every one was" if record["values"]["all_held"] else "NOT every one was"
+    return (
+        f"Fuzzed with `hypothesis` ({record['config']['examples']:,} examples per property): "
+        f"{total('compute_dequity'):,} bad values passed to `compute_dequity`, "
+        f"{total('dequity compute'):,} to the command line and {total('operator'):,} to the "
+        f"App's operators; {verdict} refused with one clear error before any embedding, "
+        "the dataset left as it was."
+    )
+
+
 def run(quick: bool) -> str:
     """Every property with :data:`EXAMPLES` examples (10 in quick mode)."""
     examples = 10 if quick else EXAMPLES
     seconds, (tried, held, last) = timed(_run_properties, examples)
     if not quick:
-        save_raw(NAME, {"tried": tried, "all_held": held, "pytest": last}, {"examples": examples})
+        values = {"tried": tried, "all_held": held, "pytest": last}
+        record = save_raw(NAME, values, {"examples": examples})
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     rows = [[what, count] for what, count in tried.items()]
     return (
         f"### Bad input, fuzzed ({examples} examples per property)\n\n"

@@ -74,7 +74,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def git_commit() -> str:
-    """The repository's commit (with ``+dirty`` when tracked files changed), or ``unknown``.
+    """The repository's commit (``+dirty`` when tracked code changed), or ``unknown``.
 
     ``$DEQUITY_COMMIT`` names it for a copy of the tree without its ``.git``.
 
@@ -96,7 +96,13 @@ def git_commit() -> str:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # results and prose written by an earlier run in the same checkout are not code
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *_NOT_CODE)
+    return commit + ("+dirty" if changed else "")
+
+
+#: paths whose changes do not make a checkout's code dirty (git pathspecs)
+_NOT_CODE = (":(exclude)*.md", ":(exclude)benchmarks/results-*", ":(exclude)docs/results/*")
 
 
 def update_readme(
