@@ -26,6 +26,7 @@ MODULES = {
     "objects": "benchmarks.objects",
     "ray": "benchmarks.ray_scale_out",
     "fuzz": "benchmarks.fuzz",
+    "failover": "benchmarks.failover",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

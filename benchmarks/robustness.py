@@ -88,7 +88,8 @@ def private_mongod(folder: Path) -> Iterator[str]:
             process.wait()
 
 
-def _env(uri: str, database: str) -> dict[str, str]:
+def worker_env(uri: str, database: str) -> dict[str, str]:
+    """The environment of a worker process: the database, and nothing of dequity's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIFTYONE_", "DEQUITY_"))}
     env.update(
         FIFTYONE_DATABASE_URI=uri,
@@ -100,7 +101,13 @@ def _env(uri: str, database: str) -> dict[str, str]:
     return env
 
 
-def _worker(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
+def start_worker(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
+    """``python -m benchmarks.robustness_worker ARGS`` with its output piped.
+
+    Example::
+
+        start_worker("fault", "f1", "new", "staged", env=worker_env(uri, "db")).wait()
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "benchmarks.robustness_worker", *args],
         cwd=REPO,
@@ -112,18 +119,25 @@ def _worker(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
     )
 
 
-def _check(env: dict[str, str], folder: Path, spec: dict) -> dict:
+def check_datasets(env: dict[str, str], folder: Path, spec: dict) -> dict:
+    """Check every dataset of ``spec`` in a fresh process; ``{name: {observed, problems}}``.
+
+    Example::
+
+        spec = {"f1": {"runs": {}, "num_ids": {}}}
+        check_datasets(env, Path("/tmp/check"), spec)["f1"]["problems"]   # []
+    """
     folder.mkdir(parents=True, exist_ok=True)
     spec_path, out_path = folder / "spec.json", folder / "report.json"
     spec_path.write_text(json.dumps(spec))
-    process = _worker("check", str(spec_path), str(out_path), env=env)
+    process = start_worker("check", str(spec_path), str(out_path), env=env)
     output, _ = process.communicate(timeout=1800)
     if process.returncode:
         raise RuntimeError(f"the checker failed:\n{output}")
     return json.loads(out_path.read_text())
 
 
-def _summary(kind: str, trials: list[dict], report: dict) -> dict:
+def summarize(kind: str, trials: list[dict], report: dict) -> dict:
     """Trials survived of the total; ``leftovers``: what no run owns in the database."""
     survived = sum(not t["problems"] for t in trials)
     leftovers = report["_database"]["problems"]
@@ -146,14 +160,15 @@ def fault_trials(uri: str, folder: Path, parallel: int = 2) -> dict:
     from benchmarks.robustness_worker import NEW_ETA, NUM_SAMPLES, OLD_ETA, RUN_KEY
     from dequity.faults import DELETE_POINTS, EXIT_CODE, POINTS, RENAME_POINTS
 
-    env = _env(uri, "dequity_faults")
+    env = worker_env(uri, "dequity_faults")
     cases = [(f"fault-{s}-{p}", s, p) for s in ("new", "overwrite") for p in POINTS]
     cases += [(f"fault-delete-{p}", "delete", p) for p in DELETE_POINTS]
     cases += [(f"fault-rename-{p}", "rename", p) for p in RENAME_POINTS]
     codes: dict[str, tuple[int, str]] = {}
     for start in range(0, len(cases), parallel):
         running = {
-            name: _worker("fault", name, s, p, env=env) for name, s, p in cases[start:][:parallel]
+            name: start_worker("fault", name, s, p, env=env)
+            for name, s, p in cases[start:][:parallel]
         }
         for name, process in running.items():
             output, _ = process.communicate(timeout=600)
@@ -169,7 +184,7 @@ def fault_trials(uri: str, folder: Path, parallel: int = 2) -> dict:
             spec[name] = {"runs": runs, "num_ids": {RUN_KEY: NUM_SAMPLES}}
         else:
             spec[name] = {"runs": {RUN_KEY: NEW_ETA}, "num_ids": {RUN_KEY: 150}}
-    report = _check(env, folder, spec)
+    report = check_datasets(env, folder, spec)
     trials = []
     for name, scenario, point in cases:
         code, output = codes[name]
@@ -186,7 +201,7 @@ def fault_trials(uri: str, folder: Path, parallel: int = 2) -> dict:
                 "problems": problems,
             }
         )
-    return _summary("fault injection (os._exit at each write point)", trials, report)
+    return summarize("fault injection (os._exit at each write point)", trials, report)
 
 
 def kill_trials(uri: str, folder: Path, count: int, seed: int = 0) -> dict:
@@ -198,12 +213,12 @@ def kill_trials(uri: str, folder: Path, count: int, seed: int = 0) -> dict:
     """
     from benchmarks.robustness_worker import RUN_KEY
 
-    env = _env(uri, "dequity_kills")
+    env = worker_env(uri, "dequity_kills")
     rng = random.Random(seed)
     delays = {}
     for trial in range(count):
         name = f"kill-{trial}"
-        process = _worker("kill", name, env=env)
+        process = start_worker("kill", name, env=env)
         line = process.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"kill worker did not start: {line}{process.stdout.read()}")
@@ -212,7 +227,7 @@ def kill_trials(uri: str, folder: Path, count: int, seed: int = 0) -> dict:
         process.kill()
         process.communicate(timeout=60)
     spec = {name: {"runs": {RUN_KEY: None}, "num_ids": {}} for name in delays}
-    report = _check(env, folder, spec)
+    report = check_datasets(env, folder, spec)
     trials = [
         {
             "case": name,
@@ -222,7 +237,7 @@ def kill_trials(uri: str, folder: Path, count: int, seed: int = 0) -> dict:
         }
         for name, delay in delays.items()
     ]
-    return _summary("SIGKILL at a random moment of an overwrite loop", trials, report)
+    return summarize("SIGKILL at a random moment of an overwrite loop", trials, report)
 
 
 def race_trials(uri: str, folder: Path, modes: list[str], count: int) -> list[dict]:
@@ -238,10 +253,10 @@ def race_trials(uri: str, folder: Path, modes: list[str], count: int) -> list[di
     """
     from benchmarks.robustness_worker import RUN_KEY
 
-    env = _env(uri, "dequity_races")
+    env = worker_env(uri, "dequity_races")
     folder.mkdir(parents=True, exist_ok=True)
     args = (",".join(modes), str(count), str(folder))
-    workers = [_worker("race", role, *args, env=env) for role in "ab"]
+    workers = [start_worker("race", role, *args, env=env) for role in "ab"]
     outputs = [w.communicate(timeout=1800)[0] for w in workers]
     for worker, output in zip(workers, outputs):
         if worker.returncode:
@@ -250,7 +265,7 @@ def race_trials(uri: str, folder: Path, modes: list[str], count: int) -> list[di
     for mode in modes:
         runs = {f"{RUN_KEY}a": 1.0, f"{RUN_KEY}b": 3.0} if mode == "different" else {RUN_KEY: None}
         spec.update({f"race-{mode}-{t}": {"runs": runs, "num_ids": {}} for t in range(count)})
-    report = _check(env, folder, spec)
+    report = check_datasets(env, folder, spec)
     summaries = []
     for mode in modes:
         outcomes: dict[int, dict[str, str]] = {}
@@ -272,7 +287,7 @@ def race_trials(uri: str, folder: Path, modes: list[str], count: int) -> list[di
             if "ok" not in results.values():
                 problems.append(f"neither succeeded: {results}")
             trials.append({"trial": t, "outcomes": results, "problems": problems})
-        summaries.append(_summary(f"two processes at once, {mode} key", trials, report))
+        summaries.append(summarize(f"two processes at once, {mode} key", trials, report))
     return summaries
 
 

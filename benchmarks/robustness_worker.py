@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.robustness_worker fault NAME SCENARIO POINT``
     computes a run on a fresh dataset and dies at fault point ``POINT``;
+``python -m benchmarks.robustness_worker failover NAME SCENARIO POINT DIR``
+    computes, updates or reweights a run and pauses at ``POINT`` until the
+    database has failed over; prints ``result: ...``;
 ``python -m benchmarks.robustness_worker kill NAME``
     overwrites a run in a loop until it is killed;
 ``python -m benchmarks.robustness_worker race ROLE MODES TRIALS DIR``
@@ -36,6 +39,12 @@ def embeddings(n: int = NUM_SAMPLES) -> np.ndarray:
     return np.concatenate([rng.normal(3 * c, 0.1, (s, 8)) for c, s in enumerate(sizes)])
 
 
+def dataset_vectors(n: int) -> np.ndarray:
+    """The vectors of a dataset's first ``n`` samples: the fixed blobs, then samples added later."""
+    extra = n - NUM_SAMPLES
+    return embeddings() if extra <= 0 else np.concatenate([embeddings(), embeddings(extra)])
+
+
 def make_dataset(name: str) -> Any:
     """A fresh dataset of :data:`NUM_SAMPLES` bare samples."""
     import fiftyone as fo
@@ -53,7 +62,7 @@ def compute(samples: Any, run_key: str, eta: float, overwrite: bool) -> Any:
     import dequity
 
     ids = samples._root_dataset.values("id")
-    vectors = embeddings()[[ids.index(i) for i in samples.values("id")]]
+    vectors = dataset_vectors(len(ids))[[ids.index(i) for i in samples.values("id")]]
     return dequity.compute_dequity(
         samples, run_key, embeddings=vectors, eta=eta, overwrite=overwrite, progress=False
     )
@@ -77,6 +86,43 @@ def fault(name: str, scenario: str, point: str) -> None:
         dequity.rename_dequity_run(dataset, RUN_KEY, f"{RUN_KEY}2")
     else:
         compute(dataset.take(150, seed=1), RUN_KEY, NEW_ETA, overwrite=scenario == "overwrite")
+
+
+#: samples added before an update, in the failover trials
+NEW_SAMPLES = 20
+
+
+def failover(name: str, scenario: str, point: str, pause: str) -> None:
+    """Set up dataset ``name``, then run ``scenario`` and pause at ``point`` (folder ``pause``).
+
+    Scenarios: ``new`` and ``overwrite`` (compute), ``update`` (of
+    :data:`NEW_SAMPLES` added samples) and ``reweight`` (to :data:`NEW_ETA`).
+    Prints ``result: ok`` or ``result: DequityError: ...``; any other error
+    escapes (a non-zero exit).
+    """
+    import fiftyone as fo
+
+    import dequity
+    from dequity.faults import ENV, PAUSE_ENV
+
+    dataset = make_dataset(name)
+    if scenario != "new":
+        compute(dataset, RUN_KEY, OLD_ETA, overwrite=False)
+    if scenario == "update":
+        new = [fo.Sample(filepath=f"/nonexistent/{name}/new-{i}.jpg") for i in range(NEW_SAMPLES)]
+        dataset.add_samples(new, progress=False)
+        vectors = dataset_vectors(NUM_SAMPLES + NEW_SAMPLES)[NUM_SAMPLES:]
+    os.environ.update({ENV: point, PAUSE_ENV: pause})
+    try:
+        if scenario == "update":
+            dequity.update_dequity(dataset, RUN_KEY, embeddings=vectors, progress=False)
+        elif scenario == "reweight":
+            dequity.load_dequity_results(dataset, RUN_KEY).reweight(NEW_ETA, 5.0)
+        else:
+            compute(dataset.take(150, seed=1), RUN_KEY, NEW_ETA, overwrite=scenario == "overwrite")
+        print("result: ok", flush=True)
+    except dequity.DequityError as e:
+        print(f"result: DequityError: {e}", flush=True)
 
 
 def kill(name: str) -> None:
@@ -206,7 +252,7 @@ def _exercise(dataset: Any, keys: list[str]) -> list[str]:
             dequity.load_dequity_results(dataset, key).reweight(0.5, 2.0)
             problems += _check_run(dataset, key, 0.5, None)
         compute(dataset, RUN_KEY, NEW_ETA, overwrite=RUN_KEY in keys)
-        problems += _check_run(dataset, RUN_KEY, NEW_ETA, NUM_SAMPLES)
+        problems += _check_run(dataset, RUN_KEY, NEW_ETA, len(dataset))
     except Exception:
         problems.append(traceback.format_exc())
     return problems
@@ -239,6 +285,8 @@ def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "fault":
         fault(*args)
+    elif command == "failover":
+        failover(*args)
     elif command == "kill":
         kill(*args)
     elif command == "race":

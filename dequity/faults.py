@@ -1,17 +1,24 @@
-"""Named points in the write path where a test can make the process die.
+"""Named points in the write path where a test can make the process die or wait.
 
 Setting ``DEQUITY_FAULT_POINT`` to one of :data:`POINTS` (a run's writes),
 :data:`DELETE_POINTS` or :data:`RENAME_POINTS` makes the process
 exit at once (``os._exit``, no clean-up, like ``SIGKILL``) when it gets there.
 Fault-injection tests use it to check that a run killed at any point leaves
-the dataset consistent.
+the dataset consistent. With ``DEQUITY_FAULT_PAUSE`` set to a folder, the
+process waits there instead: it creates ``reached`` in the folder and goes on
+once ``resume`` appears, so that a test can fail the database over meanwhile.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 ENV = "DEQUITY_FAULT_POINT"
+PAUSE_ENV = "DEQUITY_FAULT_PAUSE"
+#: seconds a paused process waits for ``resume`` before it dies
+PAUSE_LIMIT = 600
 EXIT_CODE = 86
 POINTS = (
     "claimed",  # the run key is claimed, nothing computed yet
@@ -28,11 +35,20 @@ RENAME_POINTS = ("fields_renamed",)  # rename: the fields have their new names, 
 
 
 def fault_point(name: str) -> None:
-    """Exit the process at once if ``DEQUITY_FAULT_POINT`` names this point.
+    """Exit the process at once (or pause it) if ``DEQUITY_FAULT_POINT`` names this point.
 
     Example::
 
         fault_point("staged")   # DEQUITY_FAULT_POINT=staged: the process dies here
     """
-    if os.environ.get(ENV) == name:
+    if os.environ.get(ENV) != name:
+        return
+    folder = os.environ.get(PAUSE_ENV)
+    if not folder:
         os._exit(EXIT_CODE)
+    (Path(folder) / "reached").touch()
+    deadline = time.monotonic() + PAUSE_LIMIT
+    while not (Path(folder) / "resume").exists():
+        if time.monotonic() > deadline:
+            os._exit(EXIT_CODE)
+        time.sleep(0.05)
