@@ -38,6 +38,10 @@ NAME = "failover"
 RESULTS_JSON = REPO / "benchmarks" / f"results-{NAME}.json"
 REPLICA_SET = "rs0"
 ACTIONS = ("step_down", "kill")
+#: the action that leaves no primary until the worker has given up
+QUORUM_LOST = "quorum_lost"
+#: how long a worker's driver looks for a primary in a quorum-lost trial (ms)
+SELECTION_TIMEOUT_MS = 5_000
 SCENARIOS = ("new", "overwrite", "update", "reweight")
 #: the points before which a failed run has not committed: it is then absent (or old)
 PRE_COMMIT = ("claimed", "staged", "run_saved")
@@ -125,6 +129,15 @@ class ReplicaSet:
         self.start(port)
         return port
 
+    def kill_majority(self) -> list[int]:
+        """``SIGKILL`` the primary and one secondary: no primary can be elected."""
+        primary = self.primary()
+        ports = [primary, next(p for p in self.ports if p != primary)]
+        for port in ports:
+            self.processes[port].send_signal(signal.SIGKILL)
+            self.processes[port].wait()
+        return ports
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -205,17 +218,26 @@ def failover_trials(members: ReplicaSet, folder: Path, cases: list[tuple[str, st
             failover_trials(rs, Path("/tmp/trials"), [("new", "staged", "kill")])
     """
     env = worker_env(members.uri, "dequity_failover")
+    impatient = worker_env(
+        f"{members.uri}&serverSelectionTimeoutMS={SELECTION_TIMEOUT_MS}", "dequity_failover"
+    )
     outcomes = {}
     for index, (scenario, point, action) in enumerate(cases):
         name = f"failover-{index}-{scenario}-{point}-{action}"
         pause = folder / name
         pause.mkdir(parents=True)
-        worker = start_worker("failover", name, scenario, point, str(pause), env=env)
+        worker_env_ = impatient if action == QUORUM_LOST else env
+        worker = start_worker("failover", name, scenario, point, str(pause), env=worker_env_)
         reached = _pause_at(worker, pause)
-        if reached:
+        killed: list[int] = []
+        if reached and action == QUORUM_LOST:
+            killed = members.kill_majority()
+        elif reached:
             (members.step_down if action == "step_down" else members.kill_primary)()
         (pause / "resume").touch()
         output, _ = worker.communicate(timeout=600)
+        for port in killed:
+            members.start(port)
         members.healthy()
         lines = [line for line in output.splitlines() if line.startswith("result: ")]
         result = lines[-1].removeprefix("result: ") if lines else ""
@@ -224,6 +246,8 @@ def failover_trials(members: ReplicaSet, folder: Path, cases: list[tuple[str, st
             problems.append(f"exit code {worker.returncode}, no result:\n{output[-3000:]}")
         elif result != "ok" and not result.startswith("DequityError"):
             problems.append(f"unexpected outcome: {result}")
+        elif action == QUORUM_LOST and "rerun" not in result:
+            problems.append(f"no primary, yet the call did not say to rerun: {result}")
         outcomes[name] = {
             "scenario": scenario,
             "point": point,
@@ -242,7 +266,7 @@ def failover_trials(members: ReplicaSet, folder: Path, cases: list[tuple[str, st
 
 
 def all_cases() -> list[tuple[str, str, str]]:
-    """Every scenario at every write point it crosses, with each action."""
+    """Every scenario at every write point it crosses, with each action and without quorum."""
     from dequity.faults import POINTS
 
     return [
@@ -250,17 +274,17 @@ def all_cases() -> list[tuple[str, str, str]]:
         for scenario in SCENARIOS
         for point in POINTS
         if not (point == "claimed" and scenario in ("update", "reweight"))
-        for action in ACTIONS
+        for action in (*ACTIONS, QUORUM_LOST)
     ]
 
 
 def sample_cases() -> list[tuple[str, str, str]]:
-    """One case per write point, the scenarios and actions taken in turn.
+    """One case per write point, the scenarios and actions taken in turn; one without quorum.
 
     Example::
 
         >>> len(sample_cases())
-        8
+        9
     """
     from dequity.faults import POINTS
 
@@ -270,7 +294,7 @@ def sample_cases() -> list[tuple[str, str, str]]:
         if point == "claimed" and scenario in ("update", "reweight"):
             scenario = "new"
         cases.append((scenario, point, ACTIONS[i % len(ACTIONS)]))
-    return cases
+    return [*cases, ("overwrite", "staged", QUORUM_LOST)]
 
 
 def run(quick: bool) -> str:

@@ -18,7 +18,7 @@ from dequity import groups as dg
 from dequity import objects as dobj
 from dequity import projection as dp
 from dequity import views as dv
-from dequity.errors import DequityError
+from dequity.errors import DequityError, rerun_if_disconnected
 from dequity.estimate import estimate
 from dequity.faults import fault_point
 from dequity.likelihood import validate_noise_policy
@@ -37,6 +37,7 @@ from dequity.weights import validate_gfl_params
 logger = logging.getLogger(__name__)
 
 
+@rerun_if_disconnected
 def compute_dequity(
     samples: Any,
     run_key: str = defaults.DEFAULT_RUN_KEY,
@@ -539,6 +540,7 @@ def list_dequity_runs(samples: Any) -> list[str]:
     return samples.list_runs(method=METHOD)
 
 
+@rerun_if_disconnected
 def delete_dequity_run(samples: Any, run_key: str) -> None:
     """Delete dequity run ``run_key`` and the fields it wrote.
 
@@ -553,6 +555,7 @@ def delete_dequity_run(samples: Any, run_key: str) -> None:
         dcommit.delete_run(claim, dataset, run_key)
 
 
+@rerun_if_disconnected
 def rename_dequity_run(samples: Any, run_key: str, new_run_key: str) -> None:
     """Rename dequity run ``run_key``; its fields are renamed to match.
 

@@ -23,7 +23,7 @@ from dequity.defaults import (
     DEFAULT_PROJECTION,
     DEFAULT_RUN_KEY,
 )
-from dequity.errors import DequityError
+from dequity.errors import DequityError, rerun_if_disconnected
 from dequity.views import CONTENT, combine
 from dequity.weights import gfl_weight, validate_gfl_params
 
@@ -330,6 +330,7 @@ class DequityResults(focr.RunResults):
             "max_weight": float(weights.max()) if len(weights) else None,
         }
 
+    @rerun_if_disconnected
     def reweight(self, eta: float, gamma: float, progress: Any = None) -> np.ndarray:
         """Recompute weights with new ``eta``/``gamma``; only the weight field changes.
 

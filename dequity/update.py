@@ -22,7 +22,7 @@ from dequity import commit as dcommit
 from dequity import views as dv
 from dequity.core import FIELD_DESCRIPTIONS, load_dequity_results
 from dequity.defaults import DEFAULT_RUN_KEY
-from dequity.errors import DequityError
+from dequity.errors import DequityError, rerun_if_disconnected
 from dequity.fit import LikelihoodFit, check_updatable
 from dequity.runs import DequityResults
 from dequity.sources import parse_embeddings
@@ -34,6 +34,7 @@ class DriftWarning(UserWarning):
     """New samples differ from the data a run was fitted on: recompute it."""
 
 
+@rerun_if_disconnected
 def update_dequity(
     samples: Any,
     run_key: str = DEFAULT_RUN_KEY,

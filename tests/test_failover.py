@@ -26,7 +26,7 @@ def test_a_primary_lost_at_each_write_point_leaves_every_run_consistent(
         summary = failover_trials(members, tmp_path / "trials", sample_cases())
     with capsys.disabled():
         print(f"\n{summary['kind']}: {summary['survived']} of {summary['total']} trials survived")
-    assert summary["total"] == 8
+    assert summary["total"] == 9
     failed = [t for t in summary["trials"] if t["problems"]]
     assert not failed and not summary["leftovers"], json.dumps(
         {"failed": failed, "leftovers": summary["leftovers"]}, indent=1, default=str
