@@ -38,8 +38,7 @@ reports means with 95 % confidence intervals over 5 seeds and paired t-tests wit
 Holm's correction (`experiments/stats.py`), generated from the per-seed values in
 `results/*_runs.json`.
 The questions come from the paper's open ends: does image-likelihood weighting help
-beyond 3-D detection, how does it compare with class-based rebalancing, and how
-sensitive is it to its parameters?
+beyond 3-D detection, and how does it compare with class-based rebalancing?
 
 ## Summary: what the evidence supports
 
