@@ -73,7 +73,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-def git_commit() -> str:
+def git_commit(repo: Path = REPO) -> str:
     """The repository's commit (``+dirty`` when tracked code changed), or ``unknown``.
 
     ``$DEQUITY_COMMIT`` names it for a copy of the tree without its ``.git``.
@@ -90,7 +90,7 @@ def git_commit() -> str:
     def git(*args: str) -> str:
         try:
             return subprocess.run(
-                ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+                ["git", *args], cwd=repo, capture_output=True, text=True, check=False
             ).stdout.strip()
         except OSError:  # no git on this machine
             return ""

@@ -26,3 +26,35 @@ def test_a_page_without_the_block_is_left_alone(tmp_path):
     page.write_text("no block here\n")
     assert not update_readme("speed", "new", document=str(page))
     assert page.read_text() == "no block here\n"
+
+
+def test_a_checkout_is_dirty_only_when_its_code_changed(tmp_path, monkeypatch):
+    import subprocess
+
+    from reporting import git_commit
+
+    monkeypatch.delenv("DEQUITY_COMMIT", raising=False)
+    files = {
+        "lib.py": "x = 1\n",
+        "README.md": "text\n",
+        "benchmarks/results-speed.json": "{}\n",
+        "docs/results/a_runs.json": "{}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git_commit(tmp_path)
+    assert len(head) == 40
+    for name in ("README.md", "benchmarks/results-speed.json", "docs/results/a_runs.json"):
+        (tmp_path / name).write_text("rewritten by a run\n")
+    assert git_commit(tmp_path) == head  # results and prose are not code
+    (tmp_path / "lib.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head + "+dirty"
