@@ -282,8 +282,11 @@ def _unreadable_images(samples: Any, ids: list[str], named: int = 5) -> str:
     parts = []
     for path in samples.select(ids[:named], ordered=True).values("filepath"):
         try:
-            load_image(path)
-            reason = "read, but the model failed on it"
+            if os.path.getsize(path) == 0:
+                reason = "an empty file"
+            else:
+                load_image(path)
+                reason = "read, but the model failed on it"
         except Exception as e:  # any decoding error: it is only reported
             reason = f"{type(e).__name__}: {e}"
         parts.append(f"{path} ({reason})")
