@@ -1,5 +1,6 @@
 """Bad input gets a clear error, and no run ever half-writes a dataset."""
 
+import hashlib
 import warnings
 
 import fiftyone as fo
@@ -14,11 +15,13 @@ RUN_FIELDS = ("dequity_cluster", "dequity_likelihood", "dequity_weight")
 
 
 def snapshot(dataset: fo.Dataset) -> tuple:
-    """Everything a failed run must leave as it was."""
-    fields = sorted(dataset.get_field_schema())
-    values = {f: dataset.values(f) for f in fields if f.startswith("dequity")}
+    """Everything a failed run must leave as it was: the schema, every field's values, the runs."""
+    schema = {name: str(field) for name, field in dataset.get_field_schema().items()}
+    digest = hashlib.sha256()
+    for name in sorted(schema):
+        digest.update(repr((name, dataset.values(name))).encode())
     runs = {k: dataset.get_run_info(k).timestamp for k in dataset.list_runs()}
-    return fields, values, runs
+    return schema, digest.hexdigest(), runs
 
 
 def test_run_on_a_view_touches_only_its_samples(demo):

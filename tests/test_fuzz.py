@@ -8,7 +8,6 @@ must come first, name the bad parameter, and leave the dataset as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import dequity
 from dequity.clustering import CLUSTERINGS, PARAMETERS
 from dequity.errors import DequityError
 from dequity.projection import PARAMETERS as PROJECTION_PARAMETERS
+from tests.test_bad_input import snapshot
 
 #: examples per property; each is one refused call (a few ms to a few tens of ms).
 #: DEQUITY_FUZZ_EXAMPLES=2000 searches longer.
@@ -134,16 +134,6 @@ def unreadable() -> fo.Dataset:
     dequity.compute_dequity(dataset, "earlier", embeddings=vectors, progress=False)
     yield dataset
     dataset.delete()
-
-
-def snapshot(dataset: fo.Dataset) -> tuple:
-    """The schema, a hash of every field's values, and the runs with their timestamps."""
-    schema = {name: str(field) for name, field in dataset.get_field_schema().items()}
-    digest = hashlib.sha256()
-    for name in sorted(schema):
-        digest.update(repr((name, dataset.values(name))).encode())
-    runs = {k: dataset.get_run_info(k).timestamp for k in dataset.list_runs()}
-    return schema, digest.hexdigest(), runs
 
 
 def _refused(dataset: fo.Dataset, bad: str, kwargs: dict) -> str:
