@@ -35,14 +35,17 @@ TOP_SHARE = 0.1
 RARE_CLASSES = 3
 
 #: the whole vector only: every configuration but the default, as its name says
-_WHOLE = {"views": None, "clustering_kwargs": {"density_power": 0.5}}
+_WHOLE = {"views": None}
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
     "default: rare in any view (whole vector and content view)": {},
     "previous default: rare in any view, crowding power 0.5": {
         "clustering_kwargs": {"density_power": 0.5}
     },
-    "earlier default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": _WHOLE,
+    "earlier default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": {
+        "clustering_kwargs": {"density_power": 0.5},
+        **_WHOLE,
+    },
     "default before the every-stage model: final features, PCA-50 + HDBSCAN(10), "
     "noise as singletons": {
         "model": "efficientnet-lite0",
