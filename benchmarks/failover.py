@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from benchmarks.robustness import (
     check_datasets,
+    free_port,
     mongod_binary,
     start_worker,
     summarize,
@@ -162,11 +162,7 @@ def replica_set(folder: Path) -> Iterator[ReplicaSet]:
     """
     import pymongo
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = [free_port() for _ in range(3)]
     members = ReplicaSet(folder, ports)
     try:
         for port in ports:
@@ -226,8 +222,8 @@ def failover_trials(members: ReplicaSet, folder: Path, cases: list[tuple[str, st
         name = f"failover-{index}-{scenario}-{point}-{action}"
         pause = folder / name
         pause.mkdir(parents=True)
-        worker_env_ = impatient if action == QUORUM_LOST else env
-        worker = start_worker("failover", name, scenario, point, str(pause), env=worker_env_)
+        trial_env = impatient if action == QUORUM_LOST else env
+        worker = start_worker("failover", name, scenario, point, str(pause), env=trial_env)
         reached = _pause_at(worker, pause)
         killed: list[int] = []
         if reached and action == QUORUM_LOST:

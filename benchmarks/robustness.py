@@ -51,6 +51,13 @@ def mongod_binary() -> Path:
     return Path(spec.submodule_search_locations[0]) / "bin" / "mongod"
 
 
+def free_port() -> int:
+    """A local TCP port that no one listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextmanager
 def private_mongod(folder: Path) -> Iterator[str]:
     """Start a ``mongod`` on a free port with its data in ``folder``; yield its URI.
@@ -63,9 +70,7 @@ def private_mongod(folder: Path) -> Iterator[str]:
     import pymongo
 
     folder.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = folder / "mongod.log"
     process = subprocess.Popen(
         [str(mongod_binary()), "--dbpath", str(folder), "--port", str(port)]
