@@ -73,8 +73,8 @@ def matched_agreement(fitted: np.ndarray, refit: np.ndarray, old: np.ndarray) ->
 def _fit(vectors: np.ndarray, setting: dict[str, int]):
     """The default run's estimate of ``vectors`` under ``setting``, with its projection set."""
     from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
-    from dequity.estimate import estimate
-    from dequity.projection import fit_projection
+    from dequity.pipeline.estimate import estimate
+    from dequity.pipeline.projection import fit_projection
 
     params = {k: v for k, v in setting.items() if k != "n_components"}
     points, transform = fit_projection(vectors, "pca", n_components=setting["n_components"])

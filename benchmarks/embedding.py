@@ -1,4 +1,4 @@
-"""Embedding throughput: ``dequity.embeddings.from_model`` vs the bare forward.
+"""Embedding throughput: ``dequity.sources.embeddings.from_model`` vs the bare forward.
 
 Steady-state throughput is compared on the same module at the same batch
 size: the bare forward runs on tensors decoded and transformed beforehand,
@@ -64,7 +64,7 @@ def _bare_forward(fo_model, tensors: list) -> float:
 
 def _decode_ms(files: list[str], size: int, draft: bool) -> float:
     """Milliseconds per image to decode, resize to ``size`` and normalise (one thread)."""
-    from dequity.models import load_image, load_model
+    from dequity.sources.models import load_image, load_model
 
     transforms = _decode_ms.transforms = getattr(_decode_ms, "transforms", None) or (
         load_model(MODEL, device="cpu").transforms
@@ -96,8 +96,8 @@ def run(quick: bool) -> str:
     """Throughput of each path, as a share of the bare forward's."""
     import torch
 
-    from dequity.embeddings import default_num_workers, from_model
-    from dequity.models import load_image, load_model
+    from dequity.sources.embeddings import default_num_workers, from_model
+    from dequity.sources.models import load_image, load_model
 
     n = 64 if quick else 256
     files = demo_image_paths(n)

@@ -37,7 +37,7 @@ from benchmarks import methods as bm
 from benchmarks import real_sets as rs
 from benchmarks.common import mean_ci, save_raw
 from benchmarks.mixtures import HARD, MixtureSpec, make_mixture, true_frequency
-from dequity.weights import gfl_weight
+from dequity.pipeline.weights import gfl_weight
 from reporting import md_table, spearman, update_readme
 
 NAME = "fidelity"
@@ -86,7 +86,7 @@ def _kind_knn(x: np.ndarray) -> bm.Estimate:
 
 def _raw_kind_any_view(x: np.ndarray) -> bm.Estimate:
     """min(the whole vector's default, k-NN crowding (k 30) on the final features unprojected)."""
-    from dequity.density import knn_likelihood
+    from dequity.pipeline.density import knn_likelihood
 
     return np.minimum(bm.pca(x)[0], knn_likelihood(x[:, KIND], 30, 5_000)), None
 

@@ -15,7 +15,7 @@ import numpy as np
 from benchmarks import methods as bm
 from benchmarks.common import save_raw, timed
 from benchmarks.mixtures import HARD, make_mixture, true_frequency
-from dequity.weights import gfl_weight
+from dequity.pipeline.weights import gfl_weight
 from reporting import md_table, spearman, update_readme
 
 NAME = "likelihood"

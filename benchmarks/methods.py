@@ -3,7 +3,7 @@
 Each takes ``(n, d)`` embeddings and returns ``(likelihood, labels)``;
 ``labels`` is None for estimators without a cluster step. All but the
 paper's and FiftyOne Brain's run the library's own
-:func:`dequity.estimate.estimate_likelihood`. FiftyOne Brain's scores are
+:func:`dequity.pipeline.estimate.estimate_likelihood`. FiftyOne Brain's scores are
 turned into likelihoods (higher = more common) so that every row is read
 the same way: ``1 - uniqueness``, and representativeness as it is.
 """
@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dequity.clustering import cluster
 from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
-from dequity.estimate import estimate_likelihood
-from dequity.likelihood import scaled_likelihood
-from dequity.projection import project
+from dequity.pipeline.clustering import cluster
+from dequity.pipeline.estimate import estimate_likelihood
+from dequity.pipeline.likelihood import scaled_likelihood
+from dequity.pipeline.projection import project
 
 Estimate = tuple[np.ndarray, np.ndarray | None]
 Estimator = Callable[[np.ndarray], Estimate]
@@ -60,8 +60,8 @@ def any_view(x: np.ndarray, **params) -> Estimate:
     ``clustering_kwargs``). On vectors without the default model's layout it
     is :func:`pca` alone.
     """
-    from dequity import views as dv
-    from dequity.clustering import clustering_params
+    from dequity.pipeline import views as dv
+    from dequity.pipeline.clustering import clustering_params
 
     p, labels = pca(x, **params)
     if not dv.applies(x):

@@ -2,8 +2,8 @@
 
 Both paths embed the bundled demo frames (199 JPEGs) and the same frames three
 times over (597), with EfficientNet-Lite0, batch 32 and 2 workers. The
-normal path is ``dequity.embeddings.from_model``; Ray's is
-``dequity.ray_embeddings.embed_with_ray`` on a local instance with 2 CPUs.
+normal path is ``dequity.sources.embeddings.from_model``; Ray's is
+``dequity.sources.ray.embed_with_ray`` on a local instance with 2 CPUs.
 "Per extra image" is the throughput between the two sizes, which leaves out
 each call's fixed start-up (Ray starts its actors, importing torch and
 loading the model, on every call). Raw values go to
@@ -29,9 +29,9 @@ def measure(sizes: tuple[int, ...]) -> dict:
     import ray
     from sklearn.metrics.pairwise import paired_cosine_distances
 
-    from dequity.embeddings import from_model
-    from dequity.models import load_model
-    from dequity.ray_embeddings import embed_with_ray
+    from dequity.sources.embeddings import from_model
+    from dequity.sources.models import load_model
+    from dequity.sources.ray import embed_with_ray
 
     fo_model = load_model(MODEL, device="cpu")
     start_s, _ = timed(

@@ -126,7 +126,7 @@ def embed_images(images: np.ndarray, device: str = "cpu") -> np.ndarray:
     from PIL import Image
     from tqdm import tqdm
 
-    from dequity.models import StagePooled, efficientnet_lite, efficientnet_lite_preprocess
+    from dequity.sources.models import StagePooled, efficientnet_lite, efficientnet_lite_preprocess
 
     net = efficientnet_lite(0)
     net.reset_classifier(0)

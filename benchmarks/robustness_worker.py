@@ -191,7 +191,7 @@ def _check_dataset(name: str, expected: dict) -> dict:
     import fiftyone as fo
 
     import dequity
-    from dequity import claims
+    from dequity.store import claims
 
     dataset = fo.load_dataset(name)
     observed = {
@@ -263,8 +263,8 @@ def _leftovers() -> list[str]:
     import fiftyone.core.odm as foo
     from fiftyone.core.odm.runs import RunDocument
 
-    from dequity import claims
-    from dequity.commit import STAGING_PREFIX
+    from dequity.store import claims
+    from dequity.store.commit import STAGING_PREFIX
 
     db = foo.get_db_conn()
     problems = []

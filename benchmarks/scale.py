@@ -35,7 +35,7 @@ def _worker(n: int, method: str) -> dict:
     from benchmarks import methods as bm
     from benchmarks.common import timed
     from benchmarks.mixtures import HARD, make_mixture, true_frequency
-    from dequity.weights import gfl_weight
+    from dequity.pipeline.weights import gfl_weight
     from reporting import spearman
 
     x, comp = make_mixture(replace(HARD, n=n))

@@ -32,8 +32,8 @@ def stage(n: int, m: int) -> dict:
     from dataclasses import replace
 
     from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
-    from dequity.estimate import estimate
-    from dequity.projection import fit_projection
+    from dequity.pipeline.estimate import estimate
+    from dequity.pipeline.projection import fit_projection
 
     x, _ = make_mixture(replace(HARD, n=n + m))
     old, new = x[:n], x[n:]

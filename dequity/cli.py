@@ -24,14 +24,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from dequity import clustering as dc
 from dequity import defaults
-from dequity import projection as dp
 from dequity.argtypes import output_path
 from dequity.console import cli_output
 from dequity.errors import DequityError
-from dequity.likelihood import NOISE_POLICIES
-from dequity.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
+from dequity.pipeline import clustering as dc
+from dequity.pipeline import projection as dp
+from dequity.pipeline.likelihood import NOISE_POLICIES
+from dequity.pipeline.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -289,7 +289,7 @@ def _cmd_delete(args: argparse.Namespace) -> None:
 
 def _cmd_rename(args: argparse.Namespace) -> None:
     import dequity
-    from dequity.runs import field_names
+    from dequity.store.names import field_names
 
     dataset = _load_samples(args)
     old, new = args.run_key, args.new_run_key
@@ -305,7 +305,7 @@ def _cmd_rename(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from dequity.core import compute_dequity
+    from dequity.api.compute import compute_dequity
     from dequity.demo import DEMO_NEAR_DUPLICATES, DEMO_SCENES_RUN_KEY, load_demo_dataset
 
     dataset = load_demo_dataset(args.name, overwrite=args.fresh)

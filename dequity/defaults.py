@@ -1,10 +1,10 @@
 """The defaults of a dequity run, in one place for the library, the CLI and the App."""
 
-from dequity.clustering import HDBSCAN_KNN
-from dequity.likelihood import NOISE_NEAREST
-from dequity.projection import PCA
-from dequity.views import AUTO
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA
+from dequity.pipeline.clustering import HDBSCAN_KNN
+from dequity.pipeline.likelihood import NOISE_NEAREST
+from dequity.pipeline.projection import PCA
+from dequity.pipeline.views import AUTO
+from dequity.pipeline.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -23,7 +23,7 @@ __all__ = [
 #: the key of a run, and the prefix of its fields, when none is given
 DEFAULT_RUN_KEY = "dequity"
 #: EfficientNet-Lite0's pooled features of every stage
-#: (:class:`dequity.models.StagePooled`): sees kind and appearance, offline.
+#: (:class:`dequity.sources.models.StagePooled`): sees kind and appearance, offline.
 DEFAULT_MODEL = "efficientnet-lite0-layers"
 #: images per forward pass of the embedding model
 DEFAULT_BATCH_SIZE = 32
@@ -31,10 +31,10 @@ DEFAULT_BATCH_SIZE = 32
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEFAULT_PRECISION = "auto"
 DEFAULT_PROJECTION = PCA
-#: HDBSCAN cluster shares scaled by k-NN crowding (:mod:`dequity.estimate`)
+#: HDBSCAN cluster shares scaled by k-NN crowding (:mod:`dequity.pipeline.estimate`)
 DEFAULT_CLUSTERING = HDBSCAN_KNN
 #: noise points join their nearest cluster; the crowding keeps them rare
 DEFAULT_NOISE = NOISE_NEAREST
 #: rare in any view: with the default model's vectors, a sample's likelihood is
-#: the smaller of the whole vector's and the final features' (:mod:`dequity.views`)
+#: the smaller of the whole vector's and the final features' (:mod:`dequity.pipeline.views`)
 DEFAULT_VIEWS = AUTO

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from dequity import fiftyone_compat as fc
-from dequity.clustering import HDBSCAN_KNN
-from dequity.core import load_dequity_results
+from dequity.api.manage import load_dequity_results
 from dequity.errors import DequityError
-from dequity.likelihood import cluster_sizes
+from dequity.pipeline.clustering import HDBSCAN_KNN
+from dequity.pipeline.likelihood import cluster_sizes
+from dequity.store import compat as fc
 
 FORMATS = ("json", "csv", "pkl")
 COLUMNS = ("id", "filepath", "cluster", "likelihood", "weight")

@@ -17,7 +17,7 @@ def lazy_exports(
 
     Example::
 
-        __getattr__, __dir__ = lazy_exports(__name__, {"compute_dequity": "dequity.core"})
+        __getattr__, __dir__ = lazy_exports(__name__, {"compute_dequity": "dequity.api.compute"})
     """
     namespace = importlib.import_module(package).__dict__
 

@@ -225,7 +225,7 @@ def default_weights(train: Any, eta: float, gamma: float) -> np.ndarray:
 
         default_weights(train, 1.0, 5.0)   # the ``dequity`` method's image weights
     """
-    from dequity.weights import gfl_weight
+    from dequity.pipeline.weights import gfl_weight
 
     weights = gfl_weight(np.array(train.values("dq_likelihood"), dtype=float), eta, gamma)
     set_field(train, "w_dequity", weights)
@@ -243,7 +243,7 @@ def paper_run(train: Any) -> float:
     from sklearn.cluster import DBSCAN
 
     import dequity
-    from dequity.projection import project
+    from dequity.pipeline.projection import project
 
     points = project(np.array(train.values(embedding_field()), dtype=np.float32), "tsne")
     stats = []
@@ -271,7 +271,7 @@ def gfl_fields(train: Any, eta: float, gamma: float, tag: str) -> None:
 
     ``tag`` is ``seed<N>`` (the permutation's seed is N) or ``select``.
     """
-    from dequity.weights import gfl_weight
+    from dequity.pipeline.weights import gfl_weight
 
     default = default_weights(train, eta, gamma)
     paper = gfl_weight(np.array(train.values("dqpaper_likelihood"), dtype=float), eta, gamma)
@@ -769,7 +769,7 @@ def select_hyperparameters(dataset: Any, config: Config, pool: Any) -> dict[str,
     The unweighted run and the (eta, gamma) candidates train in parallel,
     then the lambda candidates on the unweighted run's error set.
     """
-    from dequity.weights import gfl_weight
+    from dequity.pipeline.weights import gfl_weight
 
     train = dataset.match_tags("train")
     likelihood = np.array(train.values("dq_likelihood"), dtype=float)

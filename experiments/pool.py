@@ -82,7 +82,7 @@ def _add_missing(pool: Any, keys: list[tuple[int, bool]], images: np.ndarray, la
 
 def _embed_missing(pool: Any, model: str) -> None:
     """Embeds, with ``model``, the pool samples without its embeddings."""
-    from dequity.embeddings import from_model
+    from dequity.sources.embeddings import from_model
 
     field = embedding_field(model)
     todo = pool.exists(field, False) if pool.has_sample_field(field) else pool

@@ -353,7 +353,7 @@ def embedding_field() -> str:
 
 def _embed(dataset: Any, progress: bool) -> None:
     """Embeds the training images that lack an embedding by dequity's default model."""
-    from dequity.embeddings import from_model
+    from dequity.sources.embeddings import from_model
 
     field = embedding_field()
     todo = dataset.match_tags("train").exists(field, False)
@@ -370,7 +370,7 @@ def object_embeddings(train: Any, progress: bool = True) -> np.ndarray:
     order), as ``compute_dequity(..., patches_field="ground_truth",
     embeddings=...)`` takes them; a skipped box (too small to embed) has a
     zero row. The crops are cut and embedded as an object run does it
-    (:func:`dequity.objects.crop_embeddings`) and cached in a file named
+    (:func:`dequity.sources.crops.crop_embeddings`) and cached in a file named
     after the dataset, checked against the boxes' ids.
 
     Example::
@@ -378,7 +378,7 @@ def object_embeddings(train: Any, progress: bool = True) -> np.ndarray:
         vectors = object_embeddings(dataset.match_tags("train"))
     """
     from dequity.defaults import DEFAULT_MODEL
-    from dequity.objects import crop_embeddings, usable_objects
+    from dequity.sources.crops import crop_embeddings, usable_objects
     from experiments.pool import cache_dir
 
     ids = [i for sample in train.values("ground_truth.detections.id") for i in sample or []]

@@ -11,9 +11,9 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 import dequity
-from dequity import fiftyone_compat as fc
-from dequity.embeddings import validate_embeddings_field
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, validate_gfl_params
+from dequity.pipeline.weights import DEFAULT_ETA, DEFAULT_GAMMA, validate_gfl_params
+from dequity.sources.embeddings import validate_embeddings_field
+from dequity.store import compat as fc
 
 PLUGIN_NAME = "@dequity/dequity"
 VIZ_SUFFIX = "_viz"

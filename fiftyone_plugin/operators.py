@@ -21,10 +21,6 @@ import fiftyone.operators.types as types
 from fiftyone.operators.constants import ViewTarget
 
 import dequity
-from dequity import clustering as dclustering
-from dequity import fiftyone_compat as fc
-from dequity import projection as dprojection
-from dequity.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
 from dequity.defaults import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CLUSTERING,
@@ -36,9 +32,13 @@ from dequity.defaults import (
     DEFAULT_RUN_KEY,
     DEFAULT_VIEWS,
 )
-from dequity.embeddings import validate_embeddings_field
-from dequity.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
-from dequity.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
+from dequity.pipeline import clustering as dclustering
+from dequity.pipeline import projection as dprojection
+from dequity.pipeline.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
+from dequity.pipeline.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
+from dequity.pipeline.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
+from dequity.sources.embeddings import validate_embeddings_field
+from dequity.store import compat as fc
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import (
     detections_fields,

@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
 import dequity
-from dequity.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
+from dequity.pipeline.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import dropdown, object_patches_view, uri
 from fiftyone_plugin.viz import owned_visualization

@@ -15,8 +15,8 @@ import fiftyone.brain as fob
 import numpy as np
 
 import dequity
-from dequity import fiftyone_compat as fc
-from dequity.claims import dataset_lock
+from dequity.store import compat as fc
+from dequity.store.claims import dataset_lock
 from fiftyone_plugin.common import viz_key
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,8 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
         ordered = dataset.select(list(dict.fromkeys(results.sample_ids)), ordered=True)
         patches: dict[str, Any] = {}
         if results.is_object_run:  # one point per box, in the run's (collection) order
-            from bson import ObjectId
-            from fiftyone import ViewField as F
-
             field = results.config.patches_field
-            keep = [ObjectId(i) for i in results.object_ids]
-            ordered = ordered.filter_labels(field, F("_id").is_in(keep))
+            ordered = ordered.select_labels(ids=results.object_ids, fields=field)
             patches = {"patches_field": field}
         fob.compute_visualization(
             ordered,

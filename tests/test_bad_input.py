@@ -46,7 +46,11 @@ def test_overwrite_on_another_view_clears_samples_left_out(demo):
 
 @pytest.mark.parametrize(
     "target",
-    [(dequity.commit, "_stage"), (dequity.commit, "_save_run_doc"), (dequity.commit, "_link")],
+    [
+        (dequity.store.commit, "_stage"),
+        (dequity.store.commit, "_save_run_doc"),
+        (dequity.store.commit, "_link"),
+    ],
     ids=["field-write", "run-record", "commit"],
 )
 def test_failure_mid_run_leaves_the_dataset_as_it_was(demo, monkeypatch, target):
@@ -84,7 +88,7 @@ def test_failure_of_a_first_run_leaves_no_fields(demo, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(dequity.commit, "_link", fail)
+    monkeypatch.setattr(dequity.store.commit, "_link", fail)
     with pytest.raises(RuntimeError):
         compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, progress=False)
     monkeypatch.undo()
@@ -94,7 +98,7 @@ def test_failure_of_a_first_run_leaves_no_fields(demo, monkeypatch):
 
 def test_failure_after_the_commit_point_finishes_the_run(demo, monkeypatch):
     compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=0.3, progress=False)
-    real = dequity.commit._finish
+    real = dequity.store.commit._finish
     calls = []
 
     def fail_once(*args, **kwargs):
@@ -103,7 +107,7 @@ def test_failure_after_the_commit_point_finishes_the_run(demo, monkeypatch):
             raise OSError("connection reset")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dequity.commit, "_finish", fail_once)
+    monkeypatch.setattr(dequity.store.commit, "_finish", fail_once)
     with pytest.raises(OSError, match="connection reset"):
         compute_dequity(demo, embeddings=EMBEDDINGS_FIELD, eta=2.0, overwrite=True, progress=False)
     monkeypatch.undo()

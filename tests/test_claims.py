@@ -9,8 +9,9 @@ import time
 import pytest
 
 import dequity
-from dequity import DequityError, claims, compute_dequity
-from dequity.commit import run_claim_id
+from dequity import DequityError, compute_dequity
+from dequity.store import claims
+from dequity.store.commit import run_claim_id
 from tests.conftest import EMBEDDINGS_FIELD
 
 

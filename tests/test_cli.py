@@ -15,7 +15,7 @@ from dequity.cli import main, parse_kwargs
 from dequity.console import MONGODB_NOTICE
 from tests.conftest import EMBEDDINGS_FIELD, REPO
 
-HEAVY_MODULES = ("fiftyone", "torch", "sklearn", "dequity.core", "training.train")
+HEAVY_MODULES = ("fiftyone", "torch", "sklearn", "dequity.api.compute", "training.runner")
 
 SUBCOMMANDS = [
     "compute",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import dequity
-import dequity.embeddings
-from dequity.likelihood import cluster_sizes
+import dequity.sources.embeddings
+from dequity.pipeline.likelihood import cluster_sizes
 from tests.conftest import EMBEDDINGS_FIELD
 
 FIELDS = ("dequity_cluster", "dequity_likelihood", "dequity_weight")
@@ -194,7 +194,7 @@ def test_large_collections_stream_through_a_memory_map(computed):
     """Chunked embedding (a memory-mapped store) gives the vectors of the one-pass path."""
     dataset, _ = computed
     view = dataset.take(70, seed=7)
-    emb = dequity.embeddings.from_model(view, num_workers=0, chunk_size=32, progress=False)
+    emb = dequity.sources.embeddings.from_model(view, num_workers=0, chunk_size=32, progress=False)
     assert isinstance(emb.vectors, np.memmap) and emb.vectors.shape == (70, 1776)
     assert emb.sample_ids == view.values("id") and emb.missing_ids == []
     np.testing.assert_allclose(emb.vectors, np.stack(view.values(EMBEDDINGS_FIELD)), atol=1e-4)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dequity.density import knn_likelihood
 from dequity.errors import DequityError
+from dequity.pipeline.density import knn_likelihood
 
 
 def _mixture(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +76,9 @@ def test_invalid_input(points: np.ndarray, k: object) -> None:
 
 def test_compute_dequity_with_knn_density_writes_likelihoods_without_clusters(demo, tmp_path):
     import dequity
-    from dequity.density import knn_likelihood as reference
-    from dequity.projection import project
-    from dequity.weights import gfl_weight
+    from dequity.pipeline.density import knn_likelihood as reference
+    from dequity.pipeline.projection import project
+    from dequity.pipeline.weights import gfl_weight
     from tests.conftest import EMBEDDINGS_FIELD
 
     res = dequity.compute_dequity(
@@ -110,7 +110,7 @@ def test_compute_dequity_with_knn_density_writes_likelihoods_without_clusters(de
 
 def test_knn_density_parameters_are_checked_before_any_work(demo):
     import dequity
-    from dequity.clustering import cluster
+    from dequity.pipeline.clustering import cluster
     from tests.conftest import EMBEDDINGS_FIELD
 
     fields = set(demo.get_field_schema())

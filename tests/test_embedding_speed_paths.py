@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dequity.embeddings import default_num_workers, from_model
-from dequity.models import load_image, load_model
+from dequity.sources.embeddings import default_num_workers, from_model
+from dequity.sources.models import load_image, load_model
 from tests.conftest import row_cosines
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "data"

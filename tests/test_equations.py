@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dequity import DequityError, gfl_weight, scaled_likelihood
-from dequity.likelihood import cluster_sizes
+from dequity.pipeline.likelihood import cluster_sizes
 
 
 def test_scaled_likelihood_is_cluster_size_over_largest():

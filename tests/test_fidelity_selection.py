@@ -6,9 +6,9 @@ import numpy as np
 
 from benchmarks import fidelity
 from benchmarks.real_sets import load_source
-from dequity import clustering as dc
 from dequity import defaults
-from dequity import projection as dp
+from dequity.pipeline import clustering as dc
+from dequity.pipeline import projection as dp
 from reporting import REPO
 
 SAVED = REPO / "benchmarks" / "results-fidelity.json"

@@ -1,4 +1,4 @@
-"""Pins the FiftyOne internals of :mod:`dequity.fiftyone_compat` against the installed FiftyOne.
+"""Pins the FiftyOne internals of :mod:`dequity.store.compat` against the installed FiftyOne.
 
 Each test checks what dequity relies on, through the public API where one
 exists, so a FiftyOne release that changes an internal fails here first.
@@ -12,10 +12,9 @@ import fiftyone as fo
 import fiftyone.core.odm as foo
 import pytest
 from bson import ObjectId
-from pymongo import UpdateOne
 
-from dequity import fiftyone_compat as fc
-from dequity.runs import DequityRunConfig
+from dequity.store import compat as fc
+from dequity.store.runs import DequityRunConfig
 
 DEMO_IMAGES = sorted((Path(__file__).resolve().parents[1] / "data" / "demo" / "data").glob("*.jpg"))
 
@@ -86,18 +85,8 @@ def test_results_cache_is_where_loaded_results_live(dataset):
     assert dataset.load_run_results("a") is not loaded  # read again from the database
 
 
-def test_bulk_write_updates_the_samples_and_samples_in_memory(dataset):
-    sample = dataset.first()
-    ids = dataset.values("id")
-    dataset.add_sample_field("score", fo.FloatField)
-    ops = [UpdateOne({"_id": ObjectId(i)}, {"$set": {"score": n / 2}}) for n, i in enumerate(ids)]
-    fc.bulk_write(dataset, ops, ids, progress=False)
-    assert dataset.values("score") == [n / 2 for n in range(len(ids))]
-    assert sample.score == 0.0  # the sample object already loaded sees the write
-
-
 def test_wrap_get_item_changes_how_compute_embeddings_loads_images(dataset):
-    from dequity.models import load_model
+    from dequity.sources.models import load_model
 
     fo_model = load_model("efficientnet-lite0", device="cpu")
     model_class = type(fo_model)
@@ -122,7 +111,7 @@ def test_wrap_get_item_changes_how_compute_embeddings_loads_images(dataset):
 def test_a_saved_run_document_loads_once_linked_and_deletes_with_its_results(dataset):
     import gridfs
 
-    from dequity.runs import DequityResults
+    from dequity.store.runs import DequityResults
 
     view = dataset.limit(4)
     config = DequityRunConfig("a")

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dequity
-from dequity.clustering import CLUSTERINGS, PARAMETERS
 from dequity.errors import DequityError
-from dequity.projection import PARAMETERS as PROJECTION_PARAMETERS
+from dequity.pipeline.clustering import CLUSTERINGS, PARAMETERS
+from dequity.pipeline.projection import PARAMETERS as PROJECTION_PARAMETERS
 from tests.test_bad_input import snapshot
 
 #: examples per property; each is one refused call (a few ms to a few tens of ms).

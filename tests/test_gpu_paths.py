@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-import dequity.projection as dp
+import dequity.pipeline.projection as dp
 from dequity import DequityError
-from dequity.clustering import cluster, clustering_params
-from dequity.models import load_model, model_name, resolve_precision
-from dequity.projection import project, projection_params
+from dequity.pipeline.clustering import cluster, clustering_params
+from dequity.pipeline.projection import project, projection_params
+from dequity.sources.models import load_model, model_name, resolve_precision
 from tests.conftest import row_cosines
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "data"

@@ -7,11 +7,11 @@ import pytest
 from scipy.stats import rankdata, spearmanr
 
 import dequity
-from dequity.density import knn_likelihood
 from dequity.errors import DequityError
-from dequity.estimate import estimate_likelihood
-from dequity.groups import distinct_groups_per_label, group_codes, near_duplicate_groups
-from dequity.likelihood import cluster_sizes, scaled_likelihood
+from dequity.pipeline.density import knn_likelihood
+from dequity.pipeline.estimate import estimate_likelihood
+from dequity.pipeline.groups import distinct_groups_per_label, group_codes, near_duplicate_groups
+from dequity.pipeline.likelihood import cluster_sizes, scaled_likelihood
 from tests.conftest import EMBEDDINGS_FIELD, REPO
 
 

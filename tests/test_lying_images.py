@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from dequity.embeddings import from_model
-from dequity.models import load_image
+from dequity.sources.embeddings import from_model
+from dequity.sources.models import load_image
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "data"
 #: EXIF orientation tag, and the value "rotate 90 degrees clockwise to display"

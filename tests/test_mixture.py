@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import dequity.projection
+import dequity.pipeline.projection
 from dequity import DequityError, cluster, project, scaled_likelihood
-from dequity.projection import projection_params
+from dequity.pipeline.projection import projection_params
 
 SIZES = [400, 200, 120, 60, 30, 15]
 
@@ -75,7 +75,7 @@ def test_parameters_are_validated_at_the_door(call, message):
 def test_pca_fitted_on_a_subsample_matches_the_full_fit():
     vectors, _ = mixture(seed=2)
     full = project(vectors, "pca", n_components=5)
-    sub = dequity.projection._pca(vectors, 5, fit_samples=500, random_state=0)[0]
+    sub = dequity.pipeline.projection._pca(vectors, 5, fit_samples=500, random_state=0)[0]
     # the same subspace up to sign: each axis correlates almost perfectly with its twin
     corr = [abs(np.corrcoef(full[:, i], sub[:, i])[0, 1]) for i in range(5)]
     assert min(corr) > 0.99

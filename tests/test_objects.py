@@ -272,7 +272,7 @@ def test_crop_embeddings_of_the_real_model_group_people_apart_from_cars(demo):
     assert results.config.model == "efficientnet-lite0"
     assert view.count(f"{FIELD}.detections.crops_weight") == len(results.object_ids)
     # the crops themselves, as the run embedded them
-    from dequity import objects as dobj
+    from dequity.sources import crops as dobj
 
     objs = dobj.usable_objects(view, FIELD)
     vectors = dobj.crop_embeddings(view, FIELD, objs, "efficientnet-lite0", device="cpu")
@@ -335,7 +335,7 @@ def _per_box(dataset: fo.Dataset, rows: np.ndarray) -> list[list[np.ndarray]]:
 
 
 def test_crops_cut_in_decoding_workers_match_the_main_process(demo):
-    from dequity import objects as dobj
+    from dequity.sources import crops as dobj
 
     view = demo.limit(3)
     objs = dobj.usable_objects(view, FIELD)

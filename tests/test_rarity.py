@@ -14,11 +14,11 @@ from sklearn.metrics import roc_auc_score
 import dequity
 from benchmarks.mixtures import HARD, make_mixture, true_frequency
 from benchmarks.real_sets import stylise
-from dequity.density import knn_likelihood
 from dequity.errors import DequityError
-from dequity.estimate import estimate_likelihood
-from dequity.likelihood import scaled_likelihood
-from dequity.projection import project
+from dequity.pipeline.density import knn_likelihood
+from dequity.pipeline.estimate import estimate_likelihood
+from dequity.pipeline.likelihood import scaled_likelihood
+from dequity.pipeline.projection import project
 
 
 @pytest.fixture(scope="module")

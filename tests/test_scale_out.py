@@ -19,7 +19,7 @@ import ray
 
 import dequity
 from dequity import DequityError
-from dequity.ray_embeddings import _actor_class, _as_dequity_error, embed_with_ray
+from dequity.sources.ray import _actor_class, _as_dequity_error, embed_with_ray
 from tests.conftest import EMBEDDINGS_FIELD, REPO, row_cosines
 
 NUM_IMAGES = 40
@@ -37,7 +37,7 @@ def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tm
     """2 Ray workers on 40 demo images, one unreadable, then a run on the result.
 
     The demo's ``embedding`` field was computed by the normal path
-    (``dequity.embeddings.from_model`` with the offline EfficientNet-Lite0).
+    (``dequity.sources.embeddings.from_model`` with the offline EfficientNet-Lite0).
     """
     view = demo.limit(NUM_IMAGES)
     ids = view.values("id")

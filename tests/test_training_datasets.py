@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from dequity import compute_dequity, delete_dequity_run
 from dequity.errors import DequityError
-from dequity.weights import gfl_weight
+from dequity.pipeline.weights import gfl_weight
 from training.datasets import (
     FiftyOneTorchDataset,
     classification_dataset,

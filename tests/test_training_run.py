@@ -14,8 +14,8 @@ import pytest
 from dequity.errors import DequityError
 from tests.conftest import frames_with_thumbnail_run
 from training import TrainConfig, compare_runs, load_training_run, train_detector
+from training.checkpoints import checkpoint_file, file_sha256, load_checkpoint
 from training.cli import main, register
-from training.train import _checkpoint_file, _load_checkpoint, _sha256
 
 STEPS = 6
 COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 192, "batch_size": 2}
@@ -129,14 +129,14 @@ def test_resume_never_runs_code_from_a_checkpoint(demo_weighted, weighted_run, t
     marker = tmp_path / "code-ran"
     torch.save({"model": _RunsCode(str(marker))}, crafted / "checkpoint.pt")
     meta = json.loads((crafted / "checkpoint.json").read_text())
-    meta["sha256"] = _sha256(crafted / "checkpoint.pt")
+    meta["sha256"] = file_sha256(crafted / "checkpoint.pt")
     (crafted / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(DequityError, match="more than tensors"):
-        _load_checkpoint(_checkpoint_file(crafted))
+        load_checkpoint(checkpoint_file(crafted))
     assert not marker.exists()
     (crafted / "checkpoint.json").unlink()
     with pytest.raises(DequityError, match="metadata"):
-        _checkpoint_file(crafted)
+        checkpoint_file(crafted)
 
 
 def test_cli_trains_a_baseline_and_compares(demo_weighted, weighted_run, tmp_path, capsys):

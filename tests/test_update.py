@@ -10,8 +10,8 @@ import pytest
 
 import dequity
 from benchmarks.agreement import DEFAULT_SETTING, held_back_agreement, matched_agreement
+from dequity.api.update import DriftWarning
 from dequity.errors import DequityError
-from dequity.update import DriftWarning
 from tests.conftest import EMBEDDINGS_FIELD
 
 HELD_EVERY = 10  # every 10th frame is held back, then added
@@ -93,7 +93,7 @@ def test_held_back_frames_get_the_values_of_the_stored_fit(grown):
     assert len(updated.sample_ids) == len(base)
     assert len(base.exists("dequity_weight", False)) == 0
     # the database holds what the stored fit computes for the same frames
-    from dequity.fit import LikelihoodFit
+    from dequity.pipeline.fit import LikelihoodFit
 
     fit = LikelihoodFit.from_dict(results.fit)
     vectors = np.array(base.values(EMBEDDINGS_FIELD))

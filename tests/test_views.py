@@ -5,9 +5,9 @@ import pytest
 from scipy.stats import spearmanr
 
 import dequity
-from dequity import views as dv
 from dequity.errors import DequityError
-from dequity.estimate import estimate_likelihood
+from dequity.pipeline import views as dv
+from dequity.pipeline.estimate import estimate_likelihood
 from tests.conftest import EMBEDDINGS_FIELD
 
 

@@ -10,6 +10,13 @@ Example::
                                    steps=500)
     print(training.compare_runs(base, run, output="compare.png").table())
 
+A run goes through one runner (:mod:`training.runner`): it loads and splits
+the samples (:mod:`training.samples`), hands them to the framework that
+``TrainConfig.framework`` names in its registry (``runner.FRAMEWORKS``:
+:mod:`training.torchvision_training` or :mod:`training.yolo`, each plugged in
+through :mod:`training.framework`), then evaluates and records the run alike
+for every framework (:mod:`training.records`).
+
 The public names are imported on first use (PEP 562), so the command line can
 read ``training.cli`` without loading torch.
 """
@@ -27,8 +34,8 @@ _EXPORTS = {
     "DetectionGetItem": "training.datasets",
     "EfficientNetLiteFPN": "training.detectors",
     "FiftyOneTorchDataset": "training.datasets",
-    "TrainConfig": "training.train",
-    "TrainingResult": "training.train",
+    "TrainConfig": "training.config",
+    "TrainingResult": "training.config",
     "TrainingRunConfig": "training.records",
     "TrainingRunResults": "training.records",
     "WeightedFCOSHead": "training.losses",
@@ -47,9 +54,9 @@ _EXPORTS = {
     "predict_features": "training.features",
     "repeat_factors": "training.samplers",
     "sample_weights": "training.samplers",
-    "split_view": "training.train",
-    "train_detector": "training.train",
-    "train_yolo": "training.yolo",
+    "split_view": "training.samples",
+    "train_detector": "training.runner",
+    "train_yolo": "training.runner",
     "weight_image_losses": "training.losses",
     "weighted_loss": "training.losses",
     "weighted_sampler": "training.samplers",
@@ -61,6 +68,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.compare import Comparison as Comparison
     from training.compare import compare_runs as compare_runs
+    from training.config import TrainConfig as TrainConfig
+    from training.config import TrainingResult as TrainingResult
     from training.datasets import ClassificationGetItem as ClassificationGetItem
     from training.datasets import DetectionGetItem as DetectionGetItem
     from training.datasets import FiftyOneTorchDataset as FiftyOneTorchDataset
@@ -81,15 +90,13 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.records import TrainingRunConfig as TrainingRunConfig
     from training.records import TrainingRunResults as TrainingRunResults
     from training.records import load_training_run as load_training_run
+    from training.runner import train_detector as train_detector
+    from training.runner import train_yolo as train_yolo
     from training.samplers import repeat_factors as repeat_factors
     from training.samplers import sample_weights as sample_weights
     from training.samplers import weighted_sampler as weighted_sampler
-    from training.train import TrainConfig as TrainConfig
-    from training.train import TrainingResult as TrainingResult
-    from training.train import split_view as split_view
-    from training.train import train_detector as train_detector
+    from training.samples import split_view as split_view
     from training.yolo import export_yolo as export_yolo
-    from training.yolo import train_yolo as train_yolo
     from training.yolo import yolo_predict as yolo_predict
 
 

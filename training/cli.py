@@ -26,7 +26,8 @@ def _none_or_str(value: str) -> str | None:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from training.train import TrainConfig, train_detector
+    from training.config import TrainConfig
+    from training.runner import train_detector
 
     # every option named like a TrainConfig field is that field
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}

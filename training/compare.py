@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from dequity.errors import DequityError
+from training.config import TrainingResult
 from training.plots import plot_ap_comparison
 from training.records import load_training_run
-from training.train import TrainingResult, load_samples
+from training.samples import load_samples
 
 __all__ = ["Comparison", "compare_runs", "load_evaluation"]
 

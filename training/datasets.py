@@ -41,11 +41,11 @@ from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
-from dequity.runs import METHOD as DEQUITY_METHOD
-from dequity.runs import field_names
-from dequity.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight
+from dequity.pipeline.weights import DEFAULT_ETA, DEFAULT_GAMMA, gfl_weight
+from dequity.store import compat as fc
+from dequity.store.names import METHOD as DEQUITY_METHOD
+from dequity.store.names import field_names
 
 DEFAULT_WEIGHT_FIELD = "dequity_weight"
 WEIGHT_LEVELS = ("image", "object")
@@ -61,7 +61,9 @@ __all__ = [
     "detection_dataset",
     "detection_transforms",
     "likelihood_field_for",
+    "load_image",
     "resolve_classes",
+    "sample_weight",
 ]
 
 
@@ -114,7 +116,13 @@ def _run_key_writing(weight_field: str) -> str | None:
     return key if key and field_names(key)["weight"] == weight_field else None
 
 
-def _load_image(path: str) -> tv_tensors.Image:
+def load_image(path: str) -> tv_tensors.Image:
+    """The image file at ``path`` as an RGB ``uint8`` tensor ``[3, H, W]``.
+
+    Example::
+
+        image = load_image("frame.jpg")  # uint8, [3, H, W]
+    """
     with Image.open(path) as img:
         return tv_tensors.Image(F.pil_to_tensor(img.convert("RGB")))
 
@@ -139,7 +147,18 @@ def _box_value(det: Any, attribute: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _sample_weight(d: dict, eta: float | None, gamma: float | None) -> tuple[float, float]:
+def sample_weight(d: dict, eta: float | None, gamma: float | None) -> tuple[float, float]:
+    """``(weight, likelihood)`` of a sample given as a dict of its fields.
+
+    ``d`` holds ``id`` and optionally ``weight`` and ``likelihood``. With
+    ``eta`` or ``gamma`` the weight is recomputed from the likelihood; else it
+    is ``d["weight"]``, or 1.0 without that key. The likelihood is NaN when
+    ``d`` has none.
+
+    Example::
+
+        sample_weight({"id": "a1", "weight": 0.7}, None, None)  # (0.7, nan)
+    """
     likelihood = d.get("likelihood")
     likelihood = math.nan if likelihood is None else float(likelihood)
     if eta is not None or gamma is not None:
@@ -175,7 +194,7 @@ class DetectionGetItem(GetItem):
             per-``Detection`` attribute), or None for weight 1
         likelihood_field: the likelihood field (at object level: attribute), or None
         eta, gamma: if either is set, the weight is recomputed from the
-            likelihood with :func:`dequity.weights.gfl_weight`
+            likelihood with :func:`dequity.pipeline.weights.gfl_weight`
         transforms: a ``transforms.v2`` callable ``(image, target) -> (image, target)``
         weight_level: ``"image"`` or ``"object"`` (``box_weights`` in the target)
         missing_box_weight: at object level, the weight of a box without one;
@@ -262,7 +281,7 @@ class DetectionGetItem(GetItem):
         return torch.tensor(weights, dtype=torch.float32).reshape(-1)
 
     def __call__(self, d: dict) -> tuple[torch.Tensor, dict[str, Any]]:
-        image = _load_image(d["filepath"])
+        image = load_image(d["filepath"])
         height, width = image.shape[-2:]
         dets = d.get("detections")
         dets = dets.detections if dets is not None else []
@@ -272,7 +291,7 @@ class DetectionGetItem(GetItem):
             [self._label_id(det.label, d["id"]) for det in dets], dtype=torch.int64
         )
         if self.box_attribute is None:
-            weight, likelihood = _sample_weight(d, self.eta, self.gamma)
+            weight, likelihood = sample_weight(d, self.eta, self.gamma)
         else:
             weight, likelihood = 1.0, math.nan
         target: dict[str, Any] = {
@@ -334,8 +353,8 @@ class ClassificationGetItem(GetItem):
                 f"sample {d['id']} has label {label!r}, which is not in the classes "
                 f"{self.classes}; add it to the classes or filter the view"
             )
-        weight, _ = _sample_weight(d, None, None)
-        image = self.transforms(_load_image(d["filepath"]))
+        weight, _ = sample_weight(d, None, None)
+        image = self.transforms(load_image(d["filepath"]))
         return (
             image.as_subclass(torch.Tensor),
             torch.tensor(self.class_ids[label], dtype=torch.int64),

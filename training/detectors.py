@@ -30,7 +30,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from dequity.errors import DequityError
-from dequity.models import LITE_MEAN, LITE_STD
+from dequity.sources.models import LITE_MEAN, LITE_STD
 
 __all__ = ["DEFAULT_DETECTOR", "EfficientNetLiteFPN", "build_detector"]
 
@@ -61,7 +61,7 @@ class EfficientNetLiteFPN(nn.Module):
         from timm.layers import freeze_batch_norm_2d
 
         if pretrained:
-            from dequity.models import efficientnet_lite
+            from dequity.sources.models import efficientnet_lite
 
             body = efficientnet_lite(variant, features_only=True, out_indices=(2, 3, 4))
         else:

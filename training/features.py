@@ -173,7 +173,7 @@ def cached_features(
         cache = cached_features(model, view, model_name="fcos_efficientnet_lite0",
                                 image_size=128, flips=True, folder="/tmp/features")
     """
-    from training.datasets import _load_image
+    from training.datasets import load_image
 
     ids, paths = view.values(["id", "filepath"])
     path = None
@@ -185,7 +185,7 @@ def cached_features(
                 saved = torch.load(candidate, map_location="cpu", weights_only=True)
                 if saved["sample_ids"] == list(ids):
                     return _from_saved(saved)
-    images = [_load_image(p).as_subclass(torch.Tensor).float() / 255 for p in paths]
+    images = [load_image(p).as_subclass(torch.Tensor).float() / 255 for p in paths]
     sizes = [tuple(image.shape[-2:]) for image in images]
     out = _compute(model, images, flips, batch_size)
     out.update(sample_ids=list(ids), original_sizes=sizes)

@@ -11,8 +11,8 @@ from typing import Any
 
 import fiftyone.core.runs as focr
 
-from dequity import fiftyone_compat as fc
 from dequity.errors import DequityError
+from dequity.store import compat as fc
 
 __all__ = [
     "METHOD",

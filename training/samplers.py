@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from dequity import fiftyone_compat as fc
 from dequity import list_dequity_runs
 from dequity.defaults import DEFAULT_RUN_KEY
 from dequity.errors import DequityError
+from dequity.store import compat as fc
 
 __all__ = ["repeat_factors", "run_weight_field", "sample_weights", "weighted_sampler"]
 

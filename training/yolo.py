@@ -3,12 +3,15 @@
 :func:`export_yolo` writes a view in YOLO format with FiftyOne's exporter
 (``images/<split>``, ``labels/<split>``, ``dataset.yaml``) and the weights
 beside it (``dequity_weights.csv``: one row per image, with its sample id).
-:func:`train_yolo` trains a YOLO detector whose per-image loss is multiplied
-by the image's weight (:mod:`training.yolo_loss`); ``sampling_field``
-instead, or as well, draws images in proportion to a field. It writes the
-same run folder, run record, predictions (``<train_key>_predictions``) and
-evaluation (``<train_key>_eval``) as the torchvision path, so
-:func:`training.compare_runs` compares runs of both.
+:func:`fit_yolo` is the ``"yolo"`` framework's step of a run
+(:mod:`training.runner` loads, splits, evaluates and records around it;
+:func:`training.train_yolo` runs it whole): it trains a YOLO detector whose
+per-image loss is multiplied by the image's weight (:mod:`training.yolo_loss`);
+``sampling_field`` instead, or as well, draws images in proportion to a
+field. :func:`yolo_predict` stores a checkpoint's detections on a view. The
+runner writes the same run folder, run record, predictions
+(``<train_key>_predictions``) and evaluation (``<train_key>_eval``) as for
+the torchvision framework, so :func:`training.compare_runs` compares runs of both.
 
 Offline: the model is built from a YAML that ships inside the ``ultralytics``
 package (default ``yolov8n.yaml``, trained from scratch) or loaded from a
@@ -26,23 +29,32 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dequity.errors import DequityError
-from training.datasets import _sample_weight, check_image_weights, resolve_classes
+from training.config import TrainConfig
+from training.datasets import check_image_weights, resolve_classes, sample_weight
+from training.detectors import DEFAULT_DETECTOR
+from training.framework import RunData, TrainedRun, epoch_metrics, run_record, seed_everything
+from training.samples import sampling_probabilities
 
 __all__ = [
     "DEFAULT_YOLO_MODEL",
+    "YOLO_CHECKPOINT",
+    "check_yolo_config",
     "export_yolo",
+    "fit_yolo",
     "read_weights",
-    "train_yolo",
     "view_weights",
     "yolo_predict",
 ]
 
 #: the small YOLO configuration, trained from scratch (ships with ultralytics)
 DEFAULT_YOLO_MODEL = "yolov8n.yaml"
+#: the run's last YOLO weights, in the run folder
+YOLO_CHECKPOINT = "yolo.pt"
 WEIGHTS_FILE = "dequity_weights.csv"
 
 
@@ -66,13 +78,13 @@ def view_weights(
     likelihood_field = check_image_weights(view, weight_field, likelihood_field, eta, gamma)
     if eta is not None or gamma is not None:
         return [
-            _sample_weight({"likelihood": p, "id": i}, eta, gamma)[0]
+            sample_weight({"likelihood": p, "id": i}, eta, gamma)[0]
             for i, p in zip(view.values("id"), view.values(likelihood_field))
         ]
     if weight_field is None:
         return [1.0] * len(view)
     return [
-        _sample_weight({"weight": w, "id": i}, None, None)[0]
+        sample_weight({"weight": w, "id": i}, None, None)[0]
         for i, w in zip(view.values("id"), view.values(weight_field))
     ]
 
@@ -193,9 +205,9 @@ def read_weights(export_dir: str | Path, split: str | None = None) -> dict[str, 
         }
 
 
-def _yolo_model(config: Any) -> str:
+def _yolo_model(config: TrainConfig) -> str:
     """The run's model: a local ``.pt`` (``weights``), or a model YAML (``detector``)."""
-    default = config.detector in (None, "", _TORCHVISION_DEFAULT)
+    default = config.detector in (None, "", DEFAULT_DETECTOR)
     model = str(config.weights or (DEFAULT_YOLO_MODEL if default else config.detector))
     if model.endswith(".pt") and not Path(model).is_file():
         raise DequityError(
@@ -211,7 +223,9 @@ def _yolo_model(config: Any) -> str:
     return model
 
 
-def _yolo_overrides(config: Any, data_yaml: Path, epochs: int, project: Path) -> dict[str, Any]:
+def _yolo_overrides(
+    config: TrainConfig, data_yaml: Path, epochs: int, project: Path
+) -> dict[str, Any]:
     """Ultralytics settings of a run: the run's optimiser, no downloads, files in ``project``."""
     return {
         "model": _yolo_model(config),
@@ -219,7 +233,7 @@ def _yolo_overrides(config: Any, data_yaml: Path, epochs: int, project: Path) ->
         "epochs": epochs,
         "imgsz": config.image_size,
         "batch": config.batch_size,
-        "nbs": config.batch_size,  # one optimiser step per batch, as in the torchvision path
+        "nbs": config.batch_size,  # one optimiser step per batch, as in the torchvision framework
         "device": config.device,
         "workers": config.num_workers,
         "seed": config.seed,
@@ -239,9 +253,6 @@ def _yolo_overrides(config: Any, data_yaml: Path, epochs: int, project: Path) ->
         "exist_ok": True,
         "verbose": False,
     }
-
-
-_TORCHVISION_DEFAULT = "fcos_efficientnet_lite0"
 
 
 def yolo_predict(
@@ -297,31 +308,38 @@ def yolo_predict(
     return len(values)
 
 
-def train_yolo(samples: Any, config: Any) -> Any:
-    """Trains an Ultralytics YOLO detector with per-image weights; a ``framework="yolo"`` run.
-
-    Takes a :class:`training.TrainConfig` (``framework="yolo"``): ``detector``
-    is a model YAML (default :data:`DEFAULT_YOLO_MODEL`, trained from
-    scratch) and ``weights`` an optional local ``.pt`` to start from;
-    ``steps`` round up to whole epochs. The view is exported into
-    ``<run_dir>/yolo_data`` and Ultralytics writes into
-    ``<run_dir>/ultralytics``; the last weights are copied to
-    ``<run_dir>/yolo.pt``. Returns a :class:`training.TrainingResult`.
+def check_yolo_config(config: TrainConfig) -> None:
+    """Refuses settings a YOLO run cannot train, before any sample is read.
 
     Example::
 
-        result = training.train_detector(dataset, framework="yolo", train_key="yolo_dequity",
-                                         image_size=320, epochs=10)
+        check_yolo_config(TrainConfig(framework="yolo", resume="runs/a"))  # DequityError
     """
-    from training import train as tt
-    from training.yolo_loss import WeightedDetectionTrainer, image_key
-
     if config.resume is not None:
         raise DequityError("resume is not supported with framework='yolo'; train a new run")
     if config.weight_level != "image":
         raise DequityError("framework='yolo' weights whole images; use weight_level='image'")
     _yolo_model(config)
-    samples, dataset, classes, train_view, val_view = tt.training_views(samples, config)
+
+
+def fit_yolo(config: TrainConfig, data: RunData) -> TrainedRun:
+    """Trains an Ultralytics YOLO detector with per-image weights; the runner's ``fit``.
+
+    ``config.detector`` is a model YAML (default :data:`DEFAULT_YOLO_MODEL`,
+    trained from scratch) and ``config.weights`` an optional local ``.pt`` to
+    start from; ``steps`` round up to whole epochs. The training view is
+    exported into ``<run_dir>/yolo_data`` and Ultralytics writes into
+    ``<run_dir>/ultralytics``; the last weights are copied to
+    ``<run_dir>/yolo.pt``, which the returned run predicts with
+    (:func:`yolo_predict`).
+
+    Example::
+
+        trained = fit_yolo(TrainConfig(framework="yolo", epochs=10, image_size=320), data)
+    """
+    from training.yolo_loss import WeightedDetectionTrainer, image_key
+
+    train_view, val_view = data.train_view, data.val_view
     weights = view_weights(
         train_view,
         config.weight_field,
@@ -332,7 +350,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
     draw = (
         None
         if config.sampling_field is None
-        else tt._sampling_probabilities(train_view, config.sampling_field).tolist()
+        else sampling_probabilities(train_view, config.sampling_field).tolist()
     )
     run_dir = config.run_dir
     data_dir = run_dir / "yolo_data"
@@ -340,14 +358,14 @@ def train_yolo(samples: Any, config: Any) -> Any:
     shutil.rmtree(run_dir / "ultralytics", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     data_yaml = export_yolo(
-        train_view, data_dir, label_field=config.label_field, classes=classes, weights=weights
+        train_view, data_dir, label_field=config.label_field, classes=data.classes, weights=weights
     )
     # Ultralytics needs a validation split; without one it checks on the training images
     export_yolo(
         val_view if val_view is not None else train_view,
         data_dir,
         label_field=config.label_field,
-        classes=classes,
+        classes=data.classes,
         split="val",
         weight_field=None,
     )
@@ -359,8 +377,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
         }
     batches = math.ceil(len(train_view) / config.batch_size)
     epochs = math.ceil(config.steps / batches) if config.steps else (config.epochs or 1)
-    num_val = len(val_view) if val_view is not None else 0
-    record = tt._run_record(config, dataset, classes, len(train_view), num_val)
+    record = run_record(config, data)
     record.update(
         framework="yolo",
         detector=_yolo_model(config),
@@ -369,7 +386,7 @@ def train_yolo(samples: Any, config: Any) -> Any:
     )
     (run_dir / "config.json").write_text(json.dumps(record, indent=2))
 
-    tt._seed_everything(config.seed)
+    seed_everything(config.seed)
     rows: list[dict[str, Any]] = []
     logger = logging.getLogger("ultralytics")
     level = logger.level
@@ -390,40 +407,28 @@ def train_yolo(samples: Any, config: Any) -> Any:
     finally:
         logger.setLevel(level)
     seconds = time.perf_counter() - start
-    checkpoint = run_dir / "yolo.pt"
+    checkpoint = run_dir / YOLO_CHECKPOINT
     shutil.copyfile(trainer.last, checkpoint)
 
     metrics = [
-        tt._epoch_metrics(e, max(r["step"] for r in group), True, seconds / epochs, group)
+        epoch_metrics(e, max(r["step"] for r in group), True, seconds / epochs, group)
         for e, group in enumerate(_by_epoch(rows))
     ]
-    evaluation = None
-    if config.evaluate and val_view is not None:
-        eval_key = record["eval_key"]
-        if eval_key in dataset.list_evaluations():
-            dataset.delete_evaluation(eval_key)
-        yolo_predict(
+    return TrainedRun(
+        record=record,
+        metrics=metrics,
+        step_rows=rows,
+        checkpoint=checkpoint,
+        predict=partial(
+            yolo_predict,
             checkpoint,
-            val_view,
-            record["predictions_field"],
-            classes,
+            classes=data.classes,
             image_size=config.image_size,
             device=config.device,
             batch_size=config.batch_size,
             progress=config.progress,
-        )
-        evaluation = tt.evaluate_predictions(
-            val_view,
-            record["predictions_field"],
-            config.label_field,
-            eval_key,
-            classes,
-            progress=config.progress,
-        )
-        if metrics:
-            metrics[-1]["val_mAP"] = evaluation["mAP"]
-        (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
-    return tt.finish_run(dataset, config, record, metrics, rows, evaluation, checkpoint)
+        ),
+    )
 
 
 def _only_own_callbacks(trainer: Any) -> None:

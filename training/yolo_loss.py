@@ -128,7 +128,7 @@ class WeightedDetectionLoss(v8DetectionLoss):
         batch_size = preds["boxes"].shape[0]
         if "weight" not in batch:
             raise DequityError(
-                "the batch has no 'weight'; train with training.yolo.train_yolo or "
+                "the batch has no 'weight'; train with training.train_yolo or "
                 "WeightedDetectionTrainer, whose datasets carry one weight per image"
             )
         weights = batch["weight"]

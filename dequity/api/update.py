@@ -1,0 +1,227 @@
+"""``update_dequity``: give new samples a run's values without refitting.
+
+Datasets grow; re-clustering a million images for a day's new logs is
+wasteful. A run stores its fit (:mod:`dequity.pipeline.fit`): the projection, a
+reference subsample with cluster labels, the crowding radius and the cluster
+sizes. An update embeds only the samples of the run's view that have no value
+yet, places them with the fit, adds them to the cluster sizes, and rescales
+every old sample's likelihood and weight to the new sizes, all in one commit.
+When the new samples drift from the fit it warns and says to refit.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+from dequity.defaults import DEFAULT_RUN_KEY
+from dequity.errors import DequityError
+from dequity.pipeline import views as dv
+from dequity.pipeline.fit import LikelihoodFit, check_updatable
+from dequity.pipeline.score import points_2d
+from dequity.sources.parse import parse_embeddings
+from dequity.store.columns import embedding_column, run_columns
+from dequity.store.dataset import Store, Writer, rerun_if_disconnected
+from dequity.store.runs import DequityResults
+
+logger = logging.getLogger(__name__)
+
+
+class DriftWarning(UserWarning):
+    """New samples differ from the data a run was fitted on: recompute it."""
+
+
+@rerun_if_disconnected
+def update_dequity(
+    samples: Any,
+    run_key: str = DEFAULT_RUN_KEY,
+    *,
+    embeddings: str | np.ndarray | None = None,
+    progress: Any = None,
+    **embedding_options: Any,
+) -> DequityResults:
+    """Add the run's new samples to run ``run_key`` without refitting it.
+
+    New samples are those of the run's view (the dataset, or the view the run
+    was computed on, evaluated now) without a value in the run's likelihood
+    field. Each gets the cluster of its nearest fitted sample, and its
+    likelihood and weight from the run's method; the cluster sizes grow, and
+    every old sample's likelihood and weight move with them. With no new
+    samples nothing is written, and a message says so.
+
+    Embeddings of new samples come from ``embeddings`` (a field, or an array
+    aligned with the new samples in the dataset's order), else from the
+    run's embeddings field or model, as the run recorded them.
+
+    Raises :class:`DequityError` for a run that cannot place new samples:
+    t-SNE projections, ``group_field`` runs, and runs computed before runs
+    stored their fit (recompute those with ``overwrite=True``). Warns with
+    :class:`DriftWarning` when many new samples lie far from every fitted
+    sample or their cluster proportions differ from the fit's.
+
+    Example::
+
+        dataset.add_samples(todays_frames)
+        dequity.update_dequity(dataset, "dequity")
+        dataset.sort_by("dequity_weight", reverse=True)
+    """
+    store = Store.open(samples)
+    results = _updatable_results(store, samples, run_key)
+    dataset = store.dataset
+    new = _new_samples(dataset, run_key, results)
+    if len(new) == 0:
+        logger.warning("run %r has no new samples: nothing to update", run_key)
+        return results
+    source = parse_embeddings(
+        new,
+        run_key,
+        **_embeddings_request(results.config, embeddings),
+        options=embedding_options,
+    )
+    with store.writing(run_key) as writer:
+        emb = source.load(new, progress)
+        fit = LikelihoodFit.from_dict(results.fit)
+        points = fit.projection(emb.vectors)
+        extension = fit.extend(
+            np.asarray(results.labels, dtype=np.int64),
+            np.asarray(results.views["image"] if results.views else results.likelihoods),
+            points,
+        )
+        updated = _extended_results(results, emb, extension, points, fit)
+        _write(writer, updated, emb, source.store_field, progress)
+    for reason in extension.drift_warnings():
+        warnings.warn(
+            f"run {run_key!r}: {reason}; the fit may no longer describe the data: "
+            "recompute it with compute_dequity(..., overwrite=True)",
+            DriftWarning,
+            stacklevel=2,
+        )
+    logger.info("dequity run %r: added %d samples", run_key, len(emb.sample_ids))
+    return updated
+
+
+def _updatable_results(store: Store, samples: Any, run_key: str) -> DequityResults:
+    """Run ``run_key``'s results, or a :class:`DequityError` saying why it cannot be updated."""
+    dataset = store.dataset
+    if samples is not dataset:
+        raise DequityError(
+            "update_dequity takes the dataset, not a view: the run's own view decides "
+            f"which samples are new; pass {dataset.name!r}'s dataset object"
+        )
+    results = store.results(run_key)
+    config = results.config
+    if getattr(config, "patches_field", None) is not None:
+        raise DequityError(
+            f"run {run_key!r} scores the objects of {config.patches_field!r}; object runs "
+            "cannot be updated: recompute it with compute_dequity(..., "
+            f"patches_field={config.patches_field!r}, overwrite=True)"
+        )
+    check_updatable(config.projection)
+    if config.group_field is not None or config.collapse_near_duplicates is not None:
+        raise DequityError(
+            f"run {run_key!r} counts groups; grouped runs cannot be updated yet. Recompute "
+            f"it with compute_dequity(..., group_field=..., overwrite=True)"
+        )
+    if results.fit is None:
+        raise DequityError(
+            f"run {run_key!r} has no stored fit (it was computed before runs stored one); "
+            "recompute it once with compute_dequity(..., overwrite=True), then update"
+        )
+    return results
+
+
+def _new_samples(dataset: Any, run_key: str, results: DequityResults) -> Any:
+    """The samples of the run's view that the run has no record of (nor failed on)."""
+    view = dataset.load_run_view(run_key)
+    known = set(results.sample_ids) | set(results.missing_ids)
+    candidates = view.exists(results.config.likelihood_field, False).values("id")
+    return dataset.select([i for i in candidates if i not in known], ordered=True)
+
+
+def _embeddings_request(config: Any, embeddings: str | np.ndarray | None) -> dict[str, Any]:
+    """How to embed the new samples: as given, else as the run recorded it."""
+    if embeddings is not None:
+        return {"embeddings": embeddings}
+    if config.model is not None:
+        return {"model": config.model, "embeddings_field": config.embeddings_field}
+    if config.embeddings_field is not None:
+        return {"embeddings": config.embeddings_field}
+    raise DequityError(
+        "the run's embeddings were passed as an array, so new samples cannot be embedded "
+        "the same way; pass embeddings= (a field or an array for the new samples)"
+    )
+
+
+def _extended_results(
+    results: DequityResults, emb: Any, extension: Any, points: np.ndarray, fit: LikelihoodFit
+) -> DequityResults:
+    """The run's results with the new samples appended and the old likelihoods rescaled.
+
+    A run with the content view (:mod:`dequity.pipeline.views`) extends that view's fit
+    too, and each sample's likelihood is again the smaller of the two views'.
+    """
+    labels = results.labels + extension.labels.tolist() if results.labels else []
+    xy = points_2d(points)
+    likelihoods = np.concatenate([extension.old_likelihoods, extension.new_likelihoods])
+    stored, views = fit.to_dict(), None
+    if results.views:
+        content_fit = LikelihoodFit.from_dict(results.fit[dv.CONTENT])
+        content = content_fit.extend(
+            np.empty(0, np.int64),
+            np.asarray(results.views["content"]),
+            content_fit.projection(emb.vectors[:, dv.CONTENT_COLUMNS]),
+        )
+        content_likelihoods = np.concatenate([content.old_likelihoods, content.new_likelihoods])
+        views = {"image": likelihoods.tolist(), "content": content_likelihoods.tolist()}
+        likelihoods = dv.combine(likelihoods, content_likelihoods)[0]
+        stored[dv.CONTENT] = content_fit.to_dict()
+    return DequityResults(
+        results.samples,
+        results.config,
+        results.key,
+        sample_ids=results.sample_ids + list(emb.sample_ids),
+        labels=labels,
+        likelihoods=likelihoods.tolist(),
+        points=results.points + xy.tolist(),
+        missing_ids=results.missing_ids + list(emb.missing_ids),
+        fit=stored,
+        views=views,
+        backend=results.backend,
+    )
+
+
+def _write(
+    writer: Writer,
+    results: DequityResults,
+    emb: Any,
+    store_field: str | None,
+    progress: Any,
+) -> None:
+    """Write every sample's likelihood and weight, the new samples' clusters, and the run.
+
+    The commit's ids run new samples first, so that the columns only the new
+    samples get (cluster, stored embedding) cover the first ids.
+    """
+    config = results.config
+    num_new = len(emb.sample_ids)
+    num_old = len(results.sample_ids) - num_new
+
+    def new_first(values: list) -> list:
+        return values[num_old:] + values[:num_old]
+
+    ids = results.sample_ids[num_old:] + results.sample_ids[:num_old] + list(emb.missing_ids)
+    values = {
+        "likelihood": new_first(results.likelihoods),
+        "weight": new_first(results.weights.tolist()),
+    }
+    if config.uses_content_view:
+        values["rare_by"] = new_first(results.rare_by)
+    columns = run_columns(config, values, blanks=len(emb.missing_ids))
+    if results.labels:
+        columns += run_columns(config, {"cluster": results.labels[num_old:]})
+    if store_field:
+        columns.append(embedding_column(store_field, emb.vectors))
+    writer.commit(config, results, ids, columns, index=config.weight_field, progress=progress)

@@ -1,0 +1,162 @@
+"""k-nearest-neighbour likelihood: neighbourhood counts in place of clusters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dequity.errors import DequityError
+from dequity.pipeline.params import Integer
+from dequity.pipeline.subsample import subsample_rows
+
+#: rows per radius query: bounds the memory of the neighbour lists
+_ROWS = 4_096
+
+
+def knn_likelihood(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Likelihood of each sample from how many samples lie near it.
+
+    ``p_i = n_i / max_j n_j``, where ``n_i`` counts the samples (itself
+    included) within radius ``R`` of sample ``i`` and ``R`` is the median,
+    over all samples, of the distance to the ``k``-th nearest other sample.
+    This is the paper's eq. 3 with each sample's ``R``-neighbourhood as its
+    cluster: a relative frequency of samples like it, measured at the scale
+    where a typical sample has ``k`` neighbours. The most crowded sample gets
+    1, an isolated one ``1 / max_j n_j``.
+
+    Crowding is not group size: a tight rare group can be more crowded than
+    a spread-out common one, so this score can rank them the wrong way round;
+    cluster-size likelihoods (:func:`dequity.scaled_likelihood`) measure the
+    size of well-separated groups.
+
+    Args:
+        points: ``(n, d)`` array, usually projected embeddings (e.g. PCA-50).
+        k: neighbours of a typical sample, ``1 <= k < n``.
+        fit_samples: above this many points, neighbours are counted among a
+            random reference subsample of this size (as HDBSCAN is fitted on
+            one), so the cost grows linearly with ``n``; the scale is then
+            the one where a typical sample has ``k`` reference neighbours.
+        groups: one group id per sample (e.g. a scene): ``n_i`` then counts the
+            distinct groups within ``R`` rather than samples, so the frames of
+            one scene crowd each other no more than a single frame would.
+
+    Returns:
+        float64 array of shape ``(n,)`` with values in ``(0, 1]``.
+
+    Example::
+
+        >>> rng = np.random.default_rng(0)
+        >>> pts = np.concatenate([rng.normal(0, 1, (80, 2)),
+        ...                       rng.normal(9, 1, (20, 2))])
+        >>> p = knn_likelihood(pts, k=5)
+        >>> float(p.max()), bool(p[:80].mean() > 2 * p[80:].mean())
+        (1.0, True)
+    """
+    return crowding(points, k, fit_samples, groups).likelihood()
+
+
+@dataclass(frozen=True)
+class Crowding:
+    """Neighbour counts of every sample, and the reference they were counted in.
+
+    ``counts[i]`` is the number of ``reference`` points (or of their distinct
+    groups) within ``radius`` of sample ``i``; ``reference_rows`` are the
+    reference points' rows in the samples. New samples are counted the same
+    way by :meth:`dequity.pipeline.fit.LikelihoodFit.place`, without refitting.
+    """
+
+    counts: np.ndarray
+    reference_rows: np.ndarray
+    radius: float
+
+    def likelihood(self) -> np.ndarray:
+        """``counts / max(counts)``: the crowding likelihood."""
+        return self.counts / self.counts.max()
+
+
+def crowding(
+    points: np.ndarray,
+    k: int = 30,
+    fit_samples: int | None = None,
+    groups: np.ndarray | None = None,
+) -> Crowding:
+    """The neighbour counts behind :func:`knn_likelihood` (same arguments).
+
+    Example::
+
+        >>> c = crowding(np.random.default_rng(0).normal(size=(100, 2)), k=5)
+        >>> int(c.counts.min()) >= 1, len(c.reference_rows)
+        (True, 100)
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(points, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DequityError(f"points must have shape (num_samples, dim), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise DequityError("points contain NaN or inf; recompute or drop those samples")
+    Integer(1)("k", k)
+    n = x.shape[0]
+    if n <= k:
+        raise DequityError(f"{n} samples are too few for k={k}; need more than k samples")
+    if fit_samples is not None and (isinstance(fit_samples, bool) or fit_samples <= k):
+        raise DequityError(f"fit_samples must be None or an integer > k={k}, got {fit_samples!r}")
+    if groups is not None and len(groups) != n:
+        raise DequityError(f"{len(groups)} group ids for {n} samples; give one per sample")
+    rows = subsample_rows(n, fit_samples)
+    reference = x[rows]
+    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(reference)
+    # query the fitted points themselves: column 0 is each point (or a duplicate)
+    radius = float(np.median(index.kneighbors(reference)[0][:, k]))
+    membership = None if groups is None else _one_hot(np.asarray(groups)[rows])
+    return Crowding(count_within(x, reference, radius, membership), rows, radius)
+
+
+def count_within(
+    x: np.ndarray, reference: np.ndarray, radius: float, membership: Any
+) -> np.ndarray:
+    """Per row of ``x``: reference points within ``radius``, or their distinct groups.
+
+    One float32 matrix product per chunk of rows: ``|a - b|^2 <= r^2`` is tested as
+    ``a.b - |b|^2 / 2 >= (|a|^2 - r^2) / 2`` on points centred at the reference's
+    mean. Measured at 200k x 5,000 x 50 on 2 cores, this takes 3.6 s where
+    scikit-learn's ``euclidean_distances`` (float64) takes 8.2 s; at 1M samples it
+    was most of the default's time.
+    """
+    reference = np.asarray(reference, np.float64)
+    centre = reference.mean(axis=0)
+    ref = (reference - centre).astype(np.float32)
+    half_norms = np.einsum("ij,ij->i", ref, ref) / 2
+    parts = []
+    for start in range(0, len(x), _ROWS):
+        chunk = (np.asarray(x[start : start + _ROWS], np.float64) - centre).astype(np.float32)
+        dots = chunk @ ref.T
+        dots -= half_norms
+        bound = (np.einsum("ij,ij->i", chunk, chunk) - np.float32(radius) ** 2) / 2
+        parts.append(_count(dots >= bound[:, None], membership))
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _one_hot(groups: np.ndarray) -> Any:
+    """Sparse ``(m, G)`` matrix: row ``i`` marks the group of reference point ``i``."""
+    from scipy import sparse
+
+    _, codes = np.unique(groups, return_inverse=True)
+    ones = np.ones(len(codes), dtype=np.float32)
+    return sparse.csr_matrix((ones, (np.arange(len(codes)), codes)))
+
+
+def _count(near: np.ndarray, membership: Any) -> np.ndarray:
+    """Per row of ``near``: reference points within the radius, or their distinct groups."""
+    if membership is None:
+        return near.sum(axis=1)
+    from scipy import sparse
+
+    return np.asarray(((sparse.csr_matrix(near, dtype=np.float32) @ membership) > 0).sum(1)).ravel()

@@ -1,0 +1,534 @@
+"""Crash-safe writes of a run: stage, commit with one atomic update, finish.
+
+A run's writes go through three steps, journalled in the claim on its key
+(see :mod:`dequity.store.claims`):
+
+1. **stage**: the new values go into a private staging collection, and the
+   new run record (config and results) is saved without being linked to the
+   dataset. The dataset itself is untouched: an old run with the same key
+   stays intact and readable.
+2. **commit**: one atomic update points the dataset's run key at the new
+   record.
+3. **finish**: declare the fields, merge the staged values into the samples,
+   delete the replaced record and the staging collection.
+
+A process that dies before the commit leaves only the staging data, which
+the next call on the dataset drops; one that dies after it leaves a run that
+the next call finishes. Every step of ``finish`` can be repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import fiftyone.core.fields as fof
+
+from dequity.errors import DequityError
+from dequity.faults import fault_point
+from dequity.store import claims
+from dequity.store import compat as fc
+from dequity.store.names import field_names
+
+logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = "dequity_staging_"
+KINDS = {
+    "int": fof.IntField,
+    "float": fof.FloatField,
+    "vector": fof.VectorField,
+    "str": fof.StringField,
+}
+_BATCH = 10_000
+
+
+@dataclass
+class Column:
+    """New values of one field: ``values[i]`` for the ``i``-th id of the commit.
+
+    ``values`` may be shorter than the ids: it covers their first
+    ``len(values)``. None clears a value. ``owned``: the field belongs to the
+    run (deleted with it).
+    """
+
+    name: str
+    kind: str
+    description: str
+    values: Sequence[Any]
+    owned: bool = True
+
+
+@dataclass
+class ObjectColumns:
+    """New values of attributes of the ``Detection`` objects in field ``field``.
+
+    ``values[i]`` belongs to the ``i``-th id of the commit: a dict with the
+    Detection ids under ``"ids"`` and, for each attribute name, the values in
+    the same order. Detections of that sample not listed (or a None entry)
+    lose the attributes. ``attributes``: ``(name, kind, description, owned)``.
+    """
+
+    field: str
+    attributes: list[tuple[str, str, str, bool]]
+    values: Sequence[dict | None]
+
+    def paths(self) -> list[str]:
+        """The attributes as field paths, e.g. ``ground_truth.detections.dequity_weight``."""
+        return [f"{self.field}.detections.{a[0]}" for a in self.attributes]
+
+
+_OBJECTS_KEY = "_dequity_objects"
+
+
+def run_claim_id(dataset: Any, run_key: str) -> str:
+    """The claim (and journal) id of run ``run_key`` on ``dataset``."""
+    return f"{fc.dataset_id(dataset)}:run:{run_key}"
+
+
+@contextmanager
+def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
+    """Hold run key ``run_key`` of ``samples``' dataset for the block.
+
+    Raises :class:`DequityError` at once if another live process holds it;
+    finishes or undoes the work of a dead holder first. The dataset is
+    reloaded on entry, so checks in the block see other processes' runs.
+
+    Example::
+
+        with claim_run(dataset, "dequity") as claim:
+            commit_run(claim, dataset, "dequity", config, results, ids, columns)
+    """
+    dataset = fc.root_dataset(samples)
+    claim, previous = claims.acquire(
+        run_claim_id(dataset, run_key),
+        lambda doc: (
+            f"run {run_key!r} of dataset {dataset.name!r} is being written by "
+            f"{claims.describe(doc)}; wait for it to finish or choose another run_key"
+        ),
+        dataset_id=str(fc.dataset_id(dataset)),
+        run_key=run_key,
+        kind="run",
+        phase="computing",
+    )
+    try:
+        if previous is not None:
+            _recover(dataset, claim.doc)
+            claim.update(
+                phase="computing",
+                staging=None,
+                run_doc_id=None,
+                results_id=None,
+                old_run_doc_id=None,
+                fields=None,
+                objects=None,
+                index=None,
+            )
+        dataset.reload()
+        yield claim
+    finally:
+        claim.release()
+
+
+def commit_run(
+    claim: claims.Claim,
+    samples: Any,
+    run_key: str,
+    config: Any,
+    results: Any,
+    ids: Sequence[str],
+    columns: list[Column],
+    index: str | None = None,
+    progress: Any = None,
+    objects: ObjectColumns | None = None,
+) -> None:
+    """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
+
+    Replaces an existing run ``run_key`` (its record, and its fields' values
+    where ``columns`` give new ones) only once everything new is stored.
+    ``objects`` adds attributes of the samples' Detections, merged in the
+    same step as the sample fields.
+
+    Example::
+
+        commit_run(claim, dataset, "dequity", config, results, ids,
+                   [Column("dequity_weight", "float", "weight", weights)])
+    """
+    from bson import ObjectId
+
+    dataset = fc.root_dataset(samples)
+    claim.update(
+        phase="staging",
+        staging=f"{STAGING_PREFIX}{claim.token}",
+        run_doc_id=ObjectId(),
+        results_id=ObjectId(),
+        fields=[[c.name, c.kind, c.description, c.owned] for c in columns],
+        objects=None
+        if objects is None
+        else {"field": objects.field, "attributes": [list(a) for a in objects.attributes]},
+        index=index,
+    )
+    journal = claim.doc
+    try:
+        _stage(journal["staging"], ids, columns, progress, objects)
+        fault_point("staged")
+        _save_run_doc(samples, run_key, config, results, journal)
+        fault_point("run_saved")
+        _link(claim, dataset, run_key, journal["run_doc_id"])
+        fault_point("linked")
+    except BaseException:
+        logger.error("run %r failed; its staged writes are undone", run_key)
+        _settle(claim, dataset)
+        raise
+    try:
+        _finish(dataset, journal)
+    except BaseException:
+        _settle(claim, dataset)
+        raise
+    fc.results_cache(dataset)[run_key] = results
+    fault_point("done")
+
+
+def delete_run(claim: claims.Claim, samples: Any, run_key: str) -> None:
+    """Delete run ``run_key``, its record and the fields it owns; resumable.
+
+    Example::
+
+        with claim_run(dataset, "dequity") as claim:
+            delete_run(claim, dataset, "dequity")
+    """
+    dataset = fc.root_dataset(samples)
+    config = dataset.get_run_info(run_key).config
+    claim.update(
+        phase="deleting", run_doc_id=_linked_run(dataset, run_key), fields=list(config.fields)
+    )
+    _settle(claim, dataset)
+
+
+def rename_run(claim: claims.Claim, samples: Any, run_key: str, new_run_key: str) -> None:
+    """Rename run ``run_key`` and its fields to ``new_run_key``; resumable.
+
+    The caller holds the claims on both keys; ``claim`` is the one on ``run_key``.
+
+    Example::
+
+        with claim_run(dataset, "a") as claim, claim_run(dataset, "b"):
+            rename_run(claim, dataset, "a", "b")
+    """
+    dataset = fc.root_dataset(samples)
+    config = dataset.get_run_info(run_key).config
+    claim.update(
+        phase="renaming",
+        run_doc_id=_linked_run(dataset, run_key),
+        new_run_key=new_run_key,
+        renames=config.field_renames(new_run_key),
+    )
+    _settle(claim, dataset)
+
+
+def recover_dataset(samples: Any) -> list[str]:
+    """Finish or undo the runs of ``samples``' dataset whose writers died.
+
+    Returns the keys it recovered. Runs still being written by live processes
+    are left alone; locks of dead processes are released.
+
+    Example::
+
+        recover_dataset(dataset)   # ['dequity'] after a killed compute_dequity
+    """
+    dataset = fc.root_dataset(samples)
+    recovered = []
+    for doc in claims.collection().find({"dataset_id": str(fc.dataset_id(dataset))}):
+        claim = claims.take_over(doc)
+        if claim is None:
+            continue
+        if doc.get("kind") != "run":  # a schema lock: nothing to undo
+            claim.release()
+            continue
+        logger.warning(
+            "run %r of dataset %r was left unfinished by %s; recovering it",
+            doc["run_key"],
+            dataset.name,
+            claims.describe(doc),
+        )
+        try:
+            _recover(dataset, claim.doc)
+        except BaseException:
+            claim.abandon()
+            raise
+        claim.release()
+        recovered.append(doc["run_key"])
+    _sync(dataset)
+    return recovered
+
+
+def writer_of(samples: Any, run_key: str) -> dict | None:
+    """The claim document of the live process writing run ``run_key``, if any."""
+    return claims.collection().find_one({"_id": run_claim_id(fc.root_dataset(samples), run_key)})
+
+
+def _settle(claim: claims.Claim, dataset: Any) -> None:
+    """After a failure: undo before the commit point, finish after it."""
+    try:
+        _recover(dataset, claim.doc)
+    except BaseException:
+        logger.error("could not settle run %r; the next call will", claim.doc.get("run_key"))
+        claim.abandon()
+        raise
+
+
+def _recover(dataset: Any, journal: dict) -> None:
+    run_doc_id = journal.get("run_doc_id")
+    if journal.get("phase") == "deleting":
+        _finish_delete(dataset, journal)
+    elif journal.get("phase") == "renaming":
+        _finish_rename(dataset, journal)
+    elif run_doc_id is not None and _linked_run(dataset, journal["run_key"]) == run_doc_id:
+        _finish(dataset, journal)
+    else:
+        _roll_back(journal)
+    _sync(dataset)
+
+
+def _stage(
+    name: str,
+    ids: Sequence[str],
+    columns: list[Column],
+    progress: Any,
+    objects: ObjectColumns | None = None,
+) -> None:
+    """Insert one staging document per sample, batch by batch."""
+    import fiftyone.core.odm as foo
+    import fiftyone.core.utils as fou
+    from bson import ObjectId
+
+    names = [c.name for c in columns] + (objects.paths() if objects else [])
+    logger.info("Writing fields %s...", ", ".join(names))
+    coll = foo.get_db_conn()[name]
+    fields = [KINDS[c.kind]() for c in columns]
+    with fou.ProgressBar(total=len(ids), progress=progress) as pb:
+        for start in range(0, len(ids), _BATCH):
+            docs = [{"_id": ObjectId(i)} for i in ids[start : start + _BATCH]]
+            for column, field in zip(columns, fields):
+                for doc, value in zip(docs, column.values[start : start + _BATCH]):
+                    doc[column.name] = None if value is None else field.to_mongo(value)
+            if objects is not None:
+                for doc, value in zip(docs, objects.values[start : start + _BATCH]):
+                    doc[_OBJECTS_KEY] = _object_doc(objects, value)
+            coll.insert_many(docs, ordered=False)
+            pb.update(len(docs))
+
+
+def _object_doc(objects: ObjectColumns, value: dict | None) -> dict:
+    """The staged form of one sample's object values: ids and one list per attribute."""
+    from bson import ObjectId
+
+    value = value or {}
+    doc: dict[str, Any] = {"ids": [ObjectId(i) for i in value.get("ids", [])]}
+    for attr, kind, _, _ in objects.attributes:
+        field = KINDS[kind]()
+        doc[attr] = [None if v is None else field.to_mongo(v) for v in value.get(attr, [])]
+    return doc
+
+
+def _merge_stage(journal: dict) -> str | list:
+    """The merge's ``whenMatched``: plain, or a pipeline also setting Detection attributes."""
+    fields = [f[0] for f in journal.get("fields") or []]
+    objects = journal.get("objects")
+    if not objects:
+        return "merge"
+    path, attrs = objects["field"], [a[0] for a in objects["attributes"]]
+    staged = f"$$new.{_OBJECTS_KEY}"
+    scored = {
+        "$mergeObjects": [
+            "$$d",
+            {a: {"$arrayElemAt": [f"{staged}.{a}", "$$i"]} for a in attrs},
+        ]
+    }
+    cleared = {
+        "$arrayToObject": {
+            "$filter": {
+                "input": {"$objectToArray": "$$d"},
+                "cond": {"$not": [{"$in": ["$$this.k", attrs]}]},
+            }
+        }
+    }
+    detections = {
+        "$map": {
+            "input": f"${path}.detections",
+            "as": "d",
+            "in": {
+                "$let": {
+                    "vars": {"i": {"$indexOfArray": [f"{staged}.ids", "$$d._id"]}},
+                    "in": {"$cond": [{"$gte": ["$$i", 0]}, scored, cleared]},
+                }
+            },
+        }
+    }
+    label = {
+        "$cond": [
+            {"$isArray": f"${path}.detections"},
+            {"$mergeObjects": [f"${path}", {"detections": detections}]},
+            f"${path}",
+        ]
+    }
+    update = {f: f"$$new.{f}" for f in fields}
+    return [{"$set": {**update, path: label, "last_modified_at": "$$NOW"}}]
+
+
+def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
+    """Store the new run record under the ids the journal holds, not yet linked."""
+    fc.save_run_document(
+        samples, run_key, config, results, journal["run_doc_id"], journal["results_id"]
+    )
+
+
+def _linked_run(dataset: Any, run_key: str) -> Any:
+    """The id of the run record that ``run_key`` points at in the database."""
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
+    return (raw.get("runs") or {}).get(run_key)
+
+
+def _link(claim: claims.Claim, dataset: Any, run_key: str, run_doc_id: Any) -> None:
+    """The commit point: point ``run_key`` at the new record in one atomic update."""
+    with claims.dataset_lock(dataset):
+        old = _linked_run(dataset, run_key)
+        claim.update(phase="committing", old_run_doc_id=old)
+        expected = old if old is not None else {"$exists": False}
+        updated = fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": expected},
+            {"$set": {f"runs.{run_key}": run_doc_id}},
+        )
+        if not updated.modified_count:
+            raise DequityError(f"run {run_key!r} changed while this run was computed; run again")
+        dataset.reload()
+
+
+def _finish(dataset: Any, journal: dict) -> None:
+    """Everything after the commit point; each step can be repeated."""
+    import fiftyone.core.odm as foo
+
+    run_key = journal["run_key"]
+    fields = journal.get("fields") or []
+    objects = journal.get("objects")
+    declared = list(fields)
+    if objects:
+        prefix = f"{objects['field']}.detections."
+        declared += [[prefix + a[0], *a[1:]] for a in objects["attributes"]]
+    with claims.dataset_lock(dataset):
+        for name, kind, description, owned in declared:
+            if not dataset.has_sample_field(name):
+                dataset.add_sample_field(
+                    name,
+                    KINDS[kind],
+                    description=description,
+                    info={"run_key": run_key} if owned else None,
+                )
+    fault_point("fields_declared")
+    db = foo.get_db_conn()
+    project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
+    if objects:
+        project[_OBJECTS_KEY] = 1
+    db[journal["staging"]].aggregate(
+        [
+            {"$project": project},
+            {
+                "$merge": {
+                    "into": fc.sample_collection_name(dataset),
+                    "on": "_id",
+                    "whenMatched": _merge_stage(journal),
+                    "whenNotMatched": "discard",
+                }
+            },
+        ]
+    )
+    fault_point("values_merged")
+    if journal.get("index"):
+        dataset.create_index(journal["index"])
+    old = journal.get("old_run_doc_id")
+    if old is not None and old != journal["run_doc_id"]:
+        fc.delete_run_document(old)
+    fault_point("old_run_deleted")
+    db.drop_collection(journal["staging"])
+    dataset.reload()
+    fc.results_cache(dataset).pop(run_key, None)
+
+
+def _finish_delete(dataset: Any, journal: dict) -> None:
+    run_key, run_doc_id = journal["run_key"], journal.get("run_doc_id")
+    with claims.dataset_lock(dataset):
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
+            {"$unset": {f"runs.{run_key}": ""}},
+        )
+        dataset.reload()
+        fault_point("run_unlinked")
+        present = [f for f in journal["fields"] if dataset.has_sample_field(f)]
+        if present:
+            dataset.delete_sample_fields(present)
+    if run_doc_id is not None:
+        fc.delete_run_document(run_doc_id)
+    fc.results_cache(dataset).pop(run_key, None)
+
+
+def _finish_rename(dataset: Any, journal: dict) -> None:
+    run_key, new_key = journal["run_key"], journal["new_run_key"]
+    run_doc_id = journal["run_doc_id"]
+    renames = journal["renames"]
+    with claims.dataset_lock(dataset):
+        for old, new in renames.items():
+            if dataset.has_sample_field(old) and not dataset.has_sample_field(new):
+                dataset.rename_sample_field(old, new)
+        fault_point("fields_renamed")
+        dataset.reload()
+        for new in renames.values():
+            field = dataset.get_field(new)
+            if field is not None and (field.info or {}).get("run_key") == run_key:
+                field.info = {**field.info, "run_key": new_key}
+                field.save()
+        fc.run_documents().update_one(
+            {"_id": run_doc_id},
+            {
+                "$set": {
+                    "key": new_key,
+                    **{f"config.{s}_field": new for s, new in field_names(new_key).items()},
+                }
+            },
+        )
+        fc.dataset_documents(dataset).update_one(
+            {"_id": fc.dataset_id(dataset), f"runs.{run_key}": run_doc_id},
+            {"$set": {f"runs.{new_key}": run_doc_id}, "$unset": {f"runs.{run_key}": ""}},
+        )
+        dataset.reload()
+    cache = fc.results_cache(dataset)
+    cache.pop(run_key, None)
+    cache.pop(new_key, None)
+
+
+def _roll_back(journal: dict) -> None:
+    """Undo everything before the commit point: nothing outside staging was touched."""
+    import fiftyone.core.odm as foo
+    import gridfs
+
+    db = foo.get_db_conn()
+    if journal.get("run_doc_id") is not None:
+        fc.run_documents().delete_one({"_id": journal["run_doc_id"]})
+    if journal.get("results_id") is not None:
+        gridfs.GridFS(db).delete(journal["results_id"])
+    if journal.get("staging"):
+        db.drop_collection(journal["staging"])
+
+
+def _sync(dataset: Any) -> None:
+    """Reload ``dataset`` if another process changed its runs since it was loaded."""
+    raw = fc.dataset_documents(dataset).find_one({"_id": fc.dataset_id(dataset)}, {"runs": 1}) or {}
+    linked = raw.get("runs") or {}
+    loaded = fc.loaded_run_ids(dataset)
+    if linked != loaded:
+        dataset.reload()
+        cache = fc.results_cache(dataset)
+        for key in list(cache):
+            if linked.get(key) != loaded.get(key):
+                cache.pop(key, None)

@@ -1,0 +1,37 @@
+"""What a run is called in the database: its method, its fields and their descriptions."""
+
+from __future__ import annotations
+
+METHOD = "dequity"
+FIELD_SUFFIXES = ("cluster", "likelihood", "weight", "rare_by")
+#: what each field of a run holds, by role
+FIELD_DESCRIPTIONS = {
+    "cluster": "dequity cluster id of the sample's image (-1: noise)",
+    "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
+    "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
+    "rare_by": "dequity view that made the sample rare: 'content' (what it shows) or "
+    "'appearance' (how it looks)",
+}
+#: the same roles on the ``Detection`` objects of an object run
+OBJECT_DESCRIPTIONS = {
+    "cluster": "dequity cluster id of the object's crop (-1: noise)",
+    "likelihood": "dequity likelihood of the object: size of its cluster / size of the largest",
+    "weight": "dequity Generalized Focal Loss weight of the object",
+}
+SAMPLE_WEIGHT_DESCRIPTION = "dequity weight of the sample: the largest weight of its objects"
+#: the kind of value each role holds (see :data:`dequity.store.commit.KINDS`)
+KINDS = {"cluster": "int", "likelihood": "float", "weight": "float", "rare_by": "str"}
+
+
+def field_names(run_key: str) -> dict[str, str]:
+    """The sample fields a run writes, by role.
+
+    Example::
+
+        >>> field_names("dequity")["weight"]
+        'dequity_weight'
+
+    ``rare_by`` is written only by runs that score the content view
+    (:mod:`dequity.pipeline.views`).
+    """
+    return {suffix: f"{run_key}_{suffix}" for suffix in FIELD_SUFFIXES}
