@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reporting import REPO, git_commit
+from reporting import REPO, git_commit, update_readme
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
@@ -55,11 +55,23 @@ def mean_ci(
 COMMIT = git_commit()
 
 
-def save_raw(name: str, values: Any, config: dict) -> dict:
+def save_raw(
+    name: str,
+    values: Any,
+    config: dict,
+    block: Callable[[dict], str] | None = None,
+    document: str = "README.md",
+) -> dict:
     """Write ``results-<name>.json``: the raw values with their config, commit and date.
 
-    The commit is the one checked out when the benchmarks started. Returns the
-    record as written (what :func:`load_raw` reads back).
+    The commit is the one checked out when the benchmarks started. With
+    ``block`` (a benchmark's ``readme_block``), the generated block ``name`` of
+    ``document`` is rebuilt from the record as written. Returns the record
+    (what :func:`load_raw` reads back).
+
+    Example::
+
+        save_raw("fuzz", {"tried": 6000}, {"examples": 60}, block=readme_block)
     """
     import json
     import platform
@@ -74,7 +86,10 @@ def save_raw(name: str, values: Any, config: dict) -> dict:
         "values": values,
     }
     path.write_text(json.dumps(record, indent=1) + "\n")
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    if block is not None:
+        update_readme(name, block(record), document=document)
+    return record
 
 
 def load_raw(name: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import save_raw, timed
-from reporting import md_table, update_readme
+from reporting import md_table
 
 NAME = "writes"
 #: the page whose generated block this benchmark fills
@@ -128,7 +128,7 @@ def run(quick: bool) -> str:
     if not quick:
         seconds = {"values_read": ref, "set_values": t_set, "bulk_write": t_bulk}
         values = {**seconds, "write_scalars": t_scalars, "identical": same}
-        update_readme(NAME, readme_block(save_raw(NAME, values, {"n": n})), document=DOCUMENT)
+        save_raw(NAME, values, {"n": n}, block=readme_block, document=DOCUMENT)
     return (
         f"### Database writes, 3 fields on {n:,} samples (embedded MongoDB)\n\n"
         f"Target: <= {TARGET_S:.0f} s at 100k. All writers stored identical values: {same}.\n\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import save_raw, timed
 from dequity.defaults import DEFAULT_MODEL
-from reporting import md_table, update_readme
+from reporting import md_table
 
 NAME = "embedding"
 #: the page whose generated block this benchmark fills
@@ -186,12 +186,13 @@ def run(quick: bool) -> str:
 
 def _save(n: int, load_s: float, rows: list[list], decode: list[list]) -> None:
     """Raw figures to ``results-embedding.json`` and the README's summary sentence."""
-    record = save_raw(
+    save_raw(
         NAME,
         {"paths": rows, "decode_ms": decode, "model_load_s": load_s},
         {"images": n, "batch": BATCH, "model": MODEL},
+        block=readme_block,
+        document=DOCUMENT,
     )
-    update_readme(NAME, readme_block(record), document=DOCUMENT)
 
 
 def readme_block(record: dict) -> str:

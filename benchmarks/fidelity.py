@@ -38,7 +38,7 @@ from benchmarks import real_sets as rs
 from benchmarks.common import mean_ci, save_raw
 from benchmarks.mixtures import HARD, MixtureSpec, make_mixture, true_frequency
 from dequity.pipeline.weights import gfl_weight
-from reporting import md_table, spearman, update_readme
+from reporting import md_table, spearman
 
 NAME = "fidelity"
 #: the page whose generated block this benchmark fills
@@ -541,7 +541,7 @@ def run(quick: bool) -> str:
     }
     summary = report(values, quick)
     if not quick:
-        record = save_raw(
+        save_raw(
             NAME,
             values,
             config={
@@ -559,6 +559,7 @@ def run(quick: bool) -> str:
                 "rows": {r.name: r.model for r in rows},
                 "targets": TARGETS | {"odd auc": ODD_AUC_TARGET} | MIXTURE_TARGETS,
             },
+            block=readme_block,
+            document=DOCUMENT,
         )
-        update_readme(NAME, readme_block(record), document=DOCUMENT)
     return "### Fidelity\n\n" + summary

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import save_raw, timed
-from reporting import REPO, md_table, update_readme
+from reporting import REPO, md_table
 
 NAME = "fuzz"
 #: the page whose generated block this benchmark fills
@@ -77,8 +77,7 @@ def run(quick: bool) -> str:
     seconds, (tried, held, last) = timed(_run_properties, examples)
     if not quick:
         values = {"tried": tried, "all_held": held, "pytest": last}
-        record = save_raw(NAME, values, {"examples": examples})
-        update_readme(NAME, readme_block(record), document=DOCUMENT)
+        save_raw(NAME, values, {"examples": examples}, block=readme_block, document=DOCUMENT)
     rows = [[what, count] for what, count in tried.items()]
     return (
         f"### Bad input, fuzzed ({examples} examples per property)\n\n"

@@ -16,7 +16,7 @@ from benchmarks import methods as bm
 from benchmarks.common import save_raw, timed
 from benchmarks.mixtures import HARD, make_mixture, true_frequency
 from dequity.pipeline.weights import gfl_weight
-from reporting import md_table, spearman, update_readme
+from reporting import md_table, spearman
 
 NAME = "likelihood"
 #: the page whose generated block this benchmark fills
@@ -132,7 +132,7 @@ def run(quick: bool) -> str:
         for name, v in values.items()
     ]
     if not quick:
-        record = save_raw(
+        save_raw(
             NAME,
             values,
             config={
@@ -141,8 +141,9 @@ def run(quick: bool) -> str:
                 "repeats": REPEATS,
                 "reference_repeats": REFERENCE_REPEATS,
             },
+            block=readme_block,
+            document=DOCUMENT,
         )
-        update_readme(NAME, readme_block(record), document=DOCUMENT)
     header = (
         f"### Likelihood stage, {spec.n:,} x {spec.dim} overlapping mixture "
         f"({spec.label()}, power-law sizes)\n\n"

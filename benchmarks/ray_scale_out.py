@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from benchmarks.common import save_raw, timed
 from benchmarks.embedding import BATCH, demo_images_dataset
-from reporting import md_table, update_readme
+from reporting import md_table
 
 NAME = "ray"
 #: the page whose generated block this benchmark fills
@@ -97,8 +97,13 @@ def run(quick: bool) -> str:
     """199 and 597 images (64 and 128 in quick mode)."""
     values = measure((64, 128) if quick else (199, 597))
     if not quick:
-        record = save_raw(NAME, values, {"model": MODEL, "batch": BATCH, "workers": WORKERS})
-        update_readme(NAME, readme_block(record), document=DOCUMENT)
+        save_raw(
+            NAME,
+            values,
+            {"model": MODEL, "batch": BATCH, "workers": WORKERS},
+            block=readme_block,
+            document=DOCUMENT,
+        )
     return "### Embedding on a local Ray instance against the normal path\n\n" + table(values)
 
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 
 from benchmarks.common import pca_reference_seconds, save_raw
-from reporting import md_table, update_readme
+from reporting import md_table
 
 NAME = "scale"
 #: the page whose generated block this benchmark fills
@@ -144,12 +144,13 @@ def run(quick: bool) -> str:
                 ]
             )
     if not quick:
-        record = save_raw(
+        save_raw(
             NAME,
             {"unit_seconds": unit, "paths": values},
             {"sizes": list(sizes), "mixture": "GUIDE's harder mixture, d 512, 30 components"},
+            block=readme_block,
+            document=DOCUMENT,
         )
-        update_readme(NAME, readme_block(record), document=DOCUMENT)
     header = (
         "### Scale, GUIDE's harder mixture (d 512, 30 components)\n\n"
         f"Speed unit: sklearn PCA-50 of 10k x 512 took {unit:.2f} s in this run; "

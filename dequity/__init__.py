@@ -18,31 +18,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import lazy_loader
+
 from dequity.errors import DequityError
-from dequity.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
+# submodule -> the public names it defines
 _EXPORTS = {
-    "DequityResults": "dequity.store.runs",
-    "DequityRunConfig": "dequity.store.runs",
-    "cluster": "dequity.pipeline.clustering",
-    "compute_dequity": "dequity.api.compute",
-    "delete_dequity_run": "dequity.api.manage",
-    "export_weights": "dequity.export",
-    "gfl_weight": "dequity.pipeline.weights",
-    "list_dequity_runs": "dequity.api.manage",
-    "load_dequity_results": "dequity.api.manage",
-    "load_model": "dequity.sources.models",
-    "project": "dequity.pipeline.projection",
-    "rename_dequity_run": "dequity.api.manage",
-    "scaled_likelihood": "dequity.pipeline.likelihood",
-    "update_dequity": "dequity.api.update",
-    "validate_run_key": "dequity.api.compute",
+    "api.compute": ["compute_dequity", "validate_run_key"],
+    "api.manage": [
+        "delete_dequity_run",
+        "list_dequity_runs",
+        "load_dequity_results",
+        "rename_dequity_run",
+    ],
+    "api.update": ["list_updatable_runs", "update_dequity"],
+    "export": ["export_weights"],
+    "pipeline.clustering": ["cluster"],
+    "pipeline.likelihood": ["scaled_likelihood"],
+    "pipeline.projection": ["project"],
+    "pipeline.weights": ["gfl_weight"],
+    "sources.models": ["load_model"],
+    "store.runs": ["DequityResults", "DequityRunConfig"],
 }
 
-__all__ = ["DequityError", *sorted(_EXPORTS)]
+__getattr__, _, _lazy_names = lazy_loader.attach(__name__, submod_attrs=_EXPORTS)
+__all__ = ["DequityError", *_lazy_names]
 
 if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from dequity.api.compute import compute_dequity as compute_dequity
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from dequity.api.manage import list_dequity_runs as list_dequity_runs
     from dequity.api.manage import load_dequity_results as load_dequity_results
     from dequity.api.manage import rename_dequity_run as rename_dequity_run
+    from dequity.api.update import list_updatable_runs as list_updatable_runs
     from dequity.api.update import update_dequity as update_dequity
     from dequity.export import export_weights as export_weights
     from dequity.pipeline.clustering import cluster as cluster
@@ -62,4 +65,6 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from dequity.store.runs import DequityRunConfig as DequityRunConfig
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+def __dir__() -> list[str]:
+    # lazy_loader's own __dir__ lists only the lazy names
+    return sorted({*globals(), *__all__})

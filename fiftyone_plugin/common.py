@@ -89,18 +89,29 @@ def new_run_key_input(
 
 
 def existing_run_input(
-    ctx: Any, inputs: types.Object, name: str = "run_key", label: str = "Dequity run"
+    ctx: Any,
+    inputs: types.Object,
+    name: str = "run_key",
+    label: str = "Dequity run",
+    updatable: bool = False,
 ) -> str | None:
-    """A dropdown of the dataset's dequity runs; returns the chosen key if valid."""
-    runs = dequity.list_dequity_runs(ctx.dataset)
-    if not runs:
-        prop = inputs.view(
-            "no_runs",
-            types.Warning(
-                label="This dataset has no dequity runs",
-                description="Run 'Compute dequity' first",
-            ),
+    """A dropdown of the dataset's dequity runs; returns the chosen key if valid.
+
+    ``updatable``: only the runs that ``update_dequity`` can extend, the
+    default run first.
+    """
+    if updatable:
+        runs = dequity.list_updatable_runs(ctx.dataset)
+        missing = "This dataset has no dequity run that can be updated"
+        hint = (
+            "Object runs, t-SNE runs and grouped runs cannot place new samples; "
+            "run 'Compute dequity' with PCA or no projection first"
         )
+    else:
+        runs = dequity.list_dequity_runs(ctx.dataset)
+        missing, hint = "This dataset has no dequity runs", "Run 'Compute dequity' first"
+    if not runs:
+        prop = inputs.view("no_runs", types.Warning(label=missing, description=hint))
         prop.invalid = True
         return None
     prop = dropdown(inputs, name, runs, required=True, default=runs[0], label=label)

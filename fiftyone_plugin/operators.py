@@ -585,7 +585,7 @@ class UpdateDequity(foo.Operator):
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
-        run_key = existing_run_input(ctx, inputs)
+        run_key = existing_run_input(ctx, inputs, updatable=True)
         if run_key is not None:
             results = dequity.load_dequity_results(ctx.dataset, run_key)
             field = results.config.likelihood_field
@@ -662,7 +662,7 @@ class ReweightDequity(foo.Operator):
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
-        run_key = existing_run_input(ctx, inputs)
+        run_key = existing_run_input(ctx, inputs, updatable=True)
         if run_key is not None:
             results = dequity.load_dequity_results(ctx.dataset, run_key)
             cfg = results.config

@@ -28,4 +28,4 @@ if [ -d "$SITE/fiftyone/db" ] && [ ! -e "$OWN_SITE/fiftyone/db" ]; then
 fi
 echo "testing FiftyOne $("$VENV/bin/python" -c 'import fiftyone; print(fiftyone.__version__)')"
 PYTHONPATH="$PWD" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_fiftyone_compat.py tests/test_core.py "$@"
+  tests/test_fiftyone_compat.py tests/test_core.py tests/test_stored_runs.py "$@"

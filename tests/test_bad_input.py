@@ -150,6 +150,7 @@ def test_embeddings_field_missing_or_not_a_vector(demo):
         compute_dequity(demo, embeddings="filepath")
 
 
+@pytest.mark.slow
 def test_missing_images_are_skipped_with_a_warning_or_fail(demo, caplog):
     # every 3rd frame, so the subset (and its clusters) is the same in every session
     in_time_order = demo.sort_by("filepath").values("id")
@@ -203,6 +204,7 @@ def test_invalid_run_key(demo, run_key):
         compute_dequity(demo, run_key, embeddings=EMBEDDINGS_FIELD)
 
 
+@pytest.mark.slow
 def test_every_point_noise_is_an_error_that_names_the_fix(demo):
     before = snapshot(demo)
     with pytest.raises(DequityError, match=r"every sample noise.*raise eps \(now 2.0\)"):

@@ -111,6 +111,7 @@ def test_compute_list_reweight_export_rename_delete(demo, tmp_path, capsys):
     assert demo.list_runs() == [] and not demo.has_sample_field("paper_weight")
 
 
+@pytest.mark.slow
 def test_paper_configuration_from_the_command_line(demo, capsys):
     argv = [
         "compute",
@@ -153,6 +154,7 @@ def test_errors_exit_2_with_the_fix(demo, capsys):
     assert "eta must be" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_main_job_as_a_newcomer_runs_it():
     """`dequity demo`, the README's main command, in a fresh process."""
     name = "dequity-cli-demo"

@@ -276,6 +276,7 @@ def test_a_bad_command_line_option_exits_2_with_one_line(unreadable, capsys, dat
     assert snapshot(unreadable) == before
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data(), bad=st.sampled_from(["eta", "gamma", "run_key", "new_run_key"]))
 def test_a_bad_operator_parameter_is_refused_and_changes_nothing(unreadable, data, bad):

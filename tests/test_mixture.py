@@ -38,6 +38,7 @@ def test_default_clustering_ranks_components_by_frequency(projection):
     assert mean_per_component[-1] < 0.1
 
 
+@pytest.mark.slow
 def test_paper_configuration_depends_on_the_tsne_scale():
     """The paper's DBSCAN eps is tied to the t-SNE output scale, which grows with n."""
     vectors, _ = mixture(seed=1)

@@ -165,6 +165,7 @@ def test_reweight_rename_and_delete_carry_the_attributes(demo):
     assert demo.count(f"{FIELD}.detections") == len(results.object_ids)  # boxes stay
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_writing_leaves_old_or_new_values_never_a_mix(demo, tmp_path):
     demo.persistent = True
     first = dequity.compute_dequity(
@@ -254,6 +255,7 @@ def test_training_reads_the_box_weights_the_object_run_wrote(demo):
         assert target["box_weights"].shape[0] == target["boxes"].shape[0] == len(weights)
 
 
+@pytest.mark.slow
 def test_crop_embeddings_of_the_real_model_group_people_apart_from_cars(demo):
     from fiftyone import ViewField as F
 

@@ -216,6 +216,20 @@ def test_update_adds_new_samples_to_the_run_and_its_visualization(clean, delegat
     ds.delete()
 
 
+def test_update_form_offers_only_runs_that_can_be_updated_default_first(clean):
+    ds = clean
+    num_boxes = len(ds.values("ground_truth.detections.id", unwind=True))
+    boxes = np.random.default_rng(0).normal(size=(num_boxes, 8))
+    dequity.compute_dequity(ds, "boxes", embeddings=boxes, patches_field="ground_truth")
+    dequity.compute_dequity(ds, "aaa_tsne", embeddings="embedding", projection="tsne")
+    for key in ("zzz", "dequity"):
+        dequity.compute_dequity(ds, key, embeddings="embedding", clustering_kwargs=FAST_KW)
+    ctx = ExecutionContext({"dataset_name": ds.name, "params": {}})
+    form = op("update_dequity").resolve_input(ctx).type.properties
+    assert [c.value for c in form["run_key"].view.choices] == ["dequity", "zzz"]
+    assert form["run_key"].default == "dequity"
+
+
 def test_compute_form_offers_scene_grouping(clean):
     clean.set_values("scene_id", [i // 20 for i in range(len(clean))])
     ctx = ExecutionContext(

@@ -99,6 +99,7 @@ def night_dataset(session_dir):
     dataset.delete()
 
 
+@pytest.mark.slow
 def test_rare_condition_comes_out_on_top(night_dataset):
     """End to end with the default model: 5 % night images get the highest weights."""
     dequity.compute_dequity(night_dataset, num_workers=0, device="cpu", progress=False)

@@ -45,6 +45,7 @@ def test_new_frames_are_placed_about_as_consistently_as_a_refit_keeps_the_old_on
     assert on_new >= on_old - 0.1, draws
 
 
+@pytest.mark.slow
 def test_update_agrees_with_a_full_recompute_where_the_clustering_is_stable():
     """2,000 Fashion-MNIST images: held-back images join through update_dequity.
 

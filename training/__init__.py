@@ -25,45 +25,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dequity.lazy import lazy_exports
+import lazy_loader
 
-# public name -> the module that defines it
+# submodule -> the public names it defines
 _EXPORTS = {
-    "ClassificationGetItem": "training.datasets",
-    "Comparison": "training.compare",
-    "DetectionGetItem": "training.datasets",
-    "EfficientNetLiteFPN": "training.detectors",
-    "FiftyOneTorchDataset": "training.datasets",
-    "TrainConfig": "training.config",
-    "TrainingResult": "training.config",
-    "TrainingRunConfig": "training.records",
-    "TrainingRunResults": "training.records",
-    "WeightedFCOSHead": "training.losses",
-    "WeightedRetinaNetHead": "training.losses",
-    "build_detector": "training.detectors",
-    "cached_features": "training.features",
-    "classification_dataset": "training.datasets",
-    "collate_detection": "training.datasets",
-    "compare_runs": "training.compare",
-    "detection_dataset": "training.datasets",
-    "detection_transforms": "training.datasets",
-    "evaluate_predictions": "training.evaluate",
-    "export_yolo": "training.yolo",
-    "load_training_run": "training.records",
-    "predict": "training.evaluate",
-    "predict_features": "training.features",
-    "repeat_factors": "training.samplers",
-    "sample_weights": "training.samplers",
-    "split_view": "training.samples",
-    "train_detector": "training.runner",
-    "train_yolo": "training.runner",
-    "weight_image_losses": "training.losses",
-    "weighted_loss": "training.losses",
-    "weighted_sampler": "training.samplers",
-    "yolo_predict": "training.yolo",
+    "compare": ["Comparison", "compare_runs"],
+    "config": ["TrainConfig", "TrainingResult"],
+    "datasets": [
+        "ClassificationGetItem",
+        "DetectionGetItem",
+        "FiftyOneTorchDataset",
+        "classification_dataset",
+        "collate_detection",
+        "detection_dataset",
+        "detection_transforms",
+    ],
+    "detectors": ["EfficientNetLiteFPN", "build_detector"],
+    "evaluate": ["evaluate_predictions", "predict"],
+    "features": ["cached_features", "predict_features"],
+    "losses": ["WeightedFCOSHead", "WeightedRetinaNetHead", "weight_image_losses", "weighted_loss"],
+    "records": ["TrainingRunConfig", "TrainingRunResults", "load_training_run"],
+    "runner": ["train_detector", "train_yolo"],
+    "samplers": ["repeat_factors", "sample_weights", "weighted_sampler"],
+    "samples": ["split_view"],
+    "yolo": ["export_yolo", "yolo_predict"],
 }
 
-__all__ = sorted(_EXPORTS)
+__getattr__, _, __all__ = lazy_loader.attach(__name__, submod_attrs=_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.compare import Comparison as Comparison
@@ -100,4 +88,6 @@ if TYPE_CHECKING:  # for type checkers; at run time names resolve on first use
     from training.yolo import yolo_predict as yolo_predict
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+def __dir__() -> list[str]:
+    # lazy_loader's own __dir__ lists only the lazy names
+    return sorted({*globals(), *__all__})

@@ -112,7 +112,24 @@ def _updatable_results(store: Store, samples: Any, run_key: str) -> DequityResul
             f"which samples are new; pass {dataset.name!r}'s dataset object"
         )
     results = store.results(run_key)
-    config = results.config
+    check_config_updatable(run_key, results.config)
+    if results.fit is None:
+        raise DequityError(
+            f"run {run_key!r} has no stored fit (it was computed before runs stored one); "
+            "recompute it once with compute_dequity(..., overwrite=True), then update"
+        )
+    return results
+
+
+def check_config_updatable(run_key: str, config: Any) -> None:
+    """Raise :class:`DequityError` if the run that ``config`` describes cannot place new samples.
+
+    Object runs, t-SNE projections and grouped runs cannot.
+
+    Example::
+
+        check_config_updatable("dequity", dataset.get_run_info("dequity").config)
+    """
     if getattr(config, "patches_field", None) is not None:
         raise DequityError(
             f"run {run_key!r} scores the objects of {config.patches_field!r}; object runs "
@@ -125,12 +142,27 @@ def _updatable_results(store: Store, samples: Any, run_key: str) -> DequityResul
             f"run {run_key!r} counts groups; grouped runs cannot be updated yet. Recompute "
             f"it with compute_dequity(..., group_field=..., overwrite=True)"
         )
-    if results.fit is None:
-        raise DequityError(
-            f"run {run_key!r} has no stored fit (it was computed before runs stored one); "
-            "recompute it once with compute_dequity(..., overwrite=True), then update"
-        )
-    return results
+
+
+def list_updatable_runs(samples: Any) -> list[str]:
+    """Keys of the dequity runs of ``samples``' dataset that :func:`update_dequity` can extend.
+
+    The default run key comes first. Object runs, t-SNE projections and
+    grouped runs are left out.
+
+    Example::
+
+        dequity.list_updatable_runs(dataset)   # ['dequity', 'clip']
+    """
+    store = Store.open(samples)
+    updatable = []
+    for run_key in store.runs():
+        try:
+            check_config_updatable(run_key, store.config(run_key))
+        except DequityError:
+            continue
+        updatable.append(run_key)
+    return sorted(updatable, key=lambda key: key != DEFAULT_RUN_KEY)
 
 
 def _new_samples(dataset: Any, run_key: str, results: DequityResults) -> Any:

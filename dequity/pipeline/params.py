@@ -45,6 +45,9 @@ class Param:
     cpu_only: bool = False
 
 
+# Hand-written rather than wrapping sklearn.utils.check_scalar: it accepts True as an
+# int and NaN (and inf with no upper bound) as a float (scikit-learn 1.9), so the bool
+# and finiteness checks and our messages would stay and it would replace one isinstance.
 @dataclass(frozen=True)
 class Integer:
     """Accepts integers >= ``minimum`` (and None if ``optional``)."""
