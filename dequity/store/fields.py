@@ -34,7 +34,7 @@ def check_fields_free(samples: Any, fields: dict[str, type], run_key: str) -> No
         )
 
 
-FLOAT, INT, STRING, VECTOR = fof.FloatField, fof.IntField, fof.StringField, fof.VectorField
+FLOAT, INT, STRING = fof.FloatField, fof.IntField, fof.StringField
 
 
 def check_attributes_free(samples: Any, patches_field: str, run_key: str, names: list[str]) -> None:
