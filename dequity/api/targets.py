@@ -187,7 +187,7 @@ class ObjectTarget(Target):
         )
 
 
-def image_target(
+def _image_target(
     store: Store,
     run_key: str,
     embeddings: str | np.ndarray | None,
@@ -199,13 +199,7 @@ def image_target(
     collapse_near_duplicates: float | None,
     options: dict,
 ) -> ImageTarget:
-    """The target of an image run, its embeddings arguments checked.
-
-    Example::
-
-        target = image_target(Store(dataset), "dequity", None, None, None, "local",
-                              None, None, None, {})
-    """
+    """The target of an image run, its embeddings arguments checked."""
     source = parse_embeddings(
         store.samples,
         run_key,
@@ -219,7 +213,7 @@ def image_target(
     return ImageTarget(store, source, group_field, collapse_near_duplicates)
 
 
-def object_target(
+def _object_target(
     store: Store,
     run_key: str,
     patches_field: str,
@@ -232,13 +226,7 @@ def object_target(
     collapse_near_duplicates: float | None,
     options: dict,
 ) -> ObjectTarget:
-    """The target of an object run on ``patches_field``, its arguments checked.
-
-    Example::
-
-        target = object_target(Store(dataset), "objects", "ground_truth", None, None,
-                               None, "local", None, None, None, {})
-    """
+    """The target of an object run on ``patches_field``, its arguments checked."""
     samples = store.samples
     crops.check_patches_field(samples, patches_field)
     if group_field is not None or collapse_near_duplicates is not None:
@@ -290,8 +278,8 @@ def target_for(
                             collapse_near_duplicates=None, options={})
     """
     if patches_field is None:
-        return image_target(store, run_key, **inputs)
-    return object_target(store, run_key, patches_field, **inputs)
+        return _image_target(store, run_key, **inputs)
+    return _object_target(store, run_key, patches_field, **inputs)
 
 
 def run_results(
