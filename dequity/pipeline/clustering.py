@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -154,7 +155,7 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
     return cluster_with(points, method, clustering_params(method, kwargs))
 
 
-def cluster_with(points: np.ndarray, method: str, params: dict) -> np.ndarray:
+def cluster_with(points: np.ndarray, method: str, params: Mapping[str, Any]) -> np.ndarray:
     """:func:`cluster` with parameters already resolved by :func:`clustering_params`.
 
     Example::

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,7 @@ def estimate_with(
     clustering: str,
     noise: str,
     groups: np.ndarray | None,
-    params: dict,
+    params: Mapping[str, Any],
 ) -> Estimate:
     """:func:`estimate` with parameters already resolved by
     :func:`~dequity.pipeline.clustering.clustering_params`.

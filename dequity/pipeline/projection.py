@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -182,7 +183,7 @@ def fit_projection(
 
 
 def project_with(
-    embeddings: np.ndarray, method: str | None, params: dict
+    embeddings: np.ndarray, method: str | None, params: Mapping[str, Any]
 ) -> tuple[np.ndarray, LinearProjection | None]:
     """:func:`fit_projection` with parameters already resolved by :func:`projection_params`.
 

@@ -75,10 +75,10 @@ def score(vectors: np.ndarray, settings: Settings, groups: np.ndarray | None = N
         ((200,), (200, 2))
     """
     logger.info("Projecting %d embeddings (%s)...", len(vectors), settings.projection)
-    points, transform = project_with(vectors, settings.projection, dict(settings.projection_params))
+    points, transform = project_with(vectors, settings.projection, settings.projection_params)
     logger.info("Likelihoods (%s)...", settings.clustering)
     result = estimate_with(
-        points, settings.clustering, settings.noise, groups, dict(settings.clustering_params)
+        points, settings.clustering, settings.noise, groups, settings.clustering_params
     )
     likelihoods, views, content = result.likelihoods, None, None
     if settings.content_view and dv.applies(vectors):
