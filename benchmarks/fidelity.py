@@ -105,6 +105,27 @@ def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
     return bm.calibrated(p), labels
 
 
+def _ranked_views(x: np.ndarray, off_subspace: bool = False) -> bm.Estimate:
+    """The minimum of each view's ranked likelihood (:func:`benchmarks.methods.ranked`).
+
+    The views: the whole vector's default and the content view, and with
+    ``off_subspace`` the distance from the final features' main subspace.
+    """
+    from dequity.pipeline import views as dv
+    from dequity.pipeline.subsample import FIT_SAMPLES
+
+    p, labels = bm.pca(x)
+    views = [p, dv.content_view(x, FIT_SAMPLES).likelihoods]
+    if off_subspace:
+        views.append(bm.off_subspace(x[:, KIND]))
+    return np.minimum.reduce([bm.ranked(v) for v in views]), labels
+
+
+def _ranked_any_view(x: np.ndarray) -> bm.Estimate:
+    p, labels = bm.any_view(x)
+    return bm.ranked(p), labels
+
+
 #: crowding to the power 0.5 (its square root), named so that the rows keep their
 #: meaning whatever the library's default power
 SQRT = {"density_power": 0.5}
@@ -190,6 +211,13 @@ OTHER_ROWS = (
         "direction: rare in any view, calibrated by its 90th percentile",
         LAYERS,
         _calibrated_any_view,
+    ),
+    Row("direction: rare in any view, ranked (empirical CDF)", LAYERS, _ranked_any_view),
+    Row("direction: min of the views' ranks", LAYERS, _ranked_views),
+    Row(
+        "direction: min of the views' ranks, the off-subspace view among them",
+        LAYERS,
+        partial(_ranked_views, off_subspace=True),
     ),
     Row(
         "direction: min(the whole vector's default, k-NN on the final features unprojected)",

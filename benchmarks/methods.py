@@ -125,6 +125,22 @@ def calibrated(p: np.ndarray, quantile: float = 0.9) -> np.ndarray:
     return np.minimum(1.0, p / np.quantile(p, quantile))
 
 
+def ranked(p: np.ndarray) -> np.ndarray:
+    """Each likelihood as the share of samples at most as likely (the empirical CDF).
+
+    Ranks are kept and the likelihoods spread evenly over (0, 1], whatever
+    their scale: a calibration that puts views of different scales on one.
+
+    Example::
+
+        >>> ranked(np.array([0.01, 0.02, 0.9, 0.02])).tolist()
+        [0.25, 0.75, 1.0, 0.75]
+    """
+    from scipy.stats import rankdata
+
+    return rankdata(p, "max") / len(p)
+
+
 def off_subspace(x: np.ndarray, n_components: int = 10, scale: float = 2.0) -> np.ndarray:
     """Likelihood from the distance to the data's ``n_components``-D PCA subspace.
 
