@@ -111,11 +111,7 @@ def _ranked_views(x: np.ndarray, off_subspace: bool = False) -> bm.Estimate:
     The views: the whole vector's default and the content view, and with
     ``off_subspace`` the distance from the final features' main subspace.
     """
-    from dequity.pipeline import views as dv
-    from dequity.pipeline.subsample import FIT_SAMPLES
-
-    p, labels = bm.pca(x)
-    views = [p, dv.content_view(x, FIT_SAMPLES).likelihoods]
+    views, labels = bm.view_likelihoods(x)
     if off_subspace:
         views.append(bm.off_subspace(x[:, KIND]))
     return np.minimum.reduce([bm.ranked(v) for v in views]), labels

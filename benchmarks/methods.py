@@ -61,13 +61,29 @@ def any_view(x: np.ndarray, **params) -> Estimate:
     is :func:`pca` alone.
     """
     from dequity.pipeline import views as dv
+
+    views, labels = view_likelihoods(x, **params)
+    return (views[0] if len(views) == 1 else dv.combine(*views)[0]), labels
+
+
+def view_likelihoods(x: np.ndarray, **params) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """``([whole vector's, content view's], labels)``; the content view only where it applies.
+
+    ``params`` are the whole vector's clustering parameters, as in :func:`any_view`.
+
+    Example::
+
+        views, labels = view_likelihoods(x)   # x: the default model's vectors
+        p = np.minimum.reduce(views)
+    """
+    from dequity.pipeline import views as dv
     from dequity.pipeline.clustering import clustering_params
 
     p, labels = pca(x, **params)
     if not dv.applies(x):
-        return p, labels
+        return [p], labels
     fit_samples = clustering_params(DEFAULT_CLUSTERING)["fit_samples"]  # as compute_dequity
-    return dv.combine(p, dv.content_view(x, fit_samples).likelihoods)[0], labels
+    return [p, dv.content_view(x, fit_samples).likelihoods], labels
 
 
 def previous_default(x: np.ndarray) -> Estimate:
@@ -154,13 +170,11 @@ def off_subspace(x: np.ndarray, n_components: int = 10, scale: float = 2.0) -> n
         >>> off_subspace(x, n_components=2).argmin()
         np.int64(99)
     """
-    from scipy.stats import rankdata
     from sklearn.decomposition import PCA
 
     fit = PCA(n_components).fit(x)
     distance = np.linalg.norm(x - fit.inverse_transform(fit.transform(x)), axis=1)
-    share = (len(x) - rankdata(distance, "min") + 1) / len(x)
-    return np.minimum(1.0, scale * share)
+    return np.minimum(1.0, scale * ranked(-distance))
 
 
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
