@@ -172,7 +172,7 @@ def off_subspace(x: np.ndarray, n_components: int = 10, scale: float = 2.0) -> n
     """
     from sklearn.decomposition import PCA
 
-    fit = PCA(n_components).fit(x)
+    fit = PCA(n_components, random_state=0).fit(x)  # its randomized solver, seeded
     distance = np.linalg.norm(x - fit.inverse_transform(fit.transform(x)), axis=1)
     return np.minimum(1.0, scale * ranked(-distance))
 
