@@ -72,6 +72,29 @@ class ReplicaSet:
             stderr=subprocess.DEVNULL,
         )
 
+    def listening(self, timeout: float = 120.0) -> None:
+        """Wait until every member answers a ping (``replSetInitiate`` needs them all)."""
+        import pymongo
+
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while True:
+                if self.processes[port].poll() is not None:
+                    log = self.folder / str(port) / "mongod.log"
+                    tail = log.read_text()[-2_000:] if log.exists() else "(no log)"
+                    raise RuntimeError(f"mongod on port {port} exited:\n{tail}")
+                try:
+                    with pymongo.MongoClient(
+                        f"mongodb://127.0.0.1:{port}", directConnection=True,
+                        serverSelectionTimeoutMS=1_000,
+                    ) as client:  # fmt: skip
+                        client.admin.command("ping")
+                    break
+                except pymongo.errors.PyMongoError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"mongod on port {port} not listening") from None
+                    time.sleep(0.25)
+
     def primary(self, timeout: float = 120.0) -> int:
         """The port of the current primary, once there is one."""
         import pymongo
@@ -167,6 +190,7 @@ def replica_set(folder: Path) -> Iterator[ReplicaSet]:
     try:
         for port in ports:
             members.start(port)
+        members.listening()
         config = {
             "_id": REPLICA_SET,
             "members": [{"_id": i, "host": f"127.0.0.1:{p}"} for i, p in enumerate(ports)],
