@@ -91,13 +91,13 @@ def _raw_kind_any_view(x: np.ndarray) -> bm.Estimate:
     return np.minimum(bm.pca(x)[0], knn_likelihood(x[:, KIND], 30, 5_000)), None
 
 
-def _off_subspace_any_view(x: np.ndarray) -> bm.Estimate:
+def _off_subspace_any_view(x: np.ndarray, scale: float = 2.0) -> bm.Estimate:
     """The default, also rare when far off the final features' main subspace.
 
-    A third view: ``2 x`` the share of samples at least as far from the
+    A third view: ``scale x`` the share of samples at least as far from the
     final features' 10-component PCA subspace, capped at 1.
     """
-    return np.minimum(bm.any_view(x)[0], bm.off_subspace(x[:, KIND])), None
+    return np.minimum(bm.any_view(x)[0], bm.off_subspace(x[:, KIND], scale=scale)), None
 
 
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
@@ -224,6 +224,11 @@ OTHER_ROWS = (
         "direction: rare in any view, or far off the final features' main subspace",
         LAYERS,
         _off_subspace_any_view,
+    ),
+    Row(
+        "direction: rare in any view, or far off the main subspace (its plain rank)",
+        LAYERS,
+        partial(_off_subspace_any_view, scale=1.0),
     ),
 )
 
