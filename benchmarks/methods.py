@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
+from dequity.pipeline import views as dv
 from dequity.pipeline.clustering import cluster
 from dequity.pipeline.estimate import estimate_likelihood
 from dequity.pipeline.likelihood import scaled_likelihood
@@ -53,37 +54,36 @@ def default(x: np.ndarray) -> Estimate:
     return pca(x)
 
 
-def any_view(x: np.ndarray, **params) -> Estimate:
-    """The default with ``views="auto"``: min(whole vector's, content view's) likelihood.
+def any_view(x: np.ndarray, views: str = "content", **params) -> Estimate:
+    """The default with its views (``views="content"`` or ``"ranked"``), as the library scores them.
 
     ``params`` are the whole vector's clustering parameters (as
     ``clustering_kwargs``). On vectors without the default model's layout it
     is :func:`pca` alone.
     """
-    from dequity.pipeline import views as dv
-
-    views, labels = view_likelihoods(x, **params)
-    return (views[0] if len(views) == 1 else dv.combine(*views)[0]), labels
+    found, labels = view_likelihoods(x, views, **params)
+    return dv.combine(found)[0], labels
 
 
-def view_likelihoods(x: np.ndarray, **params) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """``([whole vector's, content view's], labels)``; the content view only where it applies.
+def view_likelihoods(
+    x: np.ndarray, views: str = "content", **params
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """``({view: values}, labels)``: the whole vector's and, where they apply, the other views'.
 
     ``params`` are the whole vector's clustering parameters, as in :func:`any_view`.
 
     Example::
 
-        views, labels = view_likelihoods(x)   # x: the default model's vectors
-        p = np.minimum.reduce(views)
+        found, labels = view_likelihoods(x, "ranked")   # x: the default model's vectors
+        p = np.minimum.reduce(list(found.values()))
     """
-    from dequity.pipeline import views as dv
     from dequity.pipeline.clustering import clustering_params
 
     p, labels = pca(x, **params)
     if not dv.applies(x):
-        return [p], labels
+        return {dv.IMAGE: p}, labels
     fit_samples = clustering_params(DEFAULT_CLUSTERING)["fit_samples"]  # as compute_dequity
-    return [p, dv.content_view(x, fit_samples).likelihoods], labels
+    return dv.score_views(x, p, views, fit_samples).values, labels
 
 
 def previous_default(x: np.ndarray) -> Estimate:

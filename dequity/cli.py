@@ -20,7 +20,6 @@ import importlib
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -31,7 +30,7 @@ from dequity.errors import DequityError
 from dequity.pipeline import clustering as dc
 from dequity.pipeline import projection as dp
 from dequity.pipeline.likelihood import NOISE_POLICIES
-from dequity.pipeline.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
+from dequity.pipeline.views import AUTO, MODES, describe_split
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -111,10 +110,11 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--views",
         default=defaults.DEFAULT_VIEWS,
-        choices=[defaults.DEFAULT_VIEWS, "none"],
-        help="auto: with the default model's vectors, a sample is also scored on its final "
-        "features and keeps the smaller likelihood (writes <run-key>_rare_by); none: the "
-        "whole vector only",
+        choices=[AUTO, *MODES, "none"],
+        help="with the default model's vectors, a sample is also scored on its final features "
+        "and keeps the smallest view's likelihood (writes <run-key>_rare_by). ranked "
+        "(default): the content and off-domain views' ranks; content: the content view's "
+        "likelihood; auto: the default's mode; none: the whole vector only",
     )
     groups = parser.add_mutually_exclusive_group()
     groups.add_argument(
@@ -198,13 +198,8 @@ def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:
     ]
     weight_field = results.config.weight_field
     if results.views:
-        reasons = Counter(results.rare_by)
-        lines.insert(
-            -1,
-            f"rare in any view ({results.config.rare_by_field}): "
-            f"{reasons[RARE_BY_CONTENT]} samples rarer for what they show ({RARE_BY_CONTENT}), "
-            f"{reasons[RARE_BY_APPEARANCE]} for how they look ({RARE_BY_APPEARANCE})",
-        )
+        split = describe_split(results.rare_by)
+        lines.insert(-1, f"rare in any view ({results.config.rare_by_field}): {split}")
     rarest = samples.exists(weight_field).sort_by(weight_field, reverse=True).limit(num_rarest)
     fields = ["filepath", weight_field] + ([results.config.rare_by_field] if results.views else [])
     for path, weight, *why in zip(*rarest.values(fields)):

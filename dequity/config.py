@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dequity.defaults import DEFAULT_VIEWS
 from dequity.errors import DequityError
 from dequity.pipeline import clustering as dc
 from dequity.pipeline import groups as dg
@@ -58,7 +59,7 @@ def resolve(config: Any, num_samples: int) -> Settings:
         clustering=config.clustering,
         clustering_params=dict(config.clustering_kwargs),
         noise=config.noise,
-        content_view=config.views == dv.AUTO,
+        views=DEFAULT_VIEWS if config.views == dv.AUTO else config.views,
     )
 
 

@@ -3,7 +3,7 @@
 from dequity.pipeline.clustering import HDBSCAN_KNN
 from dequity.pipeline.likelihood import NOISE_NEAREST
 from dequity.pipeline.projection import PCA
-from dequity.pipeline.views import AUTO
+from dequity.pipeline.views import RANKED
 from dequity.pipeline.weights import DEFAULT_ETA, DEFAULT_GAMMA
 
 __all__ = [
@@ -35,6 +35,7 @@ DEFAULT_PROJECTION = PCA
 DEFAULT_CLUSTERING = HDBSCAN_KNN
 #: noise points join their nearest cluster; the crowding keeps them rare
 DEFAULT_NOISE = NOISE_NEAREST
-#: rare in any view: with the default model's vectors, a sample's likelihood is
-#: the smaller of the whole vector's and the final features' (:mod:`dequity.pipeline.views`)
-DEFAULT_VIEWS = AUTO
+#: rare in any view: with the default model's vectors, a sample's likelihood is the
+#: smallest of the whole vector's and the ranks of the final features' content and
+#: off-domain views (:mod:`dequity.pipeline.views`); ``views="auto"`` means this mode
+DEFAULT_VIEWS = RANKED

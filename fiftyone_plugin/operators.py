@@ -37,6 +37,7 @@ from dequity.pipeline import projection as dprojection
 from dequity.pipeline.clustering import DBSCAN, HDBSCAN, HDBSCAN_KNN, KNN
 from dequity.pipeline.likelihood import NOISE_CLUSTER, NOISE_NEAREST, NOISE_SINGLETON
 from dequity.pipeline.projection import NO_PROJECTION, OPENTSNE, PCA, TSNE
+from dequity.pipeline.views import CONTENT, RANKED
 from dequity.sources.embeddings import validate_embeddings_field
 from dequity.store import compat as fc
 from fiftyone_plugin import plots
@@ -86,8 +87,12 @@ _NOISE_LABELS = {
 #: how the form names ``views=None``
 NO_VIEWS = "none"
 _VIEWS_LABELS = {
-    DEFAULT_VIEWS: "Auto: rare in content or in appearance (default model's vectors)",
-    NO_VIEWS: "None: the whole vector only",
+    mode: label + (" (default)" if mode == DEFAULT_VIEWS else "")
+    for mode, label in {
+        RANKED: "Ranked: rare in appearance, content or off-domain (default model's vectors)",
+        CONTENT: "Content: rare in appearance or content (default model's vectors)",
+        NO_VIEWS: "None: the whole vector only",
+    }.items()
 }
 
 

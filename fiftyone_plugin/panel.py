@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import fiftyone.operators as foo
@@ -10,7 +9,13 @@ import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
 import dequity
-from dequity.pipeline.views import RARE_BY_APPEARANCE, RARE_BY_CONTENT
+from dequity.pipeline.views import (
+    RANKED,
+    RARE_BY_APPEARANCE,
+    RARE_BY_CONTENT,
+    RARE_BY_OFF_DOMAIN,
+    describe_split,
+)
 from fiftyone_plugin import plots
 from fiftyone_plugin.common import dropdown, object_patches_view, uri
 from fiftyone_plugin.viz import owned_visualization
@@ -109,6 +114,10 @@ class DequityPanel(foo.Panel):
         """The samples that are rare for how they look, rarest first."""
         self._rarest_by(ctx, RARE_BY_APPEARANCE)
 
+    def on_rarest_off_domain(self, ctx: Any) -> None:
+        """The samples unlike the set's kinds altogether, rarest first."""
+        self._rarest_by(ctx, RARE_BY_OFF_DOMAIN)
+
     def _rarest_by(self, ctx: Any, reason: str) -> None:
         run_key = self._run_key(ctx)
         if run_key is None:
@@ -164,11 +173,8 @@ class DequityPanel(foo.Panel):
         )
 
         if results.views:
-            reasons = Counter(results.rare_by)
             panel.md(
-                f"Rare in any view: **{reasons[RARE_BY_CONTENT]}** samples are rarer for "
-                f"what they show, **{reasons[RARE_BY_APPEARANCE]}** for how they look "
-                f"(`{cfg.rare_by_field}`)",
+                f"Rare in any view (`{cfg.rare_by_field}`): {describe_split(results.rare_by)}",
                 name="views_split",
             )
             by_view = panel.h_stack("views_buttons", align_x="left", gap=1)
@@ -182,6 +188,12 @@ class DequityPanel(foo.Panel):
                 label="Rarest by appearance",
                 on_click=self.on_rarest_by_appearance,
             )
+            if cfg.views == RANKED:
+                by_view.btn(
+                    "rarest_off_domain",
+                    label="Rarest off-domain",
+                    on_click=self.on_rarest_off_domain,
+                )
 
         buttons = panel.h_stack("buttons", align_x="left", gap=1)
         if "num_objects" in s:

@@ -106,7 +106,9 @@ def test_held_back_frames_get_the_values_of_the_stored_fit(grown):
     image = np.concatenate([expected.old_likelihoods, expected.new_likelihoods])
     np.testing.assert_allclose(updated.views["image"], image)
     p = np.array(base.values("dequity_likelihood"))
-    combined = np.minimum(image, updated.views["content"])
+    combined = np.minimum.reduce(
+        [image, *(updated.views[v] for v in updated.views if v != "image")]
+    )
     assert np.allclose(p[new], combined[len(results.sample_ids) :])
     assert np.allclose(p[~new], combined[: len(results.sample_ids)])
     # weights follow the likelihoods with the run's eta and gamma, on old and new samples

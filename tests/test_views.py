@@ -1,13 +1,15 @@
-"""Rare in any view: the content view on the default model's vectors, and why a sample is rare."""
+"""Rare in any view: the content and off-domain views of the default model's vectors, and why."""
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 import dequity
+from dequity import defaults
 from dequity.errors import DequityError
 from dequity.pipeline import views as dv
 from dequity.pipeline.estimate import estimate_likelihood
+from dequity.pipeline.subsample import FIT_SAMPLES
 from tests.conftest import EMBEDDINGS_FIELD
 
 
@@ -17,18 +19,49 @@ def test_the_default_models_vectors_have_the_content_layout(demo_run):
     assert dv.content_columns(vectors) == slice(-1280, None)
     assert dv.content_columns(vectors[:, -1280:]) is None  # final features alone
     assert dv.content_columns(np.random.default_rng(0).normal(size=(50, 1776))) is None
-    assert results.config.views == dv.CONTENT
+    assert results.config.views == defaults.DEFAULT_VIEWS == dv.RANKED
 
 
-def test_a_default_run_keeps_each_samples_rarer_view_and_says_which(demo_run):
+def test_a_default_run_keeps_each_samples_rarest_view_and_says_which(demo_run):
     dataset, results = demo_run
-    image, content = np.array(results.views["image"]), np.array(results.views["content"])
-    np.testing.assert_allclose(results.likelihoods, np.minimum(image, content))
+    views = {name: np.array(v) for name, v in results.views.items()}
+    assert list(views) == ["image", "content", "off_domain"]
+    np.testing.assert_allclose(results.likelihoods, np.minimum.reduce(list(views.values())))
     stored = dict(zip(dataset.values("id"), dataset.values("dequity_rare_by")))
-    expected = np.where(content < image, "content", "appearance")
+    names = np.array(["appearance", "content", "off-domain"])
+    expected = names[np.argmin(np.array(list(views.values())), axis=0)]
     assert [stored[i] for i in results.sample_ids] == expected.tolist()
-    assert set(expected) == {"content", "appearance"}  # both views decide some frames
+    assert len(set(expected)) >= 2  # more than one view decides some frames
     assert "dequity_rare_by" in results.config.fields
+
+
+def test_ranked_views_are_each_views_empirical_distribution(demo_run):
+    """Below fit_samples, a view's rank is the share of the run's samples at most as likely."""
+    _, results = demo_run
+    n = len(results.sample_ids)
+    assert n <= FIT_SAMPLES
+    content = dv.content_view(np.array(_vectors(demo_run)))
+    np.testing.assert_allclose(
+        results.views["content"], rankdata(np.float32(content.likelihoods), "max") / n
+    )
+    off = np.array(results.views["off_domain"])
+    assert off.min() >= 1 / n and off.max() == 1.0
+    assert len(np.unique(off)) > 0.9 * n  # distances rarely tie: ranks spread over (0, 1]
+
+
+def test_the_content_mode_keeps_the_content_views_likelihood(demo):
+    res = dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD, views="content")
+    assert res.config.views == "content" and list(res.views) == ["image", "content"]
+    content = dv.content_view(np.array(demo.values(EMBEDDINGS_FIELD)))
+    np.testing.assert_allclose(res.views["content"], content.likelihoods)
+    auto = dequity.compute_dequity(demo, "auto", embeddings=EMBEDDINGS_FIELD, views="auto")
+    assert auto.config.views == defaults.DEFAULT_VIEWS
+
+
+def _vectors(demo_run) -> list:
+    dataset, results = demo_run
+    by_id = dict(zip(dataset.values("id"), dataset.values(EMBEDDINGS_FIELD)))
+    return [by_id[i] for i in results.sample_ids]
 
 
 def test_views_none_scores_the_whole_vector_and_writes_no_reason(demo):
@@ -78,18 +111,35 @@ def test_an_update_places_new_samples_in_both_views(demo):
     demo.select(held_ids).set_field(EMBEDDINGS_FIELD, None).save()
     dequity.compute_dequity(demo.exists(EMBEDDINGS_FIELD), "dq", embeddings=EMBEDDINGS_FIELD)
     demo.set_values(EMBEDDINGS_FIELD, {i: vectors[i] for i in held_ids}, key_field="id")
+    before = dequity.load_dequity_results(demo, "dq").views
     res = dequity.update_dequity(demo, "dq")
     assert len(res.sample_ids) == len(demo)
-    np.testing.assert_allclose(
-        res.likelihoods, np.minimum(res.views["image"], res.views["content"])
-    )
+    np.testing.assert_allclose(res.likelihoods, np.minimum.reduce(list(res.views.values())))
     assert demo.select(held_ids).count("dq_rare_by") == len(held_ids)
+    old = len(before["content"])
+    for view in ("content", "off_domain"):  # old ranks stay; new ones are on the same scale
+        assert res.views[view][:old] == before[view]
+    new = np.array(res.views["off_domain"][old:])
+    assert new.min() > 0 and new.max() <= 1
+
+
+def test_new_samples_rank_off_domain_as_a_refit_would(demo_run):
+    """Out-of-sample closeness: held-back frames are not pushed off-domain for being new."""
+    vectors = np.array(_vectors(demo_run))[:, dv.CONTENT_COLUMNS]
+    gaps = []
+    for seed in range(10):
+        order = np.random.default_rng(seed).permutation(len(vectors))
+        held, kept = order[:20], order[20:]
+        fit, _ = dv.OffDomain.fit(vectors[kept])
+        _, refit = dv.OffDomain.fit(vectors[np.concatenate([kept, held])])
+        gaps.append(np.mean(fit.ranks(vectors[held]) - refit[len(kept) :]))
+    assert abs(np.mean(gaps)) < 0.04, gaps
 
 
 def test_bad_views_are_refused_before_any_work(demo):
     schema = list(demo.get_field_schema())
     with pytest.raises(DequityError, match="views must be 'auto'"):
-        dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD, views="content")
+        dequity.compute_dequity(demo, "dq", embeddings=EMBEDDINGS_FIELD, views="contents")
     assert list(demo.get_field_schema()) == schema and demo.list_runs() == []
 
 
@@ -100,7 +150,7 @@ def test_the_content_view_ranks_a_real_long_tail_closer_to_class_size():
     def class_rank(x, y, views):
         p = estimate_likelihood(dequity.project(x, "pca"), "hdbscan_knn", "nearest")[1]
         if views:
-            p = dv.combine(p, dv.content_view(x).likelihoods)[0]
+            p = dv.score_views(x, p, dv.RANKED).likelihoods
         classes, sizes = np.unique(y, return_counts=True)
         return spearmanr([p[y == c].mean() for c in classes], sizes)[0]
 
@@ -116,7 +166,7 @@ def test_the_command_line_turns_views_off_and_prints_the_split(demo, capsys):
     assert main(["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD]) == 0
     out = capsys.readouterr().out
     reasons = dequity.load_dequity_results(demo, "dequity").rare_by
-    assert f"{reasons.count('content')} samples rarer for what they show" in out
+    assert f"{reasons.count('content')} by content (what they show)" in out
     args = ["compute", "--dataset", demo.name, "--embeddings", EMBEDDINGS_FIELD, "--views", "none"]
     assert main([*args, "--run-key", "whole"]) == 0
     assert not demo.has_sample_field("whole_rare_by")

@@ -118,13 +118,15 @@ def compute_dequity(
             Detections, or be an ``(n_boxes, d)`` array with one row per box
             of the field in collection order (samples in order, each
             sample's boxes in list order, skipped boxes included).
-        views: ``"auto"`` (default): when the vectors are the default model's
-            (every stage of EfficientNet-Lite0), also score their final
-            features alone and keep each sample's smaller likelihood, so that
-            a sample is common only if both what it shows and how it looks
-            are common; image runs then write ``<run_key>_rare_by``
-            (``"content"`` or ``"appearance"``, see :mod:`dequity.pipeline.views`).
-            None: the whole vector only.
+        views: when the vectors are the default model's (every stage of
+            EfficientNet-Lite0), also score views of their final features and
+            keep each sample's smallest value, so that a sample is common only
+            if what it shows and how it looks are common. ``"ranked"``
+            (default): the content and off-domain views, as ranks;
+            ``"content"``: the content view's likelihood; ``"auto"``: the
+            default's mode; None: the whole vector only. Image runs with views
+            write ``<run_key>_rare_by`` (``"appearance"``, ``"content"`` or
+            ``"off-domain"``, see :mod:`dequity.pipeline.views`).
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and

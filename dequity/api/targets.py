@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from dequity.errors import DequityError
-from dequity.pipeline import views as dv
 from dequity.pipeline.score import Scored, Settings, score
 from dequity.sources import crops
 from dequity.sources import embeddings as de
@@ -97,14 +96,14 @@ class ImageTarget(Target):
         if old is not None:
             before = self.store.samples.load_run_results(results.key)
             stale = list(set(before.sample_ids + before.missing_ids) - set(ids))
-        explained_before = old is not None and old.uses_content_view
+        explained_before = old is not None and old.uses_views
         cleared = stale + emb.missing_ids
         values = {
             "cluster": results.labels or [None] * len(ids),  # "knn" forms no clusters
             "likelihood": results.likelihoods,
             "weight": results.weights.tolist(),
         }
-        if config.uses_content_view or explained_before:  # an overwrite leaves no old reason
+        if config.uses_views or explained_before:  # an overwrite leaves no old reason
             values["rare_by"] = results.rare_by or [None] * len(ids)
         columns = run_columns(config, values, blanks=len(cleared))
         if self.source.store_field:  # the first len(ids) samples: those with an embedding
@@ -112,7 +111,7 @@ class ImageTarget(Target):
         writer.commit(
             config, results, ids + cleared, columns, index=config.weight_field, progress=progress
         )
-        if explained_before and not config.uses_content_view:
+        if explained_before and not config.uses_views:
             # the commit emptied it; a kill before this line leaves only empty values
             writer.delete_field(config.rare_by_field)
 
@@ -289,13 +288,13 @@ def run_results(
     scored: Scored,
     emb: de.Embeddings,
 ) -> DequityResults:
-    """The run's results from what the stages scored; records whether the content view was used.
+    """The run's results from what the stages scored; records the views' mode, if they were scored.
 
     Example::
 
         results = run_results(target, "dequity", config, score(emb.vectors, settings), emb)
     """
-    config.views = dv.CONTENT if scored.views is not None else None
+    config.views = scored.views_mode
     return DequityResults(
         target.store.samples,
         config,

@@ -192,24 +192,18 @@ def _extended_results(
 ) -> DequityResults:
     """The run's results with the new samples appended and the old likelihoods rescaled.
 
-    A run with the content view (:mod:`dequity.pipeline.views`) extends that view's fit
-    too, and each sample's likelihood is again the smaller of the two views'.
+    A run with views (:mod:`dequity.pipeline.views`) extends them too, and each
+    sample's likelihood is again the smallest of its views'.
     """
     labels = results.labels + extension.labels.tolist() if results.labels else []
     xy = points_2d(points)
     likelihoods = np.concatenate([extension.old_likelihoods, extension.new_likelihoods])
     stored, views = fit.to_dict(), None
     if results.views:
-        content_fit = LikelihoodFit.from_dict(results.fit[dv.CONTENT])
-        content = content_fit.extend(
-            np.empty(0, np.int64),
-            np.asarray(results.views["content"]),
-            content_fit.projection(emb.vectors[:, dv.CONTENT_COLUMNS]),
-        )
-        content_likelihoods = np.concatenate([content.old_likelihoods, content.new_likelihoods])
-        views = {"image": likelihoods.tolist(), "content": content_likelihoods.tolist()}
-        likelihoods = dv.combine(likelihoods, content_likelihoods)[0]
-        stored[dv.CONTENT] = content_fit.to_dict()
+        extended = dv.extend_views(results.views, results.fit, likelihoods, emb.vectors)
+        views = {name: v.tolist() for name, v in extended.values.items()}
+        likelihoods = extended.likelihoods
+        stored.update(extended.fits)
     return DequityResults(
         results.samples,
         results.config,
@@ -249,7 +243,7 @@ def _write(
         "likelihood": new_first(results.likelihoods),
         "weight": new_first(results.weights.tolist()),
     }
-    if config.uses_content_view:
+    if config.uses_views:
         values["rare_by"] = new_first(results.rare_by)
     columns = run_columns(config, values, blanks=len(emb.missing_ids))
     if results.labels:

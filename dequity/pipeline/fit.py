@@ -145,9 +145,9 @@ class LikelihoodFit:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (arrays as base64 float32), stored with the run's results."""
         return {
-            "mean": _encode(self.projection.mean),
-            "components": _encode(self.projection.components),
-            "reference": _encode(self.reference),
+            "mean": encode(self.projection.mean),
+            "components": encode(self.projection.components),
+            "reference": encode(self.reference),
             "reference_labels": self.reference_labels.astype(int).tolist(),
             "sizes": {str(k): int(v) for k, v in self.sizes.items()},
             "noise": self.noise,
@@ -162,8 +162,8 @@ class LikelihoodFit:
     def from_dict(cls, d: dict[str, Any]) -> LikelihoodFit:
         """The fit stored by :meth:`to_dict`."""
         return cls(
-            projection=LinearProjection(_decode(d["mean"]), _decode(d["components"])),
-            reference=_decode(d["reference"]).astype(np.float64),
+            projection=LinearProjection(decode(d["mean"]), decode(d["components"])),
+            reference=decode(d["reference"]).astype(np.float64),
             reference_labels=np.asarray(d["reference_labels"], dtype=np.int64),
             sizes={int(k): int(v) for k, v in d["sizes"].items()},
             noise=d["noise"],
@@ -233,14 +233,22 @@ def check_updatable(projection: str | None) -> None:
         )
 
 
-def _encode(array: np.ndarray | None) -> dict | None:
+def encode(array: np.ndarray | None) -> dict | None:
+    """A JSON-safe dict of ``array`` as base64 float32 (None stays None).
+
+    Example::
+
+        >>> decode(encode(np.arange(3.0))).tolist()
+        [0.0, 1.0, 2.0]
+    """
     if array is None:
         return None
     a = np.ascontiguousarray(array, dtype=np.float32)
     return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def _decode(d: dict | None) -> np.ndarray | None:
+def decode(d: dict | None) -> np.ndarray | None:
+    """The float32 array that :func:`encode` stored."""
     if d is None:
         return None
     return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float32).reshape(d["shape"])

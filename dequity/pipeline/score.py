@@ -1,4 +1,4 @@
-"""A run's array stages, top to bottom: project, estimate, add the content view.
+"""A run's array stages, top to bottom: project, estimate, add the other views.
 
 :class:`Settings` holds the stage parameters resolved once per call
 (:func:`dequity.config.resolve`); :func:`score` runs every stage on an
@@ -37,17 +37,18 @@ class Settings:
     clustering: str
     clustering_params: Mapping[str, Any]
     noise: str
-    content_view: bool
+    #: the views' mode (:data:`dequity.pipeline.views.MODES`), None: the whole vector only
+    views: str | None
 
 
 @dataclass
 class Scored:
     """What the stages found: per sample, and the fit that places new samples.
 
-    ``labels`` is empty for ``"knn"``; ``views`` holds each view's
-    likelihoods when the content view was scored (``likelihoods`` is then
-    their minimum); ``fit`` is None when new samples cannot be placed
-    (t-SNE, groups).
+    ``labels`` is empty for ``"knn"``; ``views`` holds each view's values
+    when the views were scored (``likelihoods`` is then their minimum) and
+    ``views_mode`` their mode; ``fit`` is None when new samples cannot be
+    placed (t-SNE, groups).
     """
 
     labels: np.ndarray
@@ -55,6 +56,7 @@ class Scored:
     points: np.ndarray
     fit: dict | None
     views: dict[str, list[float]] | None
+    views_mode: str | None = None
 
 
 def score(vectors: np.ndarray, settings: Settings, groups: np.ndarray | None = None) -> Scored:
@@ -68,7 +70,7 @@ def score(vectors: np.ndarray, settings: Settings, groups: np.ndarray | None = N
         >>> from dequity.pipeline.clustering import clustering_params
         >>> from dequity.pipeline.projection import projection_params
         >>> s = Settings("pca", projection_params("pca", {"n_components": 5}), "hdbscan",
-        ...              clustering_params("hdbscan"), "nearest", content_view=False)
+        ...              clustering_params("hdbscan"), "nearest", views=None)
         >>> x = np.random.default_rng(0).normal(size=(200, 16))
         >>> scored = score(x, s)
         >>> scored.likelihoods.shape, scored.points.shape
@@ -80,19 +82,22 @@ def score(vectors: np.ndarray, settings: Settings, groups: np.ndarray | None = N
     result = estimate_with(
         points, settings.clustering, settings.noise, groups, settings.clustering_params
     )
-    likelihoods, views, content = result.likelihoods, None, None
-    if settings.content_view and dv.applies(vectors):
-        logger.info("Likelihoods of the content view...")
-        content = dv.content_view(vectors, settings.clustering_params.get("fit_samples"), groups)
-        views = {"image": likelihoods.tolist(), "content": content.likelihoods.tolist()}
-        likelihoods = dv.combine(result.likelihoods, content.likelihoods)[0]
+    likelihoods, views = result.likelihoods, None
+    if settings.views and dv.applies(vectors):
+        logger.info("Likelihoods of the other views (%s)...", settings.views)
+        fit_samples = settings.clustering_params.get("fit_samples")
+        views = dv.score_views(vectors, likelihoods, settings.views, fit_samples, groups)
+        likelihoods = views.likelihoods
     fit = None
     if transform is not None and groups is None:
         result.fit.projection = transform
         fit = result.fit.to_dict()
-        if content is not None:
-            fit[dv.CONTENT] = content.fit.to_dict()
-    return Scored(result.labels, likelihoods, points_2d(points), fit, views)
+        if views is not None:
+            fit.update(views.fits)
+    if views is None:
+        return Scored(result.labels, likelihoods, points_2d(points), fit, None)
+    values = {name: v.tolist() for name, v in views.values.items()}
+    return Scored(result.labels, likelihoods, points_2d(points), fit, values, settings.views)
 
 
 def points_2d(points: np.ndarray) -> np.ndarray:

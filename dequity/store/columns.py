@@ -33,7 +33,7 @@ def run_columns(
 
     ``values[role][i]`` is the value for the commit's ``i``-th id (None
     clears it); a shorter list covers the first ids. ``rare_by`` is owned by
-    the run only while it scores the content view; written by a run that no
+    the run only while it scores views; written by a run that no
     longer does, it clears what an earlier run left.
 
     Example::
@@ -49,7 +49,7 @@ def run_columns(
                 KINDS[role],
                 FIELD_DESCRIPTIONS[role],
                 list(role_values) + [None] * blanks,
-                owned=role != "rare_by" or config.uses_content_view,
+                owned=role != "rare_by" or config.uses_views,
             )
         )
     return columns

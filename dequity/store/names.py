@@ -9,8 +9,8 @@ FIELD_DESCRIPTIONS = {
     "cluster": "dequity cluster id of the sample's image (-1: noise)",
     "likelihood": "dequity likelihood: size of the sample's cluster / size of the largest",
     "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
-    "rare_by": "dequity view that made the sample rare: 'content' (what it shows) or "
-    "'appearance' (how it looks)",
+    "rare_by": "dequity view that made the sample rare: 'appearance' (how it looks), "
+    "'content' (what it shows) or 'off-domain' (unlike the set's kinds)",
 }
 #: the same roles on the ``Detection`` objects of an object run
 OBJECT_DESCRIPTIONS = {
@@ -31,7 +31,7 @@ def field_names(run_key: str) -> dict[str, str]:
         >>> field_names("dequity")["weight"]
         'dequity_weight'
 
-    ``rare_by`` is written only by runs that score the content view
+    ``rare_by`` is written only by runs that score views
     (:mod:`dequity.pipeline.views`).
     """
     return {suffix: f"{run_key}_{suffix}" for suffix in FIELD_SUFFIXES}

@@ -23,7 +23,7 @@ from dequity.defaults import (
     DEFAULT_RUN_KEY,
 )
 from dequity.errors import DequityError
-from dequity.pipeline.views import CONTENT, combine
+from dequity.pipeline.views import MODES, combine
 from dequity.pipeline.weights import gfl_weight, validate_gfl_params
 from dequity.store import compat as fc
 from dequity.store.columns import object_columns, run_columns
@@ -84,16 +84,17 @@ class DequityRunConfig(focr.RunConfig):
         self.collapse_near_duplicates = collapse_near_duplicates
         #: an object run scores the ``Detections`` of this field (None: images)
         self.patches_field = patches_field
-        #: ``"auto"`` as asked, ``"content"`` once a run scored the content view
-        #: (:mod:`dequity.pipeline.views`), None: the whole vector only
+        #: as asked (``"auto"`` or a mode); once a run scored its views, their mode
+        #: (``"content"`` or ``"ranked"``, :mod:`dequity.pipeline.views`); None: the
+        #: whole vector only
         self.views = views
         self.rare_by_field = rare_by_field or fields["rare_by"]
         super().__init__(method=method, **kwargs)
 
     @property
-    def uses_content_view(self) -> bool:
-        """Whether the run scored the content view and owns ``rare_by_field``."""
-        return getattr(self, "views", None) == CONTENT
+    def uses_views(self) -> bool:
+        """Whether the run scored its views and owns ``rare_by_field``."""
+        return getattr(self, "views", None) in MODES
 
     @property
     def object_paths(self) -> list[str]:
@@ -113,7 +114,7 @@ class DequityRunConfig(focr.RunConfig):
         if self.patches_field is not None:
             return [self.weight_field, *self.object_paths]
         fields = [self.cluster_field, self.likelihood_field, self.weight_field]
-        return fields + [self.rare_by_field] if self.uses_content_view else fields
+        return fields + [self.rare_by_field] if self.uses_views else fields
 
     def field_renames(self, new_key: str) -> dict[str, str]:
         """Each owned field's new path when the run is renamed to ``new_key``."""
@@ -207,21 +208,22 @@ class DequityResults(focr.RunResults):
         self.fit = fit
         #: an object run's Detection ids, aligned with ``sample_ids``
         self.object_ids = list(object_ids or [])
-        #: with the content view (:mod:`dequity.pipeline.views`): each view's likelihoods,
-        #: ``{"image": [...], "content": [...]}``; ``likelihoods`` is their minimum
+        #: with views (:mod:`dequity.pipeline.views`): each view's values, e.g.
+        #: ``{"image": [...], "content": [...], "off_domain": [...]}``; ``likelihoods``
+        #: is their minimum
         self.views = views
 
     @property
     def rare_by(self) -> list[str]:
-        """Per sample, the view that made it rare (empty without the content view).
+        """Per sample, the view that made it rare (empty without views).
 
         Example::
 
-            res.rare_by[:3]   # ['appearance', 'content', 'appearance']
+            res.rare_by[:3]   # ['appearance', 'content', 'off-domain']
         """
         if not self.views:
             return []
-        return combine(self.views["image"], self.views["content"])[1].tolist()
+        return combine(self.views)[1].tolist()
 
     def attributes(self) -> list[str]:
         return [
