@@ -169,8 +169,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
     path = output / RAW_FILE
-    for method in METHODS:  # one run at a time; the file holds every finished run
-        for seed in seeds:
+    for seed in seeds:  # seed by seed: a stopped probe keeps every finished seed
+        for method in METHODS:
             rows = _curve_job((dataset.name, method, seed, config))
             data["runs"].setdefault(str(seed), {})[method] = rows
             path.write_text(json.dumps(data, indent=1))

@@ -133,7 +133,7 @@ FROZEN = replace(
     freeze_backbone=True,
     channels=64,
     head_convs=1,
-    step_grid=(400, 800),
+    step_grid=(800, 1600, 3200),
     jtt_recall=(1.0, 0.75, 0.5),
     workers=3,
 )

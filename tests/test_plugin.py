@@ -403,10 +403,17 @@ def test_panel_splits_a_run_by_view_and_opens_the_rarest_of_each(clean):
     state = {"run_key": "dq"}
     props = _panel_event(ds, "on_load", state)["show_panel_output"]["output"]["type"]
     split = props["properties"]["views_split"]["default"]
-    assert f"**{reasons.count('content')}** samples are rarer for what they show" in split
-    assert f"**{reasons.count('appearance')}** for how they look" in split
-    for reason in ("content", "appearance"):
-        out = _panel_event(ds, f"on_rarest_by_{reason}", state)
+    assert f"{reasons.count('content')} by content (what they show)" in split
+    assert f"{reasons.count('appearance')} by appearance (how they look)" in split
+    assert f"{reasons.count('off-domain')} off-domain (unlike the set's kinds)" in split
+    handlers = {
+        "content": "on_rarest_by_content",
+        "appearance": "on_rarest_by_appearance",
+        "off-domain": "on_rarest_off_domain",
+    }
+    for reason, handler in handlers.items():
+        assert reasons.count(reason), reason  # every view decides some demo frames
+        out = _panel_event(ds, handler, state)
         view = fo.DatasetView._build(ds, out["set_view"]["view"])
         assert set(view.values("dq_rare_by")) == {reason}
         assert len(view) == reasons.count(reason)
