@@ -27,11 +27,16 @@ def test_fields_on_every_sample(computed):
         assert dataset.count(field) == len(dataset) == 199
     schema = dataset.get_field_schema()
     assert "Generalized Focal Loss" in schema["dequity_weight"].description
-    clusters, likelihoods, weights = dataset.values(list(FIELDS))
+    ids, clusters, likelihoods, weights = dataset.values(["id", *FIELDS])
     share = cluster_sizes(np.array(clusters)) / cluster_sizes(np.array(clusters)).max()
-    # the default scales each cluster share by the sample's k-NN crowding, in (0, 1]
-    crowding = (np.array(likelihoods) / share) ** 2
+    # the whole vector's likelihood scales each cluster share by k-NN crowding, in (0, 1]
+    views = {name: dict(zip(results.sample_ids, v)) for name, v in results.views.items()}
+    image = np.array([views["image"][i] for i in ids])
+    crowding = (image / share) ** 2
     assert 0 < crowding.min() and np.isclose(crowding.max(), 1.0)
+    # the stored likelihood is the smallest view's value
+    smallest = [min(v[i] for v in views.values()) for i in ids]
+    np.testing.assert_allclose(likelihoods, smallest)
     assert min(clusters) >= 0  # noise joined its nearest cluster
     np.testing.assert_allclose(weights, dequity.gfl_weight(np.array(likelihoods), 1.0, 5.0))
     assert results.num_clusters >= 2
