@@ -104,7 +104,7 @@ def content_columns(vectors: np.ndarray) -> slice | None:
 
 
 def applies(vectors: np.ndarray) -> bool:
-    """Whether ``views="auto"`` scores the content view of ``vectors``.
+    """Whether a run with views scores the views of ``vectors`` (else the whole vector only).
 
     It needs the default model's layout and more samples than the view's ``k``.
 
@@ -247,8 +247,8 @@ class OffDomain:
         first, second = (_main_axes(content[np.sort(half)]) for half in halves)
         closeness = _closeness(first, content)
         closeness[halves[0]] = _closeness(second, content[halves[0]])
-        fitted = cls((first, second), RankScale(np.sort(closeness[rows].astype(np.float32))))
-        return fitted, fitted.scale.rank(closeness)
+        scale = RankScale.fit(closeness, fit_samples)  # the same seeded rows
+        return cls((first, second), scale), scale.rank(closeness)
 
     def ranks(self, content: np.ndarray) -> np.ndarray:
         """The ranks of new rows (small: far off the subspace of the set's main axes)."""
