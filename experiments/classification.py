@@ -5,8 +5,8 @@
   inverted (a rare style), like the paper's "70 % NYC, 30 % desert".
 
 A small CNN is trained unweighted, with dequity weights (label-free, from
-``compute_dequity`` with its defaults, with the previous default (rare in any
-view, crowding power 0.5), with the earlier default on the whole vector
+``compute_dequity`` with its defaults, with the previous default (the content
+view as a likelihood, ``views="content"``), with the earlier default on the whole vector
 (``views=None``), with the default before the every-stage model (final
 EfficientNet-Lite0 features, HDBSCAN cluster sizes, noise as singletons) and
 with ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)

@@ -29,8 +29,8 @@ from training.losses import weighted_loss
 #: label-free methods: their weights come from ``compute_dequity``
 LABEL_FREE = {
     "dequity": {},
-    "dequity, previous default (rare in any view, crowding power 0.5)": {
-        "clustering_kwargs": {"density_power": 0.5},
+    "dequity, previous default (content view as a likelihood, no off-domain view)": {
+        "views": "content",
     },
     "dequity, earlier default (whole vector)": {
         "views": None,

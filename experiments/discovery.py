@@ -38,10 +38,8 @@ RARE_CLASSES = 3
 _WHOLE = {"views": None}
 #: name -> keyword arguments of compute_dequity
 CONFIGS: dict[str, dict] = {
-    "default: rare in any view (whole vector and content view)": {},
-    "previous default: rare in any view, crowding power 0.5": {
-        "clustering_kwargs": {"density_power": 0.5}
-    },
+    "default: rare in any view (whole vector, ranked content and off-domain views)": {},
+    "previous default: rare in any view, content view as a likelihood": {"views": "content"},
     "earlier default: PCA-50 + HDBSCAN(10) x sqrt k-NN crowding, whole vector": {
         "clustering_kwargs": {"density_power": 0.5},
         **_WHOLE,
