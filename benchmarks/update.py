@@ -9,8 +9,9 @@ Two measurements, each a ratio against a full recompute in the same run:
   ``n + m`` again. Target: <= 5 % at 1M + 10k.
 - **end to end** (through FiftyOne and MongoDB, embeddings read from a field):
   ``update_dequity`` against ``compute_dequity(..., overwrite=True)`` on the
-  grown dataset. Both rewrite every sample's likelihood and weight, so the
-  database writes bound what an update can save.
+  grown dataset. The update writes the new samples by id and rescales the
+  old ones in the database, one server-side update per cluster. Target:
+  <= 5 % at 100k + 1k and at 1M + 10k.
 
 Raw values go to ``benchmarks/results-update.json``.
 """
@@ -63,15 +64,14 @@ def end_to_end(n: int, m: int) -> dict:
     x, _ = make_mixture(replace(HARD, n=n + m, dim=64))
     dataset = fo.Dataset()
     try:
-        dataset.add_samples(
-            [fo.Sample(filepath=f"/none/{i}.jpg", vec=v) for i, v in enumerate(x[:n])],
-            progress=False,
-        )
-        dequity.compute_dequity(dataset, "dq", embeddings="vec", progress=False)
-        dataset.add_samples(
-            [fo.Sample(filepath=f"/none/{n + i}.jpg", vec=v) for i, v in enumerate(x[n:])],
-            progress=False,
-        )
+        for start, stop in ((0, n), (n, n + m)):
+            if start:
+                dequity.compute_dequity(dataset, "dq", embeddings="vec", progress=False)
+            ids = dataset.add_samples(
+                [fo.Sample(filepath=f"/none/{i}.jpg") for i in range(start, stop)],
+                progress=False,
+            )
+            dataset.select(ids, ordered=True).set_values("vec", list(x[start:stop]))
         update_seconds, _ = timed(dequity.update_dequity, dataset, "dq")
         full_seconds, _ = timed(
             dequity.compute_dequity, dataset, "dq", embeddings="vec", overwrite=True, progress=False
@@ -84,7 +84,7 @@ def end_to_end(n: int, m: int) -> dict:
 def run(quick: bool) -> str:
     """Both measurements; the stage at 1M + 10k in full mode."""
     stage_sizes = [(20_000, 200)] if quick else [(100_000, 1_000), (1_000_000, 10_000)]
-    e2e_sizes = [(5_000, 50)] if quick else [(100_000, 1_000)]
+    e2e_sizes = [(5_000, 50)] if quick else [(100_000, 1_000), (1_000_000, 10_000)]
     stages = [stage(n, m) for n, m in stage_sizes]
     e2e = [end_to_end(n, m) for n, m in e2e_sizes]
     if not quick:
@@ -94,6 +94,7 @@ def run(quick: bool) -> str:
         for v in values:
             share = v["update_s"] / v["full_s"]
             verdict = "met" if share <= TARGET else "missed"
+            judged = v["n"] >= 1_000_000 or not kind.startswith("stage")
             rows.append(
                 [
                     kind,
@@ -101,7 +102,7 @@ def run(quick: bool) -> str:
                     f"{v['full_s']:.1f}",
                     f"{v['update_s']:.2f}",
                     f"{share:.1%}",
-                    verdict if kind.startswith("stage") and v["n"] >= 1_000_000 else "",
+                    verdict if judged and v["n"] >= 100_000 else "",
                 ]
             )
     table = md_table(
@@ -110,9 +111,12 @@ def run(quick: bool) -> str:
     )
     return (
         "### Incremental updates: new samples without a refit\n\n"
-        f"Target: adding 1% new samples to a 1M-sample run costs <= {TARGET:.0%} of a full "
-        "recompute (likelihood stage). End to end, both paths rewrite every sample's "
-        "likelihood and weight in the database.\n\n" + table
+        f"Target: adding 1% new samples costs <= {TARGET:.0%} of a full recompute: for the "
+        "likelihood stage at 1M + 10k, and end to end through FiftyOne at 100k + 1k and "
+        "1M + 10k (64-number vectors read from a field). End to end, the update writes "
+        "only the new samples (and old ones whose rarest view changed) by id; every other "
+        "old sample's likelihood and weight are rescaled in the database, one server-side "
+        "update per cluster.\n\n" + table
     )
 
 

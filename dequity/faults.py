@@ -1,7 +1,7 @@
 """Named points in the write path where a test can make the process die or wait.
 
 Setting ``DEQUITY_FAULT_POINT`` to one of :data:`POINTS` (a run's writes),
-:data:`DELETE_POINTS` or :data:`RENAME_POINTS` makes the process
+:data:`UPDATE_POINTS`, :data:`DELETE_POINTS` or :data:`RENAME_POINTS` makes the process
 exit at once (``os._exit``, no clean-up, like ``SIGKILL``) when it gets there.
 Fault-injection tests use it to check that a run killed at any point leaves
 the dataset consistent. With ``DEQUITY_FAULT_PAUSE`` set to a folder, the
@@ -30,6 +30,7 @@ POINTS = (
     "old_run_deleted",  # the replaced run record is gone
     "done",  # everything but releasing the claim
 )
+UPDATE_POINTS = ("rescaled_one",)  # update: one group of old samples rescaled, not the rest
 DELETE_POINTS = ("run_unlinked",)  # delete: the record is unlinked, the fields remain
 RENAME_POINTS = ("fields_renamed",)  # rename: the fields have their new names, the run not
 

@@ -221,3 +221,22 @@ def test_training_run_loads_and_deletes(stored):
     assert not stored.has_sample_field(predictions)
     assert stored.list_evaluations() == []
     assert sorted(dequity.list_dequity_runs(stored)) == ["dequity", "objects"]
+
+
+def test_a_run_record_is_stored_packed_and_loads_the_same(demo_run):
+    from bson import json_util
+
+    dataset, results = demo_run
+    stored = json_util.dumps(results.serialize())
+    packed = json_util.loads(stored)
+    assert packed["likelihoods"]["packed"] == "float64"
+    assert packed["sample_ids"]["packed"] == "objectid"
+    loaded = dequity.DequityResults._from_dict(packed, dataset, results.config, results.key)
+    assert loaded.sample_ids == results.sample_ids
+    assert loaded.labels == results.labels
+    assert loaded.likelihoods == results.likelihoods  # float64: the very values of the fields
+    assert loaded.views == results.views
+    np.testing.assert_allclose(loaded.points, results.points, rtol=1e-6)
+    as_lists = json.dumps({"likelihoods": results.likelihoods, "points": results.points})
+    arrays = json.dumps({"likelihoods": packed["likelihoods"], "points": packed["points"]})
+    assert len(arrays) < len(as_lists) / 2, "packed arrays take less room than JSON lists"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import fiftyone as fo
 import numpy as np
@@ -12,6 +15,8 @@ import dequity
 from benchmarks.agreement import DEFAULT_SETTING, held_back_agreement, matched_agreement
 from dequity.api.update import DriftWarning
 from dequity.errors import DequityError
+from dequity.faults import ENV as FAULT_ENV
+from dequity.faults import EXIT_CODE
 from tests.conftest import EMBEDDINGS_FIELD
 
 HELD_EVERY = 10  # every 10th frame is held back, then added
@@ -182,3 +187,81 @@ def test_a_tsne_run_cannot_be_updated(demo):
     )
     with pytest.raises(DequityError, match="t-SNE has no transform.*overwrite=True"):
         dequity.update_dequity(demo, "paper")
+
+
+def test_old_samples_move_by_one_factor_per_group_in_the_database(grown):
+    base, held = grown
+    before = dequity.load_dequity_results(base)
+    old_values = dict(zip(base.values("id"), base.values("dequity_likelihood")))
+    base.add_samples(held)
+    updated = dequity.update_dequity(base)
+
+    stamps = dict(zip(base.values("id"), base.values("dequity_updated_by")))
+    now = dict(zip(base.values("id"), base.values("dequity_likelihood")))
+    rescaled = [i for i in before.sample_ids if stamps[i] is not None]
+    assert rescaled and len(set(stamps[i] for i in rescaled)) == 1, "one update, one stamp"
+    # old samples either moved in the database (stamped), kept their value (a ranked
+    # view decided), or were written by id because their rarest view changed: few
+    by_id = [i for i in before.sample_ids if stamps[i] is None and now[i] != old_values[i]]
+    assert len(by_id) <= 0.1 * len(before.sample_ids)
+    # each stamped sample moved by its group's factor: cluster and rarest view alike
+    clusters = dict(zip(base.values("id"), base.values("dequity_cluster")))
+    views = dict(zip(base.values("id"), base.values("dequity_rare_by")))
+    ratios: dict[tuple, set] = {}
+    for i in rescaled:
+        if old_values[i] > 0:
+            key = (clusters[i], views[i])
+            ratios.setdefault(key, set()).add(round(now[i] / old_values[i], 9))
+    assert ratios and all(len(r) == 1 for r in ratios.values()), ratios
+    # the database holds the run's values, the rescaled and the written alike
+    by_id = dict(zip(updated.sample_ids, updated.likelihoods))
+    assert [now[i] for i in updated.sample_ids] == pytest.approx([by_id[i] for i in by_id])
+    weights = dict(zip(base.values("id"), base.values("dequity_weight")))
+    expected = dict(zip(updated.sample_ids, updated.weights))
+    assert [weights[i] for i in expected] == pytest.approx(list(expected.values()), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_an_update_killed_mid_rescaling_is_finished_exactly_once(grown, tmp_path):
+    base, held = grown
+    base.persistent = True
+    reference = base.clone()
+    reference.add_samples(held)
+    dequity.update_dequity(reference)
+    base.add_samples(held)
+    script = (
+        f"import fiftyone as fo, dequity\ndequity.update_dequity(fo.load_dataset({base.name!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, FAULT_ENV: "rescaled_one"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == EXIT_CODE, done.stderr[-2000:]
+    assert dequity.list_dequity_runs(base) == ["dequity"]  # recovers: finishes the update
+    base.reload()
+    filepaths = base.values("filepath")
+    finished = dict(zip(filepaths, base.values("dequity_likelihood")))
+    expected = dict(zip(reference.values("filepath"), reference.values("dequity_likelihood")))
+    assert [finished[f] for f in filepaths] == pytest.approx([expected[f] for f in filepaths])
+    weights = dict(zip(filepaths, base.values("dequity_weight")))
+    expected_w = dict(zip(reference.values("filepath"), reference.values("dequity_weight")))
+    assert [weights[f] for f in filepaths] == pytest.approx([expected_w[f] for f in filepaths])
+    reference.delete()
+
+
+def test_the_update_stamp_field_belongs_to_the_run(grown):
+    base, held = grown
+    base.add_samples(held)
+    dequity.update_dequity(base)
+    assert base.has_sample_field("dequity_updated_by")
+    dequity.rename_dequity_run(base, "dequity", "daily")
+    assert base.has_sample_field("daily_updated_by")
+    assert not base.has_sample_field("dequity_updated_by")
+    assert base.get_run_info("daily").config.updated_by_field == "daily_updated_by"
+    dequity.compute_dequity(base, "daily", embeddings=EMBEDDINGS_FIELD, overwrite=True)
+    assert not base.has_sample_field("daily_updated_by"), "a recompute drops the old stamps"
+    dequity.update_dequity(base, "daily")  # nothing new: no stamp field comes back
+    dequity.delete_dequity_run(base, "daily")
+    assert not [f for f in base.get_field_schema() if f.startswith("daily_")]

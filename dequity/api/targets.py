@@ -114,6 +114,10 @@ class ImageTarget(Target):
         if explained_before and not config.uses_views:
             # the commit emptied it; a kill before this line leaves only empty values
             writer.delete_field(config.rare_by_field)
+        stamped = getattr(old, "updated_by_field", None)
+        if stamped and self.store.dataset.has_sample_field(stamped):
+            # the old run's update stamps mean nothing to the new run
+            writer.delete_field(stamped)
 
 
 @dataclass

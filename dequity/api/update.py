@@ -7,11 +7,19 @@ sizes. An update embeds only the samples of the run's view that have no value
 yet, places them with the fit, adds them to the cluster sizes, and rescales
 every old sample's likelihood and weight to the new sizes, all in one commit.
 When the new samples drift from the fit it warns and says to refit.
+
+Old samples are not read or rewritten one by one. Their likelihoods move by
+one factor per cluster (and per view that made them rare), so the database
+rescales each such group in one server-side update
+(:class:`dequity.store.commit.Rescaling`); only the new samples, and the few
+old ones whose rarest view changes, are written by id. The run record is
+stored packed (:mod:`dequity.store.packing`).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 import warnings
 from typing import Any
 
@@ -24,7 +32,9 @@ from dequity.pipeline.fit import LikelihoodFit, check_updatable
 from dequity.pipeline.score import points_2d
 from dequity.sources.parse import parse_embeddings
 from dequity.store.columns import embedding_column, run_columns
+from dequity.store.commit import Rescaling
 from dequity.store.dataset import Store, Writer, rerun_if_disconnected
+from dequity.store.names import stamp_field
 from dequity.store.runs import DequityResults
 
 logger = logging.getLogger(__name__)
@@ -90,8 +100,8 @@ def update_dequity(
             np.asarray(results.views["image"] if results.views else results.likelihoods),
             points,
         )
-        updated = _extended_results(results, emb, extension, points, fit)
-        _write(writer, updated, emb, source.store_field, progress)
+        updated, factors = _extended_results(results, emb, extension, points, fit)
+        _write(writer, results, updated, factors, emb, source.store_field, progress)
     for reason in extension.drift_warnings():
         warnings.warn(
             f"run {run_key!r}: {reason}; the fit may no longer describe the data: "
@@ -189,22 +199,25 @@ def _embeddings_request(config: Any, embeddings: str | np.ndarray | None) -> dic
 
 def _extended_results(
     results: DequityResults, emb: Any, extension: Any, points: np.ndarray, fit: LikelihoodFit
-) -> DequityResults:
+) -> tuple[DequityResults, dict[str, np.ndarray]]:
     """The run's results with the new samples appended and the old likelihoods rescaled.
 
     A run with views (:mod:`dequity.pipeline.views`) extends them too, and each
-    sample's likelihood is again the smallest of its views'.
+    sample's likelihood is again the smallest of its views'. Also returns
+    what each view's old values were multiplied by (views not listed kept them).
     """
     labels = results.labels + extension.labels.tolist() if results.labels else []
     xy = points_2d(points)
     likelihoods = np.concatenate([extension.old_likelihoods, extension.new_likelihoods])
     stored, views = fit.to_dict(), None
+    factors = {dv.IMAGE: extension.old_factors}
     if results.views:
         extended = dv.extend_views(results.views, results.fit, likelihoods, emb.vectors)
         views = {name: v.tolist() for name, v in extended.values.items()}
         likelihoods = extended.likelihoods
         stored.update(extended.fits)
-    return DequityResults(
+        factors.update(extended.old_factors)
+    updated = DequityResults(
         results.samples,
         results.config,
         results.key,
@@ -217,37 +230,123 @@ def _extended_results(
         views=views,
         backend=results.backend,
     )
+    return updated, factors
 
 
 def _write(
     writer: Writer,
+    before: DequityResults,
     results: DequityResults,
+    factors: dict[str, np.ndarray],
     emb: Any,
     store_field: str | None,
     progress: Any,
 ) -> None:
-    """Write every sample's likelihood and weight, the new samples' clusters, and the run.
+    """Write the new samples, rescale the old ones in the database, and save the run.
 
-    The commit's ids run new samples first, so that the columns only the new
-    samples get (cluster, stored embedding) cover the first ids.
+    The commit's ids are the new samples, then the old samples that the
+    rescaling cannot move (:func:`rescaled_groups`), then the new samples that
+    could not be embedded; the columns only new samples get (cluster, stored
+    embedding) cover the first ids.
     """
     config = results.config
-    num_new = len(emb.sample_ids)
-    num_old = len(results.sample_ids) - num_new
-
-    def new_first(values: list) -> list:
-        return values[num_old:] + values[:num_old]
-
-    ids = results.sample_ids[num_old:] + results.sample_ids[:num_old] + list(emb.missing_ids)
+    config.updated_by_field = stamp_field(results.key)
+    num_old = len(before.sample_ids)
+    groups, by_id = rescaled_groups(before, results, factors)
+    rows = np.concatenate([np.arange(num_old, len(results.sample_ids)), np.flatnonzero(by_id)])
+    ids = [results.sample_ids[i] for i in rows] + list(emb.missing_ids)
     values = {
-        "likelihood": new_first(results.likelihoods),
-        "weight": new_first(results.weights.tolist()),
+        "likelihood": np.asarray(results.likelihoods)[rows].tolist(),
+        "weight": results.weights[rows].tolist(),
+        "updated_by": [],  # declares the field; the rescaling stamps it
     }
     if config.uses_views:
-        values["rare_by"] = new_first(results.rare_by)
+        values["rare_by"] = np.asarray(results.rare_by)[rows].tolist()
     columns = run_columns(config, values, blanks=len(emb.missing_ids))
     if results.labels:
         columns += run_columns(config, {"cluster": results.labels[num_old:]})
     if store_field:
         columns.append(embedding_column(store_field, emb.vectors))
-    writer.commit(config, results, ids, columns, index=config.weight_field, progress=progress)
+    rescaling = Rescaling(
+        config.likelihood_field,
+        config.weight_field,
+        config.updated_by_field,
+        uuid.uuid4().hex,
+        config.eta,
+        config.gamma,
+        [(_match(config, label, view), factor) for (label, view), factor in groups.items()],
+    )
+    writer.commit(
+        config,
+        results,
+        ids,
+        columns,
+        index=config.weight_field,
+        progress=progress,
+        rescaling=rescaling,
+    )
+
+
+def rescaled_groups(
+    before: DequityResults, after: DequityResults, factors: dict[str, np.ndarray]
+) -> tuple[dict[tuple[int | None, str | None], float], np.ndarray]:
+    """How an update moves the old samples: ``(groups, by_id)``.
+
+    ``groups`` maps ``(cluster, rare_by)`` (None where the run has no
+    clusters or no views) to the factor that moves every old likelihood of
+    the group, leaving out groups that do not move; ``by_id`` marks the old
+    samples that no factor moves (their rarest view changed), to be written
+    one by one. ``factors`` holds what each view's old values were multiplied
+    by (views not listed are unchanged).
+
+    Example::
+
+        groups, by_id = rescaled_groups(results, updated, {"image": image_factors})
+        groups   # {(3, 'appearance'): 0.98, ...}
+    """
+    num_old = len(before.sample_ids)
+    old_p = np.asarray(before.likelihoods, np.float64)
+    new_p = np.asarray(after.likelihoods, np.float64)[:num_old]
+    factor = np.ones(num_old)
+    if before.views:
+        old_by = np.asarray(before.rare_by, dtype=object)
+        same_view = old_by == np.asarray(after.rare_by, dtype=object)[:num_old]
+        for value, view in dv.VIEW_OF.items():
+            if view in factors:
+                rows = old_by == value
+                factor[rows] = factors[view][rows]
+    else:
+        old_by = np.full(num_old, None, dtype=object)
+        same_view = np.ones(num_old, bool)
+        factor = factors[dv.IMAGE].astype(np.float64)
+    moved = same_view & (new_p == old_p * factor)
+    labels = np.asarray(before.labels, np.int64) if before.labels else np.zeros(num_old, np.int64)
+    views, view_codes = np.unique(old_by.astype(str), return_inverse=True)
+    smallest = labels.min(initial=0)
+    combined = (labels - smallest) * len(views) + view_codes.ravel()
+    keys, group = np.unique(combined[moved], return_inverse=True)
+    low = np.full(len(keys), np.inf)
+    high = np.full(len(keys), -np.inf)
+    np.minimum.at(low, group, factor[moved])
+    np.maximum.at(high, group, factor[moved])
+    by_id = ~moved
+    uneven = np.flatnonzero(low != high)  # one factor per group, or each sample by id
+    if len(uneven):
+        by_id[np.flatnonzero(moved)[np.isin(group, uneven)]] = True
+    groups: dict[tuple[int | None, str | None], float] = {}
+    for key, f_low, f_high in zip(keys.tolist(), low.tolist(), high.tolist()):
+        if f_low == f_high != 1.0:
+            label, code = divmod(key, len(views))
+            cluster = label + int(smallest) if before.labels else None
+            groups[(cluster, None if views[code] == "None" else str(views[code]))] = f_low
+    return groups, by_id
+
+
+def _match(config: Any, label: int | None, rare_by: str | None) -> dict[str, Any]:
+    """The database filter of one group of :func:`rescaled_groups`."""
+    match: dict[str, Any] = {}
+    if label is not None:
+        match[config.cluster_field] = label
+    if rare_by is not None:
+        match[config.rare_by_field] = rare_by
+    return match

@@ -100,7 +100,11 @@ class LikelihoodFit:
         if not len(labels):
             return np.ones(0)
         largest = max(self.sizes.values())
-        sizes = np.array([self.sizes.get(int(v), 1) for v in labels], dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        known = np.array(sorted(self.sizes), dtype=np.int64)
+        at = np.clip(np.searchsorted(known, labels), 0, len(known) - 1)
+        found = known[at] == labels
+        sizes = np.where(found, np.array([self.sizes[k] for k in known], np.float64)[at], 1.0)
         if self.noise == NOISE_SINGLETON:
             sizes[np.asarray(labels) < 0] = 1
         return sizes / largest
@@ -134,10 +138,12 @@ class LikelihoodFit:
             self.max_count = max(self.max_count, int(counts.max(initial=0)))
             factor = factor * (old_max / self.max_count) ** self.density_power
             new = new * (counts / self.max_count) ** self.density_power
+        old = np.asarray(old_likelihoods, dtype=np.float64)
         return Extension(
             labels=labels,
             new_likelihoods=new,
-            old_likelihoods=np.asarray(old_likelihoods, dtype=np.float64) * factor,
+            old_likelihoods=old * factor,
+            old_factors=np.broadcast_to(np.asarray(factor, np.float64), old.shape).copy(),
             far_share=float(far.mean()) if len(far) else 0.0,
             shift=_shift(old_labels, labels),
         )
@@ -192,6 +198,8 @@ class Extension:
     labels: np.ndarray
     new_likelihoods: np.ndarray
     old_likelihoods: np.ndarray
+    #: what each old likelihood was multiplied by (one value per cluster)
+    old_factors: np.ndarray
     #: share of new samples farther from every reference point than the fit's usual spacing
     far_share: float
     #: total-variation distance between new and old cluster proportions (0 without clusters)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ IMAGE, OFF_DOMAIN = "image", "off_domain"
 #: ``rare_by`` values
 RARE_BY_CONTENT, RARE_BY_APPEARANCE, RARE_BY_OFF_DOMAIN = "content", "appearance", "off-domain"
 _RARE_BY = {IMAGE: RARE_BY_APPEARANCE, CONTENT: RARE_BY_CONTENT, OFF_DOMAIN: RARE_BY_OFF_DOMAIN}
+#: the view that each ``rare_by`` value names
+VIEW_OF = {value: view for view, value in _RARE_BY.items()}
 #: the main axes of the final features that the off-domain view measures distance from
 OFF_DOMAIN_COMPONENTS = 10
 #: widths of the unit-length blocks of EfficientNet-Lite0's every-stage vector:
@@ -292,6 +294,9 @@ class Views:
 
     values: dict[str, np.ndarray]
     fits: dict[str, dict[str, Any]]
+    #: after :func:`extend_views`: what each rescaled view's old values were multiplied
+    #: by (views not listed kept the old samples' values)
+    old_factors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def likelihoods(self) -> np.ndarray:
@@ -354,7 +359,7 @@ def extend_views(
     if RANKED not in fits:
         content = content_fit.extend(np.empty(0, np.int64), old[CONTENT], points)
         values[CONTENT] = np.concatenate([content.old_likelihoods, content.new_likelihoods])
-        return Views(values, {CONTENT: content_fit.to_dict()})
+        return Views(values, {CONTENT: content_fit.to_dict()}, {CONTENT: content.old_factors})
     ranked = fits[RANKED]
     _, counts, _ = content_fit.place(points)
     likelihood = (counts + int(content_fit.self_counted)) / content_fit.max_count

@@ -31,7 +31,7 @@ from dequity.errors import DequityError
 from dequity.faults import fault_point
 from dequity.store import claims
 from dequity.store import compat as fc
-from dequity.store.names import field_names
+from dequity.store.names import field_names, stamp_field
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,39 @@ class ObjectColumns:
     def paths(self) -> list[str]:
         """The attributes as field paths, e.g. ``ground_truth.detections.dequity_weight``."""
         return [f"{self.field}.detections.{a[0]}" for a in self.attributes]
+
+
+@dataclass
+class Rescaling:
+    """Old samples' values that an update moves by a factor per group, in the database.
+
+    Each group is ``(match, factor)``: every sample whose fields equal
+    ``match`` (its cluster, and the view that made it rare) gets its
+    likelihood times ``factor`` and its weight recomputed with eq. 4, in one
+    server-side update per group: no sample is read or sent. Each rescaled
+    sample is stamped with ``stamp`` in ``stamp_field``, and the update skips
+    samples that carry it, so a resumed update rescales no sample twice.
+    Values a commit's columns also set are written after the rescaling.
+    """
+
+    likelihood_field: str
+    weight_field: str
+    stamp_field: str
+    stamp: str
+    eta: float
+    gamma: float
+    groups: list[tuple[dict[str, Any], float]]
+
+    def to_journal(self) -> dict[str, Any]:
+        return {
+            "likelihood_field": self.likelihood_field,
+            "weight_field": self.weight_field,
+            "stamp_field": self.stamp_field,
+            "stamp": self.stamp,
+            "eta": self.eta,
+            "gamma": self.gamma,
+            "groups": [[match, factor] for match, factor in self.groups],
+        }
 
 
 _OBJECTS_KEY = "_dequity_objects"
@@ -143,13 +176,15 @@ def commit_run(
     index: str | None = None,
     progress: Any = None,
     objects: ObjectColumns | None = None,
+    rescaling: Rescaling | None = None,
 ) -> None:
     """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
 
     Replaces an existing run ``run_key`` (its record, and its fields' values
     where ``columns`` give new ones) only once everything new is stored.
     ``objects`` adds attributes of the samples' Detections, merged in the
-    same step as the sample fields.
+    same step as the sample fields; ``rescaling`` moves other samples'
+    values in the database, in the same all-or-nothing step.
 
     Example::
 
@@ -169,6 +204,7 @@ def commit_run(
         if objects is None
         else {"field": objects.field, "attributes": [list(a) for a in objects.attributes]},
         index=index,
+        rescaling=None if rescaling is None else rescaling.to_journal(),
     )
     journal = claim.doc
     try:
@@ -427,6 +463,8 @@ def _finish(dataset: Any, journal: dict) -> None:
                     info={"run_key": run_key} if owned else None,
                 )
     fault_point("fields_declared")
+    if journal.get("rescaling"):
+        _rescale(dataset, journal["rescaling"])
     db = foo.get_db_conn()
     project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
     if objects:
@@ -454,6 +492,37 @@ def _finish(dataset: Any, journal: dict) -> None:
     db.drop_collection(journal["staging"])
     dataset.reload()
     fc.results_cache(dataset).pop(run_key, None)
+
+
+def _rescale(dataset: Any, rescaling: dict[str, Any]) -> None:
+    """Apply a journalled :class:`Rescaling`: one server-side update per group."""
+    import fiftyone.core.odm as foo
+
+    samples = foo.get_db_conn()[fc.sample_collection_name(dataset)]
+    p, stamp = rescaling["likelihood_field"], rescaling["stamp"]
+    eta, gamma = rescaling["eta"], rescaling["gamma"]
+    weight = {
+        "$divide": [
+            {"$add": [eta, {"$pow": [{"$subtract": [1, f"${p}"]}, gamma]}]},
+            eta + 1,
+        ]
+    }
+    for number, (match, factor) in enumerate(rescaling["groups"]):
+        samples.update_many(
+            {**match, p: {"$type": "double"}, rescaling["stamp_field"]: {"$ne": stamp}},
+            [
+                {"$set": {p: {"$multiply": [f"${p}", factor]}}},
+                {
+                    "$set": {
+                        rescaling["weight_field"]: weight,
+                        rescaling["stamp_field"]: stamp,
+                        "last_modified_at": "$$NOW",
+                    }
+                },
+            ],
+        )
+        if number == 0:
+            fault_point("rescaled_one")
 
 
 def _finish_delete(dataset: Any, journal: dict) -> None:
@@ -488,12 +557,15 @@ def _finish_rename(dataset: Any, journal: dict) -> None:
             if field is not None and (field.info or {}).get("run_key") == run_key:
                 field.info = {**field.info, "run_key": new_key}
                 field.save()
+        stamp = stamp_field(new_key)
+        stamped = {"config.updated_by_field": stamp} if stamp in renames.values() else {}
         fc.run_documents().update_one(
             {"_id": run_doc_id},
             {
                 "$set": {
                     "key": new_key,
                     **{f"config.{s}_field": new for s, new in field_names(new_key).items()},
+                    **stamped,
                 }
             },
         )

@@ -137,8 +137,12 @@ class Writer:
         index: str | None = None,
         progress: Any = None,
         objects: commit.ObjectColumns | None = None,
+        rescaling: commit.Rescaling | None = None,
     ) -> None:
         """Write ``columns`` of samples ``ids`` and the run's record, replacing the old.
+
+        ``rescaling`` moves other samples' values in the database, in the same
+        step (see :class:`dequity.store.commit.Rescaling`).
 
         Example::
 
@@ -155,6 +159,7 @@ class Writer:
             index=index,
             progress=progress,
             objects=objects,
+            rescaling=rescaling,
         )
 
     def delete_field(self, name: str) -> None:

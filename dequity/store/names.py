@@ -11,6 +11,8 @@ FIELD_DESCRIPTIONS = {
     "weight": "dequity Generalized Focal Loss weight (eta + (1 - p)**gamma) / (eta + 1)",
     "rare_by": "dequity view that made the sample rare: 'appearance' (how it looks), "
     "'content' (what it shows) or 'off-domain' (unlike the set's kinds)",
+    "updated_by": "dequity update that last rescaled the sample's likelihood and weight "
+    "(a resumed update skips the samples it already rescaled)",
 }
 #: the same roles on the ``Detection`` objects of an object run
 OBJECT_DESCRIPTIONS = {
@@ -20,7 +22,13 @@ OBJECT_DESCRIPTIONS = {
 }
 SAMPLE_WEIGHT_DESCRIPTION = "dequity weight of the sample: the largest weight of its objects"
 #: the kind of value each role holds (see :data:`dequity.store.commit.KINDS`)
-KINDS = {"cluster": "int", "likelihood": "float", "weight": "float", "rare_by": "str"}
+KINDS = {
+    "cluster": "int",
+    "likelihood": "float",
+    "weight": "float",
+    "rare_by": "str",
+    "updated_by": "str",
+}
 
 
 def field_names(run_key: str) -> dict[str, str]:
@@ -32,6 +40,18 @@ def field_names(run_key: str) -> dict[str, str]:
         'dequity_weight'
 
     ``rare_by`` is written only by runs that score views
-    (:mod:`dequity.pipeline.views`).
+    (:mod:`dequity.pipeline.views`). Updates also stamp the samples they
+    rescale (:func:`stamp_field`).
     """
     return {suffix: f"{run_key}_{suffix}" for suffix in FIELD_SUFFIXES}
+
+
+def stamp_field(run_key: str) -> str:
+    """The field in which updates of run ``run_key`` stamp the samples they rescale.
+
+    Example::
+
+        >>> stamp_field("dequity")
+        'dequity_updated_by'
+    """
+    return f"{run_key}_updated_by"

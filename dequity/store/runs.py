@@ -28,7 +28,8 @@ from dequity.pipeline.weights import gfl_weight, validate_gfl_params
 from dequity.store import compat as fc
 from dequity.store.columns import object_columns, run_columns
 from dequity.store.dataset import Store, rerun_if_disconnected
-from dequity.store.names import METHOD, field_names
+from dequity.store.names import METHOD, field_names, stamp_field
+from dequity.store.packing import pack_array, pack_ids, unpack_array, unpack_ids
 
 
 class DequityRunConfig(focr.RunConfig):
@@ -64,6 +65,7 @@ class DequityRunConfig(focr.RunConfig):
         patches_field: str | None = None,
         views: str | None = None,
         rare_by_field: str | None = None,
+        updated_by_field: str | None = None,
         method: str = METHOD,
         **kwargs: Any,
     ) -> None:
@@ -89,6 +91,8 @@ class DequityRunConfig(focr.RunConfig):
         #: whole vector only
         self.views = views
         self.rare_by_field = rare_by_field or fields["rare_by"]
+        #: where updates stamp the samples they rescale (None until the run's first update)
+        self.updated_by_field = updated_by_field
         super().__init__(method=method, **kwargs)
 
     @property
@@ -114,12 +118,20 @@ class DequityRunConfig(focr.RunConfig):
         if self.patches_field is not None:
             return [self.weight_field, *self.object_paths]
         fields = [self.cluster_field, self.likelihood_field, self.weight_field]
-        return fields + [self.rare_by_field] if self.uses_views else fields
+        if self.uses_views:
+            fields.append(self.rare_by_field)
+        if getattr(self, "updated_by_field", None):
+            fields.append(self.updated_by_field)
+        return fields
 
     def field_renames(self, new_key: str) -> dict[str, str]:
         """Each owned field's new path when the run is renamed to ``new_key``."""
+        stamped = getattr(self, "updated_by_field", None)
         renamed = DequityRunConfig(
-            new_key, patches_field=self.patches_field, views=getattr(self, "views", None)
+            new_key,
+            patches_field=self.patches_field,
+            views=getattr(self, "views", None),
+            updated_by_field=stamp_field(new_key) if stamped else None,
         )
         return dict(zip(self.fields, renamed.fields))
 
@@ -160,6 +172,8 @@ class DequityRun(focr.Run):
                 config.likelihood_field = new["likelihood"]
                 config.weight_field = new["weight"]
                 config.rare_by_field = new["rare_by"]
+                if getattr(config, "updated_by_field", None):
+                    config.updated_by_field = stamp_field(new_key)
         self.update_run_config(samples, key, self.config)
 
 
@@ -199,9 +213,9 @@ class DequityResults(focr.RunResults):
     ) -> None:
         super().__init__(samples, config, key, backend=backend)
         self.sample_ids = list(sample_ids or [])
-        self.labels = [int(v) for v in (labels or [])]
-        self.likelihoods = [float(v) for v in (likelihoods or [])]
-        self.points = [list(map(float, p)) for p in (points or [])]
+        self.labels = _plain_list(labels, np.int64)
+        self.likelihoods = _plain_list(likelihoods, np.float64)
+        self.points = _plain_list(points, np.float64)
         self.missing_ids = list(missing_ids or [])
         #: what places new samples without refitting (:class:`dequity.pipeline.fit.LikelihoodFit`
         #: as a dict); None for runs that cannot be updated (t-SNE, groups)
@@ -243,20 +257,42 @@ class DequityResults(focr.RunResults):
         """Whether the values are per object (``config.patches_field``) rather than per image."""
         return getattr(self.config, "patches_field", None) is not None
 
+    def serialize(self, reflective: bool = False) -> dict:
+        """The stored form: per-sample arrays packed as binary (:mod:`dequity.store.packing`)."""
+        d = self._prepare_serial_dict(reflective)
+        views = self.views
+        d.update(
+            cls=self.cls,
+            sample_ids=pack_ids(self.sample_ids),
+            labels=pack_array(self.labels, "int32"),
+            likelihoods=pack_array(self.likelihoods, "float64"),
+            points=pack_array(self.points, "float32"),
+            missing_ids=pack_ids(self.missing_ids),
+            fit=self.fit,
+            object_ids=pack_ids(self.object_ids),
+            views=None
+            if views is None
+            else {k: pack_array(v, "float64") for k, v in views.items()},
+        )
+        return d
+
     @classmethod
     def _from_dict(cls, d: dict, samples: Any, config: Any, key: str) -> DequityResults:
+        views = d.get("views")
         return cls(
             samples,
             config,
             key,
-            sample_ids=d.get("sample_ids"),
-            labels=d.get("labels"),
-            likelihoods=d.get("likelihoods"),
-            points=d.get("points"),
-            missing_ids=d.get("missing_ids"),
+            sample_ids=unpack_ids(d.get("sample_ids")),
+            labels=unpack_array(d.get("labels")),
+            likelihoods=unpack_array(d.get("likelihoods")),
+            points=unpack_array(d.get("points")),
+            missing_ids=unpack_ids(d.get("missing_ids")),
             fit=d.get("fit"),
-            object_ids=d.get("object_ids"),
-            views=d.get("views"),
+            object_ids=unpack_ids(d.get("object_ids")),
+            views=None
+            if views is None
+            else {k: unpack_array(v).tolist() for k, v in views.items()},
         )
 
     @property
@@ -341,3 +377,22 @@ class DequityResults(focr.RunResults):
             writer.commit(config, self, ids, columns, progress=progress, objects=objects)
         self.config.eta, self.config.gamma = config.eta, config.gamma
         return weights
+
+
+def _plain_list(values: Any, dtype: type) -> list:
+    """``values`` as a list of Python numbers (rows of an array as lists)."""
+    if values is None:
+        return []
+    if isinstance(values, np.ndarray):
+        return values.astype(dtype).tolist()
+    if len(values) and _numpy_item(values):
+        return np.asarray(values, dtype).tolist()
+    return list(values)
+
+
+def _numpy_item(values: Any) -> bool:
+    """Whether a list holds numpy values, which JSON and FiftyOne fields do not take."""
+    first = values[0]
+    return isinstance(first, np.generic | np.ndarray) or (
+        isinstance(first, list) and len(first) > 0 and isinstance(first[0], np.generic)
+    )
