@@ -130,3 +130,26 @@ def test_a_saved_run_document_loads_once_linked_and_deletes_with_its_results(dat
     fc.delete_run_document(run_doc_id)
     assert fc.run_documents().find_one({"_id": run_doc_id}) is None
     assert not gridfs.GridFS(foo.get_db_conn()).exists(results_id)
+
+
+def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset):
+    import numpy as np
+
+    from dequity.sources.embeddings import decode_stored_vectors, from_field
+
+    rng = np.random.default_rng(0)
+    dataset.set_values("vec", list(rng.standard_normal((len(dataset), 7))))  # float64
+    dataset.select(dataset.values("id")[2]).set_values("vec", [None])
+    ids, stored = fc.stored_values(dataset.skip(1), ["id", "vec"])
+    assert [str(i) for i in ids] == dataset.skip(1).values("id")
+    vectors, present = decode_stored_vectors(stored)
+    expected = [v for v in dataset.skip(1).values("vec") if v is not None]
+    assert present.tolist() == [v is not None for v in dataset.skip(1).values("vec")]
+    np.testing.assert_array_equal(vectors, np.array(expected))
+    emb = from_field(dataset, "vec")
+    assert len(emb.missing_ids) == 1 and emb.vectors.shape == (len(dataset) - 1, 7)
+    # vectors of different lengths are not decoded in bulk; FiftyOne's values say why
+    first = dataset.first()
+    first["vec"] = np.ones(3)
+    first.save()
+    assert decode_stored_vectors(fc.stored_values(dataset, ["vec"])[0]) is None

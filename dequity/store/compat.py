@@ -218,3 +218,18 @@ def is_generated_view(samples: Any) -> bool:
         is_generated_view(video_dataset.to_frames())   # True
     """
     return bool(getattr(samples, "_is_generated", False))
+
+
+def stored_values(samples: Any, fields: list[str]) -> tuple[list, ...]:
+    """``samples.values(fields)`` as stored, without FiftyOne's per-value decoding.
+
+    Missing API: ``values`` decodes every vector of a ``VectorField`` through
+    ``np.load`` one by one, which dominates reading a million embeddings;
+    the stored form (zlib-compressed ``.npy`` bytes, see
+    ``fiftyone.core.utils.serialize_numpy_array``) can be decoded in bulk.
+
+    Example::
+
+        ids, raw = stored_values(dataset, ["id", "embedding"])   # raw: bytes or None
+    """
+    return tuple(samples.values(fields, _raw=True))
