@@ -71,7 +71,8 @@ def end_to_end(n: int, m: int) -> dict:
                 [fo.Sample(filepath=f"/none/{i}.jpg") for i in range(start, stop)],
                 progress=False,
             )
-            dataset.select(ids, ordered=True).set_values("vec", list(x[start:stop]))
+            added = dataset.select(ids, ordered=True) if start else dataset
+            added.set_values("vec", list(x[start:stop]))
         update_seconds, _ = timed(dequity.update_dequity, dataset, "dq")
         full_seconds, _ = timed(
             dequity.compute_dequity, dataset, "dq", embeddings="vec", overwrite=True, progress=False
