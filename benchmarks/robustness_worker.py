@@ -206,7 +206,7 @@ def _check_dataset(name: str, expected: dict) -> dict:
         problems.append(f"runs {keys}, expected {sorted(expected['runs'])}")
     schema = dataset.get_field_schema()
     run_fields = {f for f in schema if f.startswith(RUN_KEY)}
-    wanted = {f"{k}_{s}" for k in keys for s in ("cluster", "likelihood", "weight")}
+    wanted = {f for k in keys for f in dataset.get_run_info(k).config.fields}  # the runs' own
     if run_fields != wanted:
         problems.append(f"fields {sorted(run_fields)}, expected {sorted(wanted)}")
     for key in keys:
