@@ -158,6 +158,7 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
                 fields=None,
                 objects=None,
                 index=None,
+                rescaling=None,
             )
         dataset.reload()
         yield claim
