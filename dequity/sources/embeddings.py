@@ -175,7 +175,7 @@ def decode_stored_vectors(stored: list[bytes | None]) -> tuple[np.ndarray, np.nd
             vectors[row] = np.frombuffer(raw, template.dtype, offset=len(header))
         return True
 
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    with ThreadPoolExecutor(_usable_cores()) as pool:
         decoded = list(pool.map(decode, range(0, len(stored), _DECODE_CHUNK)))
     return (vectors, present) if all(decoded) else None
 
@@ -271,8 +271,15 @@ def default_num_workers(fo_model: Any, cores: int | None = None) -> int | None:
     if getattr(getattr(fo_model, "device", None), "type", None) != "cpu":
         return None
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cores or 1) <= 4 else cores // 4
+        cores = _usable_cores()
+    return 0 if cores <= 4 else cores // 4
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (all of them where the OS cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextmanager
