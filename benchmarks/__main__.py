@@ -22,6 +22,7 @@ MODULES = {
     "startup": "benchmarks.startup",
     "robustness": "benchmarks.robustness",
     "update": "benchmarks.update",
+    "database": "benchmarks.database",
     "agreement": "benchmarks.agreement",
     "objects": "benchmarks.objects",
     "ray": "benchmarks.ray_scale_out",

@@ -47,7 +47,7 @@ def test_overwrite_on_another_view_clears_samples_left_out(demo):
 @pytest.mark.parametrize(
     "target",
     [
-        (dequity.store.commit, "_stage"),
+        (dequity.store.staging, "stage"),
         (dequity.store.commit, "_save_run_doc"),
         (dequity.store.commit, "_link"),
     ],

@@ -130,3 +130,22 @@ def test_knn_density_parameters_are_checked_before_any_work(demo):
     assert set(demo.get_field_schema()) == fields and "dens" not in demo.list_runs()
     with pytest.raises(DequityError, match="forms no clusters"):
         cluster(np.zeros((20, 2)), "knn")
+
+
+def test_one_pass_finds_the_nearest_reference_points_and_the_clusters_they_give() -> None:
+    from sklearn.metrics import pairwise_distances_argmin
+
+    from dequity.pipeline.clustering import cluster_with, clustering_params
+    from dequity.pipeline.density import count_and_nearest, count_within, crowding
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(c, 0.5, size=(1500, 6)) for c in range(4)])
+    reference = x[rng.choice(len(x), 400, replace=False)]
+    counts, nearest = count_and_nearest(x, reference, 0.8, None)
+    assert counts.tolist() == count_within(x, reference, 0.8, None).tolist()
+    assert (nearest == pairwise_distances_argmin(x, reference)).mean() > 0.999
+
+    params = clustering_params("hdbscan_knn", {"fit_samples": 1000})
+    shared = crowding(x, params["k"], 1000, nearest=True).nearest_rows
+    own = cluster_with(x, "hdbscan_knn", params)
+    assert (cluster_with(x, "hdbscan_knn", params, shared) == own).mean() > 0.999

@@ -132,17 +132,19 @@ def test_a_saved_run_document_loads_once_linked_and_deletes_with_its_results(dat
     assert not gridfs.GridFS(foo.get_db_conn()).exists(results_id)
 
 
-def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset):
+def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset, monkeypatch):
     import numpy as np
 
+    from dequity.sources import embeddings
     from dequity.sources.embeddings import decode_stored_vectors, from_field
+
+    monkeypatch.setattr(embeddings, "_DECODE_CHUNK", 2)  # several chunks, in threads
 
     rng = np.random.default_rng(0)
     dataset.set_values("vec", list(rng.standard_normal((len(dataset), 7))))  # float64
     dataset.select(dataset.values("id")[2]).set_values("vec", [None])
-    ids, stored = fc.stored_values(dataset.skip(1), ["id", "vec"])
-    assert [str(i) for i in ids] == dataset.skip(1).values("id")
-    vectors, present = decode_stored_vectors(stored)
+    ids, vectors, present = decode_stored_vectors(fc.stored_rows(dataset.skip(1), "vec"), 2)
+    assert [str(i) for i in ids] == dataset.skip(1).values("id")  # grown past 2 rows
     expected = [v for v in dataset.skip(1).values("vec") if v is not None]
     assert present.tolist() == [v is not None for v in dataset.skip(1).values("vec")]
     np.testing.assert_array_equal(vectors, np.array(expected))
@@ -152,4 +154,4 @@ def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset):
     first = dataset.first()
     first["vec"] = np.ones(3)
     first.save()
-    assert decode_stored_vectors(fc.stored_values(dataset, ["vec"])[0]) is None
+    assert decode_stored_vectors(fc.stored_rows(dataset, "vec")) is None

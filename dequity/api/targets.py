@@ -315,8 +315,12 @@ def run_results(
 
 
 def _short_summary(results: DequityResults) -> str:
-    s = results.summary()
+    """One log line from the results alone: right after a run, all its samples exist."""
+    weights = results.weights
+    count = f"{len(results.sample_ids)} samples"
+    if results.is_object_run:
+        count = f"{len(results.sample_ids)} objects of {len(set(results.sample_ids))} samples"
     return (
-        f"{s['num_samples']} samples, {s['num_clusters']} clusters, "
-        f"{s['noise_fraction']:.1%} noise, weights {s['min_weight']:.3f}..{s['max_weight']:.3f}"
+        f"{count}, {results.num_clusters} clusters, {results.noise_fraction:.1%} noise, "
+        f"weights {weights.min():.3f}..{weights.max():.3f}"
     )

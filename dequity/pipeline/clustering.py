@@ -155,8 +155,17 @@ def cluster(points: np.ndarray, method: str = HDBSCAN, **kwargs: Any) -> np.ndar
     return cluster_with(points, method, clustering_params(method, kwargs))
 
 
-def cluster_with(points: np.ndarray, method: str, params: Mapping[str, Any]) -> np.ndarray:
+def cluster_with(
+    points: np.ndarray,
+    method: str,
+    params: Mapping[str, Any],
+    nearest_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """:func:`cluster` with parameters already resolved by :func:`clustering_params`.
+
+    ``nearest_rows`` (each point's nearest point of the seeded subsample, as
+    :func:`dequity.pipeline.density.crowding` finds it with ``nearest=True``)
+    spares subsampled HDBSCAN its own search for them.
 
     Example::
 
@@ -184,7 +193,7 @@ def cluster_with(points: np.ndarray, method: str, params: Mapping[str, Any]) -> 
     fit_samples = params.pop("fit_samples")
     if fit_samples is None or len(points) <= fit_samples:
         return _hdbscan(points, params)
-    return _subsampled_hdbscan(points, params, fit_samples)
+    return _subsampled_hdbscan(points, params, fit_samples, nearest_rows)
 
 
 def assign_noise(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -228,7 +237,9 @@ def _hdbscan(points: np.ndarray, params: dict) -> np.ndarray:
     return np.asarray(model.fit_predict(points), dtype=np.int64)
 
 
-def _subsampled_hdbscan(points: np.ndarray, params: dict, fit_samples: int) -> np.ndarray:
+def _subsampled_hdbscan(
+    points: np.ndarray, params: dict, fit_samples: int, nearest_rows: np.ndarray | None
+) -> np.ndarray:
     """HDBSCAN on ``fit_samples`` random points; the others join their nearest one.
 
     Cluster sizes are then counted over all points, so likelihoods keep their
@@ -237,6 +248,11 @@ def _subsampled_hdbscan(points: np.ndarray, params: dict, fit_samples: int) -> n
     """
     rows = subsample_rows(len(points), fit_samples)
     fitted = _hdbscan(points[rows], params)
-    labels = _nearest_labels(points[rows], fitted, points)
+    if nearest_rows is None:
+        labels = _nearest_labels(points[rows], fitted, points)
+    else:
+        label_of_row = np.full(len(points), -1, dtype=np.int64)
+        label_of_row[rows] = fitted
+        labels = label_of_row[nearest_rows]
     labels[rows] = fitted
     return labels

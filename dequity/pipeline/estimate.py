@@ -107,22 +107,30 @@ def estimate_with(
         (100, 0)
     """
     points = np.asarray(points)
+    power = 1.0 if clustering == dc.KNN else float(params.get("density_power", 0.0))
+    counts = None
+    if power > 0:  # first: its pass over the samples also finds what clustering needs
+        counts = crowding(
+            points,
+            params["k"],
+            params.get("fit_samples"),
+            groups,
+            nearest=clustering in (dc.HDBSCAN, dc.HDBSCAN_KNN),
+        )
     if clustering == dc.KNN:
         labels = np.empty(0, dtype=np.int64)
     else:
-        labels = dc.cluster_with(points, clustering, params)
+        nearest = None if counts is None else counts.nearest_rows
+        labels = dc.cluster_with(points, clustering, params, nearest)
         if noise == NOISE_NEAREST:
             labels = dc.assign_noise(points, labels)
         _check_labels(labels, clustering, params)
-    power = 1.0 if clustering == dc.KNN else float(params.get("density_power", 0.0))
     likelihoods = (
         np.ones(len(points))
         if clustering == dc.KNN
         else scaled_likelihood(labels, noise=noise, groups=groups)
     )
-    counts = None
-    if power > 0:
-        counts = crowding(points, params["k"], params.get("fit_samples"), groups)
+    if counts is not None:
         likelihoods = likelihoods * counts.likelihood() ** power
         rows = counts.reference_rows
     else:

@@ -7,8 +7,8 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -122,62 +122,134 @@ def from_field(samples: Any, field: str) -> Embeddings:
     """Embeddings read from a vector field; samples without one are missing.
 
     A ``VectorField`` whose vectors share one dtype and length is decoded in
-    bulk from its stored bytes into one preallocated array
-    (:func:`decode_stored_vectors`); other fields go through FiftyOne's values.
+    bulk from its stored bytes into one preallocated array while the cursor
+    reads (:func:`decode_stored_vectors`); other fields go through
+    FiftyOne's values.
+
+    Example::
+
+        emb = from_field(dataset, "embedding")
+        emb.vectors.shape  # (number of samples with a vector, dim)
     """
     import fiftyone.core.fields as fof
 
     validate_embeddings_field(samples, field)
     why = f"have no value in field {field!r}"
     if isinstance(samples.get_field(field), fof.VectorField):
-        ids, stored = fc.stored_values(samples, ["id", field])
-        decoded = decode_stored_vectors(stored)
+        decoded = decode_stored_vectors(fc.stored_rows(samples, field), len(samples))
         if decoded is not None:
-            vectors, present = decoded
+            ids, vectors, present = decoded
             return _split_missing([str(i) for i in ids], vectors, why, present)
     ids, values = samples.values(["id", field])
     return _split_missing(ids, values, why)
 
 
-def decode_stored_vectors(stored: list[bytes | None]) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(vectors, present)`` from a ``VectorField``'s stored values, or None if they differ.
+def decode_stored_vectors(
+    rows: Iterable[tuple[Any, Any]], expected: int = 0
+) -> tuple[list, np.ndarray, np.ndarray] | None:
+    """``(ids, vectors, present)`` from ``(id, stored value)`` rows, or None if they differ.
 
-    Each stored value is a zlib-compressed ``.npy`` file; when every one has
-    the first's header (one dtype, one length), each row is read straight
-    from its bytes into one array. ``present`` marks the values that were not
-    None; ``vectors`` holds their rows in order.
+    Each stored value of a ``VectorField`` is a zlib-compressed ``.npy``
+    file. When every one has the first's header (one dtype, one length),
+    each is read straight from its bytes into one array, chunk by chunk in
+    worker threads while ``rows`` is still being read (zlib releases the
+    GIL). ``expected`` rows are preallocated. ``present`` marks the rows
+    whose value was not None; ``vectors`` holds their vectors in order.
 
     Example::
 
         >>> import fiftyone.core.utils as fou
-        >>> v, ok = decode_stored_vectors([fou.serialize_numpy_array(np.ones(3)), None])
-        >>> v.tolist(), ok.tolist()
-        ([[1.0, 1.0, 1.0]], [True, False])
+        >>> rows = [("a", fou.serialize_numpy_array(np.ones(3))), ("b", None)]
+        >>> ids, v, ok = decode_stored_vectors(rows)
+        >>> ids, v.tolist(), ok.tolist()
+        (['a', 'b'], [[1.0, 1.0, 1.0]], [True, False])
     """
-    present = np.array([value is not None for value in stored], dtype=bool)
-    if not present.any():
-        return None
-    first = zlib.decompress(stored[int(np.argmax(present))])
-    template = np.load(io.BytesIO(first))
-    header = first[: len(first) - template.nbytes]
-    if template.ndim != 1 or not len(template):
-        return None
-    vectors = np.empty((int(present.sum()), len(template)), dtype=template.dtype)
-    rows = np.cumsum(present) - 1
-
-    def decode(start: int) -> bool:  # zlib releases the GIL: chunks decode in parallel
-        for value, row in zip(stored[start : start + _DECODE_CHUNK], rows[start:]):
+    ids: list = []
+    present: list[bool] = []
+    decoder: _Decoder | None = None
+    chunk: list[bytes] = []
+    with ThreadPoolExecutor(_usable_cores()) as pool:
+        for sample_id, value in rows:
+            ids.append(sample_id)
+            present.append(value is not None)
             if value is None:
                 continue
-            raw = zlib.decompress(value)
-            if len(raw) != len(first) or not raw.startswith(header):
-                return False
-            vectors[row] = np.frombuffer(raw, template.dtype, offset=len(header))
-        return True
+            if decoder is None:
+                decoder = _Decoder.of(value, expected, pool)
+                if decoder is None:
+                    return None
+            chunk.append(value)
+            if len(chunk) == _DECODE_CHUNK:
+                decoder.submit(chunk)
+                chunk = []
+        if decoder is None or not decoder.finish(chunk):
+            return None
+    return ids, decoder.vectors[: decoder.rows], np.array(present, dtype=bool)
 
-    with ThreadPoolExecutor(_usable_cores()) as pool:
-        decoded = list(pool.map(decode, range(0, len(stored), _DECODE_CHUNK)))
-    return (vectors, present) if all(decoded) else None
+
+class _Decoder:
+    """Decodes stored vectors that share one ``.npy`` header into rows of one array.
+
+    Chunks decode in ``pool``; at most two per worker wait, so the stored
+    bytes held at once stay bounded. The array grows if more rows come than
+    its capacity.
+    """
+
+    def __init__(
+        self, header: bytes, dtype: np.dtype, dim: int, capacity: int, pool: ThreadPoolExecutor
+    ) -> None:
+        self.header, self.dtype, self.pool = header, dtype, pool
+        self.size = len(header) + dtype.itemsize * dim
+        self.vectors = np.empty((max(capacity, 1), dim), dtype=dtype)
+        self.rows = 0
+        self.pending: list[Future] = []
+        self.ok = True
+
+    @classmethod
+    def of(cls, value: Any, capacity: int, pool: ThreadPoolExecutor) -> _Decoder | None:
+        """A decoder for vectors stored like ``value``; None if it is no 1-d ``.npy``."""
+        try:
+            raw = zlib.decompress(value)
+            template = np.load(io.BytesIO(raw))
+        except (TypeError, ValueError, zlib.error):
+            return None
+        if template.ndim != 1 or not len(template):
+            return None
+        header = raw[: len(raw) - template.nbytes]
+        return cls(header, template.dtype, len(template), capacity, pool)
+
+    def submit(self, chunk: list[bytes]) -> None:
+        """Decode ``chunk`` into the next rows, in the pool."""
+        start, self.rows = self.rows, self.rows + len(chunk)
+        if self.rows > len(self.vectors):
+            self._wait(0)  # no thread may write the old array once it is copied
+            capacity = max(self.rows, 2 * len(self.vectors))
+            grown = np.empty((capacity, self.vectors.shape[1]), dtype=self.dtype)
+            grown[:start] = self.vectors[:start]
+            self.vectors = grown
+        self._wait(2 * _usable_cores())
+        self.pending.append(self.pool.submit(self._decode, chunk, self.vectors[start : self.rows]))
+
+    def finish(self, chunk: list[bytes]) -> bool:
+        """Decode the last ``chunk`` and wait for all; whether every value matched."""
+        self.submit(chunk)
+        self._wait(0)
+        return self.ok
+
+    def _wait(self, most: int) -> None:
+        while len(self.pending) > most:
+            self.ok &= self.pending.pop(0).result()
+
+    def _decode(self, chunk: list[bytes], out: np.ndarray) -> bool:
+        for value, row in zip(chunk, out):
+            try:
+                raw = zlib.decompress(value)
+            except (TypeError, zlib.error):
+                return False
+            if len(raw) != self.size or not raw.startswith(self.header):
+                return False
+            row[:] = np.frombuffer(raw, self.dtype, offset=len(self.header))
+        return True
 
 
 def from_model(

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from dequity.pipeline.weights import gfl_weight
-from dequity.store.commit import Column, ObjectColumns
 from dequity.store.names import (
     FIELD_DESCRIPTIONS,
     KINDS,
     OBJECT_DESCRIPTIONS,
     SAMPLE_WEIGHT_DESCRIPTION,
 )
+from dequity.store.staging import Column, ObjectColumns
 
 
 def run_columns(

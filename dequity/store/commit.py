@@ -25,59 +25,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import fiftyone.core.fields as fof
-
 from dequity.errors import DequityError
 from dequity.faults import fault_point
-from dequity.store import claims
+from dequity.store import claims, staging
 from dequity.store import compat as fc
 from dequity.store.names import field_names, stamp_field
+from dequity.store.staging import KINDS, Column, ObjectColumns
 
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = "dequity_staging_"
-KINDS = {
-    "int": fof.IntField,
-    "float": fof.FloatField,
-    "vector": fof.VectorField,
-    "str": fof.StringField,
-}
-_BATCH = 10_000
-
-
-@dataclass
-class Column:
-    """New values of one field: ``values[i]`` for the ``i``-th id of the commit.
-
-    ``values`` may be shorter than the ids: it covers their first
-    ``len(values)``. None clears a value. ``owned``: the field belongs to the
-    run (deleted with it).
-    """
-
-    name: str
-    kind: str
-    description: str
-    values: Sequence[Any]
-    owned: bool = True
-
-
-@dataclass
-class ObjectColumns:
-    """New values of attributes of the ``Detection`` objects in field ``field``.
-
-    ``values[i]`` belongs to the ``i``-th id of the commit: a dict with the
-    Detection ids under ``"ids"`` and, for each attribute name, the values in
-    the same order. Detections of that sample not listed (or a None entry)
-    lose the attributes. ``attributes``: ``(name, kind, description, owned)``.
-    """
-
-    field: str
-    attributes: list[tuple[str, str, str, bool]]
-    values: Sequence[dict | None]
-
-    def paths(self) -> list[str]:
-        """The attributes as field paths, e.g. ``ground_truth.detections.dequity_weight``."""
-        return [f"{self.field}.detections.{a[0]}" for a in self.attributes]
 
 
 @dataclass
@@ -111,9 +68,6 @@ class Rescaling:
             "gamma": self.gamma,
             "groups": [[match, factor] for match, factor in self.groups],
         }
-
-
-_OBJECTS_KEY = "_dequity_objects"
 
 
 def run_claim_id(dataset: Any, run_key: str) -> str:
@@ -159,6 +113,7 @@ def claim_run(samples: Any, run_key: str) -> Iterator[claims.Claim]:
                 objects=None,
                 index=None,
                 rescaling=None,
+                staged=None,
             )
         dataset.reload()
         yield claim
@@ -206,10 +161,11 @@ def commit_run(
         else {"field": objects.field, "attributes": [list(a) for a in objects.attributes]},
         index=index,
         rescaling=None if rescaling is None else rescaling.to_journal(),
+        staged=staging.COLUMNS,
     )
     journal = claim.doc
     try:
-        _stage(journal["staging"], ids, columns, progress, objects)
+        staging.stage(journal["staging"], ids, columns, progress, objects)
         fault_point("staged")
         _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")
@@ -329,92 +285,6 @@ def _recover(dataset: Any, journal: dict) -> None:
     _sync(dataset)
 
 
-def _stage(
-    name: str,
-    ids: Sequence[str],
-    columns: list[Column],
-    progress: Any,
-    objects: ObjectColumns | None = None,
-) -> None:
-    """Insert one staging document per sample, batch by batch."""
-    import fiftyone.core.odm as foo
-    import fiftyone.core.utils as fou
-    from bson import ObjectId
-
-    names = [c.name for c in columns] + (objects.paths() if objects else [])
-    logger.info("Writing fields %s...", ", ".join(names))
-    coll = foo.get_db_conn()[name]
-    fields = [KINDS[c.kind]() for c in columns]
-    with fou.ProgressBar(total=len(ids), progress=progress) as pb:
-        for start in range(0, len(ids), _BATCH):
-            docs = [{"_id": ObjectId(i)} for i in ids[start : start + _BATCH]]
-            for column, field in zip(columns, fields):
-                for doc, value in zip(docs, column.values[start : start + _BATCH]):
-                    doc[column.name] = None if value is None else field.to_mongo(value)
-            if objects is not None:
-                for doc, value in zip(docs, objects.values[start : start + _BATCH]):
-                    doc[_OBJECTS_KEY] = _object_doc(objects, value)
-            coll.insert_many(docs, ordered=False)
-            pb.update(len(docs))
-
-
-def _object_doc(objects: ObjectColumns, value: dict | None) -> dict:
-    """The staged form of one sample's object values: ids and one list per attribute."""
-    from bson import ObjectId
-
-    value = value or {}
-    doc: dict[str, Any] = {"ids": [ObjectId(i) for i in value.get("ids", [])]}
-    for attr, kind, _, _ in objects.attributes:
-        field = KINDS[kind]()
-        doc[attr] = [None if v is None else field.to_mongo(v) for v in value.get(attr, [])]
-    return doc
-
-
-def _merge_stage(journal: dict) -> str | list:
-    """The merge's ``whenMatched``: plain, or a pipeline also setting Detection attributes."""
-    fields = [f[0] for f in journal.get("fields") or []]
-    objects = journal.get("objects")
-    if not objects:
-        return "merge"
-    path, attrs = objects["field"], [a[0] for a in objects["attributes"]]
-    staged = f"$$new.{_OBJECTS_KEY}"
-    scored = {
-        "$mergeObjects": [
-            "$$d",
-            {a: {"$arrayElemAt": [f"{staged}.{a}", "$$i"]} for a in attrs},
-        ]
-    }
-    cleared = {
-        "$arrayToObject": {
-            "$filter": {
-                "input": {"$objectToArray": "$$d"},
-                "cond": {"$not": [{"$in": ["$$this.k", attrs]}]},
-            }
-        }
-    }
-    detections = {
-        "$map": {
-            "input": f"${path}.detections",
-            "as": "d",
-            "in": {
-                "$let": {
-                    "vars": {"i": {"$indexOfArray": [f"{staged}.ids", "$$d._id"]}},
-                    "in": {"$cond": [{"$gte": ["$$i", 0]}, scored, cleared]},
-                }
-            },
-        }
-    }
-    label = {
-        "$cond": [
-            {"$isArray": f"${path}.detections"},
-            {"$mergeObjects": [f"${path}", {"detections": detections}]},
-            f"${path}",
-        ]
-    }
-    update = {f: f"$$new.{f}" for f in fields}
-    return [{"$set": {**update, path: label, "last_modified_at": "$$NOW"}}]
-
-
 def _save_run_doc(samples: Any, run_key: str, config: Any, results: Any, journal: dict) -> None:
     """Store the new run record under the ids the journal holds, not yet linked."""
     fc.save_run_document(
@@ -467,22 +337,7 @@ def _finish(dataset: Any, journal: dict) -> None:
     if journal.get("rescaling"):
         _rescale(dataset, journal["rescaling"])
     db = foo.get_db_conn()
-    project = {**{f[0]: 1 for f in fields}, "last_modified_at": "$$NOW"}
-    if objects:
-        project[_OBJECTS_KEY] = 1
-    db[journal["staging"]].aggregate(
-        [
-            {"$project": project},
-            {
-                "$merge": {
-                    "into": fc.sample_collection_name(dataset),
-                    "on": "_id",
-                    "whenMatched": _merge_stage(journal),
-                    "whenNotMatched": "discard",
-                }
-            },
-        ]
-    )
+    staging.merge(db, journal, fc.sample_collection_name(dataset))
     fault_point("values_merged")
     if journal.get("index"):
         dataset.create_index(journal["index"])

@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 
@@ -220,16 +220,20 @@ def is_generated_view(samples: Any) -> bool:
     return bool(getattr(samples, "_is_generated", False))
 
 
-def stored_values(samples: Any, fields: list[str]) -> tuple[list, ...]:
-    """``samples.values(fields)`` as stored, without FiftyOne's per-value decoding.
+def stored_rows(samples: Any, field: str) -> Iterator[tuple[Any, Any]]:
+    """``(sample _id, stored value or None)`` of ``field`` for each sample, in order, streamed.
 
     Missing API: ``values`` decodes every vector of a ``VectorField`` through
-    ``np.load`` one by one, which dominates reading a million embeddings;
-    the stored form (zlib-compressed ``.npy`` bytes, see
-    ``fiftyone.core.utils.serialize_numpy_array``) can be decoded in bulk.
+    ``np.load`` one by one and holds them all before returning, which
+    dominates reading a million embeddings. The stored form (zlib-compressed
+    ``.npy`` bytes, see ``fiftyone.core.utils.serialize_numpy_array``) can be
+    decoded in bulk while the cursor is still reading.
 
     Example::
 
-        ids, raw = stored_values(dataset, ["id", "embedding"])   # raw: bytes or None
+        for sample_id, raw in stored_rows(dataset, "embedding"):   # raw: bytes or None
+            ...
     """
-    return tuple(samples.values(fields, _raw=True))
+    cursor = samples._aggregate(pipeline=[{"$project": {"value": f"${field}"}}])
+    for doc in cursor:
+        yield doc["_id"], doc.get("value")

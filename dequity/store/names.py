@@ -21,7 +21,7 @@ OBJECT_DESCRIPTIONS = {
     "weight": "dequity Generalized Focal Loss weight of the object",
 }
 SAMPLE_WEIGHT_DESCRIPTION = "dequity weight of the sample: the largest weight of its objects"
-#: the kind of value each role holds (see :data:`dequity.store.commit.KINDS`)
+#: the kind of value each role holds (see :data:`dequity.store.staging.KINDS`)
 KINDS = {
     "cluster": "int",
     "likelihood": "float",
