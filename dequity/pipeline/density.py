@@ -12,7 +12,7 @@ from dequity.pipeline.params import Integer
 from dequity.pipeline.subsample import subsample_rows
 
 #: rows per radius query: bounds the memory of the neighbour lists
-_ROWS = 4_096
+_ROWS = 256  # a chunk's products (256 x 5,000 float32) stay in the cache
 
 
 def knn_likelihood(
@@ -141,7 +141,9 @@ def count_within(
     was most of the default's time. Kept over ``pairwise_distances_chunked``: at
     100k x 5,000 x 50 (2 busy cores) it took 6.8 s and 1.15 GiB peak (9.4 s at 181 MiB with
     ``working_memory=160``) vs 3.3 s and 159 MiB here; float32 moves 20 in 100k counts by
-    one for points within rounding of the radius.
+    one for points within rounding of the radius. Chunks of 256 rows and the
+    product with ``|b|^2 / 2`` folded in took 3.1 s where chunks of 4,096 took
+    4.8 s (200k x 5,000 x 50, counts and nearest points, 2 cores).
 
     Example::
 
@@ -178,12 +180,16 @@ def _scan(
     centre = reference.mean(axis=0)
     ref = (reference - centre).astype(np.float32)
     half_norms = np.einsum("ij,ij->i", ref, ref) / 2
+    # one more column makes the product itself a.b - |b|^2 / 2: no pass to subtract it
+    weights = np.ascontiguousarray(np.concatenate([ref, half_norms[:, None]], axis=1).T)
     parts, closest = [], []
     for start in range(0, len(x), _ROWS):
-        chunk = (np.asarray(x[start : start + _ROWS], np.float64) - centre).astype(np.float32)
-        dots = chunk @ ref.T
-        dots -= half_norms
-        bound = (np.einsum("ij,ij->i", chunk, chunk) - np.float32(radius) ** 2) / 2
+        rows = np.asarray(x[start : start + _ROWS], np.float64)
+        chunk = np.empty((len(rows), ref.shape[1] + 1), np.float32)
+        chunk[:, :-1] = rows - centre
+        chunk[:, -1] = -1.0
+        dots = chunk @ weights
+        bound = (np.einsum("ij,ij->i", chunk[:, :-1], chunk[:, :-1]) - np.float32(radius) ** 2) / 2
         parts.append(_count(dots >= bound[:, None], membership))
         if nearest:
             closest.append(dots.argmax(axis=1))
