@@ -65,3 +65,15 @@ def test_per_sample_staging_of_an_older_writer_still_merges(dataset):
     staging.merge(foo.get_db_conn(), journal, fc.sample_collection_name(dataset))
     dataset.reload()
     assert dataset.values("score") == [2.0 * n for n in range(50)] + [None] * (N - 50)
+
+
+def test_samples_with_many_objects_are_staged_in_documents_below_the_limit(dataset):
+    from dequity.store.staging import ObjectColumns
+
+    boxes = {"ids": [str(ObjectId()) for _ in range(2000)], "score": [0.5] * 2000}
+    objects = ObjectColumns("ground_truth", [("score", "float", "a score", True)], [boxes] * N)
+    name = "dequity_staging_test"
+    staging.stage(name, dataset.values("id"), [], progress=False, objects=objects)  # 18 MB in one
+    staged = foo.get_db_conn()[name]
+    assert staged.count_documents({}) > 1
+    assert sum(len(doc["ids"]) for doc in staged.find({}, {"ids": 1})) == N
