@@ -255,10 +255,12 @@ def _write(
     groups, by_id = rescaled_groups(before, results, factors)
     rows = np.concatenate([np.arange(num_old, len(results.sample_ids)), np.flatnonzero(by_id)])
     ids = [results.sample_ids[i] for i in rows] + list(emb.missing_ids)
+    stamp = uuid.uuid4().hex
     values = {
         "likelihood": np.asarray(results.likelihoods)[rows].tolist(),
         "weight": results.weights[rows].tolist(),
-        "updated_by": [],  # declares the field; the rescaling stamps it
+        # written by id with the stamp, so that a repeated rescaling passes them by
+        "updated_by": [stamp] * len(rows),
     }
     if config.uses_views:
         values["rare_by"] = np.asarray(results.rare_by)[rows].tolist()
@@ -271,7 +273,7 @@ def _write(
         config.likelihood_field,
         config.weight_field,
         config.updated_by_field,
-        uuid.uuid4().hex,
+        stamp,
         config.eta,
         config.gamma,
         [(_match(config, label, view), factor) for (label, view), factor in groups.items()],
