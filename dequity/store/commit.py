@@ -46,7 +46,8 @@ class Rescaling:
     likelihood times ``factor`` and its weight recomputed with eq. 4, in one
     server-side update per group: no sample is read or sent. Each rescaled
     sample is stamped with ``stamp`` in ``stamp_field``, and the update skips
-    samples that carry it, so a resumed update rescales no sample twice.
+    samples that carry it, so a resumed update rescales no sample twice; the
+    samples a commit writes by id carry the stamp too.
     Values a commit's columns also set are written after the rescaling.
     """
 
