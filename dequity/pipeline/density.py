@@ -11,8 +11,8 @@ from dequity.errors import DequityError
 from dequity.pipeline.params import Integer
 from dequity.pipeline.subsample import subsample_rows
 
-#: rows per radius query: bounds the memory of the neighbour lists
-_ROWS = 256  # a chunk's products (256 x 5,000 float32) stay in the cache
+#: rows per chunk of the crowding scan: its products (256 x 5,000 float32) stay in the cache
+_ROWS = 256
 
 
 def knn_likelihood(

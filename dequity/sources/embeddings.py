@@ -168,14 +168,15 @@ def decode_stored_vectors(
     present: list[bool] = []
     decoder: _Decoder | None = None
     chunk: list[bytes] = []
-    with ThreadPoolExecutor(_usable_cores()) as pool:
+    workers = _usable_cores()
+    with ThreadPoolExecutor(workers) as pool:
         for sample_id, value in rows:
             ids.append(sample_id)
             present.append(value is not None)
             if value is None:
                 continue
             if decoder is None:
-                decoder = _Decoder.of(value, expected, pool)
+                decoder = _Decoder.of(value, expected, pool, workers)
                 if decoder is None:
                     return None
             chunk.append(value)
@@ -190,15 +191,21 @@ def decode_stored_vectors(
 class _Decoder:
     """Decodes stored vectors that share one ``.npy`` header into rows of one array.
 
-    Chunks decode in ``pool``; at most two per worker wait, so the stored
-    bytes held at once stay bounded. The array grows if more rows come than
-    its capacity.
+    Chunks decode in ``pool`` of ``workers`` threads; at most two per worker
+    wait, so the stored bytes held at once stay bounded. The array grows if
+    more rows come than its capacity.
     """
 
     def __init__(
-        self, header: bytes, dtype: np.dtype, dim: int, capacity: int, pool: ThreadPoolExecutor
+        self,
+        header: bytes,
+        dtype: np.dtype,
+        dim: int,
+        capacity: int,
+        pool: ThreadPoolExecutor,
+        workers: int,
     ) -> None:
-        self.header, self.dtype, self.pool = header, dtype, pool
+        self.header, self.dtype, self.pool, self.workers = header, dtype, pool, workers
         self.size = len(header) + dtype.itemsize * dim
         self.vectors = np.empty((max(capacity, 1), dim), dtype=dtype)
         self.rows = 0
@@ -206,7 +213,9 @@ class _Decoder:
         self.ok = True
 
     @classmethod
-    def of(cls, value: Any, capacity: int, pool: ThreadPoolExecutor) -> _Decoder | None:
+    def of(
+        cls, value: Any, capacity: int, pool: ThreadPoolExecutor, workers: int
+    ) -> _Decoder | None:
         """A decoder for vectors stored like ``value``; None if it is no 1-d ``.npy``."""
         try:
             raw = zlib.decompress(value)
@@ -216,7 +225,7 @@ class _Decoder:
         if template.ndim != 1 or not len(template):
             return None
         header = raw[: len(raw) - template.nbytes]
-        return cls(header, template.dtype, len(template), capacity, pool)
+        return cls(header, template.dtype, len(template), capacity, pool, workers)
 
     def submit(self, chunk: list[bytes]) -> None:
         """Decode ``chunk`` into the next rows, in the pool."""
@@ -227,7 +236,7 @@ class _Decoder:
             grown = np.empty((capacity, self.vectors.shape[1]), dtype=self.dtype)
             grown[:start] = self.vectors[:start]
             self.vectors = grown
-        self._wait(2 * _usable_cores())
+        self._wait(2 * self.workers)
         self.pending.append(self.pool.submit(self._decode, chunk, self.vectors[start : self.rows]))
 
     def finish(self, chunk: list[bytes]) -> bool:
