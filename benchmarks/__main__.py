@@ -28,6 +28,7 @@ MODULES = {
     "ray": "benchmarks.ray_scale_out",
     "fuzz": "benchmarks.fuzz",
     "failover": "benchmarks.failover",
+    "load": "benchmarks.load",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -73,3 +75,19 @@ def test_the_holder_is_named_when_a_run_is_not_there_yet(demo):
     with pytest.raises(DequityError, match="no dequity run 'pending'.*being computed by pid 1"):
         dequity.load_dequity_results(demo, "pending")
     claims.collection().delete_one({"_id": run_claim_id(demo, "pending")})
+
+
+def test_a_wait_for_the_schema_lock_is_reported_as_progress(demo, caplog, monkeypatch):
+    monkeypatch.setattr(claims, "WAIT_REPORT_SECONDS", 0.5)
+    lock = fake_claim(demo, "unused") | {"_id": f"{demo._doc.id}:schema", "kind": "schema"}
+    claims.collection().insert_one(lock)  # a live holder on another host
+    release = threading.Timer(2.0, claims.collection().delete_one, [{"_id": lock["_id"]}])
+    release.start()
+    claims.collection().delete_one({"_id": run_claim_id(demo, "unused")})
+    with caplog.at_level(logging.INFO, logger="dequity.store.claims"):
+        compute_dequity(demo, "waited", embeddings=EMBEDDINGS_FIELD, progress=False)
+    release.join()
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for")]
+    assert len(waits) >= 2, waits
+    assert "held by pid 1 on host 'elsewhere'" in waits[0]
+    assert "waited" in dequity.list_dequity_runs(demo)

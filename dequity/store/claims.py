@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 COLLECTION = "dequity_claims"
 LEASE_SECONDS = float(os.environ.get("DEQUITY_LEASE_SECONDS", 90))
 LOCK_WAIT_SECONDS = 120.0
+#: how often a wait for a live holder is reported, in seconds
+WAIT_REPORT_SECONDS = 10.0
 _HEARTBEAT_SECONDS = LEASE_SECONDS / 6
 
 _active: set[str] = set()
@@ -163,7 +165,9 @@ def acquire(
     """Claim ``claim_id``; return the claim and the journal of a dead holder, if any.
 
     A live holder makes this wait up to ``wait`` seconds, then raise
-    :class:`DequityError` with ``busy(its document)`` as the message.
+    :class:`DequityError` with ``busy(its document)`` as the message. A wait
+    is logged (INFO) when it starts and every :data:`WAIT_REPORT_SECONDS`,
+    naming the holder, so that it reads as progress rather than a hang.
 
     Example::
 
@@ -173,7 +177,8 @@ def acquire(
     from pymongo import ReturnDocument
     from pymongo.errors import DuplicateKeyError
 
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    deadline, next_report = started + wait, started
     while True:
         now = server_now()
         doc = {
@@ -201,8 +206,18 @@ def acquire(
                 logger.warning("took over %r from a dead holder (%s)", claim_id, describe(held))
                 return Claim(taken), held
             continue
-        if time.monotonic() >= deadline:
+        clock = time.monotonic()
+        if clock >= deadline:
             raise DequityError(busy(held))
+        if clock >= next_report:
+            logger.info(
+                "Waiting for %r, held by %s (%.0f s of at most %.0f s)",
+                claim_id,
+                describe(held),
+                clock - started,
+                wait,
+            )
+            next_report = clock + WAIT_REPORT_SECONDS
         time.sleep(random.uniform(0.02, 0.1))
 
 
