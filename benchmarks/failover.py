@@ -32,9 +32,11 @@ from benchmarks.robustness import (
     summarize,
     worker_env,
 )
-from reporting import REPO, git_commit, md_table
+from reporting import REPO, git_commit, md_table, update_readme
 
 NAME = "failover"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "docs/scale_out.md"
 RESULTS_JSON = REPO / "benchmarks" / f"results-{NAME}.json"
 REPLICA_SET = "rs0"
 ACTIONS = ("step_down", "kill")
@@ -317,6 +319,27 @@ def sample_cases() -> list[tuple[str, str, str]]:
     return [*cases, ("overwrite", "staged", QUORUM_LOST)]
 
 
+def readme_block(record: dict) -> str:
+    """``docs/scale_out.md``'s count of failover trials survived, from the saved record.
+
+    Example::
+
+        print(readme_block(json.loads(RESULTS_JSON.read_text())))
+    """
+    summary = record["summary"]
+    trials = summary["trials"]
+    errors = sum(t["result"].startswith("DequityError") for t in trials)
+    failed = [f"{t['scenario']} at `{t['point']}` ({t['action']})" for t in trials if t["problems"]]
+    return (
+        f"At commit {record['commit'][:10]}, {summary['survived']} of {summary['total']} "
+        f"trials survived (every scenario at every write point, with each action and "
+        f"without quorum); {len(trials) - errors} calls succeeded and {errors} raised the "
+        f"`DequityError` that says to rerun. "
+        + (f"Failed: {', '.join(failed)}." if failed else "None failed.")
+        + f" Leftovers: {len(summary['leftovers']) or 'none'}."
+    )
+
+
 def run(quick: bool) -> str:
     """Every case (quick: one per write point); save the raw outcomes (full mode)."""
     cases = sample_cases() if quick else all_cases()
@@ -328,6 +351,7 @@ def run(quick: bool) -> str:
     if not quick:
         record = {"commit": git_commit(), "seconds": seconds, "summary": summary}
         RESULTS_JSON.write_text(json.dumps(record, indent=1, default=str))
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     rows = [
         [t["scenario"], t["point"], t["action"], t["result"][:60], "; ".join(t["problems"])[:80]]
         for t in summary["trials"]

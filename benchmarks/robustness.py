@@ -34,9 +34,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from reporting import md_table
+from reporting import git_commit, md_table, update_readme
 
 NAME = "robustness"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "README.md"
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_JSON = Path(__file__).resolve().parent / "results-robustness.json"
 _PRE_COMMIT = ("claimed", "staged", "run_saved")
@@ -310,6 +312,24 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
+def readme_block(record: dict) -> str:
+    """The README's count of trials survived, from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    counts = "; ".join(f"{s['kind']}: {s['survived']} of {s['total']}" for s in record["summaries"])
+    leftovers = sum(len(s["leftovers"]) for s in record["summaries"])
+    return (
+        f"Trials survived (commit {record['commit'][:10]}, `python -m benchmarks --only "
+        f"robustness`): {counts}. Leftovers (claims, staging data or results files that "
+        f"no run owns): {leftovers or 'none'}."
+    )
+
+
 def run(quick: bool) -> str:
     """Run every trial; save the raw outcomes as JSON (full mode); return a markdown table."""
     races, kills = (5, 3) if quick else (40, 20)
@@ -317,22 +337,16 @@ def run(quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="dequity-robustness-") as tmp:
         summaries = all_trials(Path(tmp), races, kills)
     seconds = time.perf_counter() - start
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
     if not quick:
-        RESULTS_JSON.write_text(
-            json.dumps(
-                {
-                    "config": {"races_per_mode": races, "kills": kills},
-                    "commit": commit,
-                    "seconds": seconds,
-                    "summaries": summaries,
-                },
-                indent=1,
-                default=str,
-            )
-        )
+        record = {
+            "config": {"races_per_mode": races, "kills": kills},
+            "commit": commit,
+            "seconds": seconds,
+            "summaries": summaries,
+        }
+        RESULTS_JSON.write_text(json.dumps(record, indent=1, default=str))
+        update_readme(NAME, readme_block(record), document=DOCUMENT)
     rows = [[s["kind"], s["survived"], s["total"], len(s["leftovers"])] for s in summaries]
     return (
         "### Robustness: kills and concurrent runs on a private MongoDB\n\n"
