@@ -29,6 +29,7 @@ MODULES = {
     "fuzz": "benchmarks.fuzz",
     "failover": "benchmarks.failover",
     "load": "benchmarks.load",
+    "ray_stage": "benchmarks.ray_stage",
 }
 RESULTS = Path(__file__).resolve().parent / "results.md"
 

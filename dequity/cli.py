@@ -148,6 +148,20 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop on an unreadable image (default: skip it with a warning)",
     )
+    parser.add_argument(
+        "--likelihood-backend",
+        default="local",
+        choices=["local", "ray"],
+        help="ray: place and write the samples of --embeddings in partitions on Ray, for "
+        "vectors that do not fit one machine (pip install 'dequity[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        help="Ray cluster to join (auto, ray://host:10001; default: a local instance)",
+    )
+    parser.add_argument(
+        "--ray-workers", type=int, default=None, help="Ray tasks to run at once (default: 2)"
+    )
 
 
 def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,8 +186,16 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "precision": args.precision,
         "skip_failures": not args.fail_on_unreadable,
+        "likelihood_backend": args.likelihood_backend,
+        "ray_options": _ray_options(args),
         "progress": True,
     }
+
+
+def _ray_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``ray_options`` from ``--ray-address`` and ``--ray-workers`` (None without either)."""
+    options = {"address": args.ray_address, "num_workers": args.ray_workers}
+    return {k: v for k, v in options.items() if v is not None} or None
 
 
 def format_summary(results: Any, samples: Any, num_rarest: int = 5) -> str:

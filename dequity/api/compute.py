@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 
 from dequity import defaults
+from dequity.api.ray_stage import check_likelihood_backend, run_on_ray
 from dequity.api.targets import target_for
 from dequity.config import resolve
 from dequity.errors import DequityError
 from dequity.faults import fault_point
 from dequity.pipeline.params import check_field_name
-from dequity.sources.parse import LOCAL
+from dequity.pipeline.partitioned import check_partitionable
+from dequity.sources.parse import LOCAL, RAY
 from dequity.store.dataset import Store, rerun_if_disconnected
 from dequity.store.fields import FLOAT, INT, STRING
 from dequity.store.names import METHOD, field_names
@@ -49,6 +51,7 @@ def compute_dequity(
     collapse_near_duplicates: float | None = None,
     patches_field: str | None = None,
     views: str | None = defaults.DEFAULT_VIEWS,
+    likelihood_backend: str = LOCAL,
     **embedding_options: Any,
 ) -> DequityResults:
     """Cluster the images of ``samples`` and store likelihoods and weights.
@@ -92,8 +95,9 @@ def compute_dequity(
         embedding_backend: ``"local"`` (default: batched DataLoader inference
             in this process) or ``"ray"``: the model runs on a Ray cluster, one
             actor per worker (``pip install 'dequity[ray]'``).
-        ray_options: for the Ray backend: ``num_workers`` (2),
-            ``num_cpus_per_worker``, ``num_gpus_per_worker``, ``address``.
+        ray_options: for the Ray backends: ``num_workers`` (2),
+            ``num_cpus_per_worker``, ``num_gpus_per_worker`` (embedding only),
+            ``address``.
         group_field: a field naming each sample's scene, sequence or drive
             (for a grouped dataset, its group field): a cluster's size is then
             the number of distinct groups among its members, and crowding
@@ -127,6 +131,14 @@ def compute_dequity(
             default's mode; None: the whole vector only. Image runs with views
             write ``<run_key>_rare_by`` (``"appearance"``, ``"content"`` or
             ``"off-domain"``, see :mod:`dequity.pipeline.views`).
+        likelihood_backend: ``"local"`` (default: the likelihood stage in
+            this process) or ``"ray"``: for vectors that do not fit one
+            machine, the fit on the same seeded subsamples in this process and
+            every sample placed and written by Ray tasks, one ``_id`` range
+            each (:mod:`dequity.api.ray_stage`). Needs ``embeddings`` to name a
+            vector field; no groups, object runs or views; ``projection``
+            ``"pca"`` or None and ``clustering`` ``"hdbscan_knn"``,
+            ``"hdbscan"`` or ``"knn"``.
         **embedding_options: ``batch_size`` (32), ``num_workers``,
             ``skip_failures`` (True: unreadable images get no weight, with a
             warning; False: raise), ``device`` (``"cpu"``, ``"cuda"``) and
@@ -153,6 +165,15 @@ def compute_dequity(
     """
     store = Store.open(samples)
     _check_new_run(store, run_key, overwrite, patches_field)
+    check_likelihood_backend(
+        likelihood_backend,
+        embeddings=embeddings,
+        patches_field=patches_field,
+        group_field=group_field,
+        collapse_near_duplicates=collapse_near_duplicates,
+        embedding_backend=embedding_backend,
+        ray_options=ray_options,
+    )
     target = target_for(
         store,
         run_key,
@@ -161,7 +182,7 @@ def compute_dequity(
         model=model,
         embeddings_field=embeddings_field,
         backend=embedding_backend,
-        ray_options=ray_options,
+        ray_options=ray_options if embedding_backend == RAY else None,
         group_field=group_field,
         collapse_near_duplicates=collapse_near_duplicates,
         options=embedding_options,
@@ -179,11 +200,18 @@ def compute_dequity(
         **target.recorded,
     )
     settings = resolve(config, target.size)
+    if likelihood_backend == RAY:
+        check_partitionable(settings)
     with store.writing(run_key) as writer:
         # another process may have written this key since the checks above
         _check_new_run(store, run_key, overwrite, patches_field)
         target.check(run_key)
         fault_point("claimed")
+        if likelihood_backend == RAY:
+            options = dict(ray_options or {})
+            return run_on_ray(
+                store, writer, run_key, config, settings, embeddings, options, progress
+            )
         return target.run(writer, run_key, config, settings, progress)
 
 

@@ -8,6 +8,7 @@ it scores, how it embeds them, and what it writes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,12 +93,8 @@ class ImageTarget(Target):
         """Write fields, index and run record, all or nothing; clear samples the run lost."""
         config, ids = results.config, emb.sample_ids
         old = self.store.config(results.key)
-        stale: list[str] = []
-        if old is not None:
-            before = self.store.samples.load_run_results(results.key)
-            stale = list(set(before.sample_ids + before.missing_ids) - set(ids))
         explained_before = old is not None and old.uses_views
-        cleared = stale + emb.missing_ids
+        cleared = replaced_samples(self.store, results.key, ids) + emb.missing_ids
         values = {
             "cluster": results.labels or [None] * len(ids),  # "knn" forms no clusters
             "likelihood": results.likelihoods,
@@ -111,13 +108,39 @@ class ImageTarget(Target):
         writer.commit(
             config, results, ids + cleared, columns, index=config.weight_field, progress=progress
         )
-        if explained_before and not config.uses_views:
-            # the commit emptied it; a kill before this line leaves only empty values
-            writer.delete_field(config.rare_by_field)
-        stamped = getattr(old, "updated_by_field", None)
-        if stamped and self.store.dataset.has_sample_field(stamped):
-            # the old run's update stamps mean nothing to the new run
-            writer.delete_field(stamped)
+        clear_left_fields(writer, self.store, old, config)
+
+
+def replaced_samples(store: Store, run_key: str, ids: Sequence[str]) -> list[str]:
+    """Samples that the existing run ``run_key`` covers and a new run on ``ids`` does not.
+
+    Example::
+
+        cleared = replaced_samples(store, "dequity", emb.sample_ids) + emb.missing_ids
+    """
+    if store.config(run_key) is None:
+        return []
+    before = store.samples.load_run_results(run_key)
+    return list(set(before.sample_ids + before.missing_ids) - set(ids))
+
+
+def clear_left_fields(writer: Writer, store: Store, old: Any, config: Any) -> None:
+    """After an image run replaced run ``old``: delete the old fields the new run does not own.
+
+    A ``rare_by`` field that the commit emptied (the new run scores no views),
+    and the old run's update stamps, which mean nothing to the new run. A kill
+    before this leaves only empty values.
+
+    Example::
+
+        writer.commit(config, results, ids, columns)
+        clear_left_fields(writer, store, old_config, config)
+    """
+    if old is not None and old.uses_views and not config.uses_views:
+        writer.delete_field(config.rare_by_field)
+    stamped = getattr(old, "updated_by_field", None)
+    if stamped and store.dataset.has_sample_field(stamped):
+        writer.delete_field(stamped)
 
 
 @dataclass

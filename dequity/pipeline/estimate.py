@@ -144,14 +144,20 @@ def estimate_with(
         density_power=power,
         radius=None if counts is None else counts.radius,
         max_count=None if counts is None else int(counts.counts.max()),
-        far_distance=_far_distance(points[rows]),
+        far_distance=far_distance(points[rows]),
         self_counted=len(rows) == len(points),
     )
     return Estimate(labels, likelihoods, fit)
 
 
-def _far_distance(reference: np.ndarray) -> float:
-    """The 99th percentile of each reference point's distance to its nearest other one."""
+def far_distance(reference: np.ndarray) -> float:
+    """The 99th percentile of each reference point's distance to its nearest other one.
+
+    Example::
+
+        >>> far_distance(np.array([[0.0], [1.0], [3.0]]))
+        1.98
+    """
     from sklearn.neighbors import NearestNeighbors
 
     if len(reference) < 3:

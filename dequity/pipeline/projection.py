@@ -15,6 +15,8 @@ from dequity.pipeline.subsample import SEED
 
 logger = logging.getLogger(__name__)
 _CHUNK_ROWS = 65_536
+#: rows above which PCA is fitted on a seeded draw of this many (see :func:`pca_rows`)
+PCA_FIT_SAMPLES = 100_000
 
 #: Principal components (default): fast, linear, keeps cluster sizes intact.
 PCA = "pca"
@@ -223,7 +225,7 @@ def _cuml_tsne(x: np.ndarray, params: dict) -> np.ndarray:
 def _pca(
     x: np.ndarray,
     n_components: int,
-    fit_samples: int = 100_000,
+    fit_samples: int = PCA_FIT_SAMPLES,
     gpu: bool = False,
     **params: Any,
 ) -> tuple[np.ndarray, LinearProjection]:
@@ -233,6 +235,54 @@ def _pca(
     and neither step copies the full matrix (it may be a memory-mapped file).
     ``gpu=True`` fits and applies cuML's PCA instead of scikit-learn's.
     """
+    if min(int(n_components), x.shape[0]) >= x.shape[1]:
+        return x, LinearProjection()
+    rows = pca_rows(len(x), fit_samples, params.get("random_state"))
+    pca = _fit_pca(x[rows], n_components, len(x), gpu, **params)
+    out = np.empty((len(x), pca.n_components_), dtype=np.float32)
+    for i in range(0, len(x), _CHUNK_ROWS):
+        out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
+    return out, _linear_map(pca, params)
+
+
+def pca_rows(n: int, fit_samples: int = PCA_FIT_SAMPLES, random_state: Any = None) -> np.ndarray:
+    """The rows of ``n`` that ``projection="pca"`` fits on: a seeded draw of ``fit_samples``.
+
+    Example::
+
+        >>> pca_rows(5).tolist()
+        [0, 1, 2, 3, 4]
+        >>> len(pca_rows(200_000, random_state=51))
+        100000
+    """
+    if n <= fit_samples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(random_state).choice(n, fit_samples, False))
+
+
+def fit_pca_on(rows: np.ndarray, n: int, params: Mapping[str, Any]) -> LinearProjection:
+    """The map of ``projection="pca"`` fitted on ``rows``, the vectors at :func:`pca_rows`.
+
+    Gives what :func:`project_with` gives for all ``n`` vectors, without needing them.
+
+    Example::
+
+        >>> x = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+        >>> params = projection_params("pca", {"n_components": 2})
+        >>> np.allclose(fit_pca_on(x, 60, params)(x), project_with(x, "pca", params)[0], atol=1e-4)
+        True
+    """
+    params = dict(params)
+    backend = params.pop("backend", "sklearn")
+    n_components = params.pop("n_components")
+    params.pop("fit_samples", None)
+    if min(int(n_components), n) >= rows.shape[1]:
+        return LinearProjection()
+    pca = _fit_pca(np.asarray(rows, np.float32), n_components, n, use_cuml(backend), **params)
+    return _linear_map(pca, params)
+
+
+def _fit_pca(rows: np.ndarray, n_components: int, n: int, gpu: bool, **params: Any) -> Any:
     if gpu:
         from cuml.decomposition import PCA as PCAClass
 
@@ -240,19 +290,15 @@ def _pca(
     else:
         from sklearn.decomposition import PCA as PCAClass
 
-    k = min(int(n_components), x.shape[0], x.shape[1])
-    if k >= x.shape[1]:
-        return x, LinearProjection()
-    rng = np.random.default_rng(params.get("random_state"))
-    rows = x if len(x) <= fit_samples else x[np.sort(rng.choice(len(x), fit_samples, False))]
-    pca = PCAClass(n_components=k, **params).fit(rows)
-    out = np.empty((len(x), k), dtype=np.float32)
-    for i in range(0, len(x), _CHUNK_ROWS):
-        out[i : i + _CHUNK_ROWS] = pca.transform(x[i : i + _CHUNK_ROWS])
+    k = min(int(n_components), n, rows.shape[1])
+    return PCAClass(n_components=k, **params).fit(rows)
+
+
+def _linear_map(pca: Any, params: Mapping[str, Any]) -> LinearProjection:
     axes = np.asarray(pca.components_, dtype=np.float32)
     if params.get("whiten"):
         axes = axes / np.sqrt(np.asarray(pca.explained_variance_, dtype=np.float32))[:, None]
-    return out, LinearProjection(np.asarray(pca.mean_, dtype=np.float32), axes)
+    return LinearProjection(np.asarray(pca.mean_, dtype=np.float32), axes)
 
 
 def _cap_perplexity(perplexity: float, n: int) -> float:

@@ -86,12 +86,12 @@ def embed_with_ray(
     """
     model = DEFAULT_MODEL if model is None else model
     _validate_args(model, num_workers, batch_size, num_cpus_per_worker, num_gpus_per_worker)
-    ray = _import_ray()
+    ray = import_ray()
     ids, filepaths = samples.values(["id", "filepath"])
     if not ids:
         raise DequityError("the collection is empty; pass a dataset or view with samples")
 
-    _connect(ray, address)
+    connect(ray, address)
     dataset = ray.data.from_items(
         [{"index": i, "filepath": fp} for i, fp in enumerate(filepaths)],
         override_num_blocks=_num_blocks(len(ids), batch_size, num_workers),
@@ -194,13 +194,14 @@ class _EmbedActor:
         return self.dim
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`DequityError` naming the extra to install."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
         raise DequityError(
-            f"embedding on Ray needs Ray Data, which is not installed ({e}); {INSTALL_HINT}"
+            f"running on Ray needs Ray Data, which is not installed ({e}); {INSTALL_HINT}"
         ) from e
     return ray
 
@@ -221,8 +222,13 @@ def _validate_args(
         raise DequityError(f"num_gpus_per_worker must be >= 0, got {num_gpus!r}")
 
 
-def _connect(ray: Any, address: str | None) -> None:
-    """Start or join Ray, unless this process is already connected."""
+def connect(ray: Any, address: str | None) -> None:
+    """Start or join Ray, unless this process is already connected.
+
+    Example::
+
+        connect(import_ray(), "auto")
+    """
     if ray.is_initialized():
         if address is not None:
             logger.info("Ray is already initialised; ignoring address=%r", address)
@@ -265,6 +271,27 @@ def _gather(embedded: Any, n: int, skip_failures: bool) -> tuple[np.ndarray, lis
 
 def _as_dequity_error(error: Exception, skip_failures: bool) -> DequityError:
     """The DequityError raised in an actor, or a readable wrapper of a Ray failure."""
+    raised = dequity_error_in(error)
+    if raised is not None:
+        return raised
+    text = str(error).strip().splitlines()
+    hint = "" if skip_failures else "; or pass skip_failures=True to leave unreadable images out"
+    return DequityError(
+        f"embedding on Ray failed: {text[-1] if text else type(error).__name__}; check that "
+        f"every worker has dequity installed and can read the images{hint}"
+    )
+
+
+def dequity_error_in(error: Exception) -> DequityError | None:
+    """The :class:`DequityError` that a Ray task raised, found in Ray's wrapping of it.
+
+    Example::
+
+        try:
+            ray.get(refs)
+        except Exception as e:
+            raise dequity_error_in(e) or DequityError(f"Ray failed: {e}") from e
+    """
     seen: BaseException | None = error
     visited: set[int] = set()
     while seen is not None and id(seen) not in visited:
@@ -274,15 +301,10 @@ def _as_dequity_error(error: Exception, skip_failures: bool) -> DequityError:
             return DequityError(message[-1] if message else str(seen))
         cause = getattr(seen, "cause", None)
         seen = cause if isinstance(cause, BaseException) else seen.__cause__
-    text = str(error).strip().splitlines()
-    for line in reversed(text):
+    for line in reversed(str(error).strip().splitlines()):
         if "DequityError" in line:
             return DequityError(line.split("DequityError:", 1)[-1].strip())
-    hint = "" if skip_failures else "; or pass skip_failures=True to leave unreadable images out"
-    return DequityError(
-        f"embedding on Ray failed: {text[-1] if text else type(error).__name__}; check that "
-        f"every worker has dequity installed and can read the images{hint}"
-    )
+    return None
 
 
 def _to_embeddings(

@@ -20,7 +20,7 @@ the next call finishes. Every step of ``finish`` can be repeated.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +134,7 @@ def commit_run(
     progress: Any = None,
     objects: ObjectColumns | None = None,
     rescaling: Rescaling | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> None:
     """Write ``columns`` of samples ``ids`` and the run record of ``run_key``, all or nothing.
 
@@ -141,7 +142,11 @@ def commit_run(
     where ``columns`` give new ones) only once everything new is stored.
     ``objects`` adds attributes of the samples' Detections, merged in the
     same step as the sample fields; ``rescaling`` moves other samples'
-    values in the database, in the same all-or-nothing step.
+    values in the database, in the same all-or-nothing step. ``stage``, if
+    given, stages the values itself into the staging collection it is passed
+    (other processes may do it, each with its own batch numbers,
+    :func:`dequity.store.staging.stage`); ``ids`` and the columns' values are
+    then not used, only the columns' names and kinds.
 
     Example::
 
@@ -166,7 +171,10 @@ def commit_run(
     )
     journal = claim.doc
     try:
-        staging.stage(journal["staging"], ids, columns, progress, objects)
+        if stage is None:
+            staging.stage(journal["staging"], ids, columns, progress, objects)
+        else:
+            stage(journal["staging"])
         fault_point("staged")
         _save_run_doc(samples, run_key, config, results, journal)
         fault_point("run_saved")

@@ -237,3 +237,52 @@ def stored_rows(samples: Any, field: str) -> Iterator[tuple[Any, Any]]:
     cursor = samples._aggregate(pipeline=[{"$project": {"value": f"${field}"}}])
     for doc in cursor:
         yield doc["_id"], doc.get("value")
+
+
+def view_spec(samples: Any) -> tuple[str, list[dict]]:
+    """``(dataset name, stage dicts)``: what :func:`load_view` rebuilds in another process.
+
+    Example::
+
+        name, stages = view_spec(dataset.match(F("label") == "night"))
+    """
+    return root_dataset(samples).name, samples.view()._serialize()
+
+
+def load_view(name: str, stages: list[dict]) -> Any:
+    """The view that :func:`view_spec` described, loaded in this process.
+
+    Missing API: FiftyOne rebuilds views from stage dicts (``DatasetView._build``)
+    but exposes it only for saved views.
+
+    Example::
+
+        view = load_view(*view_spec(view))
+    """
+    import fiftyone as fo
+    import fiftyone.core.view as fov
+
+    return fov.DatasetView._build(fo.load_dataset(name), stages)
+
+
+def database_env() -> dict[str, str]:
+    """Environment variables that connect another process to this one's FiftyOne database.
+
+    The configured URI if there is one; else the address of the database
+    service this process started (reachable from the same machine only).
+
+    Example::
+
+        ray_task.options(runtime_env={"env_vars": database_env()})
+    """
+    import fiftyone as fo
+    import fiftyone.core.odm as foo
+
+    uri = fo.config.database_uri
+    if not uri:
+        host, port = foo.get_db_client().address
+        uri = f"mongodb://{host}:{port}"
+    return {
+        "FIFTYONE_DATABASE_URI": uri,
+        "FIFTYONE_DATABASE_NAME": fo.config.database_name,
+    }

@@ -138,11 +138,13 @@ class Writer:
         progress: Any = None,
         objects: commit.ObjectColumns | None = None,
         rescaling: commit.Rescaling | None = None,
+        stage: Callable[[str], None] | None = None,
     ) -> None:
         """Write ``columns`` of samples ``ids`` and the run's record, replacing the old.
 
         ``rescaling`` moves other samples' values in the database, in the same
-        step (see :class:`dequity.store.commit.Rescaling`).
+        step (see :class:`dequity.store.commit.Rescaling`); ``stage`` stages
+        the values itself (see :func:`dequity.store.commit.commit_run`).
 
         Example::
 
@@ -160,6 +162,7 @@ class Writer:
             progress=progress,
             objects=objects,
             rescaling=rescaling,
+            stage=stage,
         )
 
     def delete_field(self, name: str) -> None:

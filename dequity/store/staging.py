@@ -37,6 +37,8 @@ COLUMNS = "columns"
 #: a staging document's target size; MongoDB's limit is 16 MB
 _DOC_BYTES = 4_000_000
 _MAX_ROWS = 50_000
+#: batch numbers that one stager may use: stagers of one run start this far apart
+BATCH_SPAN = 1_000_000
 _IDS_KEY = "ids"
 _OBJECTS_KEY = "_dequity_objects"
 
@@ -82,8 +84,13 @@ def stage(
     columns: list[Column],
     progress: Any,
     objects: ObjectColumns | None = None,
+    first_batch: int = 0,
 ) -> None:
     """Insert ``columns`` of samples ``ids`` into staging collection ``name``, by batch.
+
+    Batches are numbered from ``first_batch``, so that several processes can
+    stage disjoint ids into one collection (:data:`BATCH_SPAN` numbers each).
+    Staging a batch again replaces it: a retried task writes the same values.
 
     Example::
 
@@ -103,7 +110,8 @@ def stage(
 
         def insert(number: int) -> int:
             start, stop = batches[number]
-            coll.insert_one(_batch_doc(number, ids, columns, objects, start, stop))
+            doc = _batch_doc(first_batch + number, ids, columns, objects, start, stop)
+            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True)
             return stop - start
 
         for rows in pool.map(insert, range(len(batches))):

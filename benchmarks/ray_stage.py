@@ -1,0 +1,183 @@
+"""The likelihood stage on Ray against the local stage, from vectors stored in a field.
+
+For each size, a fresh process builds a dataset of ``n`` samples whose
+512-number vectors (the overlapping mixture, ``benchmarks.mixtures.HARD``)
+sit in a ``VectorField`` (:func:`benchmarks.database.vector_dataset`), starts
+a local Ray instance on the machine's cores, and runs
+``compute_dequity(dataset, embeddings="vec", likelihood_backend="ray")``.
+Up to :data:`LOCAL_UP_TO` samples it also runs the local stage on the same
+data, for the time ratio and the agreement (Spearman of the likelihoods by
+sample). Peak resident memory is sampled every 20 ms: this process (the
+driver) and each Ray worker process. Raw values go to
+``benchmarks/results-ray_stage.json``; ``docs/scale_out.md`` shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from benchmarks.common import save_raw
+from reporting import md_table
+
+NAME = "ray_stage"
+#: the page whose generated block this benchmark fills
+DOCUMENT = "docs/scale_out.md"
+SIZES = (250_000, 1_000_000, 2_000_000)
+#: the local stage runs too up to this size (it holds every vector)
+LOCAL_UP_TO = 1_000_000
+
+
+class _Peaks:
+    """Peak RSS of this process and of every Ray worker process, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.driver = 0
+        self.workers: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _Peaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(0.02):
+            self.driver = max(self.driver, me.memory_info().rss)
+            for process in psutil.process_iter(["name", "cmdline"]):
+                try:
+                    if "ray::" in (process.info["name"] or "") + " ".join(
+                        process.info["cmdline"] or []
+                    ):
+                        rss = process.memory_info().rss
+                        self.workers[process.pid] = max(self.workers.get(process.pid, 0), rss)
+                except Exception:  # the process ended between listing and reading
+                    continue
+
+
+def _worker(n: int) -> dict:
+    import numpy as np
+    import ray
+    from scipy.stats import spearmanr
+
+    import dequity
+    from benchmarks.database import vector_dataset
+
+    dataset = vector_dataset(n)
+    cores = len(os.sched_getaffinity(0))
+    try:
+        ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        options = {"num_workers": cores}
+        with _Peaks() as peaks:
+            start = time.perf_counter()
+            on_ray = dequity.compute_dequity(
+                dataset, "ray", embeddings="vec", likelihood_backend="ray",
+                ray_options=options, progress=False,
+            )  # fmt: skip
+            ray_seconds = time.perf_counter() - start
+        ray.shutdown()
+        out = {
+            "n": n,
+            "cores": cores,
+            "ray_seconds": ray_seconds,
+            "driver_peak_gb": peaks.driver / 1e9,
+            "worker_peak_gb": [v / 1e9 for v in sorted(peaks.workers.values(), reverse=True)],
+        }
+        if n <= LOCAL_UP_TO:
+            start = time.perf_counter()
+            local = dequity.compute_dequity(dataset, "local", embeddings="vec", progress=False)
+            out["local_seconds"] = time.perf_counter() - start
+            got = dict(zip(on_ray.sample_ids, on_ray.likelihoods, strict=True))
+            ids = local.sample_ids
+            out["spearman"] = float(
+                spearmanr(np.asarray(local.likelihoods), [got[i] for i in ids])[0]
+            )
+    finally:
+        dataset.delete()
+    return out
+
+
+def measure(n: int) -> dict:
+    """One size in a fresh process; ``error`` if it failed."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.ray_stage", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as e:
+        lines = (e.stderr or "").strip().splitlines() or ["no output"]
+        return {"n": n, "error": lines[-1][:300]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def readme_block(record: dict) -> str:
+    """``docs/scale_out.md``'s table and sentence, from the saved record.
+
+    Example::
+
+        from benchmarks.common import load_raw
+
+        print(readme_block(load_raw(NAME)))
+    """
+    sizes = [s for s in record["values"]["sizes"] if "error" not in s]
+    rows = [
+        [
+            f"{s['n']:,}",
+            f"{s['ray_seconds']:.0f}",
+            f"{s['local_seconds']:.0f}" if "local_seconds" in s else "not run",
+            f"{s['spearman']:.4f}" if "spearman" in s else "",
+            f"{s['driver_peak_gb']:.2f}",
+            f"{max(s['worker_peak_gb'], default=0):.2f}",
+        ]
+        for s in sizes
+    ]
+    failed = [f"{s['n']:,} ({s['error']})" for s in record["values"]["sizes"] if "error" in s]
+    small, large = sizes[0], sizes[-1]
+    slope = (large["driver_peak_gb"] - small["driver_peak_gb"]) * 1e9 / (large["n"] - small["n"])
+    return (
+        f"Commit {record['commit'][:10]}, a local Ray instance on {large['cores']} cores, "
+        "vectors read from a field of the dataset:\n\n"
+        + md_table(
+            [
+                "samples",
+                "on Ray, s",
+                "local, s",
+                "agreement (Spearman)",
+                "driver peak GB",
+                "largest worker peak GB",
+            ],  # fmt: skip
+            rows,
+        )
+        + f"\n\nThe driver's peak grows by about {slope:.0f} bytes per sample (the run "
+        "record's ids, clusters, likelihoods and points), not by the vectors' "
+        f"{4 * 512} bytes." + (f" Failed: {'; '.join(failed)}." if failed else "")
+    )
+
+
+def run(quick: bool) -> str:
+    """Measure each size; save the raw values in full mode."""
+    sizes = (20_000, 40_000) if quick else SIZES
+    results = [measure(n) for n in sizes]
+    record = {"commit": "quick", "values": {"sizes": results}}
+    if not quick:
+        record = save_raw(NAME, {"sizes": results}, {"dim": 512, "mixture": "HARD"},
+                          block=readme_block, document=DOCUMENT)  # fmt: skip
+    return "### The likelihood stage on Ray\n\n" + readme_block(record)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(int(sys.argv[1]))))
