@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +207,7 @@ def _fit_vectors(samples: Any, field: str, rows: pt.FitRows) -> tuple[list, np.n
     ids: list = []
     position = 0
     at = 0
-    for sample_id, present in _presence(samples, field):
+    for sample_id, present in fc.presence_rows(samples, field):
         if not present:
             continue
         if at < len(wanted) and position == wanted[at]:
@@ -229,13 +228,6 @@ def _fit_vectors(samples: Any, field: str, rows: pt.FitRows) -> tuple[list, np.n
     found, vectors, _ = decoded
     order = {sample_id: i for i, sample_id in enumerate(found)}
     return ids, validate_vectors(vectors[[order[i] for i in ids]])
-
-
-def _presence(samples: Any, field: str) -> Iterator[tuple[Any, bool]]:
-    """``(_id, has a value in field)`` of every sample, in the collection's order, streamed."""
-    cursor = samples._aggregate(pipeline=[{"$project": {"p": {"$gt": [f"${field}", None]}}}])
-    for doc in cursor:
-        yield doc["_id"], bool(doc["p"])
 
 
 def _partitions(ids: list, count: int) -> list[_Partition]:

@@ -239,6 +239,20 @@ def stored_rows(samples: Any, field: str) -> Iterator[tuple[Any, Any]]:
         yield doc["_id"], doc.get("value")
 
 
+def presence_rows(samples: Any, field: str) -> Iterator[tuple[Any, bool]]:
+    """``(sample _id, whether field has a value)`` for each sample, in order, streamed.
+
+    Missing API: ``values`` holds every value; this sends one boolean per sample.
+
+    Example::
+
+        with_vector = sum(present for _, present in presence_rows(dataset, "embedding"))
+    """
+    cursor = samples._aggregate(pipeline=[{"$project": {"p": {"$gt": [f"${field}", None]}}}])
+    for doc in cursor:
+        yield doc["_id"], bool(doc["p"])
+
+
 def view_spec(samples: Any) -> tuple[str, list[dict]]:
     """``(dataset name, stage dicts)``: what :func:`load_view` rebuilds in another process.
 
