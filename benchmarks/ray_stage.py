@@ -1,9 +1,10 @@
 """The likelihood stage on Ray against the local stage, from vectors stored in a field.
 
-For each size, a fresh process builds a dataset of ``n`` samples whose
+For each size, one process builds a dataset of ``n`` samples whose
 512-number vectors (the overlapping mixture, ``benchmarks.mixtures.HARD``)
-sit in a ``VectorField`` (:func:`benchmarks.database.vector_dataset`), starts
-a local Ray instance on the machine's cores, and runs
+sit in a ``VectorField`` (:func:`benchmarks.database.vector_dataset`); a
+fresh process (so that its memory holds nothing of the build) starts a local
+Ray instance on the machine's cores and runs
 ``compute_dequity(dataset, embeddings="vec", likelihood_backend="ray")``.
 Up to :data:`LOCAL_UP_TO` samples it also runs the local stage on the same
 data, for the time ratio and the agreement (Spearman of the likelihoods by
@@ -23,6 +24,7 @@ import time
 from typing import Any
 
 from benchmarks.common import save_raw
+from dequity.pipeline.projection import PCA_FIT_SAMPLES
 from reporting import md_table
 
 NAME = "ray_stage"
@@ -69,61 +71,75 @@ class _Peaks:
                     continue
 
 
-def _worker(n: int) -> dict:
+def _build(n: int) -> str:
+    """A persistent dataset of ``n`` samples with vectors; its name."""
+    from benchmarks.database import vector_dataset
+
+    dataset = vector_dataset(n)
+    dataset.persistent = True
+    return dataset.name
+
+
+def _worker(name: str) -> dict:
+    """Both stages on dataset ``name``, in a process that did not build it."""
+    import fiftyone as fo
     import numpy as np
     import ray
     from scipy.stats import spearmanr
 
     import dequity
-    from benchmarks.database import vector_dataset
 
-    dataset = vector_dataset(n)
-    cores = len(os.sched_getaffinity(0))
-    try:
-        ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
-        options = {"num_workers": cores}
-        with _Peaks() as peaks:
-            start = time.perf_counter()
-            on_ray = dequity.compute_dequity(
-                dataset, "ray", embeddings="vec", likelihood_backend="ray",
-                ray_options=options, progress=False,
-            )  # fmt: skip
-            ray_seconds = time.perf_counter() - start
-        ray.shutdown()
-        out = {
-            "n": n,
-            "cores": cores,
-            "ray_seconds": ray_seconds,
-            "driver_peak_gb": peaks.driver / 1e9,
-            "worker_peak_gb": [v / 1e9 for v in sorted(peaks.workers.values(), reverse=True)],
-        }
-        if n <= LOCAL_UP_TO:
-            start = time.perf_counter()
-            local = dequity.compute_dequity(dataset, "local", embeddings="vec", progress=False)
-            out["local_seconds"] = time.perf_counter() - start
-            got = dict(zip(on_ray.sample_ids, on_ray.likelihoods, strict=True))
-            ids = local.sample_ids
-            out["spearman"] = float(
-                spearmanr(np.asarray(local.likelihoods), [got[i] for i in ids])[0]
-            )
-    finally:
-        dataset.delete()
+    dataset = fo.load_dataset(name)
+    n, cores = len(dataset), len(os.sched_getaffinity(0))
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    with _Peaks() as peaks:
+        start = time.perf_counter()
+        on_ray = dequity.compute_dequity(
+            dataset, "ray", embeddings="vec", likelihood_backend="ray",
+            ray_options={"num_workers": cores}, progress=False,
+        )  # fmt: skip
+        ray_seconds = time.perf_counter() - start
+    ray.shutdown()
+    out = {
+        "n": n,
+        "cores": cores,
+        "ray_seconds": ray_seconds,
+        "driver_peak_gb": peaks.driver / 1e9,
+        "worker_peak_gb": [v / 1e9 for v in sorted(peaks.workers.values(), reverse=True)],
+    }
+    if n <= LOCAL_UP_TO:
+        start = time.perf_counter()
+        local = dequity.compute_dequity(dataset, "local", embeddings="vec", progress=False)
+        out["local_seconds"] = time.perf_counter() - start
+        got = dict(zip(on_ray.sample_ids, on_ray.likelihoods, strict=True))
+        ids = local.sample_ids
+        out["spearman"] = float(spearmanr(np.asarray(local.likelihoods), [got[i] for i in ids])[0])
     return out
 
 
 def measure(n: int) -> dict:
-    """One size in a fresh process; ``error`` if it failed."""
+    """One size: built in one process, measured in a fresh one; ``error`` if it failed."""
+    name = None
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.ray_stage", str(n)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        name = _run_module("build", str(n))
+        return json.loads(_run_module("measure", name))
     except subprocess.CalledProcessError as e:
         lines = (e.stderr or "").strip().splitlines() or ["no output"]
         return {"n": n, "error": lines[-1][:300]}
-    return json.loads(out.strip().splitlines()[-1])
+    finally:
+        if name is not None:
+            _run_module("delete", name)
+
+
+def _run_module(*args: str) -> str:
+    """The last line that ``python -m benchmarks.ray_stage ARGS`` prints."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ray_stage", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
 
 
 def readme_block(record: dict) -> str:
@@ -150,7 +166,7 @@ def readme_block(record: dict) -> str:
     failed = [f"{s['n']:,} ({s['error']})" for s in record["values"]["sizes"] if "error" in s]
     if len(sizes) < 2:
         return _table(record, sizes, rows, None, failed)
-    small, large = sizes[0], sizes[-1]
+    small, large = sizes[-2], sizes[-1]
     slope = (large["driver_peak_gb"] - small["driver_peak_gb"]) * 1e9 / (large["n"] - small["n"])
     return _table(record, sizes, rows, slope, failed) + "\n\n" + _extrapolation(sizes, slope)
 
@@ -182,9 +198,10 @@ def _table(record: dict, sizes: list[dict], rows: list, slope: float | None, fai
     growth = (
         ""
         if slope is None
-        else f"\n\nThe driver's peak grows by about {slope:.0f} bytes per sample (the run "
-        "record's ids, clusters, likelihoods and points), not by the vectors' "
-        f"{4 * 512} bytes."
+        else f"\n\nBetween the two largest sizes the driver's peak grew by about {slope:.0f} "
+        "bytes per sample (the run record's ids, clusters, likelihoods and points); a "
+        f"vector alone is {4 * 512} bytes. Up to {PCA_FIT_SAMPLES:,} samples the fit reads "
+        "every vector (PCA's draw), so the driver holds them all there."
     )
     return (
         f"Commit {record['commit'][:10]}, a local Ray instance on {sizes[-1]['cores']} cores, "
@@ -216,5 +233,18 @@ def run(quick: bool) -> str:
     return "### The likelihood stage on Ray\n\n" + readme_block(record)
 
 
+def _delete(name: str) -> str:
+    import fiftyone as fo
+
+    fo.load_dataset(name).delete()
+    return "deleted"
+
+
 if __name__ == "__main__":
-    print(json.dumps(_worker(int(sys.argv[1]))))
+    command, argument = sys.argv[1:3]
+    if command == "build":
+        print(_build(int(argument)))
+    elif command == "measure":
+        print(json.dumps(_worker(argument)))
+    else:
+        print(_delete(argument))
