@@ -20,7 +20,7 @@ def test_a_failed_call_fails_the_load_trial_and_says_so():
         "wall_seconds": 60.0,
         "exit_codes": {"compute kc0": 0, "app": 0},
         "calls": [_call("compute", 5.0), _call("update", 1.0, "DequityError: lost"),
-                  _call("reweight", 0.5)],
+                  _call("reweight", 0.5), _call("add samples", 0.3)],
         "requests": [_call("grid", 0.2), _call("sidebar", 0.4)],
         "waits": ["12:00 Waiting for 'x:schema', held by pid 1 (10 s of at most 120 s)"],
         "check_problems": [],
