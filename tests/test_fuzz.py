@@ -103,6 +103,7 @@ BAD_VALUES: dict[str, st.SearchStrategy] = {
     "skip_failures": st.one_of(st.text(min_size=1, max_size=4), st.integers(2, 9)),
     "embeddings_field": _not_a_field_name().filter(lambda v: v not in ("", None)),
     "views": _not_an_option(("auto", "content", "ranked", None)).filter(lambda v: v is not None),
+    "likelihood_backend": _not_an_option(("local", "ray")),
 }
 #: the HDBSCAN parameters dequity checks itself, with values each must refuse
 BAD_CLUSTERING_VALUES: dict[str, st.SearchStrategy] = {

@@ -15,8 +15,9 @@ their field; no process holds them all:
    under the claim and journal every run uses, then the driver commits.
 
 A task that fails fails the run, and nothing is written (the staging
-collection is dropped). The driver holds, per sample, the id, cluster,
-likelihood and 2-D point that the run record stores (about 40 bytes).
+collection is dropped). The driver still holds, per sample, the id,
+cluster, likelihood and 2-D point that the run record stores, so its memory
+grows with the number of samples, by far less than the vectors'.
 """
 
 from __future__ import annotations
