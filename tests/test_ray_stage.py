@@ -123,6 +123,7 @@ dequity.compute_dequity(fo.load_dataset(sys.argv[1]), "k", embeddings="vec", eta
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point, finished", [("staged", False), ("linked", True)])
 def test_a_driver_killed_mid_write_leaves_the_old_run_or_a_finished_one(
     vectors_dataset, point, finished

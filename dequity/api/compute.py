@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 
 from dequity import defaults
-from dequity.api.ray_stage import check_likelihood_backend, run_on_ray
+from dequity.api.ray_stage import RayStageTarget, check_likelihood_backend
 from dequity.api.targets import target_for
 from dequity.config import resolve
 from dequity.errors import DequityError
 from dequity.faults import fault_point
 from dequity.pipeline.params import check_field_name
-from dequity.pipeline.partitioned import check_partitionable
 from dequity.sources.parse import LOCAL, RAY
 from dequity.store.dataset import Store, rerun_if_disconnected
 from dequity.store.fields import FLOAT, INT, STRING
@@ -165,24 +164,16 @@ def compute_dequity(
     """
     store = Store.open(samples)
     _check_new_run(store, run_key, overwrite, patches_field)
-    check_likelihood_backend(
-        likelihood_backend,
-        embeddings=embeddings,
-        patches_field=patches_field,
-        group_field=group_field,
-        collapse_near_duplicates=collapse_near_duplicates,
-        embedding_backend=embedding_backend,
-        ray_options=ray_options,
-    )
-    target = target_for(
+    target = _target(
         store,
         run_key,
         patches_field,
+        likelihood_backend,
         embeddings=embeddings,
         model=model,
         embeddings_field=embeddings_field,
         backend=embedding_backend,
-        ray_options=ray_options if embedding_backend == RAY else None,
+        ray_options=ray_options,
         group_field=group_field,
         collapse_near_duplicates=collapse_near_duplicates,
         options=embedding_options,
@@ -200,23 +191,42 @@ def compute_dequity(
         **target.recorded,
     )
     settings = resolve(config, target.size)
-    if likelihood_backend == RAY:
-        check_partitionable(settings)
     with store.writing(run_key) as writer:
-        # another process may have written this key since the checks above
-        _check_new_run(store, run_key, overwrite, patches_field)
+        _check_new_run(store, run_key, overwrite, patches_field)  # again, now that it is ours
         target.check(run_key)
         fault_point("claimed")
-        if likelihood_backend == RAY:
-            options = dict(ray_options or {})
-            return run_on_ray(
-                store, writer, run_key, config, settings, embeddings, options, progress
-            )
         return target.run(writer, run_key, config, settings, progress)
 
 
+def _target(
+    store: Store, run_key: str, patches_field: str | None, likelihood_backend: str, **inputs: Any
+) -> Any:
+    """What the run scores and how (:func:`dequity.api.targets.target_for`), inputs checked.
+
+    With ``likelihood_backend="ray"``, the image run's likelihood stage runs on Ray.
+    """
+    ray_options = inputs["ray_options"]
+    check_likelihood_backend(
+        likelihood_backend,
+        patches_field=patches_field,
+        **{k: inputs[k] for k in ("embeddings", "group_field", "collapse_near_duplicates")},
+        embedding_backend=inputs["backend"],
+        ray_options=ray_options,
+    )
+    if likelihood_backend == RAY and inputs["backend"] != RAY:
+        inputs["ray_options"] = None  # they are the likelihood stage's
+    target = target_for(store, run_key, patches_field, **inputs)
+    if likelihood_backend == RAY:
+        return RayStageTarget(target, inputs["embeddings"], dict(ray_options or {}))
+    return target
+
+
 def _check_new_run(store: Store, run_key: Any, overwrite: bool, patches_field: str | None) -> None:
-    """The collection has samples, the key is free (or overwritten) by a run of the same kind."""
+    """The collection has samples, the key is free (or overwritten) by a run of the same kind.
+
+    Checked before any work, and again once the key is claimed: another process
+    may have written it in between.
+    """
     if len(store.samples) == 0:
         raise DequityError("the collection is empty; pass a dataset or view with samples")
     validate_run_key(store.samples, run_key, overwrite=overwrite)

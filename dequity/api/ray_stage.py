@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dequity.api.targets import clear_left_fields, replaced_samples
+from dequity.api.targets import ImageTarget, clear_left_fields, replaced_samples
 from dequity.errors import DequityError
 from dequity.pipeline import clustering as dc
 from dequity.pipeline import partitioned as pt
@@ -114,6 +114,47 @@ def check_likelihood_backend(
     cpus = options.get("num_cpus_per_worker", 1)
     if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not cpus > 0:
         raise DequityError(f"num_cpus_per_worker must be a number > 0, got {cpus!r}")
+
+
+@dataclass
+class RayStageTarget:
+    """An image run whose likelihood stage runs on Ray; the vectors stay in ``field``.
+
+    Wraps the run's checked :class:`~dequity.api.targets.ImageTarget` and
+    replaces its :meth:`run`.
+
+    Example::
+
+        target = RayStageTarget(target_for(store, "dequity", None, **inputs), "vec", {})
+        target.run(writer, "dequity", config, settings, progress=True)
+    """
+
+    image: ImageTarget
+    field: str
+    ray_options: dict
+
+    @property
+    def recorded(self) -> dict[str, Any]:
+        """What the run's config records about the input."""
+        return self.image.recorded
+
+    @property
+    def size(self) -> int:
+        """How many items the run scores."""
+        return self.image.size
+
+    def check(self, run_key: str) -> None:
+        """Raise :class:`DequityError` if the samples cannot take the run."""
+        self.image.check(run_key)
+
+    def run(
+        self, writer: Writer, run_key: str, config: Any, settings: Settings, progress: Any
+    ) -> DequityResults:
+        """The run, its likelihood stage on Ray (:func:`run_on_ray`)."""
+        pt.check_partitionable(settings)
+        store = self.image.store
+        options = self.ray_options
+        return run_on_ray(store, writer, run_key, config, settings, self.field, options, progress)
 
 
 @dataclass(frozen=True)
