@@ -35,7 +35,6 @@ from dequity.pipeline import clustering as dc
 from dequity.pipeline import partitioned as pt
 from dequity.pipeline import views as dv
 from dequity.pipeline.fit import LikelihoodFit
-from dequity.pipeline.params import Integer
 from dequity.pipeline.score import Settings, points_2d
 from dequity.pipeline.weights import gfl_weight
 from dequity.sources.embeddings import (
@@ -44,6 +43,7 @@ from dequity.sources.embeddings import (
     validate_vectors,
 )
 from dequity.sources.parse import LOCAL, RAY
+from dequity.sources.ray import check_resources, connect, dequity_error_in, import_ray
 from dequity.store import compat as fc
 from dequity.store import staging
 from dequity.store.columns import run_columns
@@ -109,11 +109,7 @@ def check_likelihood_backend(
             f"unknown ray_options {sorted(unknown)} for likelihood_backend='ray'; "
             f"accepted: {sorted(RAY_STAGE_OPTIONS)}"
         )
-    if "num_workers" in options:
-        Integer(1)("num_workers", options["num_workers"])
-    cpus = options.get("num_cpus_per_worker", 1)
-    if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not cpus > 0:
-        raise DequityError(f"num_cpus_per_worker must be a number > 0, got {cpus!r}")
+    check_resources(options.get("num_workers", 2), options.get("num_cpus_per_worker", 1))
 
 
 @dataclass
@@ -183,8 +179,6 @@ def run_on_ray(
         with store.writing("dequity") as writer:
             run_on_ray(store, writer, "dequity", config, settings, "embedding", {})
     """
-    from dequity.sources.ray import connect, import_ray
-
     ray = import_ray()
     samples = store.samples
     validate_embeddings_field(samples, field)
@@ -359,8 +353,6 @@ def _collect(results: DequityResults, parts: list[dict]) -> None:
 def _gather(ray: Any, refs: list, progress: Any) -> list:
     """The tasks' values in order, with a progress bar; one :class:`DequityError` on a failure."""
     import fiftyone.core.utils as fou
-
-    from dequity.sources.ray import dequity_error_in
 
     pending = list(refs)
     try:

@@ -214,11 +214,21 @@ def _validate_args(
             f"unknown model {model!r}; use 'efficientnet-lite0' (offline), "
             "'clip:ViT-B-32@laion2b_s34b_b79k' (open_clip), a torch module or a FiftyOne model"
         )
-    Integer(1)("num_workers", num_workers)
     Integer(1)("batch_size", batch_size)
-    if not isinstance(num_cpus, (int, float)) or num_cpus <= 0:
+    check_resources(num_workers, num_cpus, num_gpus)
+
+
+def check_resources(num_workers: Any, num_cpus: Any, num_gpus: Any = 0) -> None:
+    """Raise :class:`DequityError` unless the Ray workers' counts and shares are valid.
+
+    Example::
+
+        check_resources(num_workers=4, num_cpus=1, num_gpus=0.5)
+    """
+    Integer(1)("num_workers", num_workers)
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, int | float) or num_cpus <= 0:
         raise DequityError(f"num_cpus_per_worker must be > 0, got {num_cpus!r}")
-    if not isinstance(num_gpus, (int, float)) or num_gpus < 0:
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, int | float) or num_gpus < 0:
         raise DequityError(f"num_gpus_per_worker must be >= 0, got {num_gpus!r}")
 
 
