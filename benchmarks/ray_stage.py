@@ -189,7 +189,8 @@ def _extrapolation(sizes: list[dict], driver_bytes: float) -> str:
     return (
         f"Extrapolated from the marginal cost between {a['n']:,} and {b['n']:,} samples "
         f"({core_seconds * 1e6:.0f} core-seconds per million samples; the database here "
-        "shares the same cores, so this is pessimistic per core and ignores the network):\n\n"
+        "shares the same cores, so this is pessimistic per core; it leaves out the network "
+        "and the driver's one pass over every id, which does not spread over workers):\n\n"
         + "\n".join(lines)
     )
 

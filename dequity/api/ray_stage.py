@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,8 +276,11 @@ def _partitions(ids: list, count: int) -> list[_Partition]:
     return [_Partition(k, bounds[k], bounds[k + 1]) for k in range(count)]
 
 
-def _read_partition(spec: dict, partition: _Partition) -> tuple[list, np.ndarray, list]:
-    """``(ids, vectors, missing ids)`` of one partition, read in the task's process."""
+def _read_partition(spec: dict, partition: _Partition) -> tuple[list, np.ndarray | None, list]:
+    """``(ids, vectors, missing ids)`` of one partition, read in the task's process.
+
+    ``vectors`` is None when no sample of the partition has one.
+    """
     samples = fc.load_view(*spec["view"])
     bounds = {}
     if partition.lo is not None:
@@ -284,7 +288,19 @@ def _read_partition(spec: dict, partition: _Partition) -> tuple[list, np.ndarray
     if partition.hi is not None:
         bounds["$lt"] = partition.hi
     part = samples.match({"_id": bounds}) if bounds else samples
-    decoded = decode_stored_vectors(fc.stored_rows(part, spec["field"]))
+    seen: list = []
+    present = 0
+
+    def rows() -> Iterator[tuple[Any, Any]]:
+        nonlocal present
+        for sample_id, value in fc.stored_rows(part, spec["field"]):
+            seen.append(sample_id)
+            present += value is not None
+            yield sample_id, value
+
+    decoded = decode_stored_vectors(rows())
+    if decoded is None and not present:
+        return [], None, [str(i) for i in seen]
     if decoded is None:
         raise DequityError(f"the vectors of field {spec['field']!r} differ in length or dtype")
     ids, vectors, present = decoded
@@ -296,7 +312,10 @@ def _read_partition(spec: dict, partition: _Partition) -> tuple[list, np.ndarray
 def _place_partition(spec: dict, fit: LikelihoodFit, partition: _Partition) -> tuple:
     """A Ray task: the partition's tally, and its placed rows for :func:`_stage_partition`."""
     ids, vectors, missing = _read_partition(spec, partition)
-    labels, counts, points = pt.place(fit, vectors)
+    if vectors is None:  # no sample of the range has a vector
+        labels, counts, points = np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 2))
+    else:
+        labels, counts, points = pt.place(fit, vectors)
     rows = {
         "ids": ids,
         "missing": missing,
