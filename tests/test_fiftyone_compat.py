@@ -155,3 +155,31 @@ def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset, monkeypatch
     first["vec"] = np.ones(3)
     first.save()
     assert decode_stored_vectors(fc.stored_rows(dataset, "vec")) is None
+
+
+def test_presence_rows_say_which_samples_have_a_value(dataset):
+    dataset.add_sample_field("vec", fo.VectorField)
+    ids = dataset.values("id")
+    dataset.select(ids[:2]).set_values("vec", [[1.0, 2.0], [3.0, 4.0]])
+    rows = list(fc.presence_rows(dataset, "vec"))
+    assert [str(i) for i, _ in rows] == ids
+    assert [present for _, present in rows] == [True, True, False, False, False, False]
+
+
+def test_a_view_rebuilt_from_its_spec_holds_the_same_samples(dataset):
+    view = dataset.skip(1).limit(3).sort_by("filepath", reverse=True)
+    rebuilt = fc.load_view(*fc.view_spec(view))
+    assert rebuilt.values("id") == view.values("id")
+    assert fc.load_view(*fc.view_spec(dataset)).values("id") == dataset.values("id")
+
+
+def test_the_database_env_connects_another_process(dataset):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **fc.database_env()}
+    code = f"import fiftyone as fo; print(len(fo.load_dataset({dataset.name!r})))"
+    dataset.persistent = True  # a starting FiftyOne may delete non-persistent datasets
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == str(len(dataset)), out.stderr[-2000:]
