@@ -20,12 +20,13 @@ import json
 import logging
 import sys
 import time
-import traceback
 import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from benchmarks.robustness_worker import outcome
 
 DATASET = "load"
 #: runs made at setup: two that are updated, one that is reweighted
@@ -117,16 +118,8 @@ def _add_samples(dataset: Any, seed: int) -> None:
 
 
 def _record(out: Any, row: dict, call: Callable[[], Any]) -> None:
-    import dequity
-
     start = time.time()
-    try:
-        call()
-        result = "ok"
-    except dequity.DequityError as e:
-        result = f"DequityError: {e}"
-    except Exception as e:  # recorded: the trial fails on it
-        result = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    result = outcome(call)
     row.update(start=start, seconds=time.time() - start, result=result)
     out.write(json.dumps(row) + "\n")
     out.flush()

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,6 @@ def race(role: str, modes: str, trials: int, folder: str) -> None:
     """For each of the comma-separated ``modes``: compute at the same moment as the other role."""
     import fiftyone as fo
 
-    import dequity
-
     other = "b" if role == "a" else "a"
     for mode in modes.split(","):
         out = Path(folder) / f"outcomes-{mode}-{role}.jsonl"
@@ -153,15 +152,29 @@ def race(role: str, modes: str, trials: int, folder: str) -> None:
             dataset = fo.load_dataset(name)
             key = f"{RUN_KEY}{role}" if mode == "different" else RUN_KEY
             eta = {"a": 1.0, "b": 3.0}[role]
-            try:
-                compute(dataset, key, eta, overwrite=mode == "same-overwrite")
-                result = "ok"
-            except dequity.DequityError as e:
-                result = f"DequityError: {e}"
-            except Exception as e:  # recorded: any other error fails the trial
-                result = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+            result = outcome(
+                partial(compute, dataset, key, eta, overwrite=mode == "same-overwrite")
+            )
             with out.open("a") as f:
                 f.write(json.dumps({"trial": trial, "role": role, "result": result}) + "\n")
+
+
+def outcome(call: Any) -> str:
+    """``"ok"``, ``"DequityError: ..."`` or any other error with its traceback, of ``call()``.
+
+    Example::
+
+        outcome(lambda: compute(dataset, "k", 1.0, overwrite=True))   # "ok"
+    """
+    import dequity
+
+    try:
+        call()
+        return "ok"
+    except dequity.DequityError as e:
+        return f"DequityError: {e}"
+    except Exception as e:  # recorded: any other error fails the trial
+        return f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
 
 
 def _barrier(folder: Path, name: str, role: str, other: str) -> None:
