@@ -1,12 +1,14 @@
-"""The likelihood stage on Ray against the local stage, from vectors stored in a field.
+"""The likelihood stage on Ray against the local stage, from a field and from shards.
 
 For each size, one process builds a dataset of ``n`` samples whose
 512-number vectors (the overlapping mixture, ``benchmarks.mixtures.HARD``)
-sit in a ``VectorField`` (:func:`benchmarks.database.vector_dataset`); a
-fresh process (so that its memory holds nothing of the build) starts a local
-Ray instance on the machine's cores and runs
-``compute_dequity(dataset, embeddings="vec", likelihood_backend="ray")``.
-Up to :data:`LOCAL_UP_TO` samples it also runs the local stage on the same
+sit in a ``VectorField`` (:func:`benchmarks.database.vector_dataset`), and
+writes the same vectors, in the same order, to Parquet shards of 100k rows
+(:func:`dequity.sources.shards.write_shard`). A fresh process (so that its
+memory holds nothing of the build) starts a local Ray instance on the
+machine's cores and runs ``compute_dequity(..., likelihood_backend="ray")``
+with ``embeddings="vec"`` and then with ``embeddings=Shards.open(...)``. Up
+to :data:`LOCAL_UP_TO` samples it also runs the local stage on the same
 data, for the time ratio and the agreement (Spearman of the likelihoods by
 sample). Peak resident memory is sampled every 20 ms: this process (the
 driver) and each Ray worker process. Raw values go to
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -71,49 +75,80 @@ class _Peaks:
                     continue
 
 
+def _shards_dir(name: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"dequity-bench-shards-{name}")
+
+
 def _build(n: int) -> str:
-    """A persistent dataset of ``n`` samples with vectors; its name."""
+    """A persistent dataset of ``n`` samples with vectors, and their shards; its name."""
+    from dataclasses import replace
+
+    import fiftyone as fo
+
     from benchmarks.database import vector_dataset
+    from benchmarks.mixtures import HARD, make_mixture
+    from dequity.sources.shards import SHARD_ROWS, write_shard
 
     dataset = vector_dataset(n)
     dataset.persistent = True
+    x, _ = make_mixture(replace(HARD, n=n, dim=512))  # the vectors the dataset holds
+    ids, paths = fo.load_dataset(dataset.name).values(["id", "filepath"])
+    rows = [int(os.path.basename(p).split(".")[0]) for p in paths]
+    directory = _shards_dir(dataset.name)
+    os.makedirs(directory)
+    for number, start in enumerate(range(0, n, SHARD_ROWS)):
+        at = rows[start : start + SHARD_ROWS]
+        write_shard(
+            f"{directory}/part-{number:05d}.parquet", ids[start : start + SHARD_ROWS], x[at]
+        )
     return dataset.name
 
 
+def _on_ray(dataset: Any, run_key: str, embeddings: Any, cores: int) -> tuple[Any, dict]:
+    """One run of the stage on Ray; its results, and its time and peak memory."""
+    import dequity
+
+    with _Peaks() as peaks:
+        start = time.perf_counter()
+        results = dequity.compute_dequity(
+            dataset, run_key, embeddings=embeddings, likelihood_backend="ray",
+            ray_options={"num_workers": cores}, progress=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+    return results, {
+        "seconds": seconds,
+        "driver_peak_gb": peaks.driver / 1e9,
+        "worker_peak_gb": [v / 1e9 for v in sorted(peaks.workers.values(), reverse=True)],
+    }
+
+
 def _worker(name: str) -> dict:
-    """Both stages on dataset ``name``, in a process that did not build it."""
+    """The stage on Ray from the field and from the shards, then locally, on dataset ``name``."""
     import fiftyone as fo
     import numpy as np
     import ray
     from scipy.stats import spearmanr
 
     import dequity
+    from dequity.sources.shards import Shards
 
     dataset = fo.load_dataset(name)
     n, cores = len(dataset), len(os.sched_getaffinity(0))
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
-    with _Peaks() as peaks:
-        start = time.perf_counter()
-        on_ray = dequity.compute_dequity(
-            dataset, "ray", embeddings="vec", likelihood_backend="ray",
-            ray_options={"num_workers": cores}, progress=False,
-        )  # fmt: skip
-        ray_seconds = time.perf_counter() - start
+    field_run, field = _on_ray(dataset, "field", "vec", cores)
+    del field_run
+    shards_run, shards = _on_ray(dataset, "shards", Shards.open(_shards_dir(name)), cores)
+    del shards_run
     ray.shutdown()
-    out = {
-        "n": n,
-        "cores": cores,
-        "ray_seconds": ray_seconds,
-        "driver_peak_gb": peaks.driver / 1e9,
-        "worker_peak_gb": [v / 1e9 for v in sorted(peaks.workers.values(), reverse=True)],
-    }
+    out = {"n": n, "cores": cores, "field": field, "shards": shards}
     if n <= LOCAL_UP_TO:
         start = time.perf_counter()
         local = dequity.compute_dequity(dataset, "local", embeddings="vec", progress=False)
         out["local_seconds"] = time.perf_counter() - start
-        got = dict(zip(on_ray.sample_ids, on_ray.likelihoods, strict=True))
-        ids = local.sample_ids
-        out["spearman"] = float(spearmanr(np.asarray(local.likelihoods), [got[i] for i in ids])[0])
+        want = np.asarray(local.likelihoods)
+        for key in ("field", "shards"):
+            got = dict(zip(*dataset.values(["id", f"{key}_likelihood"])))
+            out[key]["spearman"] = float(spearmanr(want, [got[i] for i in local.sample_ids])[0])
     return out
 
 
@@ -143,7 +178,7 @@ def _run_module(*args: str) -> str:
 
 
 def readme_block(record: dict) -> str:
-    """``docs/scale_out.md``'s table and sentence, from the saved record.
+    """``docs/scale_out.md``'s table and sentences, from the saved record.
 
     Example::
 
@@ -152,64 +187,29 @@ def readme_block(record: dict) -> str:
         print(readme_block(load_raw(NAME)))
     """
     sizes = [s for s in record["values"]["sizes"] if "error" not in s]
-    rows = [
-        [
-            f"{s['n']:,}",
-            f"{s['ray_seconds']:.0f}",
-            f"{s['local_seconds']:.0f}" if "local_seconds" in s else "not run",
-            f"{s['spearman']:.4f}" if "spearman" in s else "",
-            f"{s['driver_peak_gb']:.2f}",
-            f"{max(s['worker_peak_gb'], default=0):.2f}",
-        ]
-        for s in sizes
-    ]
+    rows = []
+    for s in sizes:
+        for key, source in (("field", "a field"), ("shards", "shards")):
+            run = s[key]
+            rows.append(
+                [
+                    f"{s['n']:,}",
+                    source,
+                    f"{run['seconds']:.0f}",
+                    f"{s['local_seconds']:.0f}" if "local_seconds" in s else "not run",
+                    f"{run['spearman']:.4f}" if "spearman" in run else "",
+                    f"{run['driver_peak_gb']:.2f}",
+                    f"{max(run['worker_peak_gb'], default=0):.2f}",
+                ]
+            )
     failed = [f"{s['n']:,} ({s['error']})" for s in record["values"]["sizes"] if "error" in s]
-    if len(sizes) < 2:
-        return _table(record, sizes, rows, None, failed)
-    small, large = sizes[-2], sizes[-1]
-    slope = (large["driver_peak_gb"] - small["driver_peak_gb"]) * 1e9 / (large["n"] - small["n"])
-    return _table(record, sizes, rows, slope, failed) + "\n\n" + _extrapolation(sizes, slope)
-
-
-def _extrapolation(sizes: list[dict], driver_bytes: float) -> str:
-    """100M and 1B samples from the marginal costs between the two largest sizes measured."""
-    a, b = sizes[-2], sizes[-1]
-    core_seconds = (b["ray_seconds"] - a["ray_seconds"]) * b["cores"] / (b["n"] - a["n"])
-    worker_gb = max(b["worker_peak_gb"], default=0.0)
-    lines = []
-    for n, workers in ((100_000_000, 64), (1_000_000_000, 512)):
-        hours = core_seconds * n / workers / 3600
-        lines.append(
-            f"- {n:,} samples on {workers} workers: about {hours:.1f} h of placing and "
-            f"writing; {n * VECTOR_BYTES / 1e12:.1f} TB of vectors read from the database "
-            f"and about {n * WRITTEN_BYTES / 1e9:.0f} GB of values staged and merged; "
-            f"{driver_bytes * n / 1e9:.0f} GB on the driver for the run record; each "
-            f"worker near {worker_gb:.1f} GB, as here, since a task holds one partition."
-        )
-    return (
-        f"Extrapolated from the marginal cost between {a['n']:,} and {b['n']:,} samples "
-        f"({core_seconds * 1e6:.0f} core-seconds per million samples; the database here "
-        "shares the same cores, so this is pessimistic per core; it leaves out the network "
-        "and the driver's one pass over every id, which does not spread over workers):\n\n"
-        + "\n".join(lines)
-    )
-
-
-def _table(record: dict, sizes: list[dict], rows: list, slope: float | None, failed: list) -> str:
-    growth = (
-        ""
-        if slope is None
-        else f"\n\nBetween the two largest sizes the driver's peak grew by about {slope:.0f} "
-        "bytes per sample (the run record's ids, clusters, likelihoods and points); a "
-        f"vector alone is {4 * 512} bytes. Up to {PCA_FIT_SAMPLES:,} samples the fit reads "
-        "every vector (PCA's draw), so the driver holds them all there."
-    )
-    return (
-        f"Commit {record['commit'][:10]}, a local Ray instance on {sizes[-1]['cores']} cores, "
-        "vectors read from a field of the dataset:\n\n"
+    text = (
+        f"Commit {record['commit'][:10]}, a local Ray instance on "
+        f"{sizes[-1]['cores'] if sizes else '?'} cores:\n\n"
         + md_table(
             [
                 "samples",
+                "vectors from",
                 "on Ray, s",
                 "local, s",
                 "agreement (Spearman)",
@@ -218,8 +218,49 @@ def _table(record: dict, sizes: list[dict], rows: list, slope: float | None, fai
             ],  # fmt: skip
             rows,
         )
-        + growth
         + (f" Failed: {'; '.join(failed)}." if failed else "")
+    )
+    if len(sizes) < 2:
+        return text
+    a, b = sizes[-2], sizes[-1]
+    growth = {
+        key: (b[key]["driver_peak_gb"] - a[key]["driver_peak_gb"]) * 1e9 / (b["n"] - a["n"])
+        for key in ("field", "shards")
+    }
+    return (
+        text + f"\n\nFrom {a['n']:,} to {b['n']:,} samples the driver's peak changed by "
+        f"{growth['field']:.0f} bytes per added sample reading a field and "
+        f"{growth['shards']:.0f} reading shards; a vector alone is {4 * 512} bytes. Up to "
+        f"{PCA_FIT_SAMPLES:,} samples the fit reads every vector (PCA's draw), so the driver "
+        "holds them all there; above, it holds the fit's draws and one shard at a time.\n\n"
+        + _extrapolation(sizes)
+    )
+
+
+def _extrapolation(sizes: list[dict]) -> str:
+    """100M and 1B samples from the marginal costs between the two largest sizes measured."""
+    a, b = sizes[-2], sizes[-1]
+    lines = []
+    for key, read in (("shards", "from shards"), ("field", "from the database")):
+        seconds = b[key]["seconds"] - a[key]["seconds"]
+        core_seconds = seconds * b["cores"] / (b["n"] - a["n"])
+        worker_gb = max(b[key]["worker_peak_gb"], default=0.0)
+        for n, workers in ((100_000_000, 64), (1_000_000_000, 512)):
+            hours = core_seconds * n / workers / 3600
+            lines.append(
+                f"- {n:,} samples {read} on {workers} workers: about {hours:.1f} h of "
+                f"placing and writing ({core_seconds * 1e6:.0f} core-seconds per million); "
+                f"{n * VECTOR_BYTES / 1e12:.1f} TB of vectors read and about "
+                f"{n * WRITTEN_BYTES / 1e9:.0f} GB of values staged and merged into the "
+                f"database; each worker near {worker_gb:.1f} GB, as here, since a task "
+                "holds one partition."
+            )
+    return (
+        f"Extrapolated from the marginal cost between {a['n']:,} and {b['n']:,} samples (the "
+        "database here shares the same cores, so this is pessimistic per core; it leaves "
+        "out the network). The driver's fit and record stay the size measured here; reading "
+        "a field, it also streams every id once, which does not spread over workers:\n\n"
+        + "\n".join(lines)
     )
 
 
@@ -229,8 +270,8 @@ def run(quick: bool) -> str:
     results = [measure(n) for n in sizes]
     record = {"commit": "quick", "values": {"sizes": results}}
     if not quick:
-        record = save_raw(NAME, {"sizes": results}, {"dim": 512, "mixture": "HARD"},
-                          block=readme_block, document=DOCUMENT)  # fmt: skip
+        config = {"dim": 512, "mixture": "HARD", "shard_rows": 100_000}
+        record = save_raw(NAME, {"sizes": results}, config, block=readme_block, document=DOCUMENT)
     return "### The likelihood stage on Ray\n\n" + readme_block(record)
 
 
@@ -238,6 +279,7 @@ def _delete(name: str) -> str:
     import fiftyone as fo
 
     fo.load_dataset(name).delete()
+    shutil.rmtree(_shards_dir(name), ignore_errors=True)
     return "deleted"
 
 

@@ -31,6 +31,7 @@ from dequity.pipeline import clustering as dc
 from dequity.pipeline import projection as dp
 from dequity.pipeline.likelihood import NOISE_POLICIES
 from dequity.pipeline.views import AUTO, MODES, describe_split
+from dequity.sources.shards import Shards
 
 #: Sub-commands that live in other packages: name -> ``"module:function"``
 #: that adds them to the sub-parsers. Imported when the parser is built, so
@@ -92,6 +93,11 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--embeddings", help="read embeddings from this vector field")
     source.add_argument(
+        "--shards",
+        metavar="DIR",
+        help="read embeddings from the Parquet vector shards in DIR (--likelihood-backend ray)",
+    )
+    source.add_argument(
         "--model",
         help=f"embedding model: {defaults.DEFAULT_MODEL} (default, offline), efficientnet-lite0 or "
         "clip:ViT-B-32@laion2b_s34b_b79k (open_clip tag or checkpoint path)",
@@ -152,8 +158,20 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
         "--likelihood-backend",
         default="local",
         choices=["local", "ray"],
-        help="ray: place and write the samples of --embeddings in partitions on Ray, for "
-        "vectors that do not fit one machine (pip install 'dequity[ray]')",
+        help="ray: place and write the samples in partitions on Ray, for vectors that do not "
+        "fit one machine; reads --embeddings or --shards, or embeds with --embedding-backend ray",
+    )
+    parser.add_argument(
+        "--embedding-backend",
+        default="local",
+        choices=["local", "ray"],
+        help="ray: embed on Ray, one model actor per --ray-workers (pip install 'dequity[ray]')",
+    )
+    parser.add_argument(
+        "--ray-shards",
+        metavar="DIR",
+        help="with both backends on Ray: keep the vector shards the workers write in DIR "
+        "(default: a temporary directory, removed after the run)",
     )
     parser.add_argument(
         "--ray-address",
@@ -166,7 +184,7 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
 
 def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "embeddings": args.embeddings,
+        "embeddings": Shards.open(args.shards) if args.shards else args.embeddings,
         "model": args.model,
         "embeddings_field": args.embeddings_field,
         "projection": None if args.projection == dp.NO_PROJECTION else args.projection,
@@ -186,6 +204,7 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "precision": args.precision,
         "skip_failures": not args.fail_on_unreadable,
+        "embedding_backend": args.embedding_backend,
         "likelihood_backend": args.likelihood_backend,
         "ray_options": _ray_options(args),
         "progress": True,
@@ -193,8 +212,12 @@ def _compute_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ray_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    """``ray_options`` from ``--ray-address`` and ``--ray-workers`` (None without either)."""
-    options = {"address": args.ray_address, "num_workers": args.ray_workers}
+    """``ray_options`` from ``--ray-address``, ``--ray-workers`` and ``--ray-shards`` (or None)."""
+    options = {
+        "address": args.ray_address,
+        "num_workers": args.ray_workers,
+        "shards": args.ray_shards,
+    }
     return {k: v for k, v in options.items() if v is not None} or None
 
 

@@ -10,6 +10,8 @@ import benchmarks  # noqa: F401  (FiftyOne's environment, as the benchmarks set 
 import dequity
 from benchmarks.database import vector_dataset
 from dequity import DequityError
+from dequity.sources.shards import Shards, write_shard
+from dequity.store.field_results import FieldBackedResults
 
 N = 12_000  # above the default fit_samples: both paths fit on subsamples
 RAY = {"likelihood_backend": "ray", "ray_options": {"num_workers": 2}, "progress": False}
@@ -61,6 +63,65 @@ def test_an_overwrite_on_ray_clears_what_it_no_longer_scores(vectors_dataset, lo
     dataset.delete()
 
 
+def write_shards_of(dataset, directory, files: int = 3, without: tuple = ()) -> Shards:
+    """Shards of ``dataset``'s ``vec`` in ``files`` files; ``without``'s rows hold an error."""
+    ids, vectors = dataset.values(["id", "vec"])
+    vectors = np.stack(vectors)
+    errors = ["unreadable" if i in without else "" for i in ids]
+    vectors[[i in without for i in ids]] = np.nan
+    for k, rows in enumerate(np.array_split(np.arange(len(ids)), files)):
+        write_shard(
+            directory / f"part-{k}.parquet",
+            [ids[r] for r in rows],
+            vectors[rows],
+            [errors[r] for r in rows],
+        )
+    return Shards.open(directory)
+
+
+def test_a_run_from_shards_matches_the_local_run_and_keeps_no_per_sample_record(
+    vectors_dataset, local_ray, tmp_path
+):
+    dataset = vectors_dataset.clone()
+    without = tuple(dataset.take(20, seed=2).values("id"))
+    kept = dataset.exclude(without)  # the same vectors in the same order: the same draws
+    local = dequity.compute_dequity(kept, "local", embeddings="vec", progress=False)
+    shards = write_shards_of(dataset, tmp_path, without=without)
+    on_ray = dequity.compute_dequity(
+        dataset, "sh", embeddings=shards, embeddings_field="copied", **RAY
+    )
+    want, got = by_id(local), by_id(on_ray)
+    assert sorted(got) == sorted(set(want) - set(without))
+    ids = list(got)
+    assert spearmanr([want[i] for i in ids], [got[i] for i in ids])[0] >= 0.99
+    assert sorted(on_ray.missing_ids) == sorted(without)
+    assert dataset.select(without).count("sh_weight") == 0
+    assert dataset.count("sh_weight") == N - 20
+    assert np.allclose(np.stack(kept.values("copied")), np.stack(kept.values("vec")))
+
+    stored = dequity.load_dequity_results(dataset, "sh")
+    assert isinstance(stored, FieldBackedResults)
+    record = stored.serialize()
+    assert not {"sample_ids", "labels", "likelihoods", "points"} & set(record)
+    assert stored.likelihoods == dataset.exists("sh_likelihood").values("sh_likelihood")
+    assert sum(stored.cluster_sizes().values()) == N - 20
+    summary = stored.summary()
+    assert summary["num_samples"] == N - 20 and summary["num_missing"] == 20
+    assert summary["max_weight"] == max(dataset.values("sh_weight", missing_value=0))
+    dataset.delete()
+
+
+def test_shards_of_samples_outside_the_collection_are_refused(vectors_dataset, local_ray, tmp_path):
+    shards = write_shards_of(vectors_dataset, tmp_path)
+    view = vectors_dataset.limit(1_000)
+    with pytest.raises(DequityError, match="not in the collection"):
+        dequity.compute_dequity(view, "outside", embeddings=shards, **RAY)
+    assert "outside" not in vectors_dataset.list_runs()
+    assert not vectors_dataset.has_sample_field("outside_weight") or not vectors_dataset.count(
+        "outside_weight"
+    )
+
+
 def test_a_failing_task_writes_nothing(vectors_dataset, local_ray):
     dataset = vectors_dataset.clone()
     dequity.compute_dequity(dataset, "ray", embeddings="vec", eta=0.3, **RAY)
@@ -104,7 +165,7 @@ def test_what_the_stage_on_ray_cannot_do_is_refused_before_any_work(
     assert "refused" not in vectors_dataset.list_runs()
 
 
-def test_the_command_line_runs_the_stage_on_ray(vectors_dataset, local_ray, capsys):
+def test_the_command_line_runs_the_stage_on_ray(vectors_dataset, local_ray, capsys, tmp_path):
     from dequity.cli import main
 
     dataset = vectors_dataset.clone()
@@ -112,6 +173,12 @@ def test_the_command_line_runs_the_stage_on_ray(vectors_dataset, local_ray, caps
     assert main([*args, "--likelihood-backend", "ray", "--ray-workers", "2"]) == 0
     assert "clusters" in capsys.readouterr().out
     assert dataset.count("cli_weight") == N
+    write_shards_of(dataset, tmp_path)
+    shards = ["compute", "--dataset", dataset.name, "--run-key", "sh", "--shards", str(tmp_path)]
+    assert main([*shards, "--likelihood-backend", "ray"]) == 0
+    assert f"run 'sh': {N} samples" in capsys.readouterr().out
+    assert main([*shards[:-1], str(tmp_path / "none"), "--likelihood-backend", "ray"]) == 2
+    assert "no directory of vector shards" in capsys.readouterr().err
     dataset.delete()
 
 

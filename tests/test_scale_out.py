@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import dequity
 from dequity import DequityError
 from dequity.sources.ray import _actor_class, _as_dequity_error, embed_with_ray
+from dequity.sources.shards import Shards
 from tests.conftest import EMBEDDINGS_FIELD, REPO, row_cosines
 
 NUM_IMAGES = 40
@@ -63,6 +65,66 @@ def test_ray_embeddings_match_the_normal_path_and_feed_a_run(demo, local_ray, tm
     assert all(0 < weights[i] <= 1 for i in results.sample_ids)
 
 
+def test_embedding_on_ray_feeds_the_stage_on_ray_through_shards(demo, local_ray, tmp_path):
+    """Both stages on Ray: the workers write the vectors to shards, the stage reads them.
+
+    They reach a field only when asked; without ``shards`` they go to a
+    temporary directory that the run removes.
+    """
+    view = demo.limit(NUM_IMAGES)
+    ids = view.values("id")
+    expected = dict(zip(ids, view.values(EMBEDDINGS_FIELD)))
+    bad_file = tmp_path / "broken.jpg"
+    bad_file.write_bytes(b"not a jpeg")
+    sample = demo[ids[3]]
+    sample.filepath = str(bad_file)
+    sample.save()
+    options = {
+        "embedding_backend": "ray",
+        "likelihood_backend": "ray",
+        "views": None,
+        "batch_size": 8,
+        "projection_kwargs": {"n_components": 10},
+        "clustering_kwargs": {"min_cluster_size": 5},
+        "progress": False,
+    }
+
+    results = dequity.compute_dequity(
+        view,
+        ray_options={"num_workers": 2, "shards": str(tmp_path / "shards")},
+        embeddings_field="ray_embedding",
+        **options,
+    )
+
+    shards = Shards.open(tmp_path / "shards")
+    assert shards.num_vectors == NUM_IMAGES - 1 and shards.missing_ids == (ids[3],)
+    assert results.missing_ids == [ids[3]]
+    shard_ids, shard_vectors, _ = shards.read(shards.files)
+    reference = np.stack([expected[i] for i in shard_ids])
+    assert row_cosines(shard_vectors, reference).min() > 0.99
+    stored = dict(zip(*view.values(["id", "ray_embedding"])))
+    assert np.allclose(np.stack([stored[i] for i in shard_ids]), shard_vectors)
+    weights = dict(zip(*view.values(["id", "dequity_weight"])))
+    assert weights[ids[3]] is None
+    assert all(0 < weights[i] <= 1 for i in shard_ids)
+
+    before = set(os.listdir(tempfile.gettempdir()))
+    dequity.compute_dequity(view, ray_options={"num_workers": 2}, overwrite=True, **options)
+    left = {f for f in set(os.listdir(tempfile.gettempdir())) - before if "dequity-shards" in f}
+    assert not left
+    assert view.count("dequity_weight") == NUM_IMAGES - 1
+
+
+def test_embedding_on_ray_for_the_stage_refuses_views_before_embedding(demo):
+    with pytest.raises(DequityError, match="pass views=None"):
+        dequity.compute_dequity(demo, embedding_backend="ray", likelihood_backend="ray")
+    with pytest.raises(DequityError, match="it needs embedding_backend='ray'"):
+        dequity.compute_dequity(
+            demo, embeddings="embedding", likelihood_backend="ray", ray_options={"shards": "x"}
+        )
+    assert not dequity.list_dequity_runs(demo)
+
+
 def test_ray_backend_options_are_validated(demo):
     with pytest.raises(DequityError, match="unknown ray_options"):
         dequity.compute_dequity(demo, embedding_backend="ray", ray_options={"gpus": 1})
@@ -80,13 +142,23 @@ def test_unreadable_image_without_skip_failures_names_the_option(demo, tmp_path)
     actor = _actor_class(
         model="efficientnet-lite0", device="cpu", num_threads=1, skip_failures=False
     )()
-    batch = {"index": np.arange(2), "filepath": np.array([good, str(bad_file)], dtype=object)}
+    batch = {
+        "index": np.arange(2),
+        "id": np.array(["a", "b"], dtype=object),
+        "filepath": np.array([good, str(bad_file)], dtype=object),
+    }
     with pytest.raises(DequityError, match="skip_failures=True") as info:
         actor(batch)
     assert str(bad_file) in str(info.value)
 
     actor.skip_failures = True
-    out = actor({"index": np.arange(1), "filepath": np.array([str(bad_file)], dtype=object)})
+    out = actor(
+        {
+            "index": np.arange(1),
+            "id": np.array(["b"], dtype=object),
+            "filepath": np.array([str(bad_file)], dtype=object),
+        }
+    )
     assert out["embedding"].shape == (1, 1280) and np.isnan(out["embedding"]).all()
     assert out["error"][0]
 

@@ -20,7 +20,8 @@ from dequity.config import resolve
 from dequity.errors import DequityError
 from dequity.faults import fault_point
 from dequity.pipeline.params import check_field_name
-from dequity.sources.parse import LOCAL, RAY
+from dequity.sources.parse import LOCAL, RAY, RAY_OPTIONS
+from dequity.sources.shards import Shards
 from dequity.store.dataset import Store, rerun_if_disconnected
 from dequity.store.fields import FLOAT, INT, STRING
 from dequity.store.names import METHOD, field_names
@@ -32,7 +33,7 @@ def compute_dequity(
     samples: Any,
     run_key: str = defaults.DEFAULT_RUN_KEY,
     *,
-    embeddings: str | np.ndarray | None = None,
+    embeddings: str | np.ndarray | Shards | None = None,
     model: Any = None,
     projection: str | None = defaults.DEFAULT_PROJECTION,
     projection_kwargs: dict | None = None,
@@ -64,8 +65,10 @@ def compute_dequity(
     Args:
         samples: a FiftyOne dataset or view; only its samples are touched.
         run_key: the run's name, a Python identifier; prefixes the fields.
-        embeddings: a vector field name, or an ``(n, d)`` array aligned with
-            ``samples``. If omitted, ``model`` computes them.
+        embeddings: a vector field name, an ``(n, d)`` array aligned with
+            ``samples``, or (with ``likelihood_backend="ray"``) Parquet vector
+            shards of its samples (:class:`dequity.sources.shards.Shards`). If
+            omitted, ``model`` computes them.
         model: ``"efficientnet-lite0-layers"`` (default, offline: every
             stage's pooled features), ``"efficientnet-lite0"`` (final features),
             ``"clip:ViT-B-32@laion2b_s34b_b79k"``, a ``torch.nn.Module`` or a
@@ -96,7 +99,9 @@ def compute_dequity(
             actor per worker (``pip install 'dequity[ray]'``).
         ray_options: for the Ray backends: ``num_workers`` (2),
             ``num_cpus_per_worker``, ``num_gpus_per_worker`` (embedding only),
-            ``address``.
+            ``address``; with both backends on Ray, ``shards``: the directory
+            the workers write the vectors to (kept; default: a temporary
+            directory, removed after the run).
         group_field: a field naming each sample's scene, sequence or drive
             (for a grouped dataset, its group field): a cluster's size is then
             the number of distinct groups among its members, and crowding
@@ -134,8 +139,11 @@ def compute_dequity(
             this process) or ``"ray"``: for vectors that do not fit one
             machine, the fit on the same seeded subsamples in this process and
             every sample placed and written by Ray tasks, one ``_id`` range
-            each (:mod:`dequity.api.ray_stage`). Needs ``embeddings`` to name a
-            vector field; no groups, object runs or views; ``projection``
+            or group of shards each (:mod:`dequity.api.ray_stage`). Needs
+            ``embeddings`` to name a vector field or shards, or
+            ``embedding_backend="ray"``, whose workers write the vectors to
+            shards that the stage reads (they reach a field only with
+            ``embeddings_field``); no groups, object runs or views; ``projection``
             ``"pca"`` or None and ``clustering`` ``"hdbscan_knn"``,
             ``"hdbscan"`` or ``"knn"``.
         **embedding_options: ``batch_size`` (32), ``num_workers``,
@@ -213,11 +221,12 @@ def _target(
         embedding_backend=inputs["backend"],
         ray_options=ray_options,
     )
-    if likelihood_backend == RAY and inputs["backend"] != RAY:
-        inputs["ray_options"] = None  # they are the likelihood stage's
+    if likelihood_backend == RAY:  # the stage's options are not the embedding's
+        embedding = {k: v for k, v in (ray_options or {}).items() if k in RAY_OPTIONS}
+        inputs["ray_options"] = embedding if inputs["backend"] == RAY else None
     target = target_for(store, run_key, patches_field, **inputs)
     if likelihood_backend == RAY:
-        return RayStageTarget(target, inputs["embeddings"], dict(ray_options or {}))
+        return RayStageTarget(target, dict(ray_options or {}))
     return target
 
 

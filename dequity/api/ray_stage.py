@@ -1,42 +1,50 @@
 """``compute_dequity(..., likelihood_backend="ray")``: the likelihood stage in partitions on Ray.
 
 For collections whose vectors do not fit one machine. The vectors stay in
-their field; no process holds them all:
+their field of the dataset, or in Parquet shards (:mod:`dequity.sources.shards`,
+written by the Ray embedding path); no process holds them all:
 
-1. the driver counts the samples with a vector, streams their ids once to
-   find the rows that the fit needs (:func:`dequity.pipeline.partitioned.fit_rows`,
-   the local stage's own seeded draws), reads those vectors and fits the
-   projection, the crowding radius and the reference clusters;
-2. Ray tasks read one ``_id`` range of the collection each, project and place
-   its samples, and return its tally (cluster sizes, largest crowding count);
-   their placements stay in Ray's object store;
-3. the driver sums the tallies; a second task per range computes its samples'
-   likelihoods and weights and stages them into the run's staging collection,
-   under the claim and journal every run uses, then the driver commits.
+1. the driver counts the vectors and finds the rows that the fit needs
+   (:func:`dequity.pipeline.partitioned.fit_rows`, the local stage's own
+   seeded draws), reads those vectors and fits the projection, the crowding
+   radius and the reference clusters;
+2. Ray tasks read one partition each (an ``_id`` range of the collection, or
+   a group of shard files), project and place its samples, and return its
+   tally (cluster sizes, largest crowding count); their placements stay in
+   Ray's object store;
+3. the driver sums the tallies; a second task per partition computes its
+   samples' likelihoods and weights and stages them into the run's staging
+   collection, under the claim and journal every run uses; samples that an
+   earlier run scored and this one does not are found on the server and
+   cleared; then the driver commits.
 
 A task that fails fails the run, and nothing is written (the staging
-collection is dropped). The driver still holds, per sample, the id,
-cluster, likelihood and 2-D point that the run record stores, so its memory
-grows with the number of samples, by far less than the vectors'.
+collection is dropped). The run record (:class:`~dequity.store.field_results.FieldBackedResults`)
+keeps the fit and the cluster sizes, not per-sample values, so the driver's
+memory does not grow with the number of samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dequity.api.targets import ImageTarget, clear_left_fields, replaced_samples
+from dequity.api.targets import ImageTarget, clear_left_fields
+from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from dequity.errors import DequityError
-from dequity.pipeline import clustering as dc
 from dequity.pipeline import partitioned as pt
 from dequity.pipeline import views as dv
 from dequity.pipeline.fit import LikelihoodFit
-from dequity.pipeline.score import Settings, points_2d
+from dequity.pipeline.score import Settings
 from dequity.pipeline.weights import gfl_weight
 from dequity.sources.embeddings import (
     decode_stored_vectors,
@@ -44,11 +52,19 @@ from dequity.sources.embeddings import (
     validate_vectors,
 )
 from dequity.sources.parse import LOCAL, RAY
-from dequity.sources.ray import check_resources, connect, dequity_error_in, import_ray
+from dequity.sources.ray import (
+    check_resources,
+    connect,
+    dequity_error_in,
+    embed_to_shards,
+    import_ray,
+)
+from dequity.sources.shards import Shards
 from dequity.store import compat as fc
 from dequity.store import staging
-from dequity.store.columns import run_columns
+from dequity.store.columns import embedding_column, run_columns
 from dequity.store.dataset import Store, Writer
+from dequity.store.field_results import FieldBackedResults
 from dequity.store.runs import DequityResults
 from dequity.store.staging import BATCH_SPAN
 
@@ -57,8 +73,14 @@ logger = logging.getLogger(__name__)
 LIKELIHOOD_BACKENDS = (LOCAL, RAY)
 #: options of the likelihood stage on Ray (``ray_options``)
 RAY_STAGE_OPTIONS = ("num_workers", "num_cpus_per_worker", "address")
+#: what ``ray_options`` may add when the run also embeds on Ray; ``shards``: the
+#: directory the workers write the vectors to, kept after the run
+RAY_EMBEDDING_OPTIONS = ("num_gpus_per_worker", "shards")
 #: samples per partition: a task holds about ``rows x (dim + 60) x 4`` bytes
 PARTITION_ROWS = 100_000
+#: the role of the shards' vectors when a run keeps them in a field
+VECTORS = "vectors"
+_WHOLE_VECTOR_ONLY = "likelihood_backend='ray' scores the whole vector only; pass views=None"
 
 
 def check_likelihood_backend(
@@ -84,17 +106,22 @@ def check_likelihood_backend(
             f"likelihood_backend must be one of {LIKELIHOOD_BACKENDS}, got {backend!r}"
         )
     if backend == LOCAL:
+        if isinstance(embeddings, Shards):
+            raise DequityError(
+                "vector shards feed the likelihood stage on Ray: pass likelihood_backend='ray' "
+                "(or read them with Shards.read and pass the array)"
+            )
         return
-    if not isinstance(embeddings, str):
+    if embeddings is None and embedding_backend != RAY:
         raise DequityError(
-            "likelihood_backend='ray' reads the vectors from a field in partitions: pass "
-            "embeddings='<vector field>' (store computed embeddings with embeddings_field=... "
-            "in an earlier run)"
+            "likelihood_backend='ray' reads the vectors in partitions: pass embeddings='<vector "
+            "field>' or embeddings=Shards.open(<dir>), or embed on Ray first "
+            "(embedding_backend='ray'), whose workers write the vectors to shards"
         )
-    if embedding_backend != LOCAL:
+    if embeddings is not None and not isinstance(embeddings, str | Shards):
         raise DequityError(
-            "likelihood_backend='ray' reads stored vectors; embed first (with "
-            "embedding_backend='ray' and embeddings_field=...), then run it on that field"
+            "likelihood_backend='ray' reads the vectors in partitions, not from an array: "
+            "pass embeddings='<vector field>' or embeddings=Shards.open(<dir>)"
         )
     for name, value in (
         ("patches_field", patches_field),
@@ -104,30 +131,42 @@ def check_likelihood_backend(
         if value is not None:
             raise DequityError(f"likelihood_backend='ray' does not support {name}; leave it unset")
     options = dict(ray_options or {})
-    unknown = set(options) - set(RAY_STAGE_OPTIONS)
+    if "shards" in options and embedding_backend != RAY:
+        raise DequityError(
+            "ray_options 'shards' is where embedding on Ray writes the vectors; "
+            "it needs embedding_backend='ray'"
+        )
+    accepted = RAY_STAGE_OPTIONS + (RAY_EMBEDDING_OPTIONS if embedding_backend == RAY else ())
+    unknown = set(options) - set(accepted)
     if unknown:
         raise DequityError(
             f"unknown ray_options {sorted(unknown)} for likelihood_backend='ray'; "
-            f"accepted: {sorted(RAY_STAGE_OPTIONS)}"
+            f"accepted: {sorted(accepted)}"
         )
-    check_resources(options.get("num_workers", 2), options.get("num_cpus_per_worker", 1))
+    check_resources(
+        options.get("num_workers", 2),
+        options.get("num_cpus_per_worker", 1),
+        options.get("num_gpus_per_worker", 0),
+    )
 
 
 @dataclass
 class RayStageTarget:
-    """An image run whose likelihood stage runs on Ray; the vectors stay in ``field``.
+    """An image run whose likelihood stage runs on Ray; no process holds every vector.
 
     Wraps the run's checked :class:`~dequity.api.targets.ImageTarget` and
-    replaces its :meth:`run`.
+    replaces its :meth:`run`. The vectors come from the image target's
+    source: a field, :class:`~dequity.sources.shards.Shards`, or a model that
+    embeds on Ray into shards first (``ray_options["shards"]``, else a
+    temporary directory removed after the run).
 
     Example::
 
-        target = RayStageTarget(target_for(store, "dequity", None, **inputs), "vec", {})
+        target = RayStageTarget(target_for(store, "dequity", None, **inputs), {})
         target.run(writer, "dequity", config, settings, progress=True)
     """
 
     image: ImageTarget
-    field: str
     ray_options: dict
 
     @property
@@ -149,18 +188,53 @@ class RayStageTarget:
     ) -> DequityResults:
         """The run, its likelihood stage on Ray (:func:`run_on_ray`)."""
         pt.check_partitionable(settings)
-        store = self.image.store
-        options = self.ray_options
-        return run_on_ray(store, writer, run_key, config, settings, self.field, options, progress)
-
-
-@dataclass(frozen=True)
-class _Partition:
-    """Samples with ``lo <= _id < hi`` of the run's collection (None: unbounded)."""
-
-    number: int
-    lo: Any
-    hi: Any
+        store, source = self.image.store, self.image.source
+        options = {k: v for k, v in self.ray_options.items() if k != "shards"}
+        if source.field is not None:
+            field = source.field
+            return run_on_ray(store, writer, run_key, config, settings, field, options, progress)
+        stage_options = {k: options[k] for k in RAY_STAGE_OPTIONS if k in options}
+        if source.shards is not None:
+            return run_on_ray(
+                store,
+                writer,
+                run_key,
+                config,
+                settings,
+                source.shards,
+                stage_options,
+                progress,
+                store_field=source.store_field,
+            )
+        if settings.views and source.model_name == DEFAULT_MODEL:
+            raise DequityError(_WHOLE_VECTOR_ONLY)  # checked before any image is embedded
+        directory = self.ray_options.get("shards")
+        temporary = directory is None
+        if temporary:
+            directory = tempfile.mkdtemp(prefix="dequity-shards-")
+        try:
+            shards = embed_to_shards(
+                store.samples,
+                os.path.join(directory, run_key) if temporary else directory,
+                source.model,
+                batch_size=source.options.get("batch_size", DEFAULT_BATCH_SIZE),
+                skip_failures=source.options.get("skip_failures", True),
+                **options,
+            )
+            return run_on_ray(
+                store,
+                writer,
+                run_key,
+                config,
+                settings,
+                shards,
+                stage_options,
+                progress,
+                store_field=source.store_field,
+            )
+        finally:
+            if temporary:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_on_ray(
@@ -169,11 +243,15 @@ def run_on_ray(
     run_key: str,
     config: Any,
     settings: Settings,
-    field: str,
+    vectors: str | Shards,
     ray_options: dict,
     progress: Any = None,
-) -> DequityResults:
-    """Score the vectors of ``field`` in partitions on Ray and write the run (see the module doc).
+    store_field: str | None = None,
+) -> FieldBackedResults:
+    """Score ``vectors`` (a field's name, or shards) in partitions on Ray and write the run.
+
+    See the module doc. ``store_field``: also write the shards' vectors to
+    this field.
 
     Example::
 
@@ -181,20 +259,17 @@ def run_on_ray(
             run_on_ray(store, writer, "dequity", config, settings, "embedding", {})
     """
     ray = import_ray()
-    samples = store.samples
-    validate_embeddings_field(samples, field)
-    n = samples.count(field)
-    if n == 0:
-        raise DequityError(f"no sample has a value in field {field!r}; nothing to score")
-    rows = pt.fit_rows(n, settings)
-    logger.info("Reading the %d vectors the fit needs, of %d...", len(rows.all), n)
-    fit_ids, fit_vectors = _fit_vectors(samples, field, rows)
+    source = _input(store.samples, vectors)
+    rows = pt.fit_rows(source.n, settings)
+    logger.info("Reading the %d vectors the fit needs, of %d...", len(rows.all), source.n)
+    fit_vectors = source.fit_vectors(rows)
     if settings.views and dv.applies(fit_vectors):
-        raise DequityError("likelihood_backend='ray' scores the whole vector only; pass views=None")
+        raise DequityError(_WHOLE_VECTOR_ONLY)
     config.views = None
     fit = pt.fit_partitioned(rows, fit_vectors, settings)
-    count = max(math.ceil(n / PARTITION_ROWS), 2 * int(ray_options.get("num_workers", 2)))
-    partitions = _partitions(fit_ids, count)
+    del fit_vectors
+    count = max(math.ceil(source.n / PARTITION_ROWS), 2 * int(ray_options.get("num_workers", 2)))
+    partitions = source.partitions(count)
 
     connect(ray, ray_options.get("address"))
     options = {
@@ -204,38 +279,182 @@ def run_on_ray(
     }
     place_task = ray.remote(num_returns=2, **options)(_place_partition)
     stage_task = ray.remote(**options)(_stage_partition)
-    spec = {"view": fc.view_spec(samples), "field": field}
-    logger.info("Placing %d samples in %d partitions on Ray...", n, len(partitions))
+    logger.info("Placing %d samples in %d partitions on Ray...", source.n, len(partitions))
     fit_ref = ray.put(fit)
-    placed = [place_task.remote(spec, fit_ref, p) for p in partitions]
-    tallies = _gather(ray, [tally for tally, _ in placed], progress)
-    fit = pt.finish(fit, sum(tallies, pt.Tally()))
+    placed = [place_task.remote(fit_ref, p) for p in partitions]
+    total = sum(_gather(ray, [tally for tally, _ in placed], progress), pt.Tally())
+    fit = pt.finish(fit, total)
 
     old = store.config(run_key)
     roles = ["cluster", "likelihood", "weight"] + (["rare_by"] if old and old.uses_views else [])
     columns = run_columns(config, {role: [] for role in roles})
-    descriptors = [
-        (r, (c.name, c.kind, c.description, c.owned)) for r, c in zip(roles, columns, strict=True)
-    ]
-    results = DequityResults(samples, config, run_key, fit=fit.to_dict(), backend=config.build())
+    if store_field is not None:
+        roles.append(VECTORS)
+        columns.append(embedding_column(store_field, np.empty((0, 0), np.float32)))
+    descriptors = {
+        role: (c.name, c.kind, c.description, c.owned)
+        for role, c in zip(roles, columns, strict=True)
+    }
+    results = FieldBackedResults(
+        store.samples,
+        config,
+        run_key,
+        fit=fit.to_dict(),
+        sizes=dict(total.sizes),
+        missing_ids=list(source.missing_ids),
+        backend=config.build(),
+    )
 
     def stage(name: str) -> None:
         logger.info("Writing fields %s on Ray...", ", ".join(c.name for c in columns))
         finished = ray.put(fit)
         gfl = (config.eta, config.gamma)
         staged = [
-            stage_task.remote(rows_ref, finished, gfl, descriptors, name, p.number)
+            stage_task.remote(rows_ref, p, finished, gfl, descriptors, name)
             for p, (_, rows_ref) in zip(partitions, placed, strict=True)
         ]
-        _collect(results, _gather(ray, staged, progress))
-        cleared = replaced_samples(store, run_key, results.sample_ids) + results.missing_ids
-        if cleared:
-            blank = run_columns(config, {role: [] for role in roles}, blanks=len(cleared))
-            staging.stage(name, cleared, blank, False, first_batch=len(partitions) * BATCH_SPAN)
+        results.missing_ids += [i for part in _gather(ray, staged, progress) for i in part]
+        if old is not None:
+            _stage_cleared(store, name, old.likelihood_field, columns, len(partitions))
 
     writer.commit(config, results, [], columns, index=config.weight_field, stage=stage)
     clear_left_fields(writer, store, old, config)
     return results
+
+
+def _stage_cleared(
+    store: Store, name: str, field: str, columns: list[staging.Column], after: int
+) -> None:
+    """Stage blanks for the samples the earlier run scored and this one does not."""
+    collection = fc.sample_collection_name(fc.root_dataset(store.samples))
+    blank = [dataclasses.replace(c, values=[]) for c in columns]
+    for number, ids in enumerate(staging.unstaged(name, collection, field), start=after):
+        cleared = [dataclasses.replace(c, values=[None] * len(ids)) for c in blank]
+        staging.stage(name, ids, cleared, False, first_batch=number * BATCH_SPAN)
+
+
+@dataclass(frozen=True)
+class _RangePart:
+    """Samples with ``lo <= _id < hi`` (None: unbounded) of a view, vectors in ``field``."""
+
+    number: int
+    view: tuple[str, list[dict]]
+    field: str
+    lo: Any
+    hi: Any
+
+    def read(self) -> tuple[list[str], np.ndarray | None, list[str]]:
+        """``(ids, vectors, missing ids)``, read in the task's process; None: no vector."""
+        samples = fc.load_view(*self.view)
+        bounds = {}
+        if self.lo is not None:
+            bounds["$gte"] = self.lo
+        if self.hi is not None:
+            bounds["$lt"] = self.hi
+        part = samples.match({"_id": bounds}) if bounds else samples
+        seen: list = []
+        present = 0
+
+        def rows() -> Iterator[tuple[Any, Any]]:
+            nonlocal present
+            for sample_id, value in fc.stored_rows(part, self.field):
+                seen.append(sample_id)
+                present += value is not None
+                yield sample_id, value
+
+        decoded = decode_stored_vectors(rows())
+        if decoded is None and not present:
+            return [], None, [str(i) for i in seen]
+        if decoded is None:
+            raise DequityError(f"the vectors of field {self.field!r} differ in length or dtype")
+        ids, vectors, present = decoded
+        missing = [str(i) for i, ok in zip(ids, present, strict=True) if not ok]
+        kept = [str(i) for i, ok in zip(ids, present, strict=True) if ok]
+        return kept, validate_vectors(vectors), missing
+
+
+@dataclass(frozen=True)
+class _ShardPart:
+    """Files ``files`` of ``shards``, whose samples must all belong to the view ``view``."""
+
+    number: int
+    view: tuple[str, list[dict]]
+    shards: Shards
+    files: tuple[str, ...]
+
+    def read(self) -> tuple[list[str], np.ndarray | None, list[str]]:
+        """``(ids, vectors, missing ids)``, read in the task's process; None: no vector."""
+        ids, vectors, missing = self.shards.read(self.files)
+        listed = ids + missing
+        found = len(fc.load_view(*self.view).select(listed)) if listed else 0
+        if found != len(listed):
+            raise DequityError(
+                f"{len(listed) - found} samples of the shards in {self.shards.path!r} are not "
+                "in the collection; write shards of this collection (embed_to_shards)"
+            )
+        return ids, (validate_vectors(vectors) if ids else None), missing
+
+
+@dataclass
+class _FieldInput:
+    """Vectors in a field of the run's samples, read by ``_id`` range."""
+
+    samples: Any
+    field: str
+    n: int
+    missing_ids: tuple[str, ...] = ()
+    fit_ids: list = dataclasses.field(default_factory=list)
+
+    def fit_vectors(self, rows: pt.FitRows) -> np.ndarray:
+        """The vectors of the fit's rows, in order; keeps their ids to cut the partitions."""
+        self.fit_ids, vectors = _fit_vectors(self.samples, self.field, rows)
+        return vectors
+
+    def partitions(self, count: int) -> list[_RangePart]:
+        """``count`` ranges of ``_id``, cut at quantiles of the fit's ids."""
+        ordered = sorted(self.fit_ids)
+        count = max(1, min(count, len(ordered)))
+        bounds = [None, *(ordered[len(ordered) * k // count] for k in range(1, count)), None]
+        spec = fc.view_spec(self.samples)
+        return [_RangePart(k, spec, self.field, bounds[k], bounds[k + 1]) for k in range(count)]
+
+
+@dataclass
+class _ShardInput:
+    """Vectors in :class:`~dequity.sources.shards.Shards`, read by groups of files."""
+
+    samples: Any
+    shards: Shards
+
+    @property
+    def n(self) -> int:
+        return self.shards.num_vectors
+
+    @property
+    def missing_ids(self) -> tuple[str, ...]:
+        return ()  # each task reports its files' own
+
+    def fit_vectors(self, rows: pt.FitRows) -> np.ndarray:
+        """The vectors of the fit's rows, in order, read file by file."""
+        return validate_vectors(self.shards.take(rows.all)[1])
+
+    def partitions(self, count: int) -> list[_ShardPart]:
+        """Groups of consecutive files, about ``n / count`` vectors each."""
+        light = dataclasses.replace(self.shards, missing_ids=())
+        groups = self.shards.groups(max(1, math.ceil(self.n / count)))
+        spec = fc.view_spec(self.samples)
+        return [_ShardPart(k, spec, light, files) for k, files in enumerate(groups)]
+
+
+def _input(samples: Any, vectors: str | Shards) -> _FieldInput | _ShardInput:
+    """Where the stage reads its vectors, checked and counted."""
+    if isinstance(vectors, Shards):
+        return _ShardInput(samples, vectors)
+    validate_embeddings_field(samples, vectors)
+    n = samples.count(vectors)
+    if n == 0:
+        raise DequityError(f"no sample has a value in field {vectors!r}; nothing to score")
+    return _FieldInput(samples, vectors, n)
 
 
 def _fit_vectors(samples: Any, field: str, rows: pt.FitRows) -> tuple[list, np.ndarray]:
@@ -267,106 +486,53 @@ def _fit_vectors(samples: Any, field: str, rows: pt.FitRows) -> tuple[list, np.n
     return ids, validate_vectors(vectors[[order[i] for i in ids]])
 
 
-def _partitions(ids: list, count: int) -> list[_Partition]:
-    """``count`` ranges of ``_id`` with about as many samples each, cut at quantiles of ``ids``."""
-    ordered = sorted(ids)
-    count = max(1, min(count, len(ordered)))
-    cuts = [ordered[len(ordered) * k // count] for k in range(1, count)]
-    bounds = [None, *cuts, None]
-    return [_Partition(k, bounds[k], bounds[k + 1]) for k in range(count)]
-
-
-def _read_partition(spec: dict, partition: _Partition) -> tuple[list, np.ndarray | None, list]:
-    """``(ids, vectors, missing ids)`` of one partition, read in the task's process.
-
-    ``vectors`` is None when no sample of the partition has one.
-    """
-    samples = fc.load_view(*spec["view"])
-    bounds = {}
-    if partition.lo is not None:
-        bounds["$gte"] = partition.lo
-    if partition.hi is not None:
-        bounds["$lt"] = partition.hi
-    part = samples.match({"_id": bounds}) if bounds else samples
-    seen: list = []
-    present = 0
-
-    def rows() -> Iterator[tuple[Any, Any]]:
-        nonlocal present
-        for sample_id, value in fc.stored_rows(part, spec["field"]):
-            seen.append(sample_id)
-            present += value is not None
-            yield sample_id, value
-
-    decoded = decode_stored_vectors(rows())
-    if decoded is None and not present:
-        return [], None, [str(i) for i in seen]
-    if decoded is None:
-        raise DequityError(f"the vectors of field {spec['field']!r} differ in length or dtype")
-    ids, vectors, present = decoded
-    missing = [str(i) for i, ok in zip(ids, present, strict=True) if not ok]
-    kept = [str(i) for i, ok in zip(ids, present, strict=True) if ok]
-    return kept, validate_vectors(vectors), missing
-
-
-def _place_partition(spec: dict, fit: LikelihoodFit, partition: _Partition) -> tuple:
+def _place_partition(fit: LikelihoodFit, part: _RangePart | _ShardPart) -> tuple:
     """A Ray task: the partition's tally, and its placed rows for :func:`_stage_partition`."""
-    ids, vectors, missing = _read_partition(spec, partition)
-    if vectors is None:  # no sample of the range has a vector
-        labels, counts, points = np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 2))
+    ids, vectors, missing = part.read()
+    if vectors is None:  # no sample of the partition has a vector
+        labels, counts = np.empty(0, np.int64), np.empty(0, np.int64)
     else:
-        labels, counts, points = pt.place(fit, vectors)
+        labels, counts, _ = pt.place(fit, vectors)
     rows = {
         "ids": ids,
         "missing": missing,
         "labels": labels.astype(np.int32),
         "counts": counts.astype(np.int32),
-        "points": points_2d(points).astype(np.float32),
     }
     return pt.Tally.of(labels, counts), rows
 
 
 def _stage_partition(
     rows: dict,
+    part: _RangePart | _ShardPart,
     fit: LikelihoodFit,
     gfl: tuple[float, float],
-    descriptors: list[tuple[str, tuple[str, str, str, bool]]],
+    descriptors: dict[str, tuple[str, str, str, bool]],
     name: str,
-    number: int,
-) -> dict:
-    """A Ray task: stage one partition's values; return what the run record keeps of them.
+) -> list[str]:
+    """A Ray task: stage one partition's values, and blanks for its samples without a vector.
 
-    ``descriptors``: ``(role, (field, kind, description, owned))`` of each column.
+    ``descriptors``: ``(field, kind, description, owned)`` of each role's
+    column (``VECTORS``: the shards' vectors, kept in a field). Returns the
+    partition's ids without a vector.
     """
+    ids, missing = rows["ids"], rows["missing"]
     likelihoods = pt.likelihoods(fit, rows["labels"], rows["counts"])
     values = {
-        "cluster": rows["labels"].tolist() if len(rows["labels"]) else [None] * len(rows["ids"]),
+        "cluster": rows["labels"].tolist() if len(rows["labels"]) else [None] * len(ids),
         "likelihood": likelihoods.tolist(),
         "weight": gfl_weight(likelihoods, *gfl).tolist(),
-        "rare_by": [None] * len(rows["ids"]),
+        "rare_by": [None] * len(ids),
     }
-    columns = [
-        staging.Column(n, kind, description, values[role], owned)
-        for role, (n, kind, description, owned) in descriptors
-    ]
-    staging.stage(name, rows["ids"], columns, False, first_batch=number * BATCH_SPAN)
-    return {
-        "ids": rows["ids"],
-        "missing": rows["missing"],
-        "labels": rows["labels"],
-        "likelihoods": likelihoods,
-        "points": rows["points"],
-    }
-
-
-def _collect(results: DequityResults, parts: list[dict]) -> None:
-    """Fill the run record's per-sample values from the staged partitions."""
-    results.sample_ids = [i for p in parts for i in p["ids"]]
-    results.missing_ids = [i for p in parts for i in p["missing"]]
-    if results.config.clustering != dc.KNN:
-        results.labels = np.concatenate([p["labels"] for p in parts]).astype(int).tolist()
-    results.likelihoods = np.concatenate([p["likelihoods"] for p in parts]).tolist()
-    results.points = np.concatenate([p["points"] for p in parts]).astype(float).tolist()
+    columns = []
+    for role, (field, kind, description, owned) in descriptors.items():
+        if role == VECTORS:  # the first len(ids) samples: those with a vector
+            held = part.shards.read(part.files)[1] if ids else []
+        else:
+            held = values[role] + [None] * len(missing)
+        columns.append(staging.Column(field, kind, description, held, owned))
+    staging.stage(name, ids + missing, columns, False, first_batch=part.number * BATCH_SPAN)
+    return missing
 
 
 def _gather(ray: Any, refs: list, progress: Any) -> list:

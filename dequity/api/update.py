@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from dequity.sources.parse import parse_embeddings
 from dequity.store.columns import embedding_column, run_columns
 from dequity.store.commit import Rescaling
 from dequity.store.dataset import Store, Writer, rerun_if_disconnected
+from dequity.store.field_results import FieldBackedResults
 from dequity.store.names import stamp_field
 from dequity.store.runs import DequityResults
 
@@ -217,11 +219,25 @@ def _extended_results(
         likelihoods = extended.likelihoods
         stored.update(extended.fits)
         factors.update(extended.old_factors)
+    sample_ids = results.sample_ids + list(emb.sample_ids)
+    if isinstance(results, FieldBackedResults):  # a run on Ray keeps its values in its fields
+        sizes = Counter(labels) if labels else {}
+        updated = FieldBackedResults(
+            results.samples,
+            results.config,
+            results.key,
+            fit=stored,
+            sizes=dict(sizes),
+            missing_ids=results.missing_ids + list(emb.missing_ids),
+            backend=results.backend,
+            values=(sample_ids, labels, likelihoods.tolist()),
+        )
+        return updated, factors
     updated = DequityResults(
         results.samples,
         results.config,
         results.key,
-        sample_ids=results.sample_ids + list(emb.sample_ids),
+        sample_ids=sample_ids,
         labels=labels,
         likelihoods=likelihoods.tolist(),
         points=results.points + xy.tolist(),

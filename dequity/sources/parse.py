@@ -12,6 +12,7 @@ from dequity.errors import DequityError
 from dequity.pipeline.params import check_field_name, check_number
 from dequity.sources import embeddings as de
 from dequity.sources.models import model_name, resolve_precision
+from dequity.sources.shards import Shards
 from dequity.store import compat as fc
 from dequity.store.names import field_names
 
@@ -28,13 +29,16 @@ _LOCAL_ONLY = ("num_workers", "device", "precision")
 class EmbeddingSource:
     """A checked request for embeddings; :meth:`load` produces them.
 
-    Exactly one of ``array``, ``field`` and ``model`` is set. ``store_field``
-    is where computed embeddings are kept for later runs (None: not kept).
+    Exactly one of ``array``, ``field``, ``shards`` and ``model`` is set.
+    ``store_field`` is where computed embeddings are kept for later runs (None:
+    not kept). ``shards`` feed only the likelihood stage on Ray
+    (:mod:`dequity.api.ray_stage`).
     """
 
     array: np.ndarray | None = None
     field: str | None = None
     model: Any = None
+    shards: Shards | None = None
     store_field: str | None = None
     backend: str = LOCAL
     ray_options: dict = dataclasses.field(default_factory=dict)
@@ -72,7 +76,7 @@ class EmbeddingSource:
 def parse_embeddings(
     samples: Any,
     run_key: str,
-    embeddings: str | np.ndarray | None = None,
+    embeddings: str | np.ndarray | Shards | None = None,
     model: Any = None,
     embeddings_field: str | None = None,
     backend: str = LOCAL,
@@ -107,13 +111,15 @@ def parse_embeddings(
     if isinstance(embeddings, str):
         de.validate_embeddings_field(samples, embeddings)
         return EmbeddingSource(field=embeddings)
-    if embeddings is not None:
+    if embeddings is not None and not isinstance(embeddings, Shards):
         return EmbeddingSource(array=embeddings, store_field=embeddings_field)
     if embeddings_field is not None:
         if embeddings_field in field_names(run_key).values():
             raise DequityError(f"embeddings_field {embeddings_field!r} is one of the run's fields")
         if fc.root_dataset(samples).has_sample_field(embeddings_field):
             de.validate_embeddings_field(samples, embeddings_field)
+    if embeddings is not None:
+        return EmbeddingSource(shards=embeddings, store_field=embeddings_field)
     return EmbeddingSource(
         model=model if model is not None else DEFAULT_MODEL,
         store_field=embeddings_field,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from dequity.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from dequity.errors import DequityError
 from dequity.pipeline.params import Integer
 from dequity.sources.embeddings import Embeddings, validate_vectors
+from dequity.sources.shards import SHARD_ROWS, SUFFIX, Shards, shard_table
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,91 @@ def embed_with_ray(
                              address="auto")
         emb.vectors.shape   # (len(dataset) - len(emb.missing_ids), 1280)
     """
+    ids, filepaths, embedded = _embedded(
+        samples,
+        model,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        num_cpus_per_worker=num_cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker,
+        address=address,
+        skip_failures=skip_failures,
+    )
+    vectors, errors = _gather(embedded, len(ids), skip_failures)
+    return _to_embeddings(ids, filepaths, vectors, errors)
+
+
+def embed_to_shards(
+    samples: Any,
+    path: str | os.PathLike,
+    model: Any = DEFAULT_MODEL,
+    *,
+    rows_per_shard: int = SHARD_ROWS,
+    num_workers: int = 2,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    num_cpus_per_worker: float = 1,
+    num_gpus_per_worker: float = 0,
+    address: str | None = None,
+    skip_failures: bool = True,
+) -> Shards:
+    """Embed the images of ``samples`` on Ray into Parquet shards in directory ``path``.
+
+    The workers write the shards themselves (:mod:`dequity.sources.shards`), so
+    the vectors never pass through this process; the likelihood stage on Ray
+    reads them back (``compute_dequity(..., embeddings=shards,
+    likelihood_backend="ray")``). On a cluster ``path`` must be storage every
+    node sees (a shared filesystem, or ``s3://...``). Options as in
+    :func:`embed_with_ray`.
+
+    Example::
+
+        shards = embed_to_shards(dataset, "/shared/kitti-shards", num_workers=8,
+                                 address="auto")
+        dequity.compute_dequity(dataset, embeddings=shards, likelihood_backend="ray")
+    """
+    Integer(1)("rows_per_shard", rows_per_shard)
+    path = os.fspath(path)
+    if os.path.isdir(path) and any(f.endswith(SUFFIX) for f in os.listdir(path)):
+        raise DequityError(f"{path!r} already holds vector shards; pass an empty or new directory")
+    ids, _, embedded = _embedded(
+        samples,
+        model,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        num_cpus_per_worker=num_cpus_per_worker,
+        num_gpus_per_worker=num_gpus_per_worker,
+        address=address,
+        skip_failures=skip_failures,
+    )
+    rows = embedded.map_batches(_shard_rows, batch_format="numpy")
+    try:
+        rows.write_parquet(path, min_rows_per_file=rows_per_shard)
+    except Exception as e:
+        raise _as_dequity_error(e, skip_failures) from e
+    shards = Shards.open(path)
+    if shards.missing_ids:
+        logger.warning(
+            "%d samples could not be embedded (unreadable image?); they get no likelihood "
+            "or weight; the shards' 'error' column says why",
+            len(shards.missing_ids),
+        )
+    if shards.num_vectors == 0:
+        raise DequityError(f"all {len(ids)} images are unreadable; nothing to cluster")
+    return shards
+
+
+def _embedded(
+    samples: Any,
+    model: Any,
+    *,
+    num_workers: int,
+    batch_size: int,
+    num_cpus_per_worker: float,
+    num_gpus_per_worker: float,
+    address: str | None,
+    skip_failures: bool,
+) -> tuple[list[str], list[str], Any]:
+    """``(ids, filepaths, Ray dataset of the actors' output)`` for the images of ``samples``."""
     model = DEFAULT_MODEL if model is None else model
     _validate_args(model, num_workers, batch_size, num_cpus_per_worker, num_gpus_per_worker)
     ray = import_ray()
@@ -93,7 +180,7 @@ def embed_with_ray(
 
     connect(ray, address)
     dataset = ray.data.from_items(
-        [{"index": i, "filepath": fp} for i, fp in enumerate(filepaths)],
+        [{"index": i, "id": s, "filepath": fp} for i, (s, fp) in enumerate(zip(ids, filepaths))],
         override_num_blocks=_num_blocks(len(ids), batch_size, num_workers),
     )
     actor = _actor_class(
@@ -110,8 +197,12 @@ def embed_with_ray(
         num_cpus=num_cpus_per_worker,
         num_gpus=num_gpus_per_worker,
     )
-    vectors, errors = _gather(embedded, len(ids), skip_failures)
-    return _to_embeddings(ids, filepaths, vectors, errors)
+    return ids, filepaths, embedded
+
+
+def _shard_rows(batch: dict[str, np.ndarray]) -> Any:
+    """The actors' output as shard rows (:func:`dequity.sources.shards.shard_table`)."""
+    return shard_table(batch["id"].tolist(), batch["embedding"], batch["error"].tolist())
 
 
 def _actor_class(**options: Any) -> type:
@@ -165,7 +256,7 @@ class _EmbedActor:
         if good is not None:
             out[np.asarray(ok)] = good
         errors = np.asarray(errors, dtype=object)
-        return {"index": batch["index"], "embedding": out, "error": errors}
+        return {"index": batch["index"], "id": batch["id"], "embedding": out, "error": errors}
 
     def _load(self, path: str) -> Any:
         from dequity.sources.models import load_image

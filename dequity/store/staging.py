@@ -17,7 +17,7 @@ still merged, for a run whose writer died before an upgrade.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +116,50 @@ def stage(
 
         for rows in pool.map(insert, range(len(batches))):
             pb.update(rows)
+
+
+def unstaged(name: str, collection: str, field: str, chunk: int = _MAX_ROWS) -> Iterator[list[str]]:
+    """Ids of samples in ``collection`` with a value in ``field`` that ``name`` stages nothing for.
+
+    Found on the server (an anti-join of the samples against the staged ids)
+    and streamed in lists of at most ``chunk`` ids, so that clearing what an
+    earlier run left never holds every id in this process.
+
+    Example::
+
+        for ids in unstaged(name, fc.sample_collection_name(dataset), "dequity_likelihood"):
+            stage(name, ids, blank_columns(len(ids)), False, first_batch=...)
+    """
+    import fiftyone.core.odm as foo
+
+    db = foo.get_db_conn()
+    db[name].create_index(_IDS_KEY)
+    cursor = db[collection].aggregate(
+        [
+            {"$match": {field: {"$ne": None}}},
+            {"$project": {"_id": 1}},
+            {
+                "$lookup": {
+                    "from": name,
+                    "localField": "_id",
+                    "foreignField": _IDS_KEY,
+                    "pipeline": [{"$project": {"_id": 1}}, {"$limit": 1}],
+                    "as": "_staged",
+                }
+            },
+            {"$match": {"_staged": {"$size": 0}}},
+            {"$project": {"_id": 1}},
+        ],
+        allowDiskUse=True,
+    )
+    ids: list[str] = []
+    for doc in cursor:
+        ids.append(str(doc["_id"]))
+        if len(ids) == chunk:
+            yield ids
+            ids = []
+    if ids:
+        yield ids
 
 
 def merge(db: Any, journal: dict, into: str, workers: int = 2) -> None:
