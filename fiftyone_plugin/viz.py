@@ -45,14 +45,18 @@ def store_visualization(results: dequity.DequityResults) -> str | None:
     The points are attached to the run's samples in the results' order (an
     object run's to its boxes), so the Embeddings panel can colour them by
     ``<run_key>_cluster``. Replaces an
-    earlier visualization of the run; if another brain run holds the key,
-    stores nothing, logs a warning and returns None. Returns the key.
+    earlier visualization of the run; if another brain run holds the key, or
+    the run has no points (a run on Ray), stores nothing, logs why and
+    returns None. Returns the key.
 
     Example::
 
         store_visualization(dequity.load_dequity_results(dataset, "dequity"))
     """
     key = viz_key(results.key)
+    if not results.points:  # a run on Ray keeps no 2-D points
+        logger.info("run %r has no 2-D points; no visualization stored", results.key)
+        return None
     dataset = fc.root_dataset(results.samples)
     with dataset_lock(dataset):
         if dataset.has_brain_run(key):

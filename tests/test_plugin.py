@@ -492,3 +492,13 @@ def test_object_runs_in_the_form_the_panel_and_one_click_patches(clean):
         patches = fo.DatasetView._build(ds, out["set_view"]["view"])
         weights = patches.values("ground_truth.boxes_weight")
         assert len(weights) == num and weights == sorted(weights, reverse=True)
+
+
+def test_a_run_without_2d_points_stores_no_visualization(demo):
+    from dequity.runs import DequityRunConfig
+    from dequity.store.field_results import FieldBackedResults
+    from fiftyone_plugin.viz import store_visualization
+
+    results = FieldBackedResults(demo, DequityRunConfig("on_ray"), "on_ray")
+    assert store_visualization(results) is None
+    assert not demo.list_brain_runs()

@@ -108,6 +108,11 @@ def test_a_run_from_shards_matches_the_local_run_and_keeps_no_per_sample_record(
     summary = stored.summary()
     assert summary["num_samples"] == N - 20 and summary["num_missing"] == 20
     assert summary["max_weight"] == max(dataset.values("sh_weight", missing_value=0))
+    stored.reweight(eta=0.5, gamma=2.0)
+    weights = dict(zip(*dataset.values(["id", "sh_weight"])))
+    expected = dequity.gfl_weight(np.array(stored.likelihoods), 0.5, 2.0)
+    assert np.allclose([weights[i] for i in stored.sample_ids], expected)
+    assert isinstance(dequity.load_dequity_results(dataset, "sh"), FieldBackedResults)
     dataset.delete()
 
 
