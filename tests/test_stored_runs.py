@@ -166,6 +166,25 @@ def test_reweight_image_run(stored):
     np.testing.assert_allclose(again.weights, new)
 
 
+def test_a_record_without_per_sample_arrays_stores_and_reads_its_fields(stored):
+    """A run on Ray's record (``FieldBackedResults``) round-trips on every supported FiftyOne."""
+    from dequity.store.field_results import FieldBackedResults
+
+    res = dequity.load_dequity_results(stored, "dequity")
+    record = FieldBackedResults(
+        stored, res.config, "dequity", fit=res.fit, sizes=res.cluster_sizes()
+    )
+    record.reweight(eta=0.3, gamma=2.0)  # commits the record in its stored form
+    stored.reload()
+    again = dequity.load_dequity_results(stored, "dequity")
+    assert isinstance(again, FieldBackedResults)
+    assert again.cluster_sizes() == res.cluster_sizes()
+    assert sorted(again.sample_ids) == sorted(res.sample_ids)
+    assert again.likelihoods == stored.exists("dequity_likelihood").values("dequity_likelihood")
+    np.testing.assert_allclose(stored.values("dequity_weight"), gfl(again.likelihoods, 0.3, 2.0))
+    assert again.summary()["num_samples"] == NUM_SAMPLES
+
+
 def test_reweight_object_run(stored):
     res = dequity.load_dequity_results(stored, "objects")
     image_weights = stored.values("dequity_weight")
