@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,23 +190,27 @@ class RayStageTarget:
         """The run, its likelihood stage on Ray (:func:`run_on_ray`)."""
         pt.check_partitionable(settings)
         store, source = self.image.store, self.image.source
-        options = {k: v for k, v in self.ray_options.items() if k != "shards"}
-        if source.field is not None:
-            field = source.field
-            return run_on_ray(store, writer, run_key, config, settings, field, options, progress)
-        stage_options = {k: options[k] for k in RAY_STAGE_OPTIONS if k in options}
-        if source.shards is not None:
+        options = {k: v for k, v in self.ray_options.items() if k in RAY_STAGE_OPTIONS}
+        with self._vectors(settings, run_key) as vectors:
             return run_on_ray(
                 store,
                 writer,
                 run_key,
                 config,
                 settings,
-                source.shards,
-                stage_options,
+                vectors,
+                options,
                 progress,
                 store_field=source.store_field,
             )
+
+    @contextmanager
+    def _vectors(self, settings: Settings, run_key: str) -> Iterator[str | Shards]:
+        """The field or shards the stage reads; a model embeds into shards on Ray first."""
+        source = self.image.source
+        if source.field is not None or source.shards is not None:
+            yield source.field if source.field is not None else source.shards
+            return
         if settings.views and source.model_name == DEFAULT_MODEL:
             raise DequityError(_WHOLE_VECTOR_ONLY)  # checked before any image is embedded
         directory = self.ray_options.get("shards")
@@ -213,24 +218,13 @@ class RayStageTarget:
         if temporary:
             directory = tempfile.mkdtemp(prefix="dequity-shards-")
         try:
-            shards = embed_to_shards(
-                store.samples,
+            yield embed_to_shards(
+                self.image.store.samples,
                 os.path.join(directory, run_key) if temporary else directory,
                 source.model,
                 batch_size=source.options.get("batch_size", DEFAULT_BATCH_SIZE),
                 skip_failures=source.options.get("skip_failures", True),
-                **options,
-            )
-            return run_on_ray(
-                store,
-                writer,
-                run_key,
-                config,
-                settings,
-                shards,
-                stage_options,
-                progress,
-                store_field=source.store_field,
+                **{k: v for k, v in self.ray_options.items() if k != "shards"},
             )
         finally:
             if temporary:
