@@ -295,7 +295,6 @@ def run_on_ray(
         run_key,
         fit=fit.to_dict(),
         sizes=dict(total.sizes),
-        missing_ids=list(source.missing_ids),
         backend=config.build(),
     )
 
@@ -321,9 +320,8 @@ def _stage_cleared(
 ) -> None:
     """Stage blanks for the samples the earlier run scored and this one does not."""
     collection = fc.sample_collection_name(fc.root_dataset(store.samples))
-    blank = [dataclasses.replace(c, values=[]) for c in columns]
     for number, ids in enumerate(staging.unstaged(name, collection, field), start=after):
-        cleared = [dataclasses.replace(c, values=[None] * len(ids)) for c in blank]
+        cleared = [dataclasses.replace(c, values=[None] * len(ids)) for c in columns]
         staging.stage(name, ids, cleared, False, first_batch=number * BATCH_SPAN)
 
 
@@ -396,7 +394,6 @@ class _FieldInput:
     samples: Any
     field: str
     n: int
-    missing_ids: tuple[str, ...] = ()
     fit_ids: list = dataclasses.field(default_factory=list)
 
     def fit_vectors(self, rows: pt.FitRows) -> np.ndarray:
@@ -423,10 +420,6 @@ class _ShardInput:
     @property
     def n(self) -> int:
         return self.shards.num_vectors
-
-    @property
-    def missing_ids(self) -> tuple[str, ...]:
-        return ()  # each task reports its files' own
 
     def fit_vectors(self, rows: pt.FitRows) -> np.ndarray:
         """The vectors of the fit's rows, in order, read file by file."""

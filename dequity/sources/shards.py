@@ -66,13 +66,10 @@ class Shards:
             )
         counts, missing, dims = [], [], set()
         for file in files:
-            table = _read(file, [ID, ERROR])
-            failed = np.asarray(table.column(ERROR).to_numpy(zero_copy_only=False), dtype=object)
-            failed = failed.astype(bool)
-            ids = table.column(ID).to_pylist()
-            missing += [i for i, bad in zip(ids, failed, strict=True) if bad]
-            counts.append(int(len(ids) - failed.sum()))
-            if len(ids):
+            _, file_missing, failed = _split(_read(file, [ID, ERROR]))
+            missing += file_missing
+            counts.append(int(len(failed) - failed.sum()))
+            if len(failed):
                 first = pq.ParquetFile(file).read_row_group(0, columns=[VECTOR]).slice(0, 1)
                 dims.add(matrix(first.column(VECTOR)).shape[1])
         if len(dims) != 1:
@@ -108,12 +105,10 @@ class Shards:
         blocks, missing = [], []
         for file in files:
             table = _read(file, [ID, VECTOR, ERROR])
-            failed = np.asarray(table.column(ERROR).to_numpy(zero_copy_only=False), object)
-            failed = failed.astype(bool)
-            file_ids = table.column(ID).to_pylist()
-            ids += [i for i, bad in zip(file_ids, failed, strict=True) if not bad]
-            missing += [i for i, bad in zip(file_ids, failed, strict=True) if bad]
-            if len(file_ids):
+            file_ids, file_missing, failed = _split(table)
+            ids += file_ids
+            missing += file_missing
+            if len(failed):
                 block = matrix(table.column(VECTOR))
                 blocks.append(block[~failed] if failed.any() else block)
             del table
@@ -202,6 +197,14 @@ def matrix(column: Any) -> np.ndarray:
     if not rows:
         return np.empty((0, 0), np.float32)
     return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
+
+def _split(table: Any) -> tuple[list[str], list[str], np.ndarray]:
+    """``(ids with a vector, ids without, failed mask)`` of one shard's rows."""
+    failed = np.asarray(table.column(ERROR).to_numpy(zero_copy_only=False), object).astype(bool)
+    ids = table.column(ID).to_pylist()
+    kept = [i for i, bad in zip(ids, failed, strict=True) if not bad]
+    return kept, [i for i, bad in zip(ids, failed, strict=True) if bad], failed
 
 
 def _read(file: str, columns: list[str]) -> Any:
