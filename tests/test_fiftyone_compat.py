@@ -150,6 +150,11 @@ def test_stored_vectors_decode_to_the_values_fiftyone_reads(dataset, monkeypatch
     np.testing.assert_array_equal(vectors, np.array(expected))
     emb = from_field(dataset, "vec")
     assert len(emb.missing_ids) == 1 and emb.vectors.shape == (len(dataset) - 1, 7)
+    # a vector of the same byte size but another dtype (its header differs) is not either
+    last = dataset.last()
+    last["vec"] = np.arange(7)  # int64
+    last.save()
+    assert decode_stored_vectors(fc.stored_rows(dataset, "vec")) is None
     # vectors of different lengths are not decoded in bulk; FiftyOne's values say why
     first = dataset.first()
     first["vec"] = np.ones(3)

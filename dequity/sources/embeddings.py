@@ -250,14 +250,17 @@ class _Decoder:
             self.ok &= self.pending.pop(0).result()
 
     def _decode(self, chunk: list[bytes], out: np.ndarray) -> bool:
-        for value, row in zip(chunk, out):
-            try:
-                raw = zlib.decompress(value)
-            except (TypeError, zlib.error):
-                return False
-            if len(raw) != self.size or not raw.startswith(self.header):
-                return False
-            row[:] = np.frombuffer(raw, self.dtype, offset=len(self.header))
+        try:
+            raw = [zlib.decompress(value) for value in chunk]
+        except (TypeError, zlib.error):
+            return False
+        if any(len(r) != self.size for r in raw):
+            return False
+        files = np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), self.size)
+        start = len(self.header)
+        if not (files[:, :start] == np.frombuffer(self.header, np.uint8)).all():
+            return False
+        out[:] = files[:, start:].view(self.dtype)
         return True
 
 
