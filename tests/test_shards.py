@@ -31,6 +31,20 @@ def test_shards_count_their_vectors_and_list_the_ids_without_one(shards):
     assert vectors.shape == (5, 4) and vectors.dtype == np.float32
 
 
+def test_read_returns_the_written_vectors_and_refuses_a_file_changed_since_open(tmp_path):
+    rng = np.random.default_rng(1)
+    first, second = rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
+    write_shard(tmp_path / "part-0.parquet", ["a", "b", "c"], first, ["", "bad", ""])
+    write_shard(tmp_path / "part-1.parquet", ["d", "e"], second)
+    shards = Shards.open(tmp_path)
+    _, vectors, _ = shards.read(shards.files)
+    expected = np.concatenate([first[[0, 2]], second]).astype(np.float32)
+    assert np.array_equal(vectors, expected)
+    write_shard(tmp_path / "part-1.parquet", ["d"], second[:1])
+    with pytest.raises(DequityError, match="changed since its directory was opened"):
+        shards.read(shards.files)
+
+
 def test_take_reads_rows_by_position_among_the_vectors(shards):
     _, every, _ = shards.read(shards.files)
     ids, vectors = shards.take(np.array([1, 2, 4]))

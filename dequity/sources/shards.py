@@ -70,8 +70,8 @@ class Shards:
             missing += file_missing
             counts.append(int(len(failed) - failed.sum()))
             if len(failed):
-                first = pq.ParquetFile(file).read_row_group(0, columns=[VECTOR]).slice(0, 1)
-                dims.add(matrix(first.column(VECTOR)).shape[1])
+                rows = pq.ParquetFile(file).iter_batches(batch_size=1, columns=[VECTOR])
+                dims.add(matrix(next(rows).column(VECTOR)).shape[1])  # one row, not a row group
         if len(dims) != 1:
             raise DequityError(
                 f"the shards in {path!r} hold vectors of lengths {sorted(dims)}; "
@@ -100,21 +100,30 @@ class Shards:
         return groups
 
     def read(self, files: Sequence[str]) -> tuple[list[str], np.ndarray, list[str]]:
-        """``(ids, vectors, missing ids)`` of ``files``: rows with a vector, then those without."""
+        """``(ids, vectors, missing ids)`` of ``files``: rows with a vector, then those without.
+
+        The vectors go straight into one array sized from the counts that
+        :meth:`open` found, so no more than one file is held twice.
+        """
+        count = dict(zip(self.files, self.counts, strict=True))
+        vectors = np.empty((sum(count[f] for f in files), self.dim), np.float32)
         ids: list[str] = []
-        blocks, missing = [], []
+        missing: list[str] = []
         for file in files:
             table = _read(file, [ID, VECTOR, ERROR])
             file_ids, file_missing, failed = _split(table)
+            if len(file_ids) != count[file]:
+                raise DequityError(
+                    f"vector shard {file} changed since its directory was opened "
+                    f"({len(file_ids)} vectors, {count[file]} before); open it again"
+                )
+            if file_ids:
+                block = matrix(table.column(VECTOR))
+                block = block[~failed] if failed.any() else block
+                vectors[len(ids) : len(ids) + len(file_ids)] = block
             ids += file_ids
             missing += file_missing
-            if len(failed):
-                block = matrix(table.column(VECTOR))
-                blocks.append(block[~failed] if failed.any() else block)
             del table
-        if len(blocks) == 1:
-            return ids, blocks[0], missing
-        vectors = np.concatenate(blocks) if blocks else np.empty((0, self.dim), np.float32)
         return ids, vectors, missing
 
     def take(self, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
