@@ -31,6 +31,15 @@ def test_ci_runs_the_readme_test_command():
     assert test in (REPO / ".ci" / "run").read_text()
 
 
+def test_readme_names_every_benchmark_that_only_accepts():
+    from benchmarks.__main__ import MODULES
+
+    text = " ".join((REPO / "README.md").read_text().split())
+    listed = re.search(r"`--only NAME` runs one of (.+?); `--rebuild`", text)
+    assert listed, "README must say which names `python -m benchmarks --only` takes"
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == set(MODULES)
+
+
 def test_setup_pins_torch_and_repairs_mongod_only_when_missing():
     setup = (REPO / "scripts" / "setup.sh").read_text()
     assert "torch==2.14.1 torchvision==0.29.1" in setup
