@@ -10,6 +10,8 @@ pasted mask. Each image is shown in one condition:
 - ``night``: dark, low contrast, sensor noise, a blue cast;
 - ``fog``: blended towards a bright haze, stronger higher up;
 - ``blur_rain``: motion blur and rain streaks;
+- ``sideways``: daylight, but the camera turned a quarter turn (objects on
+  their side), in sets whose ``rare_looks`` ask for it;
 - ``rare_object``: daylight, but the ``Bag`` objects are inverted, magenta
   and turned on their side (a class mostly seen in a rare colour and shape).
 
@@ -41,6 +43,7 @@ from experiments.fashion_mnist import CLASSES, load_split
 
 CONDITIONS = ("day", "night", "fog", "blur_rain", "rare_object")
 RARE_CONDITIONS = ("night", "fog", "blur_rain")
+SIDEWAYS = "sideways"  # a rare look a set can take in place of one of the above
 RARE_CLASS = "Bag"
 OPENCV_DOC = Path(os.environ.get("DEQUITY_OPENCV_DOC", Path.home() / ".cache/dequity/opencv-doc"))
 _DATA_DIR = "usr/share/doc/opencv-doc/examples/data"
@@ -61,7 +64,9 @@ _RARE_TINT = np.array([1.0, 0.1, 0.9])
 class SetSpec:
     """Sizes and look of the set; its hash names the cache.
 
-    ``object_px`` is the range of the longer side of a pasted object.
+    ``object_px`` is the range of the longer side of a pasted object;
+    ``rare_looks`` are the rare conditions (of :data:`RARE_CONDITIONS` and
+    :data:`SIDEWAYS`), each as common as ``rare_object``.
     """
 
     train: int = 2000
@@ -73,10 +78,16 @@ class SetSpec:
     min_objects: int = 2
     max_objects: int = 6
     seed: int = 0
+    rare_looks: tuple[str, ...] = RARE_CONDITIONS
 
     def key(self) -> str:
         """A short hash of the spec (cache and dataset names)."""
         return hashlib.sha1(json.dumps(asdict(self)).encode()).hexdigest()[:10]
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Every condition of the set: ``day``, the rare looks, ``rare_object``."""
+        return ("day", *self.rare_looks, "rare_object")
 
     def condition_counts(self, split: str) -> dict[str, int]:
         """How many images of each condition the split holds.
@@ -87,11 +98,12 @@ class SetSpec:
             3
         """
         if split == "train":
-            rare = round(self.train * (1 - self.day_share) / (len(CONDITIONS) - 1))
-            return {c: self.train - rare * (len(CONDITIONS) - 1) if c == "day" else rare
-                    for c in CONDITIONS}  # fmt: skip
+            n = len(self.conditions) - 1
+            rare = round(self.train * (1 - self.day_share) / n)
+            return {c: self.train - rare * n if c == "day" else rare
+                    for c in self.conditions}  # fmt: skip
         per = self.val_per_condition if split == "val" else self.test_per_condition
-        return dict.fromkeys(CONDITIONS, per)
+        return dict.fromkeys(self.conditions, per)
 
 
 def backgrounds(root: Path = OPENCV_DOC) -> dict[str, list[np.ndarray]]:
@@ -177,7 +189,7 @@ def _apply_condition(rng: np.random.Generator, image: np.ndarray, condition: str
 
     img = image.astype(np.float32)
     size = img.shape[0]
-    if condition in ("day", "rare_object"):
+    if condition in ("day", "rare_object", SIDEWAYS):
         img = img * rng.uniform(0.85, 1.15)
     elif condition == "night":
         mean = img.mean()
@@ -204,7 +216,7 @@ def _apply_condition(rng: np.random.Generator, image: np.ndarray, condition: str
             cv2.line(streaks, (int(x), int(y)), (x2, y2), 1.0, 1)
         img = img * (1 - 0.6 * streaks[..., None]) + 220 * 0.6 * streaks[..., None]
     else:
-        raise DequityError(f"unknown condition {condition!r}; use one of {CONDITIONS}")
+        raise DequityError(f"unknown condition {condition!r}; use one of {(*CONDITIONS, SIDEWAYS)}")
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -251,7 +263,11 @@ def render_image(
         boxes.append(
             (CLASSES[int(labels[row])], [x1 / size, y1 / size, (x2 - x1) / size, (y2 - y1) / size])
         )
-    return _apply_condition(rng, canvas, condition), boxes
+    image = _apply_condition(rng, canvas, condition)
+    if condition == SIDEWAYS:  # a quarter turn anticlockwise: (x, y) -> (y, 1 - x)
+        image = np.ascontiguousarray(np.rot90(image))
+        boxes = [(c, [y, 1 - x - w, h, w]) for c, (x, y, w, h) in boxes]
+    return image, boxes
 
 
 def generate(spec: SetSpec, folder: Path, progress: bool = True) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.fashion_mnist import CLASSES, load_split
-from experiments.rare_conditions import CONDITIONS, RARE_CLASS, SetSpec, render_image
+from experiments.rare_conditions import CONDITIONS, RARE_CLASS, SIDEWAYS, SetSpec, render_image
 from experiments.stats import mean_ci, paired_tests
 
 
@@ -26,7 +26,15 @@ def test_default_split_has_mostly_day_and_each_rare_condition_at_2_to_5_percent(
     assert spec.test_per_condition >= 200
 
 
-@pytest.mark.parametrize("condition", ["day", "rare_object"])
+def test_a_set_with_the_sideways_camera_counts_it_in_place_of_fog():
+    spec = SetSpec(train=1000, rare_looks=("night", SIDEWAYS, "blur_rain"))
+    train = spec.condition_counts("train")
+    assert list(train) == ["day", "night", SIDEWAYS, "blur_rain", "rare_object"]
+    assert sum(train.values()) == 1000 and train[SIDEWAYS] == train["night"] == 30
+    assert spec.key() != SetSpec(train=1000).key()
+
+
+@pytest.mark.parametrize("condition", ["day", "rare_object", SIDEWAYS])
 def test_a_single_object_box_is_the_exact_extent_of_its_pixels(items, condition):
     images, labels = items
     spec = SetSpec(min_objects=1, max_objects=1)
@@ -64,6 +72,8 @@ def test_rendering_is_deterministic_and_conditions_change_the_pixels(items):
     assert night.mean() < 0.6 * day.mean()
     fog, _ = render_image(np.random.default_rng(1), background, images, labels, "fog", spec)
     assert fog.std() < day.std()
+    sideways, _ = render_image(np.random.default_rng(1), background, images, labels, SIDEWAYS, spec)
+    assert np.array_equal(sideways, np.rot90(day))  # the day's scene, a quarter turn
 
 
 def test_mean_ci_is_the_student_t_interval():

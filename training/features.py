@@ -191,7 +191,7 @@ def cached_features(
     out.update(sample_ids=list(ids), original_sizes=sizes)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # parallel runs may race
         torch.save(out, partial)
         os.replace(partial, path)
     return _from_saved(out)
