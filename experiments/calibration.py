@@ -237,11 +237,25 @@ def section_from_json(path: Path) -> Section:
         else "Calibration probe (frozen-backbone design): neither oracle beats unweighted on "
         "rare-condition test mAP at any step count"
     ) + f" (at {last} steps: {changes}; {len(seeds)} seeds)."
-    cfg = data["config"]
-    counts = ", ".join(
-        f"{c} {data['train_conditions'][c]}" for c in ("day", *looks, "rare_object")
+
+    def change(method: str, condition: str) -> float:
+        """The mean paired change of ``condition``'s test mAP at the last step count."""
+        runs = [data["runs"][s] for s in seeds]
+        return 100 * float(
+            np.mean([r[method][-1]["test"][condition] - r["unweighted"][-1]["test"][condition]
+                     for r in runs])
+        )  # fmt: skip
+
+    by_look = "; ".join(
+        f"{m}: " + ", ".join(f"{c} {change(m, c):+.1f}" for c in (*looks, "day"))
+        for m in methods[1:]
     )
+    cfg = data["config"]
+    counts = ", ".join(f"{c} {data['train_conditions'][c]}" for c in ("day", *looks, "rare_object"))
     body = f"""**{verdict}** The gate asks for at least {GATE_SEEDS} seeds.
+
+Where the change comes from, at {last} steps (mean paired change of each condition's test
+mAP against unweighted, points): {by_look}.
 
 The set: {counts} training images; {cfg["spec"]["val_per_condition"]} validation and
 {cfg["spec"]["test_per_condition"]} test images per condition. The rare conditions are
