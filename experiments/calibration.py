@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +165,6 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     import torch
 
     torch.set_num_threads(1)
-    from multiprocessing import get_context
-
     quick_spec = replace(QUICK.spec, rare_looks=FROZEN.spec.rare_looks)
     config = replace(QUICK, spec=quick_spec, workers=1) if quick else FROZEN
     start = time.perf_counter()
@@ -262,7 +261,7 @@ The set: {counts} training images; {cfg["spec"]["val_per_condition"]} validation
 {", ".join(looks)}; `sideways` is a daylight scene from a camera turned a quarter turn.
 The first version of this probe (commit `b1e1fba`; its file is in the history of
 `{RAW_FILE}`) used 2,000 training images and fog in place of the sideways camera: there
-neither full nor loss-weighted balancing gained at any step count, and fog's mAP equalled
+neither full nor loss-weighted balancing gained at either budget it tried, and fog's mAP equalled
 the day's, so a head trained on the day needed nothing more to see through it.
 
 Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{_commit(data)}`,
