@@ -9,7 +9,7 @@ rare looks are night, a camera turned sideways and blur/rain), and evaluates eac
 run along a grid of step counts on validation and test:
 
 - ``oracle_resampling``: draws images so that each condition is equally likely;
-- ``oracle_sqrt``: draws each image with probability proportional to
+- ``oracle_sqrt``: draws each image (field ``p_sqrt``) with probability proportional to
   ``1 / sqrt(its condition's count)``: half-way to balanced on a log scale, as
   LVIS's repeat-factor sampling tempers its rebalancing.
 
@@ -40,6 +40,7 @@ from experiments.detection import (
     Config,
     evaluate,
     feature_folder,
+    oracle_field,
     own_copy,
     raw_record,
     set_field,
@@ -58,24 +59,6 @@ TRAINING = {
     "oracle_resampling": {"weight_field": None, "sampling_field": "p_oracle"},
     "oracle_sqrt": {"weight_field": None, "sampling_field": "p_sqrt"},
 }
-
-
-def oracle_fields(train: Any) -> dict[str, int]:
-    """The oracles' draw weights on ``train``: ``p_oracle`` (1 / count), ``p_sqrt`` (its root).
-
-    ``count`` is the number of training images of the image's condition.
-    Returns the condition counts.
-
-    Example::
-
-        counts = oracle_fields(dataset.match_tags("train"))
-    """
-    conditions = np.array(train.values("condition"))
-    counts = {str(c): int(n) for c, n in zip(*np.unique(conditions, return_counts=True))}
-    inverse = np.array([1.0 / counts[c] for c in conditions])
-    set_field(train, "p_oracle", inverse)
-    set_field(train, "p_sqrt", np.sqrt(inverse))
-    return counts
 
 
 def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
@@ -169,7 +152,10 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     config = replace(QUICK, spec=quick_spec, workers=1) if quick else FROZEN
     start = time.perf_counter()
     dataset = load_rare_conditions(config.spec, embed=False)
-    counts = oracle_fields(dataset.match_tags("train"))
+    train = dataset.match_tags("train")
+    conditions = np.array(train.values("condition"))
+    counts = oracle_field(train, conditions, config.spec.conditions)
+    set_field(train, "p_sqrt", np.array([counts[c] ** -0.5 for c in conditions]))
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
     path = output / RAW_FILE

@@ -178,8 +178,7 @@ def prepare_weights(train: Any) -> dict[str, Any]:
     weights = 1.0 / sizes[inverse]
     set_field(train, "w_inverse", weights / weights.mean())
     conditions = np.array(train.values("condition"))
-    counts = {c: int((conditions == c).sum()) for c in CONDITIONS}
-    set_field(train, "p_oracle", np.array([1.0 / counts[c] for c in conditions]))
+    counts = oracle_field(train, conditions, CONDITIONS)
     run = train._root_dataset.get_run_info("dq").config
     summary = {
         "train_conditions": counts,
@@ -203,6 +202,22 @@ def prepare_weights(train: Any) -> dict[str, Any]:
             },
         }
     return summary
+
+
+def oracle_field(train: Any, conditions: np.ndarray, order: Sequence[str]) -> dict[str, int]:
+    """The oracle's draw weight ``p_oracle``: 1 / the count of the image's condition.
+
+    ``conditions`` holds each image's condition (aligned with ``train``);
+    returns the count of each condition of ``order``.
+
+    Example::
+
+        train = dataset.match_tags("train")
+        oracle_field(train, np.array(train.values("condition")), CONDITIONS)
+    """
+    counts = {c: int((conditions == c).sum()) for c in order}
+    set_field(train, "p_oracle", np.array([1.0 / counts[c] for c in conditions]))
+    return counts
 
 
 def default_run(train: Any) -> None:
