@@ -3,7 +3,7 @@
 Before any method is judged, the condition-balanced oracle must beat unweighted
 training on rare-condition test mAP (:func:`experiments.detection.calibration_gate`).
 This probe trains only unweighted and the oracles, on the rare-conditions set of
-:mod:`experiments.detection`, with a design (:data:`experiments.detection.FROZEN`:
+:mod:`experiments.detection`, with its design (:data:`experiments.detection.FULL`:
 a frozen, cached backbone, so that thousands of steps fit on a CPU, on a set whose
 rare looks are night, a camera turned sideways and blur/rain), and evaluates each
 run along a grid of step counts on validation and test:
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from experiments.detection import (
-    FROZEN,
+    FULL,
     GATE_SEEDS,
     QUICK,
     RARE_CLASS,
@@ -43,7 +42,6 @@ from experiments.detection import (
     oracle_field,
     own_copy,
     raw_record,
-    set_field,
     trained_detector,
 )
 from experiments.fashion_mnist import CLASSES
@@ -148,14 +146,13 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     import torch
 
     torch.set_num_threads(1)
-    quick_spec = replace(QUICK.spec, rare_looks=FROZEN.spec.rare_looks)
-    config = replace(QUICK, spec=quick_spec, workers=1) if quick else FROZEN
+    config = QUICK if quick else FULL
     start = time.perf_counter()
     dataset = load_rare_conditions(config.spec, embed=False)
     train = dataset.match_tags("train")
     conditions = np.array(train.values("condition"))
     counts = oracle_field(train, conditions, config.spec.conditions)
-    set_field(train, "p_sqrt", np.array([counts[c] ** -0.5 for c in conditions]))
+    oracle_field(train, conditions, config.spec.conditions, power=0.5, name="p_sqrt")
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
     path = output / RAW_FILE

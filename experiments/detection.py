@@ -2,10 +2,11 @@
 
 The set (:mod:`experiments.rare_conditions`) has exact boxes: real
 Fashion-MNIST objects pasted on real opencv-doc frames and photos, with
-training mostly in daylight and night, fog, blur/rain and a rare-looking
-class each a few percent. FCOS on EfficientNet-Lite0
-(:func:`training.train_detector`) is trained with the same steps,
-optimiser, learning rate, seed and image order by every method:
+training mostly in daylight and night, a camera turned sideways, blur/rain
+and a rare-looking class each a few percent. FCOS on a frozen
+EfficientNet-Lite0 whose feature maps are cached (:func:`training.train_detector`)
+is trained with the same steps, optimiser, learning rate, seed and image
+order by every method:
 
 - ``unweighted``;
 - ``dequity``: :func:`dequity.compute_dequity` with the library's default
@@ -18,16 +19,19 @@ optimiser, learning rate, seed and image order by every method:
 - ``inverse_cluster_size``: weight ``1 / |cluster|`` (HDBSCAN on PCA-50,
   noise as one group), scaled to mean 1;
 - ``oracle_resampling``: draws images so that each condition is equally
-  likely; it knows the condition labels (an upper reference, not label-free);
+  likely, or half-way to that (square root), whichever validation prefers; it
+  knows the condition labels (an upper reference, not label-free);
 - ``jtt`` (Just Train Twice): the unweighted model of the same seed marks
   the training images where it misses an object (IoU 0.5, score >= 0.3);
   those get weight ``lambda``, the rest 1.
 
-(eta, gamma) and JTT's ``lambda`` are chosen by rare-condition mAP on the
-validation split with a seed outside the reported seeds. Every reported
+The step count is where unweighted training peaks on validation; (eta,
+gamma), the oracle's strength and JTT's ``lambda`` are chosen by
+rare-condition mAP on the validation split, all with a seed outside the
+reported seeds. Every reported
 seed is evaluated on the balanced test split: COCO mAP@[.5:.95] and AP50
 (pycocotools) per condition and per class; the
-headline is the mean over the rare conditions (night, fog, blur/rain), and
+headline is the mean over the rare conditions (night, sideways, blur/rain), and
 "all" the mean over every condition. Raw
 per-seed values go to ``docs/results/detection_runs.json`` with the config
 and commit; :func:`section_from_json` turns that file into the report.
@@ -49,7 +53,6 @@ import numpy as np
 from experiments import report
 from experiments.fashion_mnist import CLASSES
 from experiments.rare_conditions import (
-    CONDITIONS,
     RARE_CLASS,
     SIDEWAYS,
     SetSpec,
@@ -72,10 +75,12 @@ METHODS = (  # in training order: the key comparisons first
     "inverse_cluster_size",
     "dequity_normalised",
 )
-SUBSETS = ("all", "rare", *CONDITIONS)  # all, rare: means over the conditions
 PAPER_EPS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 GATE_SEEDS = 5  # the calibration gate needs at least this many seeds
 ORACLE = "oracle_resampling"
+#: the oracle's candidates (training method: power of :func:`oracle_field`), one chosen on
+#: validation; the chosen one runs as ``oracle_resampling``
+ORACLE_POWERS = {ORACLE: 1.0, "oracle_sqrt": 0.5}
 JTT_MAX_SHARE = 0.3  # JTT's errors should be a minority of the training images
 RERUNS = 2  # fresh seeds tried after a failed run
 RERUN_SEED_STEP = 1000  # a rerun's seed: the seed + 1000 per failed attempt
@@ -83,63 +88,60 @@ RERUN_SEED_STEP = 1000  # a rerun's seed: the seed + 1000 per failed attempt
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that defines a run of the experiment (saved with the results)."""
+    """Everything that defines a run of the experiment (saved with the results).
 
-    spec: SetSpec = field(default_factory=SetSpec)
-    steps: int = 100
-    batch_size: int = 8
+    The defaults are the full design: the backbone frozen and its feature maps
+    cached once per image, a light FCOS head trained for as many steps as
+    validation asks (``step_grid``), on a set of 8,000 training images whose rare
+    looks are night, a camera turned sideways and blur/rain (fog, whose mAP
+    equals the day's, taught the head nothing the day does not;
+    ``experiments.calibration`` probed the design).
+    """
+
+    spec: SetSpec = field(
+        default_factory=lambda: SetSpec(train=8000, rare_looks=("night", SIDEWAYS, "blur_rain"))
+    )
+    steps: int = 1600
+    batch_size: int = 16
     image_size: int = 96
-    lr: float = 1e-4
+    lr: float = 3e-3
     selection_seed: int = 100
     gfl_grid: tuple[tuple[float, float], ...] = ((1.0, 5.0), (0.1, 1.0))
     jtt_grid: tuple[float, ...] = (3.0, 10.0)
     jtt_score: float = 0.3
-    jtt_recall: float | tuple[float, ...] = 1.0
-    workers: int = 5
+    jtt_recall: float | tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    workers: int = 3  # on 2 cores, 3 processes keep both busy when 5 seeds share them
     max_detections: int = 20
-    freeze_backbone: bool = False
-    channels: int = 128
-    head_convs: int = 4
-    step_grid: tuple[int, ...] = ()
+    freeze_backbone: bool = True
+    channels: int = 64
+    head_convs: int = 1
+    step_grid: tuple[int, ...] = (800, 1600)
     reruns: int = RERUNS
-    warmup_steps: int = 0
+    warmup_steps: int = 100
 
 
 FULL = Config()
 QUICK = Config(
-    spec=SetSpec(train=150, val_per_condition=3, test_per_condition=3, day_share=0.6),
+    spec=SetSpec(
+        train=150,
+        val_per_condition=3,
+        test_per_condition=3,
+        day_share=0.6,
+        rare_looks=("night", SIDEWAYS, "blur_rain"),
+    ),
     steps=2,
+    batch_size=8,
     image_size=64,
+    lr=1e-4,
     gfl_grid=((1.0, 5.0),),
     jtt_grid=(3.0,),
     workers=1,
-    freeze_backbone=True,
-    channels=64,
-    head_convs=1,
     step_grid=(1, 2),
     warmup_steps=1,
     jtt_recall=(1.0, 0.5),
     reruns=0,  # a 2-step model detects nothing: every run would fail
 )
 FULL_SEEDS = (0, 1, 2, 3, 4)
-#: the frozen-backbone design: the backbone's feature maps cached once per image, a
-#: light FCOS head trained for many more steps (``experiments.calibration`` probes it),
-#: on a set four times as large whose rare looks are night, a camera turned sideways and
-#: blur/rain (fog, whose mAP equals the day's, taught the head nothing the day does not)
-FROZEN = replace(
-    FULL,
-    spec=SetSpec(train=8000, rare_looks=("night", SIDEWAYS, "blur_rain")),
-    image_size=96,
-    batch_size=16,
-    lr=3e-3,
-    warmup_steps=100,
-    freeze_backbone=True,
-    channels=64,
-    head_convs=1,
-    step_grid=(800, 1600),
-    jtt_recall=(1.0, 0.75, 0.5),
-    workers=2,
-)
 
 
 def set_field(view: Any, name: str, values: np.ndarray) -> None:
@@ -152,10 +154,12 @@ def set_field(view: Any, name: str, values: np.ndarray) -> None:
     view.set_values(name, [float(v) for v in values])
 
 
-def prepare_weights(train: Any) -> dict[str, Any]:
+def prepare_weights(train: Any, spec: SetSpec) -> dict[str, Any]:
     """Runs the dequity variants and the inverse-cluster-size and oracle fields on ``train``.
 
-    Returns a summary (clusters, weight ranges) for the report.
+    The oracle's candidates: ``p_oracle`` balances the conditions of ``spec``,
+    ``p_sqrt`` goes half-way (:func:`oracle_field`). Returns a summary
+    (clusters, weight ranges) for the report.
     """
     import dequity
 
@@ -178,7 +182,8 @@ def prepare_weights(train: Any) -> dict[str, Any]:
     weights = 1.0 / sizes[inverse]
     set_field(train, "w_inverse", weights / weights.mean())
     conditions = np.array(train.values("condition"))
-    counts = oracle_field(train, conditions, CONDITIONS)
+    counts = oracle_field(train, conditions, spec.conditions)
+    oracle_field(train, conditions, spec.conditions, power=0.5, name="p_sqrt")
     run = train._root_dataset.get_run_info("dq").config
     summary = {
         "train_conditions": counts,
@@ -198,25 +203,33 @@ def prepare_weights(train: Any) -> dict[str, Any]:
             "clusters": int(len(set(labels[labels >= 0].tolist()))),
             "noise_share": float(np.mean(labels < 0)),
             "mean_likelihood_by_condition": {
-                c: float(likelihood[conditions == c].mean()) for c in CONDITIONS
+                c: float(likelihood[conditions == c].mean()) for c in spec.conditions
             },
         }
     return summary
 
 
-def oracle_field(train: Any, conditions: np.ndarray, order: Sequence[str]) -> dict[str, int]:
-    """The oracle's draw weight ``p_oracle``: 1 / the count of the image's condition.
+def oracle_field(
+    train: Any,
+    conditions: np.ndarray,
+    order: Sequence[str],
+    power: float = 1.0,
+    name: str = "p_oracle",
+) -> dict[str, int]:
+    """An oracle's draw weight in field ``name``: the count of the image's condition ** -power.
 
-    ``conditions`` holds each image's condition (aligned with ``train``);
-    returns the count of each condition of ``order``.
+    ``power`` 1 balances the conditions; 0.5 goes half-way on a log scale, as
+    LVIS's repeat-factor sampling tempers its rebalancing. ``conditions`` holds
+    each image's condition (aligned with ``train``); returns the count of each
+    condition of ``order``.
 
     Example::
 
         train = dataset.match_tags("train")
-        oracle_field(train, np.array(train.values("condition")), CONDITIONS)
+        oracle_field(train, np.array(train.values("condition")), FULL.spec.conditions)
     """
     counts = {c: int((conditions == c).sum()) for c in order}
-    set_field(train, "p_oracle", np.array([1.0 / counts[c] for c in conditions]))
+    set_field(train, name, np.array([counts[c] ** -power for c in conditions]))
     return counts
 
 
@@ -307,6 +320,7 @@ def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
         "dequity_permuted": {"weight_field": f"w_permuted_{tag}"},
         "inverse_cluster_size": {"weight_field": "w_inverse"},
         "oracle_resampling": {"weight_field": None, "sampling_field": "p_oracle"},
+        "oracle_sqrt": {"weight_field": None, "sampling_field": "p_sqrt"},
         "jtt": {"weight_field": f"w_jtt_{tag}"},
     }[method]
 
@@ -745,25 +759,36 @@ def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
 
 
 def select_steps(dataset: Any, config: Config, pool: Any) -> dict[str, Any]:
-    """The training budget: the step count of ``config.step_grid`` where unweighted converges.
+    """The training budget and the oracle's strength, both chosen on validation.
 
-    Unweighted training (and, for the record, the oracle) runs on the
-    selection seed; the chosen budget is the step count of the grid with the
-    best unweighted all-condition validation mAP (the fewest steps on a tie).
+    Unweighted training and the oracle's candidates (:data:`ORACLE_POWERS`)
+    run on the selection seed. The budget is the step count of
+    ``config.step_grid`` with the best unweighted all-condition validation mAP
+    (the fewest steps on a tie); the oracle is the candidate with the best
+    rare-condition validation mAP at that budget (full balancing on a tie).
 
     Example::
 
-        budget = select_steps(dataset, FULL, None)   # {"steps": ..., "curves": {...}}
+        budget = select_steps(dataset, FULL, None)   # {"steps": ..., "oracle_power": ...}
     """
-    methods = ("unweighted", ORACLE)
+    methods = ("unweighted", *ORACLE_POWERS)
     jobs = [(dataset.name, m, config, f"budget_{m}") for m in methods]
     curves = dict(zip(methods, map_jobs(pool, _budget_job, jobs)))
     best = max(curves["unweighted"], key=lambda r: (r["all"] or 0.0, -r["steps"]))
+
+    def rare_at_budget(method: str) -> float:
+        row = next(r for r in curves[method] if r["steps"] == best["steps"])
+        return row["rare"] or 0.0
+
+    oracle = max(ORACLE_POWERS, key=lambda m: (rare_at_budget(m), ORACLE_POWERS[m]))
     return {
         "metric": "unweighted all-condition validation mAP",
         "seed": config.selection_seed,
         "steps": best["steps"],
         "curves": curves,
+        "oracle_metric": "rare-condition validation mAP at the budget",
+        "oracle_candidates": {m: rare_at_budget(m) for m in ORACLE_POWERS},
+        "oracle_power": ORACLE_POWERS[oracle],
     }
 
 
@@ -862,7 +887,7 @@ def run_seed(
                 "recall_below": recall,
                 "share": float(out["_missed"].mean()),
                 "share_by_condition": {
-                    c: float(out["_missed"][conditions == c].mean()) for c in CONDITIONS
+                    c: float(out["_missed"][conditions == c].mean()) for c in config.spec.conditions
                 },
             }
         if save is not None:
@@ -943,7 +968,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     dataset = load_rare_conditions(config.spec)
     build_seconds = time.perf_counter() - start
     train = dataset.match_tags("train")
-    weights = prepare_weights(train)
+    weights = prepare_weights(train, config.spec)
     pool = None
     if config.workers > 1:
         import multiprocessing
@@ -954,6 +979,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         print("training budget on the validation split...", flush=True)
         budget = select_steps(dataset, config, pool)
         config = replace(config, steps=budget["steps"])
+        conditions = np.array(train.values("condition"))
+        oracle_field(train, conditions, config.spec.conditions, budget["oracle_power"])
     print("hyperparameters on the validation split...", flush=True)
     chosen = select_hyperparameters(dataset, config, pool)
     for seed in seeds:
@@ -1149,6 +1176,9 @@ def section_from_json(path: Path) -> Section:
     """
     data = load_results(path)
     seeds, cfg, sel = data["seeds"], data["config"], data["selection"]
+    looks = cfg["spec"]["rare_looks"]
+    subsets = ("all", "rare", "day", *looks, "rare_object")
+    looks_text = _listed(looks)
     done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
     missing = [m for m in METHODS if m not in done]
     others = [m for m in done if m != "unweighted"]
@@ -1187,10 +1217,10 @@ def section_from_json(path: Path) -> Section:
     )  # fmt: skip
     gate_line = gate_sentence(gate)
     cond_rows = [
-        [m, *(mean_ci(seed_values(data, m, s, "mAP")).format() for s in SUBSETS)] for m in done
+        [m, *(mean_ci(seed_values(data, m, s, "mAP")).format() for s in subsets)] for m in done
     ]
     ap50_rows = [
-        [m, *(mean_ci(seed_values(data, m, s, "AP50")).format() for s in SUBSETS)] for m in done
+        [m, *(mean_ci(seed_values(data, m, s, "AP50")).format() for s in subsets)] for m in done
     ]
     class_rows = [
         [
@@ -1263,7 +1293,7 @@ gap to the oracle, 0 % is no gain. The day and all-condition changes are the pai
 of day-test and all-condition mAP against unweighted: the cost, if any, to the common case.
 {failed_runs_sentence(data)}
 
-### Rare-condition mAP@[.5:.95] (mean of the night, fog and blur/rain test mAPs)
+### Rare-condition mAP@[.5:.95] (mean of the {looks_text} test mAPs)
 
 {headline}
 
@@ -1296,11 +1326,11 @@ eta {sel["eta"]:g}, gamma {sel["gamma"]:g}; JTT lambda {sel_jtt} → {sel["lambd
 
 ### mAP@[.5:.95] by test subset
 
-{table(["method", *SUBSETS], cond_rows)}
+{table(["method", *subsets], cond_rows)}
 
 ### AP50 by test subset
 
-{table(["method", *SUBSETS], ap50_rows)}
+{table(["method", *subsets], ap50_rows)}
 
 ### Per-class AP@[.5:.95], mean over conditions and seeds
 
@@ -1318,7 +1348,7 @@ Every value per seed, subset and class is in `results/{RAW_FILE}`.
 
 {headline}
 
-Rare-condition mAP@[.5:.95] (%, mean of the night, fog and blur/rain test mAPs), mean and
+Rare-condition mAP@[.5:.95] (%, mean of the {looks_text} test mAPs), mean and
 95 % CI over {len(seeds)} seeds; changes are paired per seed; \\* = significant after Holm's
 correction; the share of the oracle's gain is (method − unweighted) / (oracle − unweighted)
 with a 95 % bootstrap interval over seeds; day and all-condition changes are the paired
@@ -1333,10 +1363,22 @@ def _budget(budget: dict[str, Any] | None) -> str:
     def curve(method: str) -> str:
         return ", ".join(f"{r['steps']}: {_pct(r['all'])}" for r in budget["curves"][method])
 
-    return (
+    text = (
         f"The budget, {budget['steps']} steps, is where unweighted training peaks on "
         f"all-condition validation mAP (seed {budget['seed']}; steps: mAP % — unweighted "
         f"{curve('unweighted')}; oracle {curve(ORACLE)}). "
+    )
+    if "oracle_power" not in budget:
+        return text
+    candidates = ", ".join(
+        f"{'full balancing' if ORACLE_POWERS[m] == 1 else 'square root'} {_pct(v)}"
+        for m, v in budget["oracle_candidates"].items()
+    )
+    chosen = "full balancing" if budget["oracle_power"] == 1 else "square-root balancing"
+    return text + (
+        f"The oracle draws each image with probability proportional to its condition's count "
+        f"to the power −{budget['oracle_power']:g} ({chosen}), chosen by rare-condition "
+        f"validation mAP at the budget ({candidates} %). "
     )
 
 
@@ -1355,8 +1397,13 @@ def _pct(value: float | None) -> str:
 
 
 def _counts(values: dict[str, Any]) -> str:
-    order = [c for c in CONDITIONS if c in values] + [k for k in values if k not in CONDITIONS]
-    return ", ".join(f"{k} {values[k]}" for k in order)
+    first = ("day", *values)  # day first, the rest as saved
+    return ", ".join(f"{k} {values[k]}" for k in dict.fromkeys(first) if k in values)
+
+
+def _listed(looks: Sequence[str]) -> str:
+    names = [look.replace("_", "/") for look in looks]
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _likelihoods(weights: dict[str, Any], key: str) -> str:

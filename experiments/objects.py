@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +79,13 @@ TRAINING = {
 
 
 def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
-    """The (eta, gamma) that the detection experiment chose on validation for ``config``.
+    """The (eta, gamma) and step count that the detection experiment chose on validation.
 
     Read from ``detection_runs.json`` in ``output`` (else ``docs/results``) when
-    it was run with the same configuration; a grid of one candidate needs no
-    choice. Raises :class:`DequityError` when no such run exists.
+    it was run with the same configuration as ``config`` (but for the step count,
+    which it chose, and the number of worker processes); a grid of one candidate
+    needs no choice, and the steps are then ``config.steps``. Raises
+    :class:`DequityError` when no such run exists.
 
     Example::
 
@@ -91,18 +93,26 @@ def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
     """
     if len(config.gfl_grid) == 1:
         eta, gamma = config.gfl_grid[0]
-        return {"eta": eta, "gamma": gamma, "source": "the grid's only candidate"}
-    wanted = json.loads(json.dumps(asdict(config)))
+        return {
+            "eta": eta, "gamma": gamma, "steps": config.steps,
+            "source": "the grid's only candidate",
+        }  # fmt: skip
+
+    def design(saved: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in saved.items() if k not in ("steps", "workers")}
+
+    wanted = design(json.loads(json.dumps(asdict(config))))
     for folder in (output, report.DOCS / "results"):
         path = folder / detection.RAW_FILE
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        if data.get("config") == wanted and "selection" in data:
+        if design(data.get("config", {})) == wanted and "selection" in data:
             sel = data["selection"]
             return {
                 "eta": sel["eta"],
                 "gamma": sel["gamma"],
+                "steps": data["config"]["steps"],
                 "candidates": sel["dequity_eta_gamma"],
                 "metric": sel["metric"],
                 "seed": sel["seed"],
@@ -261,6 +271,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         seeds = FULL_SEEDS
     start = time.perf_counter()
     chosen = chosen_eta_gamma(config, output)
+    config = replace(config, steps=chosen["steps"])
     dataset = load_rare_conditions(config.spec)
     print("image and object runs on the training split...", flush=True)
     weights = prepare_weights(dataset, chosen["eta"], chosen["gamma"])

@@ -124,8 +124,9 @@ def test_coco_ap_is_one_for_exact_boxes_and_zero_for_misses():
 def test_the_report_is_generated_from_the_raw_json(tmp_path):
     import json
 
-    from experiments.detection import CONDITIONS as CONDS
-    from experiments.detection import METHODS, section_from_json
+    from experiments.detection import FULL, METHODS, section_from_json
+
+    conds = FULL.spec.conditions
 
     def evaluation(value):
         part = {
@@ -134,7 +135,7 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
             "per_class_AP": dict.fromkeys(CLASSES, value),
             "per_class_AP50": dict.fromkeys(CLASSES, 2 * value),
         }
-        return {s: part for s in ("all", "rare", *CONDS)}
+        return {s: part for s in ("all", "rare", *conds)}
 
     seeds = [0, 1, 2, 3, 4]
     jitter = [0.001, -0.002, 0.0, 0.002, -0.001]
@@ -144,16 +145,20 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
                            for m in METHODS}  # fmt: skip
         runs[str(seed)]["jtt_error_set"] = {"share": 0.5, "share_by_condition": {}}
     likelihoods = {"clusters": 3, "noise_share": 0.0,
-                   "mean_likelihood_by_condition": dict.fromkeys(CONDS, 0.5)}  # fmt: skip
+                   "mean_likelihood_by_condition": dict.fromkeys(conds, 0.5)}  # fmt: skip
     data = {
         "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
-        "config": {"spec": {"image_px": 128}, "steps": 1, "batch_size": 8, "image_size": 96,
-                   "lr": 1e-4},
-        "dataset": {"counts": {s: dict.fromkeys(CONDS, 1) for s in ("train", "val", "test")}},
+        "config": {"spec": {"image_px": 128, "rare_looks": list(FULL.spec.rare_looks)},
+                   "steps": 1, "batch_size": 8, "image_size": 96, "lr": 1e-4},
+        "dataset": {"counts": {s: dict.fromkeys(conds, 1) for s in ("train", "val", "test")}},
         "weights": {"default_config": {"clustering": "x"}, "paper_eps": 2.0,
                     "dq": likelihoods, "dqpaper": likelihoods},
         "selection": {"seed": 100, "dequity_eta_gamma": {"1,5": 0.1}, "jtt_lambda": {"3": 0.1},
                       "eta": 1.0, "gamma": 5.0, "lambda": 3.0, "unweighted": 0.1},
+        "budget": {"steps": 1, "seed": 100, "oracle_power": 0.5,
+                   "oracle_candidates": {"oracle_resampling": 0.1, "oracle_sqrt": 0.12},
+                   "curves": {m: [{"steps": 1, "all": 0.1}] for m in ("unweighted",
+                                                                      "oracle_resampling")}},
         "runs": runs,
     }  # fmt: skip
     path = tmp_path / "detection_runs.json"
@@ -172,6 +177,11 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     assert "| dequity | 10.0 [9.8, 10.2] | +0.0 [0.0, 0.0] |" in section.body
     assert "| 0 [0, 0] | +0.0 [0.0, 0.0] | +0.0 [0.0, 0.0] |" in section.body
     assert "No run failed" in section.body
+    text = " ".join(section.body.split())
+    assert "(mean of the night, sideways and blur/rain test mAPs)" in text
+    assert "| method | all | rare | day | night | sideways | blur_rain | rare_object |" in text
+    assert "to the power −0.5 (square-root balancing)" in text
+    assert "(full balancing 10.0, square root 12.0 %)" in text
     for seed in seeds:  # a smaller, noisier oracle gain does not pass the gate
         gain = 0.004 * (-1) ** seed
         runs[str(seed)]["oracle_resampling"] = evaluation(0.1 + jitter[seed] + gain)
