@@ -2,7 +2,7 @@
 
 The set, training and evaluation are those of :mod:`experiments.detection`
 (its ``rare_object`` condition: daylight images whose Bags are inverted,
-magenta and turned on their side). Three methods train with the same
+magenta and turned on their side). Four methods train with the same
 steps, optimiser, learning rate, seeds and image order:
 
 - ``unweighted``;
@@ -11,12 +11,15 @@ steps, optimiser, learning rate, seeds and image order:
 - ``dequity_object``: an object run on the training boxes
   (``compute_dequity(..., patches_field="ground_truth")``, the default method
   arguments on the crops' embeddings), one weight per box
-  (``weight_level="object"``).
+  (``weight_level="object"``);
+- ``oracle_resampling``: detection's condition oracle (it knows which images
+  show the rare look), the reference for the share of the oracle's gain.
 
-Both weightings use the (eta, gamma) that :mod:`experiments.detection` chose on
-validation (read from its raw results, which must come from the same
-configuration). The headline is rare-object AP: the Bag's COCO
-AP@[.5:.95] (and AP50) on the ``rare_object`` test images. Raw per-seed values
+Both weightings use the (eta, gamma), and every method the step count and
+oracle strength, that :mod:`experiments.detection` chose on validation (read
+from its raw results, which must come from the same configuration). The
+headline is rare-object AP: the Bag's COCO AP@[.5:.95] and AP50 on the
+``rare_object`` test images, both metrics in one Holm family. Raw per-seed values
 go to ``docs/results/objects_runs.json`` with the config and commit;
 :func:`section_from_json` turns that file into the report.
 
@@ -39,6 +42,7 @@ from experiments import detection, report
 from experiments.detection import (
     FULL,
     FULL_SEEDS,
+    ORACLE,
     QUICK,
     Config,
     default_run,
@@ -47,6 +51,7 @@ from experiments.detection import (
     finish_record,
     load_results,
     map_jobs,
+    oracle_field,
     own_copy,
     partial_path,
     raw_record,
@@ -55,11 +60,11 @@ from experiments.detection import (
 )
 from experiments.rare_conditions import RARE_CLASS, load_rare_conditions, object_embeddings
 from experiments.report import Section, script_main, table
-from experiments.stats import mean_ci, paired_tests
+from experiments.stats import mean_ci, paired_tests, share_ci
 
 NAME = "objects"
 RAW_FILE = "objects_runs.json"
-METHODS = ("unweighted", "dequity_image", "dequity_object")  # in training order
+METHODS = ("unweighted", "dequity_image", "dequity_object", ORACLE)  # in training order
 OBJECT_RUN = "dqobj"
 #: the box groups of the weight summary
 GROUPS = ("rare-looking Bag", "Bag elsewhere", "other boxes")
@@ -75,6 +80,7 @@ TRAINING = {
             "missing_box_weight": 1.0,  # a box too small to embed trains unweighted
         },
     ),
+    ORACLE: (ORACLE, None),
 }
 
 
@@ -94,7 +100,7 @@ def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
     if len(config.gfl_grid) == 1:
         eta, gamma = config.gfl_grid[0]
         return {
-            "eta": eta, "gamma": gamma, "steps": config.steps,
+            "eta": eta, "gamma": gamma, "steps": config.steps, "oracle_power": 1.0,
             "source": "the grid's only candidate",
         }  # fmt: skip
 
@@ -113,6 +119,7 @@ def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
                 "eta": sel["eta"],
                 "gamma": sel["gamma"],
                 "steps": data["config"]["steps"],
+                "oracle_power": (data.get("budget") or {}).get("oracle_power", 1.0),
                 "candidates": sel["dequity_eta_gamma"],
                 "metric": sel["metric"],
                 "seed": sel["seed"],
@@ -224,7 +231,7 @@ def weight_summary(train: Any) -> dict[str, Any]:
 
 
 def run_seed(dataset: Any, seed: int, config: Config, save: Path | None = None) -> dict[str, Any]:
-    """The three methods with one seed, evaluated on the test split.
+    """Every method with one seed, evaluated on the test split.
 
     Needs :func:`prepare_weights` run first. With ``save``, the results so far
     are written there (JSON) after each method.
@@ -262,7 +269,7 @@ def _seed_worker(job: tuple[str, int, Config, Path]) -> dict[str, Any]:
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
-    """Builds the set, runs both weightings, trains the three methods per seed, writes the JSON."""
+    """Builds the set, runs both weightings, trains every method per seed, writes the JSON."""
     import torch
 
     torch.set_num_threads(1)  # on shared cores, threads of one process wait on each other
@@ -275,6 +282,9 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     dataset = load_rare_conditions(config.spec)
     print("image and object runs on the training split...", flush=True)
     weights = prepare_weights(dataset, chosen["eta"], chosen["gamma"])
+    train = dataset.match_tags("train")
+    conditions = np.array(train.values("condition"))
+    oracle_field(train, conditions, config.spec.conditions, chosen["oracle_power"])
     data = raw_record(NAME, quick, config, seeds, dataset)
     data.update(selection=chosen, weights=weights)
     path = output / RAW_FILE
@@ -308,13 +318,22 @@ def section_from_json(path: Path) -> Section:
     done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
     others = [m for m in done if m != "unweighted"]
     ap, ap50 = f"AP:{RARE_CLASS}", f"AP50:{RARE_CLASS}"
-    tests = {}
+    tests = rare_object_tests(data, others) if "unweighted" in done else {ap: {}, ap50: {}}
+
+    def change(m: str, subset: str, metric: str) -> np.ndarray:
+        reference = seed_values(data, "unweighted", subset, metric)
+        return np.subtract(seed_values(data, m, subset, metric), reference)
+
+    def share(m: str) -> str:
+        if m in ("unweighted", ORACLE) or ORACLE not in done:
+            return ""
+        oracle = tests[ap][ORACLE]
+        if not (oracle.significant and oracle.diff.mean > 0):
+            return "n/a"  # a share of a gain the oracle does not show means nothing
+        gain = change(m, "rare_object", ap)
+        return share_ci(gain, change(ORACLE, "rare_object", ap)).format(digits=0)
+
     rows = []
-    for metric in (ap, ap50):
-        ref = seed_values(data, "unweighted", "rare_object", metric) if "unweighted" in done else []
-        tests[metric] = paired_tests(
-            {m: seed_values(data, m, "rare_object", metric) for m in others}, ref
-        ) if ref else {}  # fmt: skip
     for m in done:
         row = [m]
         for metric in (ap, ap50):
@@ -325,11 +344,13 @@ def section_from_json(path: Path) -> Section:
                 if t is not None
                 else ["", ""]
             )
-        rows.append(row)
+        day = "" if m == "unweighted" else mean_ci(change(m, "day", "mAP")).format(signed=True)
+        rows.append([*row, share(m), day])
     headline = table(
         [
             "method", "rare-object AP %", "change", "p (Holm)",
-            "rare-object AP50 %", "change", "p (Holm)",
+            "rare-object AP50 %", "change", "p (Holm)", "share of the oracle's gain %",
+            "day mAP change",
         ],
         rows,
     )  # fmt: skip
@@ -371,10 +392,9 @@ def section_from_json(path: Path) -> Section:
     if {"unweighted", "dequity_object"} <= set(done):
         ref = np.array(seed_values(data, "unweighted", "rare_object", ap))
         diffs = {
-            name: mean_ci(np.subtract(seed_values(data, "dequity_object", s, k), seed_values(
-                data, "unweighted", s, k))).format(signed=True)
+            name: mean_ci(change("dequity_object", s, k)).format(signed=True)
             for s, k, name in (("day", "mAP", "day mAP"), ("all", "mAP", "all-condition mAP"))
-        }  # fmt: skip
+        }
         answer += (
             f" Elsewhere per-object weights change day mAP by {diffs['day mAP']} and "
             f"all-condition mAP by {diffs['all-condition mAP']} points (paired differences, "
@@ -411,7 +431,10 @@ def section_from_json(path: Path) -> Section:
 Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"][:12]}`,
 {data["date"]}; {took}). Values are percent, mean and 95 % t-interval over seeds {seeds}.
 Changes are paired per-seed differences against unweighted; p-values are paired t-tests,
-Holm-corrected over the {len(others)} weighted methods per metric (\\* = significant at 0.05).
+Holm-corrected over {2 * len(others)} tests in one family (each method against unweighted on
+AP and on AP50; \\* = significant at 0.05). The share of the oracle's gain is
+(method − unweighted) / (oracle − unweighted) on rare-object AP, with a 95 % bootstrap
+interval over seeds; the day mAP change is the paired change on the day test images.
 
 ### Rare-object AP: {RARE_CLASS} on the rare_object test images
 
@@ -452,6 +475,27 @@ Every value per seed, subset and class is in `results/{RAW_FILE}`.
     )
 
 
+def rare_object_tests(data: dict[str, Any], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each method against unweighted on the rare-looking class's AP and AP50, one Holm family.
+
+    Returns ``{metric: {method: PairedTest}}`` for ``AP:<class>`` and ``AP50:<class>``. A
+    paired t-test is a one-sample test of the per-seed differences, so every test is run
+    on its differences against zero and the family is corrected together.
+
+    Example::
+
+        rare_object_tests(load_results(path), ["dequity_object"])["AP:Bag"]["dequity_object"]
+    """
+    metrics = (f"AP:{RARE_CLASS}", f"AP50:{RARE_CLASS}")
+    diffs = {}
+    for metric in metrics:
+        ref = seed_values(data, "unweighted", "rare_object", metric)
+        for m in methods:
+            diffs[f"{metric}|{m}"] = np.subtract(seed_values(data, m, "rare_object", metric), ref)
+    family = paired_tests(diffs, np.zeros(len(data["seeds"])))
+    return {metric: {m: family[f"{metric}|{m}"] for m in methods} for metric in metrics}
+
+
 def _answer(tests: dict[str, Any], weights: dict[str, Any]) -> str:
     """Plain sentences on what the rare-object AP tests support."""
 
@@ -469,7 +513,8 @@ def _answer(tests: dict[str, Any], weights: dict[str, Any]) -> str:
     parts = [
         f"On the rare-looking {RARE_CLASS}s of the test set, per-object weights show "
         f"{says('dequity_object')} in AP@[.5:.95] against unweighted training, per-image "
-        f"weights {says('dequity_image')}."
+        f"weights {says('dequity_image')}, and the oracle that knows which images show the "
+        f"rare look {says(ORACLE)}."
     ]
     if rare and other:
         parts.append(

@@ -208,7 +208,8 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
         return {"all": part, "rare": part, "day": part, "rare_object": rare}
 
     seeds, jitter = [0, 1, 2, 3, 4], [0.001, -0.002, 0.0, 0.002, -0.001]
-    gain = {"unweighted": 0.0, "dequity_image": 0.0, "dequity_object": 0.05}
+    gain = {"unweighted": 0.0, "dequity_image": 0.0, "dequity_object": 0.05,
+            "oracle_resampling": 0.1}  # fmt: skip
     runs = {str(s): {m: evaluation(0.1 + j + gain[m]) for m in METHODS}
             for s, j in zip(seeds, jitter)}  # fmt: skip
     runs["0"]["dequity_image"]["rare_object"]["per_class_AP"][RARE_CLASS] += 0.004
@@ -231,6 +232,9 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     per_image = next(v for v in section.verdicts if "dequity_image" in v)
     assert "no significant difference" in per_image
     assert "| dequity_object | 15.0 [" in section.body
+    # half the oracle's gain, no cost on day images; AP and AP50 in one family of 6 tests
+    assert "| 50 [50, 50] | +0.0 [0.0, 0.0] |" in section.body
+    assert "Holm-corrected over 6 tests in one family" in " ".join(section.body.split())
     assert section.body.startswith("**Answer.**")
     assert "object run 0.99, image run 0.40" in " ".join(section.body.split())
 
