@@ -2,8 +2,8 @@
 
 The set, training and evaluation are those of :mod:`experiments.detection`
 (its ``rare_object`` condition: daylight images whose Bags are inverted,
-magenta and turned on their side). Four methods train with the same
-steps, optimiser, learning rate, seeds and image order:
+magenta and turned on their side). Four methods, with the same steps,
+optimiser, learning rate, seeds and image order:
 
 - ``unweighted``;
 - ``dequity_image``: the image-level default run, one weight per image
@@ -15,13 +15,14 @@ steps, optimiser, learning rate, seeds and image order:
 - ``oracle_resampling``: detection's condition oracle (it knows which images
   show the rare look), the reference for the share of the oracle's gain.
 
-Both weightings use the (eta, gamma), and every method the step count and
-oracle strength, that :mod:`experiments.detection` chose on validation (read
-from its raw results, which must come from the same configuration). The
-headline is rare-object AP: the Bag's COCO AP@[.5:.95] and AP50 on the
-``rare_object`` test images, both metrics in one Holm family. Raw per-seed values
-go to ``docs/results/objects_runs.json`` with the config and commit;
-:func:`section_from_json` turns that file into the report.
+Only ``dequity_object`` is trained here. The other three are the detection
+run's own runs of the same seeds (:data:`REUSED`), which must come from the
+same configuration; its (eta, gamma) and step count, chosen on validation,
+are used here too. The headline is rare-object AP: the Bag's COCO
+AP@[.5:.95] and AP50 on the ``rare_object`` test images, both metrics in one
+Holm family. Raw per-seed values go to ``docs/results/objects_runs.json``
+with the config and commit; :func:`section_from_json` turns that file into
+the report.
 
 Run: ``python -m experiments.objects [--quick] [--seeds 0 1 2 3 4]``.
 """
@@ -45,18 +46,19 @@ from experiments.detection import (
     ORACLE,
     QUICK,
     Config,
+    checked_run,
     default_run,
     default_weights,
     evaluate,
+    failed_runs_sentence,
     finish_record,
     load_results,
     map_jobs,
-    oracle_field,
     own_copy,
     partial_path,
     raw_record,
     seed_values,
-    train_model,
+    train_run,
 )
 from experiments.rare_conditions import RARE_CLASS, load_rare_conditions, object_embeddings
 from experiments.report import Section, script_main, table
@@ -64,45 +66,34 @@ from experiments.stats import mean_ci, paired_tests, share_ci
 
 NAME = "objects"
 RAW_FILE = "objects_runs.json"
-METHODS = ("unweighted", "dequity_image", "dequity_object", ORACLE)  # in training order
+METHODS = ("unweighted", "dequity_image", "dequity_object", ORACLE)
 OBJECT_RUN = "dqobj"
 #: the box groups of the weight summary
 GROUPS = ("rare-looking Bag", "Bag elsewhere", "other boxes")
-#: (method as :func:`detection.train_model` knows it, training keywords or None)
-TRAINING = {
-    "unweighted": ("unweighted", None),
-    "dequity_image": ("dequity", None),
-    "dequity_object": (
-        "dequity_object",
-        {
-            "weight_field": f"{OBJECT_RUN}_weight",
-            "weight_level": "object",
-            "missing_box_weight": 1.0,  # a box too small to embed trains unweighted
-        },
-    ),
-    ORACLE: (ORACLE, None),
+#: the methods whose runs are the detection experiment's (its name for each): same design,
+#: budget, seeds and image order, so they pair with the per-object runs seed by seed
+REUSED = {"unweighted": "unweighted", "dequity_image": "dequity", ORACLE: ORACLE}
+#: the per-object method's training keywords (:func:`detection.train_run`'s ``options``)
+OBJECT_TRAINING = {
+    "weight_field": f"{OBJECT_RUN}_weight",
+    "weight_level": "object",
+    "missing_box_weight": 1.0,  # a box too small to embed trains unweighted
 }
 
 
-def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
-    """The (eta, gamma) and step count that the detection experiment chose on validation.
+def detection_run(config: Config, output: Path, seeds: Sequence[int]) -> tuple[str, dict]:
+    """The finished detection run of ``config``'s design that this experiment builds on.
 
-    Read from ``detection_runs.json`` in ``output`` (else ``docs/results``) when
-    it was run with the same configuration as ``config`` (but for the step count,
-    which it chose, and the number of worker processes); a grid of one candidate
-    needs no choice, and the steps are then ``config.steps``. Raises
-    :class:`DequityError` when no such run exists.
+    Read from ``detection_runs.json`` in ``output`` (else ``docs/results``): its
+    configuration must equal ``config`` but for the step count (which it chose on
+    validation) and the number of worker processes, and it must have finished
+    every one of ``seeds``. Returns ``(source, data)``, ``source`` naming the
+    file and its commit. Raises :class:`DequityError` when no such run exists.
 
     Example::
 
-        chosen_eta_gamma(FULL, Path("docs/results"))["eta"]
+        source, reference = detection_run(FULL, Path("docs/results"), FULL_SEEDS)
     """
-    if len(config.gfl_grid) == 1:
-        eta, gamma = config.gfl_grid[0]
-        return {
-            "eta": eta, "gamma": gamma, "steps": config.steps, "oracle_power": 1.0,
-            "source": "the grid's only candidate",
-        }  # fmt: skip
 
     def design(saved: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in saved.items() if k not in ("steps", "workers")}
@@ -112,24 +103,37 @@ def chosen_eta_gamma(config: Config, output: Path) -> dict[str, Any]:
         path = folder / detection.RAW_FILE
         if not path.exists():
             continue
-        data = json.loads(path.read_text())
-        if design(data.get("config", {})) == wanted and "selection" in data:
-            sel = data["selection"]
-            return {
-                "eta": sel["eta"],
-                "gamma": sel["gamma"],
-                "steps": data["config"]["steps"],
-                "oracle_power": (data.get("budget") or {}).get("oracle_power", 1.0),
-                "candidates": sel["dequity_eta_gamma"],
-                "metric": sel["metric"],
-                "seed": sel["seed"],
-                "source": f"results/{detection.RAW_FILE} (commit {data['commit'][:12]})",
-            }
+        data = load_results(path)
+        finished = all(
+            all(name in data["runs"].get(str(s), {}) for name in REUSED.values()) for s in seeds
+        )
+        if design(data.get("config", {})) == wanted and "selection" in data and finished:
+            return f"results/{detection.RAW_FILE} (commit {data['commit'][:12]})", data
     raise DequityError(
-        f"no {detection.RAW_FILE} from a detection run with this configuration in {output} "
-        "or docs/results; run `python -m experiments.detection` first (it chooses eta and "
-        "gamma on validation)"
+        f"no {detection.RAW_FILE} in {output} or docs/results from a detection run with this "
+        f"configuration that finished seeds {list(seeds)}; run `python -m experiments.detection "
+        f"--seeds {' '.join(map(str, seeds))}` first (it chooses eta, gamma and the budget on "
+        "validation, and trains the runs this experiment compares with)"
     )
+
+
+def chosen_eta_gamma(reference: dict[str, Any], source: str) -> dict[str, Any]:
+    """The (eta, gamma) and step count that the detection run ``reference`` chose on validation.
+
+    Example::
+
+        chosen_eta_gamma(*reversed(detection_run(FULL, Path("docs/results"), FULL_SEEDS)))
+    """
+    sel = reference["selection"]
+    return {
+        "eta": sel["eta"],
+        "gamma": sel["gamma"],
+        "steps": reference["config"]["steps"],
+        "candidates": sel["dequity_eta_gamma"],
+        "metric": sel["metric"],
+        "seed": sel["seed"],
+        "source": source,
+    }
 
 
 def prepare_weights(dataset: Any, eta: float, gamma: float) -> dict[str, Any]:
@@ -231,29 +235,44 @@ def weight_summary(train: Any) -> dict[str, Any]:
 
 
 def run_seed(dataset: Any, seed: int, config: Config, save: Path | None = None) -> dict[str, Any]:
-    """Every method with one seed, evaluated on the test split.
+    """The per-object method with one seed, evaluated on the test split.
 
-    Needs :func:`prepare_weights` run first. With ``save``, the results so far
-    are written there (JSON) after each method.
+    Needs :func:`prepare_weights` run first. A failed run is set aside and rerun
+    with a fresh seed (:func:`detection.checked_run`). With ``save``, the result
+    is written there (JSON).
     """
     test = dataset.match_tags("test")
     tag = f"objects{seed}"
-    out: dict[str, Any] = {}
-    for index, method in enumerate(METHODS):
-        start = time.perf_counter()
-        trained_as, options = TRAINING[method]
-        model = train_model(dataset, trained_as, seed, config, tag, options=options)
-        out[method] = evaluate(model, test, tag, config)
-        out[method]["seconds"] = round(time.perf_counter() - start, 1)
-        if save is not None:
-            save.write_text(json.dumps(out))
-        ap = out[method].get("rare_object", {}).get("per_class_AP", {}).get(RARE_CLASS)
-        print(
-            f"  seed {seed}, {index + 1}/{len(METHODS)} {method}: rare-object AP "
-            f"{100 * (ap or 0):.1f} ({out[method]['seconds']:.0f} s)",
-            flush=True,
+    start = time.perf_counter()
+
+    def attempt(s: int) -> tuple[dict[str, Any], list[float], Any]:
+        model, losses = train_run(
+            dataset, "dequity_object", s, config, tag, options=OBJECT_TRAINING
         )
+        return evaluate(model, test, tag, config), losses, model
+
+    evaluation = checked_run(attempt, seed, config.reruns)[0]
+    out = {"dequity_object": {**evaluation, "seconds": round(time.perf_counter() - start, 1)}}
+    if save is not None:
+        save.write_text(json.dumps(out))
+    ap = evaluation.get("rare_object", {}).get("per_class_AP", {}).get(RARE_CLASS)
+    print(
+        f"  seed {seed}, dequity_object: rare-object AP {100 * (ap or 0):.1f} "
+        f"({out['dequity_object']['seconds']:.0f} s)",
+        flush=True,
+    )
     return out
+
+
+def reused_runs(reference: dict[str, Any], seed: int, source: str) -> dict[str, Any]:
+    """The detection run's results for :data:`REUSED`'s methods and ``seed``, marked as reused.
+
+    Example::
+
+        reused_runs(load_results(path), 0, "results/detection_runs.json (commit abc)")
+    """
+    runs = reference["runs"][str(seed)]
+    return {m: {**runs[name], "reused_from": source} for m, name in REUSED.items()}
 
 
 def _seed_worker(job: tuple[str, int, Config, Path]) -> dict[str, Any]:
@@ -269,7 +288,8 @@ def _seed_worker(job: tuple[str, int, Config, Path]) -> dict[str, Any]:
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
-    """Builds the set, runs both weightings, trains every method per seed, writes the JSON."""
+    """Runs both weightings, trains the per-object method per seed, joins the detection run's
+    runs of the other methods (same seeds) and writes the JSON."""
     import torch
 
     torch.set_num_threads(1)  # on shared cores, threads of one process wait on each other
@@ -277,14 +297,12 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     if not quick and tuple(seeds) == report.FULL_SEEDS:
         seeds = FULL_SEEDS
     start = time.perf_counter()
-    chosen = chosen_eta_gamma(config, output)
+    source, reference = detection_run(config, output, seeds)
+    chosen = chosen_eta_gamma(reference, source)
     config = replace(config, steps=chosen["steps"])
     dataset = load_rare_conditions(config.spec)
     print("image and object runs on the training split...", flush=True)
     weights = prepare_weights(dataset, chosen["eta"], chosen["gamma"])
-    train = dataset.match_tags("train")
-    conditions = np.array(train.values("condition"))
-    oracle_field(train, conditions, config.spec.conditions, chosen["oracle_power"])
     data = raw_record(NAME, quick, config, seeds, dataset)
     data.update(selection=chosen, weights=weights)
     path = output / RAW_FILE
@@ -295,10 +313,11 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(workers)
-    print(f"{len(METHODS)} methods x seeds {list(seeds)} in {workers} processes...", flush=True)
+    print(f"dequity_object x seeds {list(seeds)} in {workers} processes...", flush=True)
     results = map_jobs(pool, _seed_worker, [(dataset.name, s, config, output) for s in seeds])
     if pool is not None:
         pool.close()
+    results = [{**reused_runs(reference, s, source), **r} for s, r in zip(seeds, results)]
     finish_record(data, path, results, start)
     for seed in seeds:
         partial_path(output, seed, RAW_FILE).unlink(missing_ok=True)
@@ -416,6 +435,7 @@ def section_from_json(path: Path) -> Section:
         group_rows,
     )
     counts = data["dataset"]["counts"]
+    reused = ", ".join(f"`{m}`" for m in REUSED)
     took = f"{data['seconds'] / 60:.0f} min in all" if "seconds" in data else "unfinished"
     chosen = f"eta {sel['eta']:g}, gamma {sel['gamma']:g}"
     if "candidates" in sel:
@@ -435,6 +455,7 @@ Holm-corrected over {2 * len(others)} tests in one family (each method against u
 AP and on AP50; \\* = significant at 0.05). The share of the oracle's gain is
 (method − unweighted) / (oracle − unweighted) on rare-object AP, with a 95 % bootstrap
 interval over seeds; the day mAP change is the paired change on the day test images.
+{failed_runs_sentence(data)}
 
 ### Rare-object AP: {RARE_CLASS} on the rare_object test images
 
@@ -468,6 +489,8 @@ method and seeded alike. `dequity_image` is detection's `dequity` (one weight pe
 `w_dequity`); `dequity_object` trains with `weight_level="object"`: each box's
 `{OBJECT_RUN}_weight`, from the default method arguments on {w["embedding_dim"]}-d crop
 embeddings (the box grown by 10 % per side). Both weightings use {chosen}.
+Only `dequity_object` is trained by this experiment; {reused} are the detection run's runs of
+the same seeds ({sel["source"]}), so every method pairs with unweighted seed by seed.
 Every value per seed, subset and class is in `results/{RAW_FILE}`.
 """
     return Section(

@@ -234,9 +234,35 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     assert "| dequity_object | 15.0 [" in section.body
     # half the oracle's gain, no cost on day images; AP and AP50 in one family of 6 tests
     assert "| 50 [50, 50] | +0.0 [0.0, 0.0] |" in section.body
-    assert "Holm-corrected over 6 tests in one family" in " ".join(section.body.split())
     assert section.body.startswith("**Answer.**")
-    assert "object run 0.99, image run 0.40" in " ".join(section.body.split())
+    text = " ".join(section.body.split())
+    assert "object run 0.99, image run 0.40" in text
+    assert "Holm-corrected over 6 tests in one family" in text
+    assert "`oracle_resampling` are the detection run's runs of the same seeds (test)" in text
+
+
+def test_the_object_experiment_builds_on_a_finished_detection_run_only(tmp_path):
+    import json
+    from dataclasses import asdict, replace
+
+    from dequity.errors import DequityError
+    from experiments.detection import FULL, RAW_FILE
+    from experiments.objects import detection_run, reused_runs
+
+    config = replace(FULL, lr=0.123)  # a design no saved run has
+    with pytest.raises(DequityError, match="run `python -m experiments.detection --seeds 0 1`"):
+        detection_run(config, tmp_path, [0, 1])
+    finished = {"unweighted": {"rare": 1}, "dequity": {"rare": 2}, "oracle_resampling": {}}
+    saved = {"config": {**asdict(config), "steps": 800, "workers": 1}, "commit": "c0ffee" * 7,
+             "selection": {}, "seeds": [0, 1], "runs": {"0": finished}}  # fmt: skip
+    (tmp_path / RAW_FILE).write_text(json.dumps(saved))
+    with pytest.raises(DequityError, match="finished seeds \\[0, 1\\]"):
+        detection_run(config, tmp_path, [0, 1])  # seed 1 has not finished
+    source, data = detection_run(config, tmp_path, [0])  # another step count and workers
+    assert source == "results/detection_runs.json (commit c0ffeec0ffee)"
+    runs = reused_runs(data, 0, source)
+    assert runs["dequity_image"] == {"rare": 2, "reused_from": source}
+    assert sorted(runs) == ["dequity_image", "oracle_resampling", "unweighted"]
 
 
 def test_jtt_error_rule_counts_the_share_of_objects_found():
