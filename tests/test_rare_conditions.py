@@ -237,6 +237,7 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     assert section.body.startswith("**Answer.**")
     text = " ".join(section.body.split())
     assert "object run 0.99, image run 0.40" in text
+    assert "On rare-condition mAP, per-object weights change +0.0 [0.0, 0.0] points" in text
     assert "Holm-corrected over 6 tests in one family" in text
     assert "`oracle_resampling` are the detection run's runs of the same seeds (test)" in text
 
