@@ -168,6 +168,7 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     assert "significantly higher" in oracle and "+5.0" in oracle
     dequity = next(v for v in section.verdicts if v.startswith("Detection, dequity:"))
     assert "no significant difference" in dequity
+    assert "5 seeds; 0 [0, 0] % of the oracle's gain; day mAP +0.0 [0.0, 0.0] points)" in dequity
     assert "| oracle_resampling | 15.0 [" in section.body
     assert section.body.startswith("**Calibration gate: passed.**")
     assert section.lead.startswith("**Calibration gate: passed.**")
