@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -416,18 +417,21 @@ def object_embeddings(train: Any, progress: bool = True) -> np.ndarray:
     return vectors
 
 
-def example_sheet(dataset: Any, path: Path, per_condition: int = 6) -> Path:
+def example_sheet(
+    dataset: Any, path: Path, conditions: Sequence[str], per_condition: int = 6
+) -> Path:
     """A PNG grid of test images, one row per condition, with their exact boxes in green.
 
     Example::
 
-        example_sheet(load_rare_conditions(SetSpec()), Path("examples.png"))
+        spec = SetSpec()
+        example_sheet(load_rare_conditions(spec), Path("examples.png"), spec.conditions)
     """
     from fiftyone import ViewField as F
     from PIL import Image, ImageDraw
 
     rows = []
-    for condition in CONDITIONS:
+    for condition in conditions:
         view = dataset.match_tags("test").match(F("condition") == condition).limit(per_condition)
         tiles = []
         for filepath, dets in zip(*view.values(["filepath", "ground_truth.detections"])):
@@ -444,16 +448,19 @@ def example_sheet(dataset: Any, path: Path, per_condition: int = 6) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.rare_conditions [--examples PNG]``: build (or load) the set."""
+    """``python -m experiments.rare_conditions [--examples PNG]``: build (or load) the set
+    of the detection experiment (:data:`experiments.detection.FULL`)."""
     import argparse
+
+    from experiments.detection import FULL
 
     parser = argparse.ArgumentParser(prog="python -m experiments.rare_conditions")
     parser.add_argument("--examples", type=Path, help="write a sheet of test images with boxes")
     args = parser.parse_args(argv)
-    dataset = load_rare_conditions(SetSpec())
+    dataset = load_rare_conditions(FULL.spec)
     print(f"{dataset.name}: {dataset.count_sample_tags()}")
     if args.examples:
-        print(f"written to {example_sheet(dataset, args.examples)}")
+        print(f"written to {example_sheet(dataset, args.examples, FULL.spec.conditions)}")
 
 
 if __name__ == "__main__":

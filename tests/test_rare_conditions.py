@@ -191,6 +191,11 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     section = section_from_json(path)
     assert section.body.startswith("**Calibration gate: not passed.**")
     assert "oracle_resampling seed 3 (every test AP is 0)" in section.body
+    for seed, gain in zip(seeds, [0.02, 0.005, 0.01, 0.025, 0.005]):  # p < 0.05, Holm's not
+        runs[str(seed)]["oracle_resampling"] = evaluation(0.1 + jitter[seed] + gain)
+    path.write_text(json.dumps(data))
+    text = " ".join(section_from_json(path).body.split())
+    assert "gains +1.3 [0.2, 2.4] points (paired p 0.033), but not significantly after" in text
 
 
 def test_one_seed_is_never_significant():
