@@ -1247,7 +1247,10 @@ def section_from_json(path: Path) -> Section:
             what = f"significantly {kind} rare-condition mAP than unweighted"
         else:
             what = "no significant difference from unweighted in rare-condition mAP"
-        closes = "" if m == ORACLE else f"; {share(m)} % of the oracle's gain"
+        closes = "" if m == ORACLE else (
+            "; no share of the oracle's gain (the gate has not passed)" if share(m) == "n/a"
+            else f"; {share(m)} % of the oracle's gain"
+        )  # fmt: skip
         verdicts.append(
             f"Detection, {m}: {what} ({t.diff.format(signed=True)} points, Holm p {t.p_holm:.3f}, "
             f"{t.diff.n} seeds{closes}; day mAP {change(m, 'day')} points)."
