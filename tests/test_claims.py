@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -81,13 +80,24 @@ def test_a_wait_for_the_schema_lock_is_reported_as_progress(demo, caplog, monkey
     monkeypatch.setattr(claims, "WAIT_REPORT_SECONDS", 0.5)
     lock = fake_claim(demo, "unused") | {"_id": f"{demo._doc.id}:schema", "kind": "schema"}
     claims.collection().insert_one(lock)  # a live holder on another host
-    release = threading.Timer(2.0, claims.collection().delete_one, [{"_id": lock["_id"]}])
-    release.start()
     claims.collection().delete_one({"_id": run_claim_id(demo, "unused")})
-    with caplog.at_level(logging.INFO, logger="dequity.store.claims"):
-        compute_dequity(demo, "waited", embeddings=EMBEDDINGS_FIELD, progress=False)
-    release.join()
-    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for")]
+    waits = []
+
+    class ReleaseAfterTwoReports(logging.Handler):  # the holder lets go once the wait was seen
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Waiting for"):
+                waits.append(record.getMessage())
+                if len(waits) == 2:
+                    claims.collection().delete_one({"_id": lock["_id"]})
+
+    handler = ReleaseAfterTwoReports()
+    logger = logging.getLogger("dequity.store.claims")
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="dequity.store.claims"):
+            compute_dequity(demo, "waited", embeddings=EMBEDDINGS_FIELD, progress=False)
+    finally:
+        logger.removeHandler(handler)
     assert len(waits) >= 2, waits
     assert "held by pid 1 on host 'elsewhere'" in waits[0]
     assert "waited" in dequity.list_dequity_runs(demo)
