@@ -1177,9 +1177,9 @@ def section_from_json(path: Path) -> Section:
     data = load_results(path)
     seeds, cfg, sel = data["seeds"], data["config"], data["selection"]
     looks = cfg["spec"]["rare_looks"]
-    subsets = ("all", "rare", "day", *looks, "rare_object")
     looks_text = _listed(looks)
-    order = ("day", *looks, "rare_object")
+    order = ("day", *looks, "rare_object")  # the set's conditions
+    subsets = ("all", "rare", *order)
     done = [m for m in METHODS if all(m in data["runs"].get(str(s), {}) for s in seeds)]
     missing = [m for m in METHODS if m not in done]
     others = [m for m in done if m != "unweighted"]
@@ -1247,9 +1247,10 @@ def section_from_json(path: Path) -> Section:
             what = f"significantly {kind} rare-condition mAP than unweighted"
         else:
             what = "no significant difference from unweighted in rare-condition mAP"
+        of_gain = share(m)
         closes = "" if m == ORACLE else (
-            "; no share of the oracle's gain (the gate has not passed)" if share(m) == "n/a"
-            else f"; {share(m)} % of the oracle's gain"
+            "; no share of the oracle's gain (the gate has not passed)" if of_gain == "n/a"
+            else f"; {of_gain} % of the oracle's gain"
         )  # fmt: skip
         verdicts.append(
             f"Detection, {m}: {what} ({t.diff.format(signed=True)} points, Holm p {t.p_holm:.3f}, "

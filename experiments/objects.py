@@ -122,7 +122,8 @@ def chosen_eta_gamma(reference: dict[str, Any], source: str) -> dict[str, Any]:
 
     Example::
 
-        chosen_eta_gamma(*reversed(detection_run(FULL, Path("docs/results"), FULL_SEEDS)))
+        source, reference = detection_run(FULL, Path("docs/results"), FULL_SEEDS)
+        chosen_eta_gamma(reference, source)["eta"]
     """
     sel = reference["selection"]
     return {
