@@ -39,10 +39,11 @@ from experiments.detection import (
     Config,
     evaluate,
     feature_folder,
-    oracle_field,
+    oracle_candidates,
     own_copy,
     raw_record,
     trained_detector,
+    training_kwargs,
 )
 from experiments.fashion_mnist import CLASSES
 from experiments.rare_conditions import load_rare_conditions
@@ -52,11 +53,6 @@ from experiments.stats import mean_ci, paired_tests
 NAME = "detection_calibration"
 RAW_FILE = "detection_calibration_runs.json"
 METHODS = ("unweighted", "oracle_resampling", "oracle_sqrt")
-TRAINING = {
-    "unweighted": {"weight_field": None},
-    "oracle_resampling": {"weight_field": None, "sampling_field": "p_oracle"},
-    "oracle_sqrt": {"weight_field": None, "sampling_field": "p_sqrt"},
-}
 
 
 def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
@@ -81,7 +77,7 @@ def _curve_job(job: tuple[str, str, int, Config]) -> list[dict[str, Any]]:
             overwrite=True, resume=folder if i else None, evaluate=False, vectorize=True,
             progress=False, freeze_backbone=config.freeze_backbone,
             feature_cache=feature_folder() if config.freeze_backbone else None,
-            channels=config.channels, head_convs=config.head_convs, **TRAINING[method],
+            channels=config.channels, head_convs=config.head_convs, **training_kwargs(method, tag),
         )  # fmt: skip
         model = trained_detector(result.checkpoint, config)
         row: dict[str, Any] = {"steps": steps, "loss": float(np.mean(result.step_losses[-50:]))}
@@ -151,8 +147,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     dataset = load_rare_conditions(config.spec, embed=False)
     train = dataset.match_tags("train")
     conditions = np.array(train.values("condition"))
-    counts = oracle_field(train, conditions, config.spec.conditions)
-    oracle_field(train, conditions, config.spec.conditions, power=0.5, name="p_sqrt")
+    counts = oracle_candidates(train, conditions, config.spec.conditions)
     data = raw_record(NAME, quick, config, seeds, dataset)
     data["train_conditions"] = counts
     path = output / RAW_FILE

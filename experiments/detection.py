@@ -182,8 +182,7 @@ def prepare_weights(train: Any, spec: SetSpec) -> dict[str, Any]:
     weights = 1.0 / sizes[inverse]
     set_field(train, "w_inverse", weights / weights.mean())
     conditions = np.array(train.values("condition"))
-    counts = oracle_field(train, conditions, spec.conditions)
-    oracle_field(train, conditions, spec.conditions, power=0.5, name="p_sqrt")
+    counts = oracle_candidates(train, conditions, spec.conditions)
     run = train._root_dataset.get_run_info("dq").config
     summary = {
         "train_conditions": counts,
@@ -231,6 +230,20 @@ def oracle_field(
     counts = {c: int((conditions == c).sum()) for c in order}
     set_field(train, name, np.array([counts[c] ** -power for c in conditions]))
     return counts
+
+
+def oracle_candidates(train: Any, conditions: np.ndarray, order: Sequence[str]) -> dict[str, int]:
+    """Both oracles' draw weights (:data:`ORACLE_POWERS`): ``p_oracle`` and ``p_sqrt``.
+
+    Returns the count of each condition of ``order`` (see :func:`oracle_field`).
+
+    Example::
+
+        train = dataset.match_tags("train")
+        oracle_candidates(train, np.array(train.values("condition")), FULL.spec.conditions)
+    """
+    oracle_field(train, conditions, order, ORACLE_POWERS["oracle_sqrt"], name="p_sqrt")
+    return oracle_field(train, conditions, order, ORACLE_POWERS[ORACLE])
 
 
 def default_run(train: Any) -> None:
@@ -311,7 +324,13 @@ def gfl_fields(train: Any, eta: float, gamma: float, tag: str) -> None:
     set_field(train, f"w_permuted_{tag}", np.random.default_rng(seed).permutation(default))
 
 
-def _training_kwargs(method: str, tag: str) -> dict[str, Any]:
+def training_kwargs(method: str, tag: str) -> dict[str, Any]:
+    """The training keywords of ``method`` (weight or sampling field) for the run ``tag``.
+
+    Example::
+
+        training_kwargs("oracle_sqrt", "seed0")   # {"weight_field": None, "sampling_field": ...}
+    """
     return {
         "unweighted": {"weight_field": None},
         "dequity": {"weight_field": "w_dequity"},
@@ -388,7 +407,7 @@ def train_run(
         channels=config.channels,
         head_convs=config.head_convs,
         **{
-            **(_training_kwargs(method, tag) if options is None else options),
+            **(training_kwargs(method, tag) if options is None else options),
             **({"weight_field": weight_field} if weight_field else {}),
         },
     )
@@ -748,7 +767,7 @@ def _budget_job(job: tuple[str, str, Config, str]) -> list[dict[str, Any]]:
             vectorize=True, progress=False, freeze_backbone=config.freeze_backbone,
             feature_cache=feature_folder() if config.freeze_backbone else None,
             channels=config.channels, head_convs=config.head_convs,
-            **_training_kwargs(method, tag),
+            **training_kwargs(method, tag),
         )  # fmt: skip
         model = trained_detector(result.checkpoint, config)
         val = evaluate(model, dataset.match_tags("val"), tag, config)
