@@ -125,7 +125,7 @@ def test_compute_immediate_streams_progress_summary_and_reload(clean):
 def test_compute_delegated_with_model(clean):
     """The model path, queued then run, on a view: default model, stored embeddings."""
     ds = clean
-    view = ds.take(40, seed=1)
+    view = ds.limit(40)  # consecutive frames: a fixed view that forms clusters
     queued = op("compute_dequity")(
         view, "dq_model", embeddings_field="emb_lite0", clustering_kwargs=FAST_KW, delegate=True
     )
