@@ -19,14 +19,17 @@ import experiments  # noqa: F401  (sets FiftyOne's environment first)
 from experiments.report import DOCS, Section, add_arguments, output_dir, seeds_of
 from reporting import add_only_option, update_readme
 
-MODULES = {
+MODULES = {  # in the order they run: each builds on those before it
     "detection": "experiments.detection",
+    "confirmation": "experiments.confirmation",
     "detection_calibration": "experiments.calibration",
     "objects": "experiments.objects",
     "classification": "experiments.classification",
     "sensitivity": "experiments.sensitivity",
     "discovery": "experiments.discovery",
 }
+#: the order of the page: the gate on fresh seeds first, since it says what the rest can show
+PAGE_ORDER = ("confirmation", *(name for name in MODULES if name != "confirmation"))
 INTRO = """# Does dequity help? Results on real images
 
 {lead}
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         section.source_sha256 = _raw_digest(output, name)
         section.save(output, name)
         print(section.markdown(), flush=True)
-    sections = [s for s in (_load(output, name) for name in MODULES) if s is not None]
+    sections = [s for s in (_load(output, name) for name in PAGE_ORDER) if s is not None]
     machine = f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
     page = results_page(sections, args.quick, machine, time.strftime("%Y-%m-%d"))
     target = DOCS / "results.md" if output == DOCS / "results" else output / "results.md"

@@ -20,7 +20,7 @@ from benchmarks.__main__ import MODULES as BENCHMARKS
 from benchmarks.__main__ import block_modules
 from benchmarks.common import load_raw
 from experiments.__main__ import MODULES as EXPERIMENTS
-from experiments.__main__ import readme_summary, results_page
+from experiments.__main__ import PAGE_ORDER, readme_summary, results_page
 from experiments.report import DOCS, Section
 from reporting import REPO
 
@@ -75,7 +75,7 @@ def test_each_experiment_section_is_generated_from_its_raw_file(name, tmp_path):
 
 
 def test_results_page_and_readme_summary_are_assembled_from_the_sections():
-    sections = [s for s in (Section.load(RESULTS, name) for name in EXPERIMENTS) if s]
+    sections = [s for s in (Section.load(RESULTS, name) for name in PAGE_ORDER) if s]
     page = (DOCS / "results.md").read_text()
     where = ASSEMBLED.search(page)
     assert where, "docs/results.md does not say where it was assembled"

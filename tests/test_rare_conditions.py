@@ -175,6 +175,7 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     assert "**Answer.**" in section.body
     assert "+5.0 [5.0, 5.0] points of rare-condition mAP over 5 seeds" in section.body
     # no method but the oracle gains: 0 % of its gain, and no cost on day images
+    print(section.body)
     assert "| dequity | 10.0 [9.8, 10.2] | +0.0 [0.0, 0.0] |" in section.body
     assert "| 0 [0, 0] | +0.0 [0.0, 0.0] | +0.0 [0.0, 0.0] |" in section.body
     assert "No run failed" in section.body
@@ -270,6 +271,80 @@ def test_the_object_experiment_builds_on_a_finished_detection_run_only(tmp_path)
     runs = reused_runs(data, 0, source)
     assert runs["dequity_image"] == {"rare": 2, "reused_from": source}
     assert sorted(runs) == ["dequity_image", "oracle_resampling", "unweighted"]
+
+
+def test_the_gate_on_fresh_seeds_is_one_test_and_gates_the_shares(tmp_path):
+    import json
+
+    from experiments.confirmation import METHODS, confirmed_gate, section_from_json
+
+    def evaluation(value):
+        part = {"mAP": value, "AP50": 2 * value, "per_class_AP": {}, "per_class_AP50": {}}
+        return {s: part for s in ("all", "rare", "day", "night", "sideways", "blur_rain")}
+
+    seeds, jitter = list(range(5, 13)), [0.001, -0.002, 0.0, 0.002, -0.001, 0.0, 0.001, -0.001]
+    gain = {"unweighted": 0.0, "oracle_resampling": 0.02, "dequity": 0.0, "dequity_sampler": 0.01}
+    runs = {str(s): {m: evaluation(0.1 + j + gain[m]) for m in METHODS}
+            for s, j in zip(seeds, jitter)}  # fmt: skip
+    runs["5"]["dequity_sampler"]["rare"] = {**runs["5"]["dequity_sampler"]["rare"], "mAP": 0.112}
+    shares = {"day": 0.85, "night": 0.05, "sideways": 0.05, "blur_rain": 0.05}
+    data = {
+        "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
+        "reference_seeds": [0, 1, 2, 3, 4, 100], "runs": runs,
+        "selection": {"source": "results/detection_runs.json (commit abc)", "steps": 1600,
+                      "oracle_power": 0.5, "sampler_power": 0.5, "eta": 1.0, "gamma": 5.0},
+        "config": {"spec": {"rare_looks": ["night", "sideways", "blur_rain"]}},
+        "weights": {"image_share": shares, "draw_share_oracle": shares,
+                    "draw_share_sampler": shares, "loss_share_dequity": shares,
+                    "sampler_max_over_median": 12.0},
+    }  # fmt: skip
+    path = tmp_path / "gate_runs.json"
+    path.write_text(json.dumps(data))
+    section = section_from_json(path)
+    assert section.body.startswith("**Calibration gate on fresh seeds: passed.**")
+    assert "+2.0 [2.0, 2.0] points of rare-condition mAP, paired p 0, 8 fresh seeds 5-12" in (
+        section.lead
+    )
+    sampler = next(v for v in section.verdicts if "dequity_sampler" in v)
+    assert "significantly higher rare-condition mAP" in sampler
+    assert "51 [50, 52] % of the oracle's gain; day mAP +1.0 [1.0, 1.0] points" in sampler
+    dequity = next(v for v in section.verdicts if ", dequity:" in v)
+    assert "no significant difference" in dequity and "0 [0, 0] % of the oracle's gain" in dequity
+    assert "| dequity | 10.0 [9.9, 10.1] | +0.0 [0.0, 0.0] | 1.000 (Holm 1.000) | 0 [0, 0] |" in (
+        section.body
+    )
+    assert "| 0.000 (Holm 0.000 *) | 51 [50, 52] |" in section.body
+    for seed in seeds:  # the oracle's gain alternates in sign: the gate fails, no shares
+        runs[str(seed)]["oracle_resampling"] = evaluation(0.1 + 0.004 * (-1) ** seed)
+    path.write_text(json.dumps(data))
+    assert not confirmed_gate(data)["passed"]
+    section = section_from_json(path)
+    assert section.lead.startswith("**Calibration gate on fresh seeds: not passed.**")
+    assert all("no share of the oracle's gain (the gate has not passed)" in v
+               for v in section.verdicts)  # fmt: skip
+    del runs["12"]["oracle_resampling"]
+    assert confirmed_gate(data) == {
+        "passed": False,
+        "reason": "the oracle or unweighted has not run on every seed",
+    }
+
+
+def test_the_gate_refuses_seeds_the_detection_run_used(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from dequity.errors import DequityError
+    from experiments.confirmation import fresh_seeds, run
+    from experiments.detection import QUICK, RAW_FILE
+
+    assert fresh_seeds(False, (0, 1, 2, 3, 4)) == tuple(range(5, 13))
+    assert fresh_seeds(False, (7, 8)) == (7, 8)
+    finished = {"unweighted": {}, "dequity": {}, "oracle_resampling": {}}
+    saved = {"config": asdict(QUICK), "commit": "c0ffee" * 7, "seeds": [0, 3],
+             "selection": {"seed": 100}, "runs": {"0": finished, "3": finished}}  # fmt: skip
+    (tmp_path / RAW_FILE).write_text(json.dumps(saved))
+    with pytest.raises(DequityError, match=r"seeds \[3\] were used by the detection run"):
+        run(True, (3, 4), tmp_path)
 
 
 def test_jtt_error_rule_counts_the_share_of_objects_found():

@@ -16,6 +16,7 @@ from tests.conftest import frames_with_thumbnail_run
 from training import TrainConfig, compare_runs, load_training_run, train_detector
 from training.checkpoints import checkpoint_file, file_sha256, load_checkpoint
 from training.cli import main, register
+from training.samples import sampling_probabilities
 
 STEPS = 6
 COMMON = {"train_tag": "train", "val_tag": "val", "image_size": 192, "batch_size": 2}
@@ -235,6 +236,26 @@ def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
     with open(result.run_dir / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["mean_weight"]) for r in rows] == pytest.approx([0.3, 0.3, 0.3])
+    train.set_values("likelihood", [1.0, 1.0, 1e-8, 1.0])  # power -1: the third, 1e8 to 1
+    result = train_detector(
+        demo_weighted,
+        train_key="rare_first",
+        weight_field="image_w",
+        sampling_field="likelihood",
+        sampling_power=-1.0,
+        train_tag="train",
+        val_fraction=0,
+        steps=3,
+        image_size=128,
+        batch_size=2,
+        vectorize=True,
+        output_dir=tmp_path / "rare_first",
+        progress=False,
+    )
+    assert result.config["sampling_power"] == -1.0
+    with open(result.run_dir / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["mean_weight"]) for r in rows] == pytest.approx([0.3, 0.3, 0.3])
     train.set_values("draw_p", [0.0, -1.0, 1.0, 0.0])
     with pytest.raises(DequityError, match="draw_p"):
         train_detector(
@@ -248,6 +269,17 @@ def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
             overwrite=True,
             progress=False,
         )
+
+
+def test_a_negative_sampling_power_draws_by_inverse_likelihood(demo_weighted):
+    train = demo_weighted.match_tags("train")
+    train.set_values("likelihood", [0.0, 0.25, 1.0, 4.0])
+    draw = sampling_probabilities(train, "likelihood", power=-0.5)
+    # the zero takes the smallest positive value, 0.25: drawn most, but finitely often
+    assert draw.tolist() == pytest.approx([2.0, 2.0, 1.0, 0.5])
+    assert sampling_probabilities(train, "likelihood").tolist() == [0.0, 0.25, 1.0, 4.0]
+    with pytest.raises(DequityError, match="sampling_power must be a finite number other than 0"):
+        TrainConfig(sampling_field="likelihood", sampling_power=0)
 
 
 def test_object_level_training_weights_each_box(demo_weighted, tmp_path, capsys):

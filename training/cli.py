@@ -105,6 +105,14 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         "field (e.g. dequity_weight; add --weight-field none to sample without loss weights)",
     )
     p.add_argument(
+        "--sampling-power",
+        type=float,
+        default=1.0,
+        help="draw in proportion to the sampling field raised to this power; "
+        "--sampling-field dequity_likelihood --sampling-power -0.5 draws rare images more "
+        "without loss weights (default 1)",
+    )
+    p.add_argument(
         "--normalize-weights",
         action="store_true",
         help="divide each batch's weights by their mean (weights change the balance "

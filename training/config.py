@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,11 @@ class TrainConfig:
     ``weight_field`` attribute of its ``Detection`` (``missing_box_weight``
     for boxes without one; see :func:`training.datasets.detection_dataset`).
     ``sampling_field`` resamples instead: each batch draws training images
-    with replacement, with probability proportional to that numeric field.
+    with replacement, with probability proportional to that numeric field
+    raised to ``sampling_power``. A negative power turns a likelihood into a
+    draw weight: ``sampling_field="dequity_likelihood", sampling_power=-0.5``
+    draws an image in proportion to ``1 / sqrt(likelihood)``, the label-free
+    form of square-root class balancing (zeros take the smallest positive value).
     ``vectorize`` loads the label and weight fields once up front instead of
     per image (faster for small images, more memory).
     ``freeze_backbone`` keeps the backbone's body at its pretrained weights and
@@ -92,6 +97,7 @@ class TrainConfig:
     weight_level: str = "image"
     missing_box_weight: float | None = None
     sampling_field: str | None = None
+    sampling_power: float = 1.0
     train_tag: str | None = None
     val_tag: str | None = None
     val_fraction: float = 0.2
@@ -125,6 +131,11 @@ class TrainConfig:
         if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
             raise DequityError("steps and epochs must be >= 1")
         check_weight_level(self.weight_level)
+        if not math.isfinite(self.sampling_power) or self.sampling_power == 0:
+            raise DequityError(
+                f"sampling_power must be a finite number other than 0, got {self.sampling_power}; "
+                "1 draws in proportion to the field, -0.5 in proportion to 1 / sqrt(field)"
+            )
         if self.framework not in FRAMEWORK_NAMES:
             raise DequityError(
                 f"framework must be one of {FRAMEWORK_NAMES}, got {self.framework!r}"

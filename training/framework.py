@@ -123,6 +123,7 @@ def run_record(config: TrainConfig, data: RunData) -> dict[str, Any]:
         "weight_level": config.weight_level,
         "missing_box_weight": config.missing_box_weight,
         "sampling_field": config.sampling_field,
+        "sampling_power": config.sampling_power,
         "train_tag": config.train_tag,
         "val_tag": config.val_tag,
         "val_fraction": config.val_fraction,

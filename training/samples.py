@@ -92,16 +92,20 @@ def split_view(
     return train, val
 
 
-def sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
+def sampling_probabilities(train_view: Any, field: str, power: float = 1.0) -> torch.Tensor:
     """Non-negative draw weights of the training images, in the view's order.
 
-    The values of the numeric ``field``; a DequityError when one is missing,
-    negative or not finite, or all are zero.
+    The values of the numeric ``field`` raised to ``power``; a DequityError
+    when one is missing, negative or not finite, or all are zero. With a
+    negative ``power`` (a likelihood turned into a draw weight), zeros take
+    the smallest positive value, so the rarest images are drawn most but
+    finitely often.
 
     Example::
 
         draw = sampling_probabilities(train_view, "dequity_weight")
         sampler = WeightedRandomSampler(draw, len(draw))
+        rare_first = sampling_probabilities(train_view, "dequity_likelihood", power=-0.5)
     """
     values = train_view.values(field)
     if any(v is None for v in values):
@@ -109,4 +113,6 @@ def sampling_probabilities(train_view: Any, field: str) -> torch.Tensor:
     draw = torch.as_tensor(values, dtype=torch.double)
     if not torch.isfinite(draw).all() or (draw < 0).any() or draw.sum() <= 0:
         raise DequityError(f"{field!r} must hold finite values >= 0, not all zero")
-    return draw
+    if power < 0:
+        draw = draw.clamp(min=draw[draw > 0].min())
+    return draw**power

@@ -120,7 +120,7 @@ def _prepare(config: TrainConfig, data: RunData) -> _Run:
     draw = (
         None
         if config.sampling_field is None
-        else sampling_probabilities(train_view, config.sampling_field)
+        else sampling_probabilities(train_view, config.sampling_field, config.sampling_power)
     )
     record = run_record(config, data)
 

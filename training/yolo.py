@@ -354,11 +354,10 @@ def fit_yolo(config: TrainConfig, data: RunData) -> TrainedRun:
         eta=config.eta,
         gamma=config.gamma,
     )
-    draw = (
-        None
-        if config.sampling_field is None
-        else sampling_probabilities(train_view, config.sampling_field).tolist()
-    )
+    draw = None
+    if config.sampling_field is not None:
+        power = config.sampling_power
+        draw = sampling_probabilities(train_view, config.sampling_field, power).tolist()
     run_dir = config.run_dir
     data_dir = run_dir / "yolo_data"
     shutil.rmtree(data_dir, ignore_errors=True)
