@@ -271,7 +271,7 @@ def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
         )
 
 
-def test_a_negative_sampling_power_draws_by_inverse_likelihood(demo_weighted):
+def test_a_negative_sampling_power_draws_by_inverse_likelihood(demo_weighted, tmp_path):
     train = demo_weighted.match_tags("train")
     train.set_values("likelihood", [0.0, 0.25, 1.0, 4.0])
     draw = sampling_probabilities(train, "likelihood", power=-0.5)
@@ -280,6 +280,17 @@ def test_a_negative_sampling_power_draws_by_inverse_likelihood(demo_weighted):
     assert sampling_probabilities(train, "likelihood").tolist() == [0.0, 0.25, 1.0, 4.0]
     with pytest.raises(DequityError, match="sampling_power must be a finite number other than 0"):
         TrainConfig(sampling_field="likelihood", sampling_power=0)
+    # from the command line: power -1 draws the image of likelihood 1e-8 (weight 0.3) only
+    train.set_values("image_w", [0.1, 0.2, 0.3, 0.4])
+    train.set_values("likelihood", [1.0, 1.0, 1e-8, 1.0])
+    args = ["train", "--dataset", demo_weighted.name, "--train-tag", "train", "--quiet"]
+    args += ["--val-fraction", "0", "--image-size", "128", "--batch-size", "2", "--steps", "2"]
+    args += ["--weight-field", "image_w", "--sampling-field", "likelihood"]
+    args += ["--sampling-power", "-1", "--output-dir", str(tmp_path / "cli")]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["sampling_power"] == -1
+    with open(tmp_path / "cli" / "steps.csv") as f:
+        assert [float(r["mean_weight"]) for r in csv.DictReader(f)] == pytest.approx([0.3, 0.3])
 
 
 def test_object_level_training_weights_each_box(demo_weighted, tmp_path, capsys):
