@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         section = importlib.import_module(MODULES[name]).run(args.quick, seeds, output)
         section.body += f"\n_{name}: {time.perf_counter() - start:.0f} s_\n"
-        section.source_sha256 = _raw_digest(output, name)
+        section.source_sha256 = raw_digest(output, name)
         section.save(output, name)
         print(section.markdown(), flush=True)
     sections = [s for s in (_load(output, name) for name in PAGE_ORDER) if s is not None]
@@ -112,17 +112,39 @@ def readme_summary(sections: list[Section]) -> str:
     return "\n\n".join(parts)
 
 
-def _raw_digest(output: Path, name: str) -> str:
-    """SHA-256 of an experiment's raw per-seed file ("" where it has none)."""
-    raw = getattr(importlib.import_module(MODULES[name]), "RAW_FILE", None)
-    path = output / raw if raw is not None else None
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.exists() else ""
+def raw_files(name: str) -> tuple[str, ...]:
+    """The raw files an experiment's section is built from: its own, then those it also reads.
+
+    Example::
+
+        raw_files("detection")   # ("detection_runs.json", "gate_runs.json")
+    """
+    module = importlib.import_module(MODULES[name])
+    raw = getattr(module, "RAW_FILE", None)
+    return () if raw is None else (raw, *getattr(module, "ALSO_READS", ()))
+
+
+def raw_digest(output: Path, name: str) -> str:
+    """SHA-256 of an experiment's raw files in ``output`` ("" where it has no raw file).
+
+    Example::
+
+        raw_digest(Path("docs/results"), "detection")
+    """
+    paths = [output / f for f in raw_files(name)]
+    if not paths or not paths[0].exists():
+        return ""
+    digest = hashlib.sha256(paths[0].read_bytes())
+    for path in paths[1:]:
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _load(output: Path, name: str) -> Section | None:
     """A saved section; rebuilt from its raw per-seed JSON where that has changed."""
     saved = Section.load(output, name)
-    digest = _raw_digest(output, name)
+    digest = raw_digest(output, name)
     if digest and (saved is None or saved.source_sha256 != digest):
         raw = importlib.import_module(MODULES[name]).RAW_FILE
         saved = importlib.import_module(MODULES[name]).section_from_json(output / raw)

@@ -66,7 +66,7 @@ from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests, share_ci
 
 NAME = "confirmation"
-RAW_FILE = "gate_runs.json"
+RAW_FILE = detection.CONFIRMATION_FILE
 METHODS = ("unweighted", ORACLE, "dequity", "dequity_sampler")
 LABEL_FREE = ("dequity", "dequity_sampler")
 FRESH_SEEDS = tuple(range(5, 13))

@@ -197,6 +197,23 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     path.write_text(json.dumps(data))
     text = " ".join(section_from_json(path).body.split())
     assert "gains +1.3 [0.2, 2.4] points (paired p 0.033), but not significantly after" in text
+    # the gate on fresh seeds, beside this run and built on its commit, passes: shares shown
+    gate = {"passed": True, "diff": 0.01, "low": 0.004, "high": 0.016, "p": 0.01, "seeds": 8}
+    confirmation = {"complete": True, "gate": gate,
+                    "selection": {"source": "results/detection_runs.json (commit abc)"}}
+    (tmp_path / "gate_runs.json").write_text(json.dumps(confirmation))
+    section = section_from_json(path)
+    assert section.lead.startswith(
+        "**Calibration gate: not passed on these seeds, passed on fresh seeds.**"
+    )
+    text = " ".join(section.body.split())
+    assert "+1.0 [0.4, 1.6] points, paired p 0.01, 8 fresh seeds" in text
+    assert "its gain holds (the gate section)" in text
+    dequity = next(v for v in section.verdicts if v.startswith("Detection, dequity:"))
+    assert "% of the oracle's gain;" in dequity and "n/a" not in dequity
+    confirmation["selection"]["source"] = "results/detection_runs.json (commit def)"
+    (tmp_path / "gate_runs.json").write_text(json.dumps(confirmation))  # another run's
+    assert section_from_json(path).lead.startswith("**Calibration gate: not passed.**")
 
 
 def test_one_seed_is_never_significant():
