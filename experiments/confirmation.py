@@ -287,7 +287,8 @@ def section_from_json(path: Path) -> Section:
     looks = data["config"]["spec"]["rare_looks"]
 
     def shares(key: str) -> str:
-        return ", ".join(f"{c} {100 * draws[key][c]:.0f} %" for c in ("day", *looks))
+        order = [c for c in ("day", *looks, "rare_object") if c in draws[key]]
+        return ", ".join(f"{c} {100 * draws[key][c]:.0f} %" for c in order)
 
     subsets = ("all", "rare", "day", *looks)
     cond_rows = [
