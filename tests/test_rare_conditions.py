@@ -199,8 +199,11 @@ def test_the_report_is_generated_from_the_raw_json(tmp_path):
     assert "gains +1.3 [0.2, 2.4] points (paired p 0.033), but not significantly after" in text
     # the gate on fresh seeds, beside this run and built on its commit, passes: shares shown
     gate = {"passed": True, "diff": 0.01, "low": 0.004, "high": 0.016, "p": 0.01, "seeds": 8}
-    confirmation = {"complete": True, "gate": gate,
-                    "selection": {"source": "results/detection_runs.json (commit abc)"}}
+    confirmation = {
+        "complete": True,
+        "gate": gate,
+        "selection": {"source": "results/detection_runs.json (commit abc)"},
+    }
     (tmp_path / "gate_runs.json").write_text(json.dumps(confirmation))
     section = section_from_json(path)
     assert section.lead.startswith(
