@@ -94,3 +94,18 @@ def test_hdbscan_fitted_on_a_subsample_keeps_the_ranking():
     assert np.bincount(labels[labels >= 0]).max() == pytest.approx(400, abs=20)
     with pytest.raises(DequityError, match="fit_samples"):
         cluster(points, "hdbscan", fit_samples=5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hdbscan_partitions_are_those_of_its_default_tree(seed):
+    """The spanning tree dequity builds (Prim's) cuts the mixture as HDBSCAN's default does."""
+    import hdbscan
+    from sklearn.metrics import adjusted_rand_score
+
+    vectors, _ = mixture(seed=seed)
+    noisy = np.random.default_rng(seed).normal(0.0, 1.5, (40, vectors.shape[1]))
+    points = project(np.concatenate([vectors, noisy]), "pca")
+    labels = cluster(points, "hdbscan")
+    default = hdbscan.HDBSCAN(min_cluster_size=10, min_samples=1).fit_predict(points)
+    assert adjusted_rand_score(default, labels) == 1.0
+    assert np.array_equal(labels < 0, default < 0)
