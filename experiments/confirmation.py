@@ -79,10 +79,12 @@ def fresh_seeds(quick: bool, seeds: Sequence[int]) -> tuple[int, ...]:
 
     Example::
 
-        fresh_seeds(False, (0, 1, 2))   # FRESH_SEEDS: the shared default is not fresh
+        fresh_seeds(False, (0, 1, 2, 3, 4))   # FRESH_SEEDS: the shared default is not fresh
     """
-    if tuple(seeds) in (report.FULL_SEEDS, (0,)):
-        return QUICK_SEEDS if quick else FRESH_SEEDS
+    if quick and tuple(seeds) == (0,):
+        return QUICK_SEEDS
+    if not quick and tuple(seeds) == report.FULL_SEEDS:
+        return FRESH_SEEDS
     return tuple(seeds)
 
 

@@ -236,26 +236,6 @@ def test_sampling_field_draws_images_in_proportion(demo_weighted, tmp_path):
     with open(result.run_dir / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["mean_weight"]) for r in rows] == pytest.approx([0.3, 0.3, 0.3])
-    train.set_values("likelihood", [1.0, 1.0, 1e-8, 1.0])  # power -1: the third, 1e8 to 1
-    result = train_detector(
-        demo_weighted,
-        train_key="rare_first",
-        weight_field="image_w",
-        sampling_field="likelihood",
-        sampling_power=-1.0,
-        train_tag="train",
-        val_fraction=0,
-        steps=3,
-        image_size=128,
-        batch_size=2,
-        vectorize=True,
-        output_dir=tmp_path / "rare_first",
-        progress=False,
-    )
-    assert result.config["sampling_power"] == -1.0
-    with open(result.run_dir / "steps.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [float(r["mean_weight"]) for r in rows] == pytest.approx([0.3, 0.3, 0.3])
     train.set_values("draw_p", [0.0, -1.0, 1.0, 0.0])
     with pytest.raises(DequityError, match="draw_p"):
         train_detector(
