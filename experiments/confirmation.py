@@ -160,7 +160,8 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     conditions = np.array(train.values("condition"))
     oracle_field(train, conditions, config.spec.conditions, power)
     data = raw_record(NAME, quick, config, seeds, dataset)
-    data.update(selection=chosen, reference_seeds=sorted(used), weights=_draws(train, power))
+    draws = _draws(train, conditions, power)
+    data.update(selection=chosen, reference_seeds=sorted(used), weights=draws)
     data["runs"] = {str(s): {} for s in seeds}
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))
@@ -185,11 +186,10 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     return section_from_json(path)
 
 
-def _draws(train: Any, power: float) -> dict[str, Any]:
+def _draws(train: Any, conditions: np.ndarray, power: float) -> dict[str, Any]:
     """Each training condition's share of the draws, by the oracle and by the sampler."""
     from training.samples import sampling_probabilities
 
-    conditions = np.array(train.values("condition"))
     sampler = sampling_probabilities(train, "dq_likelihood", -power).numpy()
     oracle = np.array(train.values("p_oracle"), dtype=float)
     weights = np.array(train.values("w_dequity"), dtype=float)
