@@ -37,6 +37,7 @@ from benchmarks import methods as bm
 from benchmarks import real_sets as rs
 from benchmarks.common import mean_ci, save_raw
 from benchmarks.mixtures import HARD, MixtureSpec, make_mixture, true_frequency
+from dequity.pipeline import views as dv
 from dequity.pipeline.weights import gfl_weight
 from reporting import md_table, spearman
 
@@ -98,6 +99,22 @@ def _off_subspace_any_view(x: np.ndarray, scale: float = 2.0) -> bm.Estimate:
     final features' 10-component PCA subspace, capped at 1.
     """
     return np.minimum(bm.any_view(x)[0], bm.off_subspace(x[:, KIND], scale=scale)), None
+
+
+def _neighbour_distance_views(
+    x: np.ndarray, k: int = 50, n_components: int = 50, content: bool = False
+) -> bm.Estimate:
+    """The default with its off-domain view (and with ``content`` its content view too)
+    replaced by the rank of the distance to the ``k``-th neighbour on PCA-``n_components``
+    of the final features: an image of another domain is far from its ``k``-th
+    neighbour even when its own kind holds a few dozen images.
+    """
+    found, labels = bm.view_likelihoods(x, "ranked")
+    distance = bm.ranked(-bm.neighbour_distance(x[:, KIND], k, n_components))
+    found[dv.OFF_DOMAIN] = distance
+    if content:
+        found[dv.CONTENT] = distance
+    return dv.combine(found)[0], labels
 
 
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
@@ -243,6 +260,21 @@ OTHER_ROWS = (
         "direction: rare in any view, or far off the main subspace (its plain rank)",
         LAYERS,
         partial(_off_subspace_any_view, scale=1.0),
+    ),
+    Row(
+        "direction: off-domain view as the distance to the 50th neighbour (PCA-50)",
+        LAYERS,
+        _neighbour_distance_views,
+    ),
+    Row(
+        "direction: off-domain view as the distance to the 30th neighbour (PCA-50)",
+        LAYERS,
+        partial(_neighbour_distance_views, k=30),
+    ),
+    Row(
+        "direction: content and off-domain views both as the 50th neighbour's distance",
+        LAYERS,
+        partial(_neighbour_distance_views, content=True),
     ),
 )
 

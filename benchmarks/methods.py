@@ -177,6 +177,24 @@ def off_subspace(x: np.ndarray, n_components: int = 10, scale: float = 2.0) -> n
     return np.minimum(1.0, scale * ranked(-distance))
 
 
+def neighbour_distance(x: np.ndarray, k: int = 50, n_components: int = 50) -> np.ndarray:
+    """Each sample's distance to its ``k``-th nearest other sample on PCA-``n_components``.
+
+    Example::
+
+        >>> x = np.concatenate([np.zeros((5, 3)), [[4.0, 0, 0]]])
+        >>> neighbour_distance(x, k=2, n_components=2).round(1).tolist()
+        [0.0, 0.0, 0.0, 0.0, 0.0, 4.0]
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n_components, k = min(n_components, *x.shape), min(k, len(x) - 1)
+    points = PCA(n_components, random_state=0).fit_transform(x)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    return distances[:, -1]
+
+
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
     """The default fitted on ``fit_samples`` random samples (clusters and crowding)."""
     return pca(x, fit_samples=fit_samples)
