@@ -117,6 +117,17 @@ def _neighbour_distance_views(
     return dv.combine(found)[0], labels
 
 
+def _view_alone(x: np.ndarray, view: str) -> bm.Estimate:
+    """One of the default's views alone (``"off_domain"``: its off-domain view's ranks)."""
+    found, labels = bm.view_likelihoods(x, "ranked")
+    return found.get(view, found[dv.IMAGE]), labels
+
+
+def _neighbour_distance_alone(x: np.ndarray, k: int = 50) -> bm.Estimate:
+    """The rank of the distance to the ``k``-th neighbour on PCA-50 of the final features."""
+    return bm.ranked(-bm.neighbour_distance(x[:, KIND], k)), None
+
+
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
     p, labels = bm.any_view(x)
     return bm.calibrated(p), labels
@@ -270,6 +281,14 @@ OTHER_ROWS = (
         "direction: off-domain view as the distance to the 30th neighbour (PCA-50)",
         LAYERS,
         partial(_neighbour_distance_views, k=30),
+    ),
+    Row(
+        "direction: the default's off-domain view alone",
+        LAYERS,
+        partial(_view_alone, view=dv.OFF_DOMAIN),
+    ),
+    Row(
+        "direction: the 50th neighbour's distance alone (PCA-50)", LAYERS, _neighbour_distance_alone
     ),
     Row(
         "direction: content and off-domain views both as the 50th neighbour's distance",
