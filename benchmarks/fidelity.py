@@ -120,7 +120,7 @@ def _neighbour_distance_views(
 def _view_alone(x: np.ndarray, view: str) -> bm.Estimate:
     """One of the default's views alone (``"off_domain"``: its off-domain view's ranks)."""
     found, labels = bm.view_likelihoods(x, "ranked")
-    return found.get(view, found[dv.IMAGE]), labels
+    return found[view], labels
 
 
 def _neighbour_distance_alone(x: np.ndarray, k: int = 50) -> bm.Estimate:
