@@ -67,3 +67,29 @@ def test_animal_mnist_is_a_second_real_source_of_ten_kinds():
     assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [1_000] * 10
     assert images.std() > 20  # real silhouettes, not a blank array
+
+
+def test_directions_are_measured_on_validation_but_never_chosen():
+    selection = saved_values()["selection"]
+    directions = selection["validation"]["directions"]
+    assert set(directions) == {row.name for row in fidelity.DIRECTIONS}
+    assert set(selection["scores"]) == {row.name for row in fidelity.CANDIDATES}
+    assert selection["chosen"] not in directions
+
+
+def test_split_table_counts_targets_on_both_splits_and_skips_rows_seen_once():
+    both = {"5 % night": {"auc": [0.95], "ratio": [1.35], "top": [0.0]}}
+    one = {"5 % night": {"auc": [0.80], "ratio": [1.4], "top": [0.0]}}
+    none = {"5 % night": {"auc": [0.80], "ratio": [1.1], "top": [1.0]}}
+    values = {
+        "selection": {
+            "chosen": "default",
+            "validation": {"real": {"default": one}, "directions": {"direction: x": both}},
+        },
+        "test": {"real": {"default": both, "direction: x": none, "peer": both}},
+    }
+    lines = fidelity.split_table(values).splitlines()[2:]
+    assert lines == [
+        "| default (chosen) | 1 of 2 | 2 of 2 | +1 |",
+        "| direction: x | 2 of 2 | 0 of 2 | -2 |",
+    ]
