@@ -452,14 +452,19 @@ def _target(set_name: str, metric: str) -> float | None:
     return TARGETS.get(metric)
 
 
-def target_margins(real: dict, mixtures: dict) -> dict[str, float]:
-    """Each target's mean value minus its threshold (>= 0: met), for one row."""
-    margins = {
+def _real_margins(real: dict) -> dict[str, float]:
+    """Each real-image target's mean value minus its threshold (>= 0: met), for one row."""
+    return {
         f"{s}: {m}": float(np.mean(v)) - _target(s, m)
         for s, metrics in real.items()
         for m, v in metrics.items()
         if _target(s, m) is not None
     }
+
+
+def target_margins(real: dict, mixtures: dict) -> dict[str, float]:
+    """Each target's mean value minus its threshold (>= 0: met), for one row."""
+    margins = _real_margins(real)
     rho = np.array(mixtures["spearman"])
     margins["mixtures: mean"] = float(rho.mean()) - MIXTURE_TARGETS["mean"]
     margins["mixtures: min"] = float(rho.min()) - MIXTURE_TARGETS["min"]
@@ -496,12 +501,7 @@ def real_targets_met(real: dict) -> tuple[int, int]:
         >>> real_targets_met({"5 % fog": {"auc": [0.95], "ratio": [1.2], "top": [0.1]}})
         (1, 2)
     """
-    margins = [
-        float(np.mean(v)) - _target(s, m)
-        for s, metrics in real.items()
-        for m, v in metrics.items()
-        if _target(s, m) is not None
-    ]
+    margins = _real_margins(real).values()
     return sum(m >= 0 for m in margins), len(margins)
 
 
