@@ -17,7 +17,7 @@ Four kinds of set, each with a known answer:
 
 The default is chosen in code (:func:`select`): every candidate the library
 can run (:data:`CANDIDATES`) is scored on validation draws (seeds 100-104,
-mixture seeds 100-103), and the one that meets most targets wins, ties going
+mixture seeds 100-104), and the one that meets most targets wins, ties going
 to the larger mean margin over the targets. Then every row, FiftyOne Brain's
 ``compute_uniqueness`` and ``compute_representativeness`` on the same vectors
 among them, is measured on the test draws (seeds 0-9). Both phases' per-seed
@@ -111,7 +111,7 @@ def _neighbour_distance_views(
     neighbour even when its own kind holds a few dozen images.
     """
     found, labels = bm.view_likelihoods(x, "ranked")
-    distance = bm.ranked(-bm.neighbour_distance(x[:, KIND], k, n_components))
+    distance = _neighbour_distance_alone(x, k, n_components)[0]
     found[dv.OFF_DOMAIN] = distance
     if content:
         found[dv.CONTENT] = distance
@@ -124,9 +124,10 @@ def _view_alone(x: np.ndarray, view: str) -> bm.Estimate:
     return found[view], labels
 
 
-def _neighbour_distance_alone(x: np.ndarray, k: int = 50) -> bm.Estimate:
-    """The rank of the distance to the ``k``-th neighbour on PCA-50 of the final features."""
-    return bm.ranked(-bm.neighbour_distance(x[:, KIND], k)), None
+def _neighbour_distance_alone(x: np.ndarray, k: int = 50, n_components: int = 50) -> bm.Estimate:
+    """The rank of the distance to the ``k``-th neighbour on PCA-``n_components`` of the
+    final features."""
+    return bm.ranked(-bm.neighbour_distance(x[:, KIND], k, n_components)), None
 
 
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
