@@ -16,7 +16,7 @@ Four kinds of set, each with a known answer:
   (AUC and ratio as above).
 
 The default is chosen in code (:func:`select`): every candidate the library
-can run (:data:`CANDIDATES`) is scored on validation draws (seeds 100-104,
+can run (:data:`CANDIDATES`) is scored on validation draws (seeds 100-109,
 mixture seeds 100-104), and the one that meets most targets wins, ties going
 to the larger mean margin over the targets. Then every row, FiftyOne Brain's
 ``compute_uniqueness`` and ``compute_representativeness`` on the same vectors
@@ -47,7 +47,9 @@ DOCUMENT = "README.md"
 LAYERS, FINAL = rs.MODELS
 #: ten test draws: one class order per draw makes the long tails' figures vary a lot
 TEST_SEEDS = tuple(range(10))
-VALIDATION_SEEDS = (100, 101, 102, 103, 104)
+#: as many validation draws as test draws: five could not rank the default against
+#: its closest rivals (a row's count of met targets moved by up to six between splits)
+VALIDATION_SEEDS = tuple(range(100, 110))
 #: the mixtures' seeds are offset by this for validation
 VALIDATION_OFFSET = 100
 LONG_TAILS = ((1000, 100.0), (300, 37.5))
@@ -128,6 +130,27 @@ def _neighbour_distance_alone(x: np.ndarray, k: int = 50, n_components: int = 50
     """The rank of the distance to the ``k``-th neighbour on PCA-``n_components`` of the
     final features."""
     return bm.ranked(-bm.neighbour_distance(x[:, KIND], k, n_components)), None
+
+
+def _soft_views(x: np.ndarray) -> bm.Estimate:
+    """The default with its whole-vector share taken from HDBSCAN's soft membership."""
+    found, labels = bm.view_likelihoods(x, "ranked")
+    found[dv.IMAGE] = bm.soft_share(x)[0]
+    return dv.combine(found)[0], labels
+
+
+def _relative_min_cluster_size(x: np.ndarray, share: float = 0.02) -> bm.Estimate:
+    """The default with HDBSCAN's ``min_cluster_size`` at ``share`` of the set's size."""
+    return bm.any_view(x, "ranked", min_cluster_size=max(2, round(share * len(x))))
+
+
+def _product_views(x: np.ndarray, geometric: bool = False) -> bm.Estimate:
+    """The smaller of the whole vector's likelihood and one kind score: the product of the
+    content and off-domain ranks, ranked again (``geometric``: its square root)."""
+    found, labels = bm.view_likelihoods(x, "ranked")
+    both = found[dv.CONTENT] * found[dv.OFF_DOMAIN]
+    kinds = np.sqrt(both) if geometric else bm.ranked(both)
+    return np.minimum(found[dv.IMAGE], kinds), labels
 
 
 def _calibrated_any_view(x: np.ndarray) -> bm.Estimate:
@@ -296,6 +319,26 @@ OTHER_ROWS = (
         "direction: content and off-domain views both as the 50th neighbour's distance",
         LAYERS,
         partial(_neighbour_distance_views, content=True),
+    ),
+    Row(
+        "direction: the whole vector's share from HDBSCAN's soft membership",
+        LAYERS,
+        _soft_views,
+    ),
+    Row(
+        "direction: HDBSCAN min_cluster_size 2 % of the set",
+        LAYERS,
+        _relative_min_cluster_size,
+    ),
+    Row(
+        "direction: min(whole vector, rank of content rank x off-domain rank)",
+        LAYERS,
+        _product_views,
+    ),
+    Row(
+        "direction: min(whole vector, geometric mean of content and off-domain ranks)",
+        LAYERS,
+        partial(_product_views, geometric=True),
     ),
 )
 

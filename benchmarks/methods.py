@@ -195,6 +195,36 @@ def neighbour_distance(x: np.ndarray, k: int = 50, n_components: int = 50) -> np
     return distances[:, -1]
 
 
+def soft_share(x: np.ndarray, density_power: float = 0.3, n_components: int = 50) -> Estimate:
+    """The default's whole-vector likelihood with HDBSCAN's soft membership for the share.
+
+    Each sample's share is its expected cluster share under
+    ``hdbscan.all_points_membership_vectors`` (PCA-``n_components``, the
+    default's ``min_cluster_size`` 10 and ``min_samples`` 1), times its k-NN
+    crowding (k 30) to ``density_power``.
+
+    Example::
+
+        p, labels = soft_share(x)    # x: (n, d) embeddings, n > 30
+    """
+    import hdbscan
+
+    from dequity.pipeline.density import knn_likelihood
+
+    points = project(x, "pca", n_components=min(n_components, *x.shape))
+    fit = hdbscan.HDBSCAN(min_cluster_size=10, min_samples=1, prediction_data=True).fit(points)
+    labels = fit.labels_
+    sizes = np.bincount(labels[labels >= 0]).astype(np.float64)
+    if len(sizes) < 2:  # one cluster or none: every sample shares it
+        share = np.ones(len(x))
+    else:
+        membership = hdbscan.all_points_membership_vectors(fit)
+        membership /= np.maximum(membership.sum(axis=1, keepdims=True), 1e-12)
+        share = membership @ (sizes / sizes.max())
+    crowding = knn_likelihood(points, 30, len(x))
+    return share * crowding**density_power, labels
+
+
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
     """The default fitted on ``fit_samples`` random samples (clusters and crowding)."""
     return pca(x, fit_samples=fit_samples)
