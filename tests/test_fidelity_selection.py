@@ -93,3 +93,13 @@ def test_split_table_counts_targets_on_both_splits_and_skips_rows_seen_once():
         "| default (chosen) | 1 of 2 | 2 of 2 | +1 |",
         "| direction: x | 2 of 2 | 0 of 2 | -2 |",
     ]
+
+
+def test_soft_membership_share_ranks_a_large_cluster_above_a_small_one():
+    from benchmarks.methods import soft_share
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (300, 8)), rng.normal(20, 1, (30, 8))])
+    p, _ = soft_share(x)
+    assert p.shape == (330,) and np.all((p > 0) & (p <= 1))
+    assert np.median(p[:300]) > 3 * np.median(p[300:])
