@@ -635,13 +635,13 @@ def glance(test: dict, chosen: str) -> str:
     lines = []
     for set_name, metrics in real[chosen].items():
         cells = [
-            f"{m} {np.mean(v):.2f}{_mark(float(np.mean(v)), _target(set_name, m))}"
+            f"{m} {np.mean(v):.3f}{_mark(float(np.mean(v)), _target(set_name, m))}"
             for m, v in metrics.items()
             if _target(set_name, m) is not None
         ]
         if PEER in real and "rho" in metrics:
             lead = np.mean(metrics["rho"]) - np.mean(real[PEER][set_name]["rho"])
-            cells.append(f"lead over the peer {lead:+.2f}{_mark(float(lead), PEER_MARGIN)}")
+            cells.append(f"lead over the peer {lead:+.3f}{_mark(float(lead), PEER_MARGIN)}")
         lines.append(f"- {set_name}: " + ", ".join(cells))
     lines.append(
         f"- mixtures: mean {np.mean(mix):.3f}{_mark(float(np.mean(mix)), 0.95)}, "
@@ -669,6 +669,8 @@ def report(values: dict, quick: bool = False) -> str:
         + "\n\nThe chosen default on the test draws, target by target (✓ met, ✗ missed; "
         f"the lead is its rho minus that of {PEER}; target >= {PEER_MARGIN}):\n\n"
         + glance(test, chosen)
+        + "\n\nThe same on the validation draws, where it was chosen:\n\n"
+        + glance(selection["validation"], chosen)
         + "\n\n#### The same targets on both splits\n\n"
         "The real-image targets (long tails, rare conditions, odd kinds; the mixtures "
         "aside) met by each row measured on the validation and on the test draws. Only "
