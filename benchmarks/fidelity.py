@@ -629,9 +629,12 @@ PEER = "FiftyOne Brain uniqueness, final features"
 PEER_MARGIN = 0.05
 
 
-def glance(test: dict, chosen: str) -> str:
-    """One line per target: the chosen default's test means, met or missed."""
-    real, mix = test["real"], test["mixtures"][chosen]["spearman"]
+def glance(split: dict, chosen: str) -> str:
+    """One line per target: the chosen default's means on one split, met or missed.
+
+    The lead over the peer is shown where the split measured the peer (the test draws).
+    """
+    real, mix = split["real"], split["mixtures"][chosen]["spearman"]
     lines = []
     for set_name, metrics in real[chosen].items():
         cells = [
