@@ -17,7 +17,7 @@ import numpy as np
 
 from dequity.defaults import DEFAULT_CLUSTERING, DEFAULT_NOISE
 from dequity.pipeline import views as dv
-from dequity.pipeline.clustering import cluster
+from dequity.pipeline.clustering import cluster, clustering_params
 from dequity.pipeline.estimate import estimate_likelihood
 from dequity.pipeline.likelihood import scaled_likelihood
 from dequity.pipeline.projection import project
@@ -77,8 +77,6 @@ def view_likelihoods(
         found, labels = view_likelihoods(x, "ranked")   # x: the default model's vectors
         p = np.minimum.reduce(list(found.values()))
     """
-    from dequity.pipeline.clustering import clustering_params
-
     p, labels = pca(x, **params)
     if not dv.applies(x):
         return {dv.IMAGE: p}, labels
@@ -195,13 +193,13 @@ def neighbour_distance(x: np.ndarray, k: int = 50, n_components: int = 50) -> np
     return distances[:, -1]
 
 
-def soft_share(x: np.ndarray, density_power: float = 0.3, n_components: int = 50) -> Estimate:
+def soft_share(x: np.ndarray, n_components: int = 50) -> Estimate:
     """The default's whole-vector likelihood with HDBSCAN's soft membership for the share.
 
     Each sample's share is its expected cluster share under
     ``hdbscan.all_points_membership_vectors`` (PCA-``n_components``, the
-    default's ``min_cluster_size`` 10 and ``min_samples`` 1), times its k-NN
-    crowding (k 30) to ``density_power``.
+    default clustering's ``min_cluster_size`` and ``min_samples``), times its
+    k-NN crowding to the default's ``density_power``.
 
     Example::
 
@@ -211,8 +209,13 @@ def soft_share(x: np.ndarray, density_power: float = 0.3, n_components: int = 50
 
     from dequity.pipeline.density import knn_likelihood
 
+    params = clustering_params(DEFAULT_CLUSTERING)
     points = project(x, "pca", n_components=min(n_components, *x.shape))
-    fit = hdbscan.HDBSCAN(min_cluster_size=10, min_samples=1, prediction_data=True).fit(points)
+    fit = hdbscan.HDBSCAN(
+        min_cluster_size=params["min_cluster_size"],
+        min_samples=params["min_samples"],
+        prediction_data=True,
+    ).fit(points)
     labels = fit.labels_
     sizes = np.bincount(labels[labels >= 0]).astype(np.float64)
     if len(sizes) < 2:  # one cluster or none: every sample shares it
@@ -221,8 +224,8 @@ def soft_share(x: np.ndarray, density_power: float = 0.3, n_components: int = 50
         membership = hdbscan.all_points_membership_vectors(fit)
         membership /= np.maximum(membership.sum(axis=1, keepdims=True), 1e-12)
         share = membership @ (sizes / sizes.max())
-    crowding = knn_likelihood(points, 30, len(x))
-    return share * crowding**density_power, labels
+    crowding = knn_likelihood(points, params["k"], len(x))
+    return share * crowding ** params["density_power"], labels
 
 
 def subsampled_default(x: np.ndarray, fit_samples: int = 2_000) -> Estimate:
