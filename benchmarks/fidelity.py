@@ -134,8 +134,7 @@ def _neighbour_distance_alone(x: np.ndarray, k: int = 50, n_components: int = 50
 
 def _soft_views(x: np.ndarray) -> bm.Estimate:
     """The default with its whole-vector share taken from HDBSCAN's soft membership."""
-    found, labels = bm.view_likelihoods(x, "ranked")
-    found[dv.IMAGE] = bm.soft_share(x)[0]
+    found, labels = bm.view_likelihoods(x, "ranked", image=bm.soft_share)
     return dv.combine(found)[0], labels
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -66,18 +67,20 @@ def any_view(x: np.ndarray, views: str = "content", **params) -> Estimate:
 
 
 def view_likelihoods(
-    x: np.ndarray, views: str = "content", **params
+    x: np.ndarray, views: str = "content", image: Estimator | None = None, **params
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """``({view: values}, labels)``: the whole vector's and, where they apply, the other views'.
 
-    ``params`` are the whole vector's clustering parameters, as in :func:`any_view`.
+    ``image`` estimates the whole vector's likelihood (by default :func:`pca`
+    with ``params``, the whole vector's clustering parameters, as in
+    :func:`any_view`).
 
     Example::
 
         found, labels = view_likelihoods(x, "ranked")   # x: the default model's vectors
         p = np.minimum.reduce(list(found.values()))
     """
-    p, labels = pca(x, **params)
+    p, labels = (image or partial(pca, **params))(x)
     if not dv.applies(x):
         return {dv.IMAGE: p}, labels
     fit_samples = clustering_params(DEFAULT_CLUSTERING)["fit_samples"]  # as compute_dequity
