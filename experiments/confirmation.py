@@ -1,4 +1,4 @@
-"""The calibration gate on fresh seeds, with two label-free methods beside the oracle.
+"""The calibration gate on fresh seeds, with dequity and its peers beside the oracle.
 
 The detection run (:mod:`experiments.detection`, seeds 0-4) chose the training
 budget, the oracle's strength and dequity's (eta, gamma) on validation and
@@ -8,18 +8,24 @@ was fixed before it ran, every choice read from that run:
 
 - **fresh seeds** (:data:`FRESH_SEEDS`, 5-12 by default), none of which the
   detection run used;
-- **four methods**, with the detection run's budget, optimiser and image order:
+- **six methods**, with the detection run's budget, optimiser and image order:
   ``unweighted``; the chosen ``oracle_resampling``; ``dequity`` (GFL loss
-  weights with the chosen eta and gamma, the default likelihood); and
+  weights with the chosen eta and gamma, the default likelihood);
   ``dequity_sampler``, which draws each training image in proportion to
   ``likelihood ** -power``, ``power`` being the chosen oracle's (square-root
   balancing gives 0.5): the oracle's rule with the default likelihood in place
-  of the condition's share, no labels needed;
+  of the condition's share, no labels needed; and the two tools a user would
+  reach for instead: ``jtt`` (Just Train Twice: the unweighted model of the
+  same seed marks the training images where it misses objects, which get the
+  detection run's chosen ``lambda``) and ``brain_uniqueness`` (FiftyOne
+  Brain's ``compute_uniqueness`` on the final-features block, as the
+  likelihood ``1 - uniqueness`` in the same GFL weights as ``dequity``);
 - **the gate**: one paired t-test, the oracle against unweighted on
   rare-condition test mAP; it passes with a gain at p < 0.05 (a family of one);
-- **the methods**: ``dequity`` and ``dequity_sampler`` against unweighted,
-  Holm-corrected together, each with its share of the oracle's gain
-  (reported only when the gate passes).
+- **the methods**: the four that need no condition labels against
+  unweighted, Holm-corrected together, each with its share of the oracle's
+  gain (reported only when the gate passes); then ``dequity`` against each
+  peer, Holm-corrected over the two.
 
 Raw per-seed values go to ``docs/results/gate_runs.json``; :func:`section_from_json`
 turns that file into the report. A failed run is set aside and rerun with a
@@ -34,6 +40,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +60,32 @@ from experiments.detection import (
     default_weights,
     evaluate,
     failed_runs_sentence,
+    jtt_error_set,
     load_results,
     oracle_field,
     own_copy,
     raw_record,
     seed_values,
+    set_field,
     train_run,
 )
 from experiments.objects import chosen_eta_gamma, detection_run
-from experiments.rare_conditions import load_rare_conditions
+from experiments.rare_conditions import embedding_field, load_rare_conditions
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests, share_ci
 
 NAME = "confirmation"
 RAW_FILE = detection.CONFIRMATION_FILE
-METHODS = ("unweighted", ORACLE, "dequity", "dequity_sampler")
-LABEL_FREE = ("dequity", "dequity_sampler")
+METHODS = ("unweighted", ORACLE, "dequity", "dequity_sampler", "jtt", "brain_uniqueness")
+#: the methods that need no condition labels, each tested against unweighted
+COMPARED = ("dequity", "dequity_sampler", "jtt", "brain_uniqueness")
+#: the tools a user would reach for instead of dequity
+PEERS = ("jtt", "brain_uniqueness")
 FRESH_SEEDS = tuple(range(5, 13))
 QUICK_SEEDS = (5,)
 GATE_ALPHA = 0.05
+#: one worker's job: (dataset name, seed, method, config, the detection run's choices)
+Job = tuple[str, int, str, Config, dict[str, Any]]
 
 
 def fresh_seeds(quick: bool, seeds: Sequence[int]) -> tuple[int, ...]:
@@ -101,28 +115,89 @@ def training_options(method: str, sampler_power: float) -> dict[str, Any]:
             "sampling_field": "dq_likelihood",
             "sampling_power": -sampler_power,
         }
+    if method == "brain_uniqueness":
+        return {"weight_field": "w_brain"}
+    if method == "jtt":
+        return {"weight_field": "w_jtt"}
     return detection.training_kwargs(method, "fresh")
 
 
-def _job(job: tuple[str, int, str, Config, float]) -> tuple[int, str, dict[str, Any]]:
-    """One method with one seed in a worker process, evaluated on the test split."""
+def jtt_lambda(reference: dict[str, Any]) -> float:
+    """JTT's error-set weight as the detection run ``reference`` chose it on validation.
+
+    Example::
+
+        jtt_lambda({"selection": {"lambda": 3.0}})   # 3.0
+    """
+    chosen = reference["selection"].get("lambda")
+    if chosen is None:
+        raise DequityError(
+            "the detection run chose no JTT lambda (its selection has no 'lambda'); "
+            "rerun it: python -m experiments.detection"
+        )
+    return float(chosen)
+
+
+def brain_weights(train: Any, eta: float, gamma: float) -> np.ndarray:
+    """FiftyOne Brain's uniqueness as GFL weights in ``w_brain`` (likelihood ``1 - uniqueness``).
+
+    The brain scores the final-features block of the default model's vectors,
+    the embedding that serves it best on the fidelity benchmark's long tails.
+
+    Example::
+
+        brain_weights(dataset.match_tags("train"), 1.0, 5.0)
+    """
+    import fiftyone.brain as fob
+
+    from dequity.pipeline.views import content_columns
+    from dequity.pipeline.weights import gfl_weight
+
+    vectors = np.array(train.values(embedding_field()), dtype=np.float32)
+    final = vectors[:, content_columns(vectors)]
+    fob.compute_uniqueness(train, "brain_uniqueness", embeddings=final, progress=False)
+    uniqueness = np.array(train.values("brain_uniqueness"), dtype=float)
+    weights = gfl_weight(1.0 - uniqueness, eta, gamma)
+    set_field(train, "w_brain", weights)
+    return weights
+
+
+def _job(job: Job) -> list[tuple[int, str, dict[str, Any]]]:
+    """One method with one seed in a worker process, evaluated on the test split.
+
+    The ``unweighted`` job also trains ``jtt`` from its model's error set.
+    """
     import torch
 
     torch.set_num_threads(1)  # the cores are shared
-    name, seed, method, config, power = job
+    name, seed, method, config, chosen = job
     tag = f"fresh{seed}_{method}"
     dataset = own_copy(name, tag)
-    test = dataset.match_tags("test")
-    start = time.perf_counter()
+    train, test = dataset.match_tags("train"), dataset.match_tags("test")
 
-    def attempt(s: int) -> tuple[dict[str, Any], list[float], Any]:
-        model, losses = train_run(
-            dataset, method, s, config, tag, options=training_options(method, power)
-        )
+    def attempt(method: str, s: int) -> tuple[dict[str, Any], list[float], Any]:
+        options = training_options(method, chosen["sampler_power"])
+        model, losses = train_run(dataset, method, s, config, tag, options=options)
         return evaluate(model, test, tag, config), losses, model
 
-    evaluation = checked_run(attempt, seed, config.reruns)[0]
+    start = time.perf_counter()
+    evaluation, model = checked_run(partial(attempt, method), seed, config.reruns)
+    out = [(seed, method, _timed(evaluation, start, seed, method))]
+    if method == "unweighted":
+        start = time.perf_counter()
+        if model is None:
+            raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
+        missed, recall = jtt_error_set(model, train, config, tag)
+        set_field(train, "w_jtt", np.where(missed, chosen["lambda"], 1.0))
+        jtt = checked_run(partial(attempt, "jtt"), seed, config.reruns)[0]
+        jtt["jtt_error_set"] = {"recall_below": recall, "share": float(missed.mean())}
+        out.append((seed, "jtt", _timed(jtt, start, seed, "jtt")))
     dataset.delete()
+    return out
+
+
+def _timed(evaluation: dict[str, Any], start: float, seed: int, method: str) -> dict[str, Any]:
+    """``evaluation`` with its seconds since ``start``, printed as one progress line."""
     evaluation["seconds"] = round(time.perf_counter() - start, 1)
     rare = evaluation.get("rare", {}).get("mAP")
     print(
@@ -130,7 +205,7 @@ def _job(job: tuple[str, int, str, Config, float]) -> tuple[int, str, dict[str, 
         f"({evaluation['seconds']:.0f} s)",
         flush=True,
     )
-    return seed, method, evaluation
+    return evaluation
 
 
 def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
@@ -151,7 +226,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         )
     chosen = chosen_eta_gamma(reference, source)
     power = (reference.get("budget") or {}).get("oracle_power", 1.0)
-    chosen.update(oracle_power=power, sampler_power=power)
+    chosen.update(oracle_power=power, sampler_power=power, **{"lambda": jtt_lambda(reference)})
     config = replace(config, steps=chosen["steps"])
     dataset = load_rare_conditions(config.spec)
     train = dataset.match_tags("train")
@@ -159,23 +234,26 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
     default_weights(train, chosen["eta"], chosen["gamma"])
     conditions = np.array(train.values("condition"))
     oracle_field(train, conditions, config.spec.conditions, power)
+    brain_weights(train, chosen["eta"], chosen["gamma"])
     data = raw_record(NAME, quick, config, seeds, dataset)
     draws = _draws(train, conditions, power)
     data.update(selection=chosen, reference_seeds=sorted(used), weights=draws)
     data["runs"] = {str(s): {} for s in seeds}
     path = output / RAW_FILE
     path.write_text(json.dumps(data, indent=1))
-    jobs = [(dataset.name, s, m, config, power) for s in seeds for m in METHODS]
+    jobs = [(dataset.name, s, m, config, chosen) for s in seeds for m in METHODS if m != "jtt"]
     workers = min(config.workers, len(jobs))
     print(f"{len(METHODS)} methods x seeds {list(seeds)} in {workers} processes...", flush=True)
+    print("  (each unweighted job also trains jtt from its model's error set)", flush=True)
     pool = None
     if workers > 1:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(workers)
     results = pool.imap_unordered(_job, jobs) if pool is not None else map(_job, jobs)
-    for seed, method, evaluation in results:
-        data["runs"][str(seed)][method] = evaluation
+    for finished in results:
+        for seed, method, evaluation in finished:
+            data["runs"][str(seed)][method] = evaluation
         path.write_text(json.dumps(data, indent=1))  # the finished runs so far
     if pool is not None:
         pool.close()
@@ -193,6 +271,7 @@ def _draws(train: Any, conditions: np.ndarray, power: float) -> dict[str, Any]:
     sampler = sampling_probabilities(train, "dq_likelihood", -power).numpy()
     oracle = np.array(train.values("p_oracle"), dtype=float)
     weights = np.array(train.values("w_dequity"), dtype=float)
+    brain = np.array(train.values("w_brain"), dtype=float)
 
     def shares(draw: np.ndarray) -> dict[str, float]:
         return {c: float(draw[conditions == c].sum() / draw.sum()) for c in np.unique(conditions)}
@@ -201,6 +280,7 @@ def _draws(train: Any, conditions: np.ndarray, power: float) -> dict[str, Any]:
         "draw_share_oracle": shares(oracle),
         "draw_share_sampler": shares(sampler),
         "loss_share_dequity": shares(weights),
+        "loss_share_brain": shares(brain),
         "image_share": shares(np.ones(len(conditions))),
         "sampler_max_over_median": float(sampler.max() / np.median(sampler)),
     }
@@ -251,8 +331,8 @@ def section_from_json(path: Path) -> Section:
         raise DequityError(f"{path} holds no finished unweighted and oracle runs to report")
     ref = seed_values(data, "unweighted", "rare", "mAP")
     oracle_gain = np.subtract(seed_values(data, ORACLE, "rare", "mAP"), ref)
-    label_free = [m for m in LABEL_FREE if m in done]
-    tests = paired_tests({m: seed_values(data, m, "rare", "mAP") for m in label_free}, ref)
+    compared = [m for m in COMPARED if m in done]
+    tests = paired_tests({m: seed_values(data, m, "rare", "mAP") for m in compared}, ref)
 
     def change(m: str, subset: str) -> str:
         diff = np.subtract(
@@ -272,11 +352,11 @@ def section_from_json(path: Path) -> Section:
         mean_ci(oracle_gain).format(signed=True), f"{gate['p']:.3f} (alone)", "",
         change(ORACLE, "day"), change(ORACLE, "all"),
     ])  # fmt: skip
-    for m in label_free:
+    for m in compared:
         t = tests[m]
         rows.append([
             m, mean_ci(seed_values(data, m, "rare", "mAP")).format(), t.diff.format(signed=True),
-            f"{t.p:.3f} (Holm {t.p_holm:.3f}{' *' if t.significant else ''})", share(m),
+            f"{t.p:.3f} (Holm {t.p_holm:.3f}{_star(t)})", share(m),
             change(m, "day"), change(m, "all"),
         ])  # fmt: skip
     headline = table(
@@ -285,7 +365,9 @@ def section_from_json(path: Path) -> Section:
         rows,
     )  # fmt: skip
     gate_line = gate_text(gate, seeds)
-    verdicts = [_verdict(m, tests[m], share(m), change(m, "day")) for m in label_free]
+    verdicts = [_verdict(m, tests[m], share(m), change(m, "day")) for m in compared]
+    peers = [m for m in PEERS if m in done and "dequity" in done]
+    against_peers = _against_peers(data, peers)
     looks = data["config"]["spec"]["rare_looks"]
 
     def shares(key: str) -> str:
@@ -304,11 +386,12 @@ Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit `{data["commit"
 {seeds}, none used by the detection run (its seeds and selection seed:
 {data["reference_seeds"]}); its choices, read from {sel["source"]}: {sel["steps"]} steps,
 the oracle's power {sel["oracle_power"]:g}, eta {sel["eta"]:g} and gamma {sel["gamma"]:g}.
-The gate is one paired t-test (a family of one); the label-free methods are
-Holm-corrected together (\\* = significant at 0.05 after correction). Values are percent,
-mean and 95 % t-interval over seeds; the share of the oracle's gain is (method −
-unweighted) / (oracle − unweighted) on rare-condition mAP with a 95 % bootstrap interval
-over seeds (resampled in pairs). {failed_runs_sentence(data)}
+The gate is one paired t-test (a family of one); the methods that need no condition
+labels (dequity's two, JTT with the detection run's lambda {sel.get("lambda", "n/a")},
+FiftyOne Brain uniqueness) are Holm-corrected together (\\* = significant at 0.05 after
+correction). Values are percent, mean and 95 % t-interval over seeds; the share of the
+oracle's gain is (method − unweighted) / (oracle − unweighted) on rare-condition mAP with
+a 95 % bootstrap interval over seeds (resampled in pairs). {failed_runs_sentence(data)}
 
 ### Rare-condition mAP@[.5:.95] on fresh seeds
 
@@ -321,8 +404,8 @@ condition gets. Images: {shares("image_share")}. The oracle: {shares("draw_share
 `dequity_sampler` (likelihood to the power −{sel["sampler_power"]:g}, zeros at the smallest
 positive likelihood): {shares("draw_share_sampler")}; its most-drawn image is drawn
 {draws["sampler_max_over_median"]:.0f} times as often as the median image. `dequity` loss
-weights: {shares("loss_share_dequity")}.
-
+weights: {shares("loss_share_dequity")}.{_peer_weights(data, shares)}
+{against_peers}
 ### mAP@[.5:.95] by test subset
 
 {table(["method", *subsets], cond_rows)}
@@ -337,6 +420,51 @@ Rare-condition mAP@[.5:.95] (%), mean and 95 % CI over the fresh seeds {seeds}; 
 are paired per seed; the share of the oracle's gain is (method − unweighted) / (oracle −
 unweighted) with a 95 % bootstrap interval. Design and draws: the gate section below."""
     return Section("The calibration gate on fresh seeds", body, verdicts, lead)
+
+
+def _peer_weights(data: dict[str, Any], shares: Any) -> str:
+    """The sentence on what the peers weight, when the run trained them."""
+    parts = []
+    if "loss_share_brain" in data["weights"]:
+        parts.append(f" FiftyOne Brain uniqueness loss weights: {shares('loss_share_brain')}.")
+    errors = [
+        run["jtt"]["jtt_error_set"]["share"]
+        for run in data["runs"].values()
+        if "jtt_error_set" in run.get("jtt", {})
+    ]
+    if errors:
+        low, high = f"{100 * min(errors):.0f}", f"{100 * max(errors):.0f}"
+        parts.append(
+            f" JTT's error sets (weight {data['selection']['lambda']:g}, the rest 1) hold "
+            f"{low if low == high else f'{low}-{high}'} % of the training images."
+        )
+    return "".join(parts)
+
+
+def _against_peers(data: dict[str, Any], peers: Sequence[str]) -> str:
+    """The table of dequity against each peer on rare-condition mAP, Holm over the peers."""
+    if not peers:
+        return ""
+    ours = seed_values(data, "dequity", "rare", "mAP")
+    gaps = {m: np.subtract(ours, seed_values(data, m, "rare", "mAP")) for m in peers}
+    tests = paired_tests(gaps, np.zeros(len(ours)))
+    rows = [
+        [m, t.diff.format(signed=True), f"{t.p:.3f} (Holm {t.p_holm:.3f}{_star(t)})"]
+        for m, t in tests.items()
+    ]
+    return f"""
+### dequity against the tools a user would reach for instead
+
+Rare-condition mAP of `dequity` minus the peer's, paired per seed, Holm-corrected over
+the peers.
+
+{table(["peer", "dequity − peer", "p (paired t)"], rows)}
+"""
+
+
+def _star(test: Any) -> str:
+    """`` *`` when ``test`` is significant after Holm's correction."""
+    return " *" if test.significant else ""
 
 
 def gate_text(gate: dict[str, Any], seeds: Sequence[int]) -> str:
@@ -358,7 +486,7 @@ def gate_text(gate: dict[str, Any], seeds: Sequence[int]) -> str:
             f"**Calibration gate on fresh seeds: passed.** The oracle that balances the "
             f"conditions with their labels beats unweighted training ({change}; one test fixed "
             "before the run), so this benchmark can register a gain from rebalancing, and the "
-            "label-free methods below are judged by their share of the oracle's gain."
+            "methods below are judged by their share of the oracle's gain."
         )
     return (
         f"**Calibration gate on fresh seeds: not passed.** The oracle does not significantly "
