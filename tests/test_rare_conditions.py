@@ -303,19 +303,26 @@ def test_the_gate_on_fresh_seeds_is_one_test_and_gates_the_shares(tmp_path):
         return {s: part for s in ("all", "rare", "day", "night", "sideways", "blur_rain")}
 
     seeds, jitter = list(range(5, 13)), [0.001, -0.002, 0.0, 0.002, -0.001, 0.0, 0.001, -0.001]
-    gain = {"unweighted": 0.0, "oracle_resampling": 0.02, "dequity": 0.0, "dequity_sampler": 0.01}
+    gain = {"unweighted": 0.0, "oracle_resampling": 0.02, "dequity": 0.0, "dequity_sampler": 0.01,
+            "jtt": 0.005, "brain_uniqueness": -0.004}  # fmt: skip
     runs = {str(s): {m: evaluation(0.1 + j + gain[m]) for m in METHODS}
             for s, j in zip(seeds, jitter)}  # fmt: skip
     runs["5"]["dequity_sampler"]["rare"] = {**runs["5"]["dequity_sampler"]["rare"], "mAP": 0.112}
+    for seed in seeds:
+        runs[str(seed)]["jtt"].update(
+            failed_runs=[], jtt_error_set={"share": 0.2 if seed % 2 else 0.3}
+        )  # as checked_run records a run
     shares = {"day": 0.85, "night": 0.05, "sideways": 0.05, "blur_rain": 0.05}
     data = {
         "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
         "reference_seeds": [0, 1, 2, 3, 4, 100], "runs": runs,
         "selection": {"source": "results/detection_runs.json (commit abc)", "steps": 1600,
-                      "oracle_power": 0.5, "sampler_power": 0.5, "eta": 1.0, "gamma": 5.0},
+                      "oracle_power": 0.5, "sampler_power": 0.5, "eta": 1.0, "gamma": 5.0,
+                      "lambda": 3.0},
         "config": {"spec": {"rare_looks": ["night", "sideways", "blur_rain"]}},
         "weights": {"image_share": shares, "draw_share_oracle": shares,
                     "draw_share_sampler": shares, "loss_share_dequity": shares,
+                    "loss_share_brain": shares,
                     "sampler_max_over_median": 12.0},
     }  # fmt: skip
     path = tmp_path / "gate_runs.json"
@@ -334,6 +341,12 @@ def test_the_gate_on_fresh_seeds_is_one_test_and_gates_the_shares(tmp_path):
         section.body
     )
     assert "| 0.000 (Holm 0.000 *) | 51 [50, 52] |" in section.body
+    assert "JTT's error sets (weight 3, the rest 1) hold 20-30 % of the training images" in (
+        section.body
+    )
+    assert "FiftyOne Brain uniqueness loss weights: day 85 %, night 5 %" in section.body
+    assert "| jtt | -0.5 [-0.5, -0.5] | 0.000 (Holm 0.000 *) |" in section.body  # dequity - peer
+    assert "| brain_uniqueness | +0.4 [0.4, 0.4] | 0.000 (Holm 0.000 *) |" in section.body
     for seed in seeds:  # the oracle's gain alternates in sign: the gate fails, no shares
         runs[str(seed)]["oracle_resampling"] = evaluation(0.1 + 0.004 * (-1) ** seed)
     path.write_text(json.dumps(data))
