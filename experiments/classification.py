@@ -1,4 +1,4 @@
-"""Classification on Fashion-MNIST, trained eight ways, on two kinds of imbalance.
+"""Classification on Fashion-MNIST, trained ten ways, on two kinds of imbalance.
 
 - Long tail: class sizes fall off as a power law (imbalance ratio 100).
 - Appearance: labels balanced, but in every class a few images are shown
@@ -9,9 +9,12 @@ A small CNN is trained unweighted, with dequity weights (label-free, from
 view as a likelihood, ``views="content"``), with the earlier default on the whole vector
 (``views=None``), with the default before the every-stage model (final
 EfficientNet-Lite0 features, HDBSCAN cluster sizes, noise as singletons) and
-with ``clustering="knn"``), with the class-balanced loss of Cui et al. (2019)
-and with class-balanced resampling. The test sets are balanced: the whole
-test split, and for the appearance set each test image in both styles.
+with ``clustering="knn"``), with the tools a user would reach for instead
+(FiftyOne Brain's uniqueness in the same GFL weights; JTT, its epochs and
+lambda chosen on a validation split of seed 100's sets), with the
+class-balanced loss of Cui et al. (2019) and with class-balanced resampling.
+The test sets are balanced: the whole test split, and for the appearance set
+each test image in both styles.
 
 Per-seed raw values go to ``docs/results/classification_runs.json`` with the
 config and commit; :func:`section_from_json` turns that file into the report.
@@ -30,8 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from experiments.classifier import (
+    JTT_GRID,
     LABEL_FREE,
     METHODS,
+    PEERS,
+    jtt_weights,
     label_free_models,
     method_weights,
     predict,
@@ -45,7 +51,13 @@ from experiments.fashion_mnist import (
     long_tail_set,
     power_law_sizes,
 )
-from experiments.pool import dequity_fields, prepare_pool, training_dataset, values_in_order
+from experiments.pool import (
+    brain_likelihoods,
+    dequity_fields,
+    prepare_pool,
+    training_dataset,
+    values_in_order,
+)
 from experiments.report import Section, bar_chart, script_main, table
 from experiments.stats import PairedTest, mean_ci, paired_tests
 from reporting import git_commit
@@ -53,6 +65,8 @@ from reporting import git_commit
 NAME = "classification"
 RAW_FILE = "classification_runs.json"
 RARE_CLASSES = 3
+SELECTION_SEED = 100  # JTT's (epochs, lambda) are chosen on this seed's sets, never reported
+VALIDATION_PER_CLASS = 100
 
 
 @dataclass(frozen=True)
@@ -87,13 +101,73 @@ def label_free_weights(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Each label-free method's weights of the set's images, and the default run's clusters.
 
-    The methods (:data:`LABEL_FREE`) run ``compute_dequity``; no labels are used.
+    The methods (:data:`LABEL_FREE`) run ``compute_dequity``; FiftyOne Brain's
+    uniqueness enters the same GFL weights (the library's eta and gamma) as
+    the likelihood ``1 - uniqueness``. No labels are used.
     """
+    from dequity.pipeline.weights import gfl_weight
+
     ds = training_dataset(train_set, images, labels)
-    weights = {}
+    weights = {"FiftyOne Brain uniqueness": gfl_weight(brain_likelihoods(ds, train_set))}
     for method in reversed(LABEL_FREE):  # the default runs last: its clusters stay
         (weights[method],) = dequity_fields(ds, train_set, ("weight",), **LABEL_FREE[method])
     return weights, values_in_order(ds, train_set, "dequity_cluster")
+
+
+def validation_split(
+    train_set: TrainingSet, images: np.ndarray, labels: np.ndarray, both_styles: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """A balanced split of training-split images that ``train_set`` does not use.
+
+    :data:`VALIDATION_PER_CLASS` images per class; with ``both_styles`` each
+    appears normal and inverted, as in the appearance test.
+
+    Example::
+
+        x, y = validation_split(long_tail_set(labels, 1000, seed=100), images, labels, False)
+    """
+    unused = np.setdiff1d(np.arange(len(labels)), train_set.rows)
+    rows = np.concatenate(
+        [unused[labels[unused] == c][:VALIDATION_PER_CLASS] for c in range(len(CLASSES))]
+    )
+    x, y = images[rows], labels[rows]
+    return (np.concatenate([x, 255 - x]), np.concatenate([y, y])) if both_styles else (x, y)
+
+
+def select_jtt(size: Sizes, images: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
+    """JTT's (epochs, lambda) per setting, by rare-part accuracy on validation (seed 100).
+
+    Every pair of :data:`~experiments.classifier.JTT_GRID` trains on the
+    selection seed's set and is scored on :func:`validation_split`: the rare
+    classes' accuracy for the long tail, the inverted images' for the appearance set.
+
+    Example::
+
+        select_jtt(sizes(True), *load_split("train"))["long_tail"]["lambda"]
+    """
+    out = {}
+    for setting in ("long_tail", "appearance"):
+        if setting == "long_tail":
+            train_set = long_tail_set(labels, size.largest, seed=SELECTION_SEED)
+        else:
+            train_set = appearance_set(labels, size.per_class, size.rare_share, SELECTION_SEED)
+        x, y = train_set.images(images), labels[train_set.rows]
+        val_x, val_y = validation_split(train_set, images, labels, setting == "appearance")
+        if setting == "long_tail":
+            rare = np.isin(val_y, np.argsort(np.bincount(y, minlength=10))[:RARE_CLASSES])
+        else:
+            rare = np.arange(len(val_y)) >= len(val_y) // 2
+        scores = {}
+        for epochs in JTT_GRID["epochs"]:
+            for lam in JTT_GRID["lambda"]:
+                w = jtt_weights(x, y, epochs, lam, SELECTION_SEED)
+                pred = train_and_test("JTT", x, y, w, val_x, size.epochs, SELECTION_SEED)
+                scores[f"{epochs},{lam:g}"] = float((pred == val_y)[rare].mean())
+        best = max(scores, key=scores.get)
+        epochs, lam = best.split(",")
+        out[setting] = {"epochs": int(epochs), "lambda": float(lam), "validation": scores}
+        print(f"JTT on {setting}: chose epochs {epochs}, lambda {lam} ({scores})", flush=True)
+    return out
 
 
 def train_and_test(
@@ -125,12 +199,13 @@ def per_class_accuracy(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     )
 
 
-def long_tail_seed(size: Sizes, seed: int, images, labels, test) -> dict:
+def long_tail_seed(size: Sizes, seed: int, images, labels, test, jtt: dict) -> dict:
     """One seed of the long tail: every method's accuracies, and what the weights saw."""
     train_set = long_tail_set(labels, size.largest, seed=seed)
     y = labels[train_set.rows]
     x = train_set.images(images)
     label_free, clusters = label_free_weights(train_set, images, labels)
+    label_free["JTT"] = jtt_weights(x, y, jtt["epochs"], jtt["lambda"], seed)
     counts = np.bincount(y, minlength=10)
     by_size = np.argsort(counts)
     rare, common = by_size[:RARE_CLASSES], by_size[-RARE_CLASSES:]
@@ -149,7 +224,7 @@ def long_tail_seed(size: Sizes, seed: int, images, labels, test) -> dict:
     return {"methods": out, "diagnostics": diag, "class_sizes": sorted(counts.tolist())[::-1]}
 
 
-def appearance_seed(size: Sizes, seed: int, images, labels, test) -> dict:
+def appearance_seed(size: Sizes, seed: int, images, labels, test, jtt: dict) -> dict:
     """One seed of the appearance set: every method's accuracies, and what the weights saw."""
     test_x = np.concatenate([test[0], 255 - test[0]])
     test_y = np.concatenate([test[1], test[1]])
@@ -158,6 +233,7 @@ def appearance_seed(size: Sizes, seed: int, images, labels, test) -> dict:
     y = labels[train_set.rows]
     x = train_set.images(images)
     label_free, clusters = label_free_weights(train_set, images, labels)
+    label_free["JTT"] = jtt_weights(x, y, jtt["epochs"], jtt["lambda"], seed)
     out = {}
     for m in METHODS:
         print(f"{train_set.name}: training {m}", flush=True)
@@ -198,6 +274,9 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         "label_free": LABEL_FREE,
         "rare_classes": RARE_CLASSES,
         "test_images": len(test[1]),
+        "jtt_grid": JTT_GRID,
+        "selection_seed": SELECTION_SEED,
+        "validation_per_class": VALIDATION_PER_CLASS,
     }
     path = output / RAW_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -205,14 +284,19 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         data = {"experiment": NAME, "mode": "quick" if quick else "full", "config": config}
         data["runs"] = {}
     data |= {"seeds": list(seeds), "commit": git_commit(), "date": time.strftime("%Y-%m-%d")}
+    if "jtt" not in data:
+        data["jtt"] = select_jtt(size, images, labels)
+        path.write_text(json.dumps(data, indent=1))
     todo = [s for s in seeds if str(s) not in data["runs"]]
     sets = [long_tail_set(labels, size.largest, seed=s) for s in todo]
     sets += [appearance_set(labels, size.per_class, size.rare_share, seed=s) for s in todo]
     prepare_pool(sets, images, labels, label_free_models())
     for seed in todo:
         data["runs"][str(seed)] = {
-            "long_tail": long_tail_seed(size, seed, images, labels, test),
-            "appearance": appearance_seed(size, seed, images, labels, test),
+            "long_tail": long_tail_seed(size, seed, images, labels, test, data["jtt"]["long_tail"]),
+            "appearance": appearance_seed(
+                size, seed, images, labels, test, data["jtt"]["appearance"]
+            ),
         }
         path.write_text(json.dumps(data, indent=1))
     path.write_text(json.dumps(data, indent=1))
@@ -233,6 +317,7 @@ def _comparisons(methods: list[str]) -> list[tuple[str, str]]:
     """The comparisons tested, Holm-corrected together within each setting: (method, reference)."""
     return [
         *((m, "unweighted") for m in methods if m != "unweighted"),
+        *(("dequity", peer) for peer in PEERS if peer in methods),
         ("dequity", "class-balanced loss"),
         ("dequity", "class-balanced resampling"),
     ]
@@ -295,6 +380,22 @@ def _verdicts(tests: dict, setting: str, rare_label: str) -> list[str]:
     return out
 
 
+def _jtt_line(data: dict) -> str:
+    """Which (epochs, lambda) JTT used in each setting, as chosen on validation."""
+    if "jtt" not in data:
+        return ""
+    chosen = "; ".join(
+        f"{setting.replace('_', ' ')}: {c['epochs']} epoch{'s' * (c['epochs'] > 1)}, "
+        f"lambda {c['lambda']:g} (of {len(c['validation'])} pairs)"
+        for setting, c in data["jtt"].items()
+    )
+    return (
+        f" FiftyOne Brain uniqueness scores the final features; JTT's error-finding epochs "
+        f"and lambda were chosen by rare-part accuracy on a validation split of seed "
+        f"{data['config']['selection_seed']}'s sets ({chosen})."
+    )
+
+
 def section_from_json(path: Path) -> Section:
     """The report of a saved run (``classification_runs.json``): CIs, paired tests, verdicts.
 
@@ -334,7 +435,7 @@ order, for the appearance set its own choice of inverted images. Test sets are b
 ({data["config"]["test_images"]:,} test images; the appearance test shows each in both
 styles). Values are means with 95 % t intervals over seeds; each comparison is a paired
 t-test over seeds, Holm-corrected over the {len(lt_tests)} comparisons of its setting
-(rare-part and overall accuracy).
+(rare-part and overall accuracy).{_jtt_line(data)}
 
 ### Long-tailed classes
 
@@ -375,7 +476,7 @@ Per-class accuracy %, classes from most to least frequent in training (mean over
 {chr(10).join("- " + v for v in ap_verdicts)}
 """
     return Section(
-        "1. Classification: dequity against class-based rebalancing",
+        "1. Classification: dequity against its peers and class-based rebalancing",
         body,
         [v for v in lt_verdicts + ap_verdicts if ", dequity vs " in v],
     )

@@ -1,7 +1,12 @@
-"""A small CNN for 28 x 28 images, trained four ways: plain, dequity, two class-based.
+"""A small CNN for 28 x 28 images, trained plain, with dequity, with its peers, class-based.
 
 - ``unweighted``: plain cross-entropy.
 - ``dequity``: each image's loss times its ``dequity_weight`` (label-free).
+- ``FiftyOne Brain uniqueness``: the same GFL weights from the likelihood
+  ``1 - uniqueness`` (FiftyOne Brain's ``compute_uniqueness``, final features).
+- ``JTT`` (Just Train Twice, Liu et al. 2021): an unweighted model trained for
+  a few epochs marks the training images it gets wrong; those get weight
+  ``lambda``, the rest 1 (:func:`jtt_weights`).
 - ``class-balanced loss``: each image's loss times its class's weight by the
   effective number of samples, ``(1 - beta) / (1 - beta ** n_class)``
   (Cui et al., CVPR 2019).
@@ -44,7 +49,17 @@ LABEL_FREE = {
     },
     "dequity, k-NN": {"clustering": "knn", "views": None},
 }
-METHODS = ("unweighted", *LABEL_FREE, "class-balanced loss", "class-balanced resampling")
+#: the tools a user would reach for instead of dequity; their weights are computed per set
+PEERS = ("FiftyOne Brain uniqueness", "JTT")
+#: JTT's candidates, chosen on validation: epochs of the model that finds the errors, lambda
+JTT_GRID = {"epochs": (1, 3), "lambda": (3.0, 10.0, 30.0)}
+METHODS = (
+    "unweighted",
+    *LABEL_FREE,
+    *PEERS,
+    "class-balanced loss",
+    "class-balanced resampling",
+)
 
 
 class SmallCNN(nn.Module):
@@ -99,11 +114,12 @@ def method_weights(
     """``(loss weights, sampling weights)`` of a training method.
 
     ``dequity_weights``: the images' weights from the label-free method's
-    ``compute_dequity`` run (:data:`LABEL_FREE`); ignored by the others.
+    ``compute_dequity`` run (:data:`LABEL_FREE`) or from the peer's
+    (:data:`PEERS`); ignored by the others.
     """
     if method == "unweighted":
         return None, None
-    if method in LABEL_FREE:
+    if method in LABEL_FREE or method in PEERS:
         if dequity_weights is None:
             raise ValueError(f"the {method} method needs the images' dequity weights")
         return np.asarray(dequity_weights, dtype=float), None
@@ -165,6 +181,19 @@ def train_classifier(
         opt.step()
         sched.step()
     return net.eval()
+
+
+def jtt_weights(
+    images: np.ndarray, labels: np.ndarray, epochs: int, lam: float, seed: int
+) -> np.ndarray:
+    """JTT's weights: ``lam`` on the images an unweighted model of ``epochs`` gets wrong, else 1.
+
+    Example::
+
+        w = jtt_weights(images, labels, epochs=1, lam=10.0, seed=0)
+    """
+    net = train_classifier(images, labels, epochs=epochs, seed=seed)
+    return np.where(predict(net, images) != labels, lam, 1.0)
 
 
 @torch.inference_mode()

@@ -24,7 +24,7 @@ import numpy as np
 from dequity.defaults import DEFAULT_MODEL
 from dequity.errors import DequityError
 from experiments.fashion_mnist import load_split, long_tail_set
-from experiments.pool import dequity_fields, prepare_pool, training_dataset
+from experiments.pool import brain_likelihoods, dequity_fields, prepare_pool, training_dataset
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests
 from reporting import git_commit, spearman
@@ -36,7 +36,7 @@ RARE_CLASSES = 3
 
 #: the whole vector only: every configuration but the default, as its name says
 _WHOLE = {"views": None}
-#: name -> keyword arguments of compute_dequity
+#: name -> keyword arguments of compute_dequity, or a FiftyOne Brain peer (``"brain"``)
 CONFIGS: dict[str, dict] = {
     "default: rare in any view (whole vector, ranked content and off-domain views)": {},
     "previous default: rare in any view, content view as a likelihood": {"views": "content"},
@@ -75,11 +75,18 @@ CONFIGS: dict[str, dict] = {
         **_WHOLE,
     },
     "k-NN density (k 30) on PCA-50, no clusters": {"clustering": "knn", **_WHOLE},
+    "FiftyOne Brain uniqueness, final features": {
+        "brain": "uniqueness",
+        "model": "efficientnet-lite0",
+    },
+    "FiftyOne Brain uniqueness, every-stage features": {"brain": "uniqueness"},
 }
 
 
 def likelihoods(dataset, train_set, config: dict) -> np.ndarray:
     """Likelihood of each image of ``train_set`` under ``config`` (no labels used)."""
+    if "brain" in config:
+        return brain_likelihoods(dataset, train_set, config.get("model", DEFAULT_MODEL))
     return dequity_fields(dataset, train_set, ("likelihood",), **config)[0]
 
 
@@ -178,6 +185,19 @@ def section_from_json(path: Path) -> Section:
         f"Label-free discovery: the default's class mean likelihood tracks class frequency "
         f"with Spearman {rho} (95 % CI); best: {best}."
     ]
+    peers = [n for n in names if "brain" in data["configurations"][n]]
+    peer_tests = paired_tests(
+        {n: np.subtract(values(default, 0), values(n, 0)) for n in peers if n not in failed},
+        np.zeros(len(seeds)),
+    )
+    against = "; ".join(
+        f"{n}: {t.diff.format(scale=1.0, digits=2, signed=True)} (Holm p {t.p_holm:.3f})"
+        for n, t in peer_tests.items()
+    )
+    if against:
+        verdicts.append(
+            f"Label-free discovery, the default's Spearman minus FiftyOne Brain's: {against}."
+        )
     body = f"""Generated from `results/{RAW_FILE}` ({data["mode"]} mode, commit
 `{data["commit"][:12]}`, {data["date"]}). Long-tailed Fashion-MNIST (largest class
 {data["config"]["largest"]}, imbalance 100), embedded with dequity's default model
@@ -205,8 +225,19 @@ seeds, Holm-corrected over the {len(tests)} comparisons.
   likelihoods are ordered exactly as their sizes.
 - The top-weighted images hold the rare classes at {lift:.1f}x their share of the set
   with the default configuration.
-"""
+{_peer_line(against)}"""
     return Section("3. Label-free discovery: do likelihoods find the rare classes?", body, verdicts)
+
+
+def _peer_line(against: str) -> str:
+    """The bullet on the default against FiftyOne Brain, when the run scored the peer."""
+    if not against:
+        return ""
+    return (
+        "- The default's Spearman minus that of FiftyOne Brain's uniqueness (`1 - uniqueness` "
+        f"as the likelihood), paired over seeds and Holm-corrected over the peer's rows: "
+        f"{against}.\n"
+    )
 
 
 if __name__ == "__main__":

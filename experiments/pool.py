@@ -159,3 +159,24 @@ def dequity_fields(
     kwargs.setdefault("embeddings", embedding_field(kwargs.pop("model", DEFAULT_MODEL)))
     dequity.compute_dequity(dataset, "dequity", overwrite=True, progress=False, **kwargs)
     return tuple(values_in_order(dataset, train_set, f"dequity_{f}") for f in fields)
+
+
+def brain_likelihoods(
+    dataset: Any, train_set: TrainingSet, model: str = "efficientnet-lite0"
+) -> np.ndarray:
+    """FiftyOne Brain's ``compute_uniqueness`` on ``model``'s embeddings, as ``1 - uniqueness``.
+
+    The peer's scores in set order, read as likelihoods (a unique image is a
+    rare one); the final features (``efficientnet-lite0``) serve it best on the
+    fidelity benchmark's long tails.
+
+    Example::
+
+        p = brain_likelihoods(training_dataset(train_set, images, labels), train_set)
+    """
+    import fiftyone.brain as fob
+
+    fob.compute_uniqueness(
+        dataset, "brain_uniqueness", embeddings=embedding_field(model), progress=False
+    )
+    return 1.0 - values_in_order(dataset, train_set, "brain_uniqueness").astype(float)

@@ -8,6 +8,7 @@ import pytest
 from experiments.classifier import (
     class_balanced_weights,
     inverse_frequency,
+    jtt_weights,
     method_weights,
     predict,
     train_classifier,
@@ -66,3 +67,27 @@ def test_small_cnn_learns_fashion_mnist_and_resampling_runs(fashion):
     assert accuracy > 0.6  # chance is 0.1
     resampled = train_classifier(x, y, sampler_weights=inverse_frequency(y), epochs=1, seed=0)
     assert predict(resampled, images[-10:]).shape == (10,)
+
+
+def test_jtt_weights_upweight_exactly_the_images_an_early_model_gets_wrong(fashion):
+    images, labels = fashion
+    x, y = images[:1500], labels[:1500]
+    weights = jtt_weights(x, y, epochs=2, lam=10.0, seed=0)
+    wrong = predict(train_classifier(x, y, epochs=2, seed=0), x) != y
+    assert 0 < wrong.mean() < 0.5  # an early model errs on a minority
+    assert np.array_equal(weights == 10.0, wrong)
+    assert set(np.unique(weights).tolist()) == {1.0, 10.0}
+    assert method_weights("JTT", y, weights)[0] is not None
+
+
+def test_validation_split_is_balanced_and_never_shares_an_image_with_training(fashion):
+    from experiments.classification import VALIDATION_PER_CLASS, validation_split
+
+    images, labels = fashion
+    train_set = long_tail_set(labels, largest=500, seed=100)
+    x, y = validation_split(train_set, images, labels, both_styles=False)
+    assert np.bincount(y).tolist() == [VALIDATION_PER_CLASS] * 10
+    used = {images[r].tobytes() for r in train_set.rows}
+    assert not any(image.tobytes() in used for image in x)
+    both, both_y = validation_split(train_set, images, labels, both_styles=True)
+    assert np.array_equal(both[len(x) :], 255 - x) and np.array_equal(both_y[len(x) :], y)
