@@ -147,16 +147,19 @@ def select_jtt(size: Sizes, images: np.ndarray, labels: np.ndarray) -> dict[str,
     """
     out = {}
     for setting in ("long_tail", "appearance"):
-        if setting == "long_tail":
-            train_set = long_tail_set(labels, size.largest, seed=SELECTION_SEED)
-        else:
-            train_set = appearance_set(labels, size.per_class, size.rare_share, SELECTION_SEED)
+        appearance = setting == "appearance"
+        train_set = (
+            appearance_set(labels, size.per_class, size.rare_share, SELECTION_SEED)
+            if appearance
+            else long_tail_set(labels, size.largest, seed=SELECTION_SEED)
+        )
         x, y = train_set.images(images), labels[train_set.rows]
-        val_x, val_y = validation_split(train_set, images, labels, setting == "appearance")
-        if setting == "long_tail":
-            rare = np.isin(val_y, np.argsort(np.bincount(y, minlength=10))[:RARE_CLASSES])
-        else:
-            rare = np.arange(len(val_y)) >= len(val_y) // 2
+        val_x, val_y = validation_split(train_set, images, labels, appearance)
+        rare = (
+            np.arange(len(val_y)) >= len(val_y) // 2  # the inverted copies
+            if appearance
+            else np.isin(val_y, np.argsort(np.bincount(y, minlength=10))[:RARE_CLASSES])
+        )
         scores = {}
         for epochs in JTT_GRID["epochs"]:
             for lam in JTT_GRID["lambda"]:

@@ -84,6 +84,8 @@ PEERS = ("jtt", "brain_uniqueness")
 FRESH_SEEDS = tuple(range(5, 13))
 QUICK_SEEDS = (5,)
 GATE_ALPHA = 0.05
+#: the run tag of the fields the gate's methods train from (see ``training_kwargs``)
+TAG = "fresh"
 #: one worker's job: (dataset name, seed, method, config, the detection run's choices)
 Job = tuple[str, int, str, Config, dict[str, Any]]
 
@@ -115,11 +117,7 @@ def training_options(method: str, sampler_power: float) -> dict[str, Any]:
             "sampling_field": "dq_likelihood",
             "sampling_power": -sampler_power,
         }
-    if method == "brain_uniqueness":
-        return {"weight_field": "w_brain"}
-    if method == "jtt":
-        return {"weight_field": "w_jtt"}
-    return detection.training_kwargs(method, "fresh")
+    return detection.training_kwargs(method, TAG)
 
 
 def jtt_lambda(reference: dict[str, Any]) -> float:
@@ -158,7 +156,7 @@ def brain_weights(train: Any, eta: float, gamma: float) -> np.ndarray:
     fob.compute_uniqueness(train, "brain_uniqueness", embeddings=final, progress=False)
     uniqueness = np.array(train.values("brain_uniqueness"), dtype=float)
     weights = gfl_weight(1.0 - uniqueness, eta, gamma)
-    set_field(train, "w_brain", weights)
+    set_field(train, detection.training_kwargs("brain_uniqueness", TAG)["weight_field"], weights)
     return weights
 
 
@@ -188,7 +186,8 @@ def _job(job: Job) -> list[tuple[int, str, dict[str, Any]]]:
         if model is None:
             raise RuntimeError(f"every unweighted run of seed {seed} failed; see the log")
         missed, recall = jtt_error_set(model, train, config, tag)
-        set_field(train, "w_jtt", np.where(missed, chosen["lambda"], 1.0))
+        jtt_field = detection.training_kwargs("jtt", TAG)["weight_field"]
+        set_field(train, jtt_field, np.where(missed, chosen["lambda"], 1.0))
         jtt = checked_run(partial(attempt, "jtt"), seed, config.reruns)[0]
         jtt["jtt_error_set"] = {"recall_below": recall, "share": float(missed.mean())}
         out.append((seed, "jtt", _timed(jtt, start, seed, "jtt")))
@@ -271,7 +270,8 @@ def _draws(train: Any, conditions: np.ndarray, power: float) -> dict[str, Any]:
     sampler = sampling_probabilities(train, "dq_likelihood", -power).numpy()
     oracle = np.array(train.values("p_oracle"), dtype=float)
     weights = np.array(train.values("w_dequity"), dtype=float)
-    brain = np.array(train.values("w_brain"), dtype=float)
+    brain_field = detection.training_kwargs("brain_uniqueness", TAG)["weight_field"]
+    brain = np.array(train.values(brain_field), dtype=float)
 
     def shares(draw: np.ndarray) -> dict[str, float]:
         return {c: float(draw[conditions == c].sum() / draw.sum()) for c in np.unique(conditions)}

@@ -345,6 +345,7 @@ def training_kwargs(method: str, tag: str) -> dict[str, Any]:
         "oracle_resampling": {"weight_field": None, "sampling_field": "p_oracle"},
         "oracle_sqrt": {"weight_field": None, "sampling_field": "p_sqrt"},
         "jtt": {"weight_field": f"w_jtt_{tag}"},
+        "brain_uniqueness": {"weight_field": "w_brain"},
     }[method]
 
 
