@@ -2,7 +2,7 @@
 
 The set, training and evaluation are those of :mod:`experiments.detection`
 (its ``rare_object`` condition: daylight images whose Bags are inverted,
-magenta and turned on their side). Four methods, with the same steps,
+magenta and turned on their side). Six methods, with the same steps,
 optimiser, learning rate, seeds and image order:
 
 - ``unweighted``;
@@ -12,11 +12,17 @@ optimiser, learning rate, seeds and image order:
   (``compute_dequity(..., patches_field="ground_truth")``, the default method
   arguments on the crops' embeddings), one weight per box
   (``weight_level="object"``);
+- ``brain_object``: the tool a FiftyOne user would reach for instead, per box:
+  FiftyOne Brain's ``compute_uniqueness`` on the patches view, from the final
+  features of the same crop embeddings, read as the likelihood
+  ``1 - uniqueness`` and given the same GFL weights, one weight per box;
+- ``jtt``: detection's Just Train Twice (images its first model gets wrong,
+  upweighted), the label-using peer;
 - ``oracle_resampling``: detection's condition oracle (it knows which images
   show the rare look), the reference for the share of the oracle's gain.
 
-Only ``dequity_object`` is trained here. The other three are the detection
-run's own runs of the same seeds (:data:`REUSED`), which must come from the
+Only the per-box methods (:data:`TRAINED`) are trained here. The others are the
+detection run's own runs of the same seeds (:data:`REUSED`), which must come from the
 same configuration; its (eta, gamma) and step count, chosen on validation,
 are used here too. The headline is rare-object AP: the Bag's COCO
 AP@[.5:.95] and AP50 on the ``rare_object`` test images, both metrics in one
@@ -66,18 +72,25 @@ from experiments.stats import mean_ci, paired_tests, share_ci
 
 NAME = "objects"
 RAW_FILE = "objects_runs.json"
-METHODS = ("unweighted", "dequity_image", "dequity_object", ORACLE)
+METHODS = ("unweighted", "dequity_image", "dequity_object", "brain_object", "jtt", ORACLE)
+#: the tools a user would reach for instead, compared with ``dequity_object`` directly
+PEERS = ("brain_object", "jtt")
 OBJECT_RUN = "dqobj"
+#: the box attribute holding FiftyOne Brain's per-box weight
+BRAIN_WEIGHT = "brain_weight"
 #: the box groups of the weight summary
 GROUPS = ("rare-looking Bag", "Bag elsewhere", "other boxes")
 #: the methods whose runs are the detection experiment's (its name for each): same design,
 #: budget, seeds and image order, so they pair with the per-object runs seed by seed
-REUSED = {"unweighted": "unweighted", "dequity_image": "dequity", ORACLE: ORACLE}
-#: the per-object method's training keywords (:func:`detection.train_run`'s ``options``)
-OBJECT_TRAINING = {
-    "weight_field": f"{OBJECT_RUN}_weight",
-    "weight_level": "object",
-    "missing_box_weight": 1.0,  # a box too small to embed trains unweighted
+REUSED = {"unweighted": "unweighted", "dequity_image": "dequity", "jtt": "jtt", ORACLE: ORACLE}
+#: the per-box methods trained here, each with its training keywords
+#: (:func:`detection.train_run`'s ``options``); a box too small to embed trains unweighted
+TRAINED = {
+    method: {"weight_field": field, "weight_level": "object", "missing_box_weight": 1.0}
+    for method, field in (
+        ("dequity_object", f"{OBJECT_RUN}_weight"),
+        ("brain_object", BRAIN_WEIGHT),
+    )
 }
 
 
@@ -138,7 +151,8 @@ def chosen_eta_gamma(reference: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def prepare_weights(dataset: Any, eta: float, gamma: float) -> dict[str, Any]:
-    """The image run (``w_dequity``) and the object run (``dqobj_*`` box attributes) on train.
+    """The image run (``w_dequity``), the object run (``dqobj_*`` box attributes) and
+    FiftyOne Brain's per-box weights (:func:`brain_object_weights`) on train.
 
     Returns the weight summary of :func:`weight_summary` and the runs' timings.
     """
@@ -163,14 +177,52 @@ def prepare_weights(dataset: Any, eta: float, gamma: float) -> dict[str, Any]:
         overwrite=True,
         progress=False,
     )
+    object_seconds = time.perf_counter() - start
+    brain_object_weights(train, vectors, eta, gamma)
     summary = weight_summary(train)
     summary.update(
         image_run_seconds=round(image_seconds, 1),
         object_embedding_seconds=round(embed_seconds, 1),
-        object_run_seconds=round(time.perf_counter() - start, 1),
+        object_run_seconds=round(object_seconds, 1),
         embedding_dim=int(vectors.shape[1]),
     )
     return summary
+
+
+def brain_object_weights(train: Any, vectors: np.ndarray, eta: float, gamma: float) -> None:
+    """FiftyOne Brain's uniqueness of each box as its GFL weight, in :data:`BRAIN_WEIGHT`.
+
+    ``compute_uniqueness`` runs on the patches view of ``ground_truth``, from the
+    final-features block of ``vectors`` (:func:`object_embeddings`' rows), the
+    embedding that serves it best on the fidelity benchmark's long tails. Boxes
+    too small to embed (zero rows) get no weight, as in the object run.
+
+    Example::
+
+        brain_object_weights(train, object_embeddings(train), 1.0, 5.0)
+    """
+    import fiftyone.brain as fob
+
+    from dequity.pipeline.views import content_columns
+    from dequity.pipeline.weights import gfl_weight
+
+    ids = [i for sample in train.values("ground_truth.detections.id") for i in sample or []]
+    row_of = {box: row for row, box in enumerate(ids) if np.any(vectors[row])}
+    patches = train.to_patches("ground_truth")
+    boxes = patches.values("ground_truth.id")
+    keep = [p for p, box in zip(patches.values("id"), boxes) if box in row_of]
+    scored = patches.select(keep, ordered=True)
+    final = vectors[[row_of[box] for box in scored.values("ground_truth.id")]]
+    final = final[:, content_columns(vectors)]
+    fob.compute_uniqueness(scored, "brain_uniqueness", embeddings=final, progress=False)
+    uniqueness = np.array(scored.values("brain_uniqueness"), dtype=float)
+    weights = gfl_weight(1.0 - uniqueness, eta, gamma)
+    weight_of = dict(zip(scored.values("ground_truth.id"), weights))
+    nested = [
+        [None if box not in weight_of else float(weight_of[box]) for box in sample or []]
+        for sample in train.values("ground_truth.detections.id")
+    ]
+    train.set_values(f"ground_truth.detections.{BRAIN_WEIGHT}", nested)
 
 
 def weight_summary(train: Any) -> dict[str, Any]:
@@ -178,8 +230,9 @@ def weight_summary(train: Any) -> dict[str, Any]:
 
     Per box group (:data:`GROUPS`): the number of boxes, the mean box weight
     and likelihood of the object run, the mean weight of the box's image in the
-    image run; and each run's AUROC for telling the rare-looking Bags from every
-    other box by weight (0.5: no better than chance; ties count half).
+    image run, the mean FiftyOne Brain box weight; and each one's AUROC for telling
+    the rare-looking Bags from every other box by weight (0.5: no better than
+    chance; ties count half).
 
     Example::
 
@@ -187,7 +240,7 @@ def weight_summary(train: Any) -> dict[str, Any]:
     """
     from sklearn.metrics import roc_auc_score
 
-    conditions, labels, box_w, box_p, clusters, image_w = train.values(
+    conditions, labels, box_w, box_p, clusters, image_w, brain_w = train.values(
         [
             "condition",
             "ground_truth.detections.label",
@@ -195,22 +248,26 @@ def weight_summary(train: Any) -> dict[str, Any]:
             f"ground_truth.detections.{OBJECT_RUN}_likelihood",
             f"ground_truth.detections.{OBJECT_RUN}_cluster",
             "w_dequity",
+            f"ground_truth.detections.{BRAIN_WEIGHT}",
         ]
     )
     rows = []
-    for cond, ls, ws, ps, cs, iw in zip(conditions, labels, box_w, box_p, clusters, image_w):
-        for label, w, p, c in zip(ls or [], ws or [], ps or [], cs or []):
+    for cond, ls, ws, ps, cs, iw, bs in zip(
+        conditions, labels, box_w, box_p, clusters, image_w, brain_w
+    ):
+        for label, w, p, c, b in zip(ls or [], ws or [], ps or [], cs or [], bs or []):
             group = (
                 GROUPS[0] if label == RARE_CLASS and cond == "rare_object"
                 else GROUPS[1] if label == RARE_CLASS else GROUPS[2]
             )  # fmt: skip
-            rows.append((group, w, p, c, iw))
+            rows.append((group, w, p, c, iw, b))
     group = np.array([r[0] for r in rows])
     unscored = sum(r[1] is None for r in rows)
     box_weight = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
     box_like = np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=float)
     cluster = np.array([-1 if r[3] is None else r[3] for r in rows])
     image_weight = np.array([r[4] for r in rows], dtype=float)
+    brain_weight = np.array([np.nan if r[5] is None else r[5] for r in rows], dtype=float)
     rare = group == GROUPS[0]
     scored = np.isfinite(box_weight)
     return {
@@ -224,6 +281,7 @@ def weight_summary(train: Any) -> dict[str, Any]:
                 "object_weight": float(np.nanmean(box_weight[group == g])),
                 "object_likelihood": float(np.nanmean(box_like[group == g])),
                 "image_weight": float(image_weight[group == g].mean()),
+                "brain_weight": float(np.nanmean(brain_weight[group == g])),
             }
             for g in GROUPS
             if (group == g).any()
@@ -231,37 +289,40 @@ def weight_summary(train: Any) -> dict[str, Any]:
         "auroc": {
             "object": float(roc_auc_score(rare[scored], box_weight[scored])),
             "image": float(roc_auc_score(rare, image_weight)),
+            "brain": float(roc_auc_score(rare[scored], brain_weight[scored])),
         },
     }
 
 
 def run_seed(dataset: Any, seed: int, config: Config, save: Path | None = None) -> dict[str, Any]:
-    """The per-object method with one seed, evaluated on the test split.
+    """The per-box methods (:data:`TRAINED`) with one seed, evaluated on the test split.
 
     Needs :func:`prepare_weights` run first. A failed run is set aside and rerun
-    with a fresh seed (:func:`detection.checked_run`). With ``save``, the result
-    is written there (JSON).
+    with a fresh seed (:func:`detection.checked_run`). With ``save``, the results
+    so far are written there (JSON) after each method.
     """
     test = dataset.match_tags("test")
     tag = f"objects{seed}"
-    start = time.perf_counter()
+    out: dict[str, Any] = {}
+    for method, options in TRAINED.items():
+        start = time.perf_counter()
 
-    def attempt(s: int) -> tuple[dict[str, Any], list[float], Any]:
-        model, losses = train_run(
-            dataset, "dequity_object", s, config, tag, options=OBJECT_TRAINING
+        def attempt(
+            s: int, method: str = method, options: dict[str, Any] = options
+        ) -> tuple[dict[str, Any], list[float], Any]:
+            model, losses = train_run(dataset, method, s, config, tag, options=options)
+            return evaluate(model, test, tag, config), losses, model
+
+        evaluation = checked_run(attempt, seed, config.reruns)[0]
+        out[method] = {**evaluation, "seconds": round(time.perf_counter() - start, 1)}
+        if save is not None:
+            save.write_text(json.dumps(out))
+        ap = evaluation.get("rare_object", {}).get("per_class_AP", {}).get(RARE_CLASS)
+        print(
+            f"  seed {seed}, {method}: rare-object AP {100 * (ap or 0):.1f} "
+            f"({out[method]['seconds']:.0f} s)",
+            flush=True,
         )
-        return evaluate(model, test, tag, config), losses, model
-
-    evaluation = checked_run(attempt, seed, config.reruns)[0]
-    out = {"dequity_object": {**evaluation, "seconds": round(time.perf_counter() - start, 1)}}
-    if save is not None:
-        save.write_text(json.dumps(out))
-    ap = evaluation.get("rare_object", {}).get("per_class_AP", {}).get(RARE_CLASS)
-    print(
-        f"  seed {seed}, dequity_object: rare-object AP {100 * (ap or 0):.1f} "
-        f"({out['dequity_object']['seconds']:.0f} s)",
-        flush=True,
-    )
     return out
 
 
@@ -314,7 +375,7 @@ def run(quick: bool, seeds: Sequence[int], output: Path) -> Section:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(workers)
-    print(f"dequity_object x seeds {list(seeds)} in {workers} processes...", flush=True)
+    print(f"{', '.join(TRAINED)} x seeds {list(seeds)} in {workers} processes...", flush=True)
     results = map_jobs(pool, _seed_worker, [(dataset.name, s, config, output) for s in seeds])
     if pool is not None:
         pool.close()
@@ -394,6 +455,7 @@ def section_from_json(path: Path) -> Section:
             f" Per-object against per-image weights, rare-object AP: "
             f"{t.diff.format(signed=True)} points (paired t, p {t.p:.3f}, one comparison)."
         )
+    pair += _against_peers(data, done)
     verdicts = []
     for m in others:
         t = tests[ap][m]
@@ -432,13 +494,14 @@ def section_from_json(path: Path) -> Section:
         )
     group_rows = [
         [g, v["boxes"], f"{v['object_weight']:.3f}", f"{v['object_likelihood']:.3f}",
-         f"{v['image_weight']:.3f}"]
+         f"{v['image_weight']:.3f}", f"{v['brain_weight']:.3f}"]
         for g, v in w["groups"].items()
     ]  # fmt: skip
     group_table = table(
-        ["boxes", "count", "object weight", "object likelihood", "weight of its image"],
+        ["boxes", "count", "object weight", "object likelihood", "weight of its image",
+         "FiftyOne Brain box weight"],
         group_rows,
-    )
+    )  # fmt: skip
     counts = data["dataset"]["counts"]
     reused = ", ".join(f"`{m}`" for m in REUSED)
     took = f"{data['seconds'] / 60:.0f} min in all" if "seconds" in data else "unfinished"
@@ -484,7 +547,8 @@ inverted, magenta and turned on its side; {counts["train"].get("rare_object", 0)
 {w["unscored_boxes"]} boxes unscored); "weight of its image" is the image run's weight of the
 box's image, which image-level training gives to every box of the image. AUROC of telling the
 rare-looking {RARE_CLASS}s from all other boxes by weight: object run
-{w["auroc"]["object"]:.2f}, image run {w["auroc"]["image"]:.2f} (0.5 = chance).
+{w["auroc"]["object"]:.2f}, image run {w["auroc"]["image"]:.2f}, FiftyOne Brain's per-box
+uniqueness {w["auroc"]["brain"]:.2f} (0.5 = chance).
 
 ### Setup
 
@@ -493,9 +557,14 @@ The set, detector and training of the detection section ({cfg["steps"]} steps of
 method and seeded alike. `dequity_image` is detection's `dequity` (one weight per image,
 `w_dequity`); `dequity_object` trains with `weight_level="object"`: each box's
 `{OBJECT_RUN}_weight`, from the default method arguments on {w["embedding_dim"]}-d crop
-embeddings (the box grown by 10 % per side). Both weightings use {chosen}.
-Only `dequity_object` is trained by this experiment; {reused} are the detection run's runs of
-the same seeds ({sel["source"]}), so every method pairs with unweighted seed by seed.
+embeddings (the box grown by 10 % per side). `brain_object`, the tool a FiftyOne user would
+reach for instead, trains the same way on each box's `{BRAIN_WEIGHT}`: FiftyOne Brain's
+`compute_uniqueness` on the patches view, from the final features of the same crop
+embeddings, as the likelihood 1 - uniqueness. `jtt` is detection's Just Train Twice (one
+weight per image). Every weighting uses {chosen}.
+Only {" and ".join(f"`{m}`" for m in TRAINED)} are trained by this experiment; {reused} are the
+detection run's runs of the same seeds ({sel["source"]}), so every method pairs with
+unweighted seed by seed.
 Every value per seed, subset and class is in `results/{RAW_FILE}`.
 """
     lead = f"""**Per-object weights for a rare-looking object.** {answer}
@@ -531,6 +600,26 @@ def rare_object_tests(data: dict[str, Any], methods: Sequence[str]) -> dict[str,
             diffs[f"{metric}|{m}"] = np.subtract(seed_values(data, m, "rare_object", metric), ref)
     family = paired_tests(diffs, np.zeros(len(data["seeds"])))
     return {metric: {m: family[f"{metric}|{m}"] for m in methods} for metric in metrics}
+
+
+def _against_peers(data: dict[str, Any], done: Sequence[str]) -> str:
+    """``dequity_object`` against each peer on rare-object AP, paired per seed, Holm over them."""
+    ap = f"AP:{RARE_CLASS}"
+    peers = [m for m in PEERS if m in done]
+    if "dequity_object" not in done or not peers:
+        return ""
+    ours = seed_values(data, "dequity_object", "rare_object", ap)
+    diffs = {m: np.subtract(ours, seed_values(data, m, "rare_object", ap)) for m in peers}
+    tests = paired_tests(diffs, np.zeros(len(data["seeds"])))
+    parts = [
+        f"{tests[m].diff.format(signed=True)} points against {m} (Holm p "
+        f"{tests[m].p_holm:.3f}{' *' if tests[m].significant else ''})"
+        for m in peers
+    ]
+    return (
+        " Per-object weights against the tools a user would reach for instead, rare-object AP: "
+        f"{', '.join(parts)}."
+    )
 
 
 def _share_clause(share: str) -> str:
@@ -572,7 +661,8 @@ def _answer(tests: dict[str, Any], weights: dict[str, Any]) -> str:
         f"On the rare-looking {RARE_CLASS}s of the test set, per-object weights show "
         f"{says('dequity_object')} in AP@[.5:.95] against unweighted training, per-image "
         f"weights {says('dequity_image')}, and the oracle that knows which images show the "
-        f"rare look {says(ORACLE)}."
+        f"rare look {says(ORACLE)}. The tools a user would reach for instead: FiftyOne "
+        f"Brain's per-box uniqueness shows {says('brain_object')}, JTT {says('jtt')}."
     ]
     if rare and other:
         parts.append(

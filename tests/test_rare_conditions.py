@@ -236,11 +236,12 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
 
     seeds, jitter = [0, 1, 2, 3, 4], [0.001, -0.002, 0.0, 0.002, -0.001]
     gain = {"unweighted": 0.0, "dequity_image": 0.0, "dequity_object": 0.05,
-            "oracle_resampling": 0.1}  # fmt: skip
+            "brain_object": 0.0, "jtt": 0.06, "oracle_resampling": 0.1}  # fmt: skip
     runs = {str(s): {m: evaluation(0.1 + j + gain[m]) for m in METHODS}
             for s, j in zip(seeds, jitter)}  # fmt: skip
     runs["0"]["dequity_image"]["rare_object"]["per_class_AP"][RARE_CLASS] += 0.004
-    group = {"boxes": 10, "object_weight": 0.9, "object_likelihood": 0.1, "image_weight": 0.6}
+    group = {"boxes": 10, "object_weight": 0.9, "object_likelihood": 0.1, "image_weight": 0.6,
+             "brain_weight": 0.7}  # fmt: skip
     data = {
         "mode": "full", "commit": "abc", "date": "today", "seconds": 60, "seeds": seeds,
         "config": {"steps": 1, "batch_size": 8, "image_size": 96, "lr": 1e-4},
@@ -248,7 +249,7 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
         "selection": {"eta": 1.0, "gamma": 5.0, "source": "test"},
         "weights": {"boxes": 30, "unscored_boxes": 0, "object_clusters": 3,
                     "groups": dict.fromkeys(GROUPS, group), "embedding_dim": 8,
-                    "auroc": {"object": 0.99, "image": 0.4}},
+                    "auroc": {"object": 0.99, "image": 0.4, "brain": 0.55}},
         "runs": runs,
     }  # fmt: skip
     path = tmp_path / "objects_runs.json"
@@ -263,10 +264,15 @@ def test_the_object_report_is_generated_from_the_raw_json(tmp_path):
     assert "| 50 [50, 50] | +0.0 [0.0, 0.0] |" in section.body
     assert section.body.startswith("**Answer.**")
     text = " ".join(section.body.split())
-    assert "object run 0.99, image run 0.40" in text
+    assert "object run 0.99, image run 0.40, FiftyOne Brain's per-box uniqueness 0.55" in text
     assert "On rare-condition mAP, per-object weights change +0.0 [0.0, 0.0] points" in text
-    assert "Holm-corrected over 6 tests in one family" in text
+    assert "Holm-corrected over 10 tests in one family" in text
     assert "`oracle_resampling` are the detection run's runs of the same seeds (test)" in text
+    assert "| brain_object | 10.0 [" in section.body and "| 0.700 |" in section.body
+    # the peers: the brain's box weights gain nothing, JTT gains 1 point more than dequity
+    assert "FiftyOne Brain's per-box uniqueness shows no significant change" in text
+    assert "+5.0 [5.0, 5.0] points against brain_object (Holm p 0.000 *)" in text
+    assert "-1.0 [-1.0, -1.0] points against jtt (Holm p 0.000 *)" in text
 
 
 def test_the_object_experiment_builds_on_a_finished_detection_run_only(tmp_path):
@@ -280,7 +286,8 @@ def test_the_object_experiment_builds_on_a_finished_detection_run_only(tmp_path)
     config = replace(FULL, lr=0.123)  # a design no saved run has
     with pytest.raises(DequityError, match="run `python -m experiments.detection --seeds 0 1`"):
         detection_run(config, tmp_path, [0, 1])
-    finished = {"unweighted": {"rare": 1}, "dequity": {"rare": 2}, "oracle_resampling": {}}
+    finished = {"unweighted": {"rare": 1}, "dequity": {"rare": 2}, "jtt": {},
+                "oracle_resampling": {}}  # fmt: skip
     saved = {"config": {**asdict(config), "steps": 800, "workers": 1}, "commit": "c0ffee" * 7,
              "selection": {}, "seeds": [0, 1], "runs": {"0": finished}}  # fmt: skip
     (tmp_path / RAW_FILE).write_text(json.dumps(saved))
@@ -290,7 +297,7 @@ def test_the_object_experiment_builds_on_a_finished_detection_run_only(tmp_path)
     assert source == "results/detection_runs.json (commit c0ffeec0ffee)"
     runs = reused_runs(data, 0, source)
     assert runs["dequity_image"] == {"rare": 2, "reused_from": source}
-    assert sorted(runs) == ["dequity_image", "oracle_resampling", "unweighted"]
+    assert sorted(runs) == ["dequity_image", "jtt", "oracle_resampling", "unweighted"]
 
 
 def test_the_gate_on_fresh_seeds_is_one_test_and_gates_the_shares(tmp_path):
