@@ -132,29 +132,6 @@ def _neighbour_distance_alone(x: np.ndarray, k: int = 50, n_components: int = 50
     return bm.ranked(-bm.neighbour_distance(x[:, KIND], k, n_components)), None
 
 
-def _isolation_views(
-    x: np.ndarray, per_cluster: int, tail: bool = False, times_off_domain: bool = False
-) -> bm.Estimate:
-    """The default with its off-domain view replaced by cluster isolation on the final
-    features (:func:`benchmarks.methods.cluster_isolation`), as its rank or, with
-    ``tail``, its tail probability; with ``times_off_domain``, that probability times the
-    off-domain rank is a fourth view beside the default's three.
-    """
-    found, labels = bm.view_likelihoods(x, "ranked")
-    isolation = bm.cluster_isolation(x[:, KIND], per_cluster)
-    isolated = bm.tail_probability(isolation) if tail else bm.ranked(-isolation)
-    if times_off_domain:
-        found["isolated"] = isolated * found[dv.OFF_DOMAIN]
-    else:
-        found[dv.OFF_DOMAIN] = isolated
-    return np.minimum.reduce(list(found.values())), labels
-
-
-def _isolation_alone(x: np.ndarray, per_cluster: int = 40) -> bm.Estimate:
-    """The rank of cluster isolation on the final features, alone."""
-    return bm.ranked(-bm.cluster_isolation(x[:, KIND], per_cluster)), None
-
-
 def _soft_views(x: np.ndarray) -> bm.Estimate:
     """The default with its whole-vector share taken from HDBSCAN's soft membership."""
     found, labels = bm.view_likelihoods(x, "ranked", image=bm.soft_share)
@@ -341,26 +318,6 @@ OTHER_ROWS = (
         "direction: content and off-domain views both as the 50th neighbour's distance",
         LAYERS,
         partial(_neighbour_distance_views, content=True),
-    ),
-    Row(
-        "direction: cluster isolation alone (Ward clusters of about 40, final features)",
-        LAYERS,
-        _isolation_alone,
-    ),
-    Row(
-        "direction: off-domain view as cluster isolation (clusters of about 25), ranked",
-        LAYERS,
-        partial(_isolation_views, per_cluster=25),
-    ),
-    Row(
-        "direction: off-domain view as cluster isolation's tail probability (clusters of about 40)",
-        LAYERS,
-        partial(_isolation_views, per_cluster=40, tail=True),
-    ),
-    Row(
-        "direction: the default's views and off-domain rank x isolation's tail probability",
-        LAYERS,
-        partial(_isolation_views, per_cluster=40, tail=True, times_off_domain=True),
     ),
     Row(
         "direction: the whole vector's share from HDBSCAN's soft membership",

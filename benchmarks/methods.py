@@ -196,49 +196,6 @@ def neighbour_distance(x: np.ndarray, k: int = 50, n_components: int = 50) -> np
     return distances[:, -1]
 
 
-def cluster_isolation(x: np.ndarray, per_cluster: int = 40, n_components: int = 50) -> np.ndarray:
-    """Each sample's cluster's gap from the rest: its centroid's distance to the nearest other.
-
-    Ward clusters of about ``per_cluster`` samples on PCA-``n_components``: a
-    small group of another domain forms clusters of its own, far from every
-    cluster of the set's kinds.
-
-    Example::
-
-        >>> x = np.concatenate([np.zeros((4, 2)), np.ones((4, 2)), [[9.0, 9.0]] * 2])
-        >>> cluster_isolation(x, per_cluster=3, n_components=2).round(1).tolist()
-        [1.4, 1.4, 1.4, 1.4, 1.4, 1.4, 1.4, 1.4, 11.3, 11.3]
-    """
-    from scipy.spatial.distance import cdist
-    from sklearn.cluster import AgglomerativeClustering
-    from sklearn.decomposition import PCA
-
-    points = PCA(min(n_components, *x.shape), random_state=0).fit_transform(x)
-    n_clusters = int(np.clip(round(len(x) / per_cluster), 2, len(x)))
-    labels = AgglomerativeClustering(n_clusters, linkage="ward").fit_predict(points)
-    centroids = np.array([points[labels == c].mean(axis=0) for c in range(n_clusters)])
-    gaps = cdist(centroids, centroids)
-    np.fill_diagonal(gaps, np.inf)
-    return gaps.min(axis=1)[labels]
-
-
-def tail_probability(score: np.ndarray) -> np.ndarray:
-    """A normal tail probability of each score's robust z (median, MAD): small far above the bulk.
-
-    Unlike a rank, it keeps the gap between a far group and the rest.
-
-    Example::
-
-        >>> tail_probability(np.array([1.0, 1.1, 0.9, 1.0, 5.0])).round(3).tolist()
-        [0.5, 0.25, 0.75, 0.5, 0.0]
-    """
-    from scipy.stats import norm
-
-    median = np.median(score)
-    spread = 1.4826 * np.median(np.abs(score - median)) + 1e-12
-    return norm.sf((score - median) / spread)
-
-
 def soft_share(x: np.ndarray, n_components: int = 50) -> Estimate:
     """The default's whole-vector likelihood with HDBSCAN's soft membership for the share.
 
