@@ -379,7 +379,7 @@ def test_the_gate_refuses_seeds_the_detection_run_used(tmp_path):
 
     assert fresh_seeds(False, (0, 1, 2, 3, 4)) == tuple(range(5, 13))
     assert fresh_seeds(False, (7, 8)) == (7, 8)
-    finished = {"unweighted": {}, "dequity": {}, "oracle_resampling": {}}
+    finished = {"unweighted": {}, "dequity": {}, "jtt": {}, "oracle_resampling": {}}
     saved = {"config": asdict(QUICK), "commit": "c0ffee" * 7, "seeds": [0, 3],
              "selection": {"seed": 100}, "runs": {"0": finished, "3": finished}}  # fmt: skip
     (tmp_path / RAW_FILE).write_text(json.dumps(saved))
