@@ -206,21 +206,21 @@ def brain_object_weights(train: Any, vectors: np.ndarray, eta: float, gamma: flo
     from dequity.pipeline.views import content_columns
     from dequity.pipeline.weights import gfl_weight
 
-    ids = [i for sample in train.values("ground_truth.detections.id") for i in sample or []]
+    per_sample = train.values("ground_truth.detections.id")
+    ids = [i for sample in per_sample for i in sample or []]
     row_of = {box: row for row, box in enumerate(ids) if np.any(vectors[row])}
     patches = train.to_patches("ground_truth")
     boxes = patches.values("ground_truth.id")
     keep = [p for p, box in zip(patches.values("id"), boxes) if box in row_of]
     scored = patches.select(keep, ordered=True)
-    final = vectors[[row_of[box] for box in scored.values("ground_truth.id")]]
-    final = final[:, content_columns(vectors)]
+    scored_boxes = scored.values("ground_truth.id")
+    final = vectors[[row_of[box] for box in scored_boxes]][:, content_columns(vectors)]
     fob.compute_uniqueness(scored, "brain_uniqueness", embeddings=final, progress=False)
     uniqueness = np.array(scored.values("brain_uniqueness"), dtype=float)
-    weights = gfl_weight(1.0 - uniqueness, eta, gamma)
-    weight_of = dict(zip(scored.values("ground_truth.id"), weights))
+    weight_of = dict(zip(scored_boxes, gfl_weight(1.0 - uniqueness, eta, gamma)))
     nested = [
         [None if box not in weight_of else float(weight_of[box]) for box in sample or []]
-        for sample in train.values("ground_truth.detections.id")
+        for sample in per_sample
     ]
     train.set_values(f"ground_truth.detections.{BRAIN_WEIGHT}", nested)
 
