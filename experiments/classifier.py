@@ -52,7 +52,7 @@ LABEL_FREE = {
 #: the tools a user would reach for instead of dequity; their weights are computed per set
 PEERS = ("FiftyOne Brain uniqueness", "JTT")
 #: JTT's candidates, chosen on validation: epochs of the model that finds the errors, lambda
-JTT_GRID = {"epochs": (1, 3), "lambda": (3.0, 10.0, 30.0, 100.0)}
+JTT_GRID = {"epochs": (1, 3), "lambda": (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)}
 METHODS = (
     "unweighted",
     *LABEL_FREE,
