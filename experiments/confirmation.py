@@ -70,7 +70,11 @@ from experiments.detection import (
     train_run,
 )
 from experiments.objects import chosen_eta_gamma, detection_run
-from experiments.rare_conditions import embedding_field, load_rare_conditions
+from experiments.rare_conditions import (
+    brain_gfl_weights,
+    embedding_field,
+    load_rare_conditions,
+)
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests, share_ci
 
@@ -146,16 +150,8 @@ def brain_weights(train: Any, eta: float, gamma: float) -> np.ndarray:
 
         brain_weights(dataset.match_tags("train"), 1.0, 5.0)
     """
-    import fiftyone.brain as fob
-
-    from dequity.pipeline.views import content_columns
-    from dequity.pipeline.weights import gfl_weight
-
     vectors = np.array(train.values(embedding_field()), dtype=np.float32)
-    final = vectors[:, content_columns(vectors)]
-    fob.compute_uniqueness(train, "brain_uniqueness", embeddings=final, progress=False)
-    uniqueness = np.array(train.values("brain_uniqueness"), dtype=float)
-    weights = gfl_weight(1.0 - uniqueness, eta, gamma)
+    weights = brain_gfl_weights(train, vectors, eta, gamma)
     set_field(train, detection.training_kwargs("brain_uniqueness", TAG)["weight_field"], weights)
     return weights
 

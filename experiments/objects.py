@@ -66,7 +66,12 @@ from experiments.detection import (
     seed_values,
     train_run,
 )
-from experiments.rare_conditions import RARE_CLASS, load_rare_conditions, object_embeddings
+from experiments.rare_conditions import (
+    RARE_CLASS,
+    brain_gfl_weights,
+    load_rare_conditions,
+    object_embeddings,
+)
 from experiments.report import Section, script_main, table
 from experiments.stats import mean_ci, paired_tests, share_ci
 
@@ -201,11 +206,6 @@ def brain_object_weights(train: Any, vectors: np.ndarray, eta: float, gamma: flo
 
         brain_object_weights(train, object_embeddings(train), 1.0, 5.0)
     """
-    import fiftyone.brain as fob
-
-    from dequity.pipeline.views import content_columns
-    from dequity.pipeline.weights import gfl_weight
-
     per_sample = train.values("ground_truth.detections.id")
     ids = [i for sample in per_sample for i in sample or []]
     row_of = {box: row for row, box in enumerate(ids) if np.any(vectors[row])}
@@ -214,10 +214,8 @@ def brain_object_weights(train: Any, vectors: np.ndarray, eta: float, gamma: flo
     keep = [p for p, box in zip(patches.values("id"), boxes) if box in row_of]
     scored = patches.select(keep, ordered=True)
     scored_boxes = scored.values("ground_truth.id")
-    final = vectors[[row_of[box] for box in scored_boxes]][:, content_columns(vectors)]
-    fob.compute_uniqueness(scored, "brain_uniqueness", embeddings=final, progress=False)
-    uniqueness = np.array(scored.values("brain_uniqueness"), dtype=float)
-    weight_of = dict(zip(scored_boxes, gfl_weight(1.0 - uniqueness, eta, gamma)))
+    rows = vectors[[row_of[box] for box in scored_boxes]]
+    weight_of = dict(zip(scored_boxes, brain_gfl_weights(scored, rows, eta, gamma)))
     nested = [
         [None if box not in weight_of else float(weight_of[box]) for box in sample or []]
         for sample in per_sample

@@ -417,6 +417,29 @@ def object_embeddings(train: Any, progress: bool = True) -> np.ndarray:
     return vectors
 
 
+def brain_gfl_weights(samples: Any, vectors: np.ndarray, eta: float, gamma: float) -> np.ndarray:
+    """FiftyOne Brain's uniqueness of ``samples`` as GFL weights of the likelihood 1 - uniqueness.
+
+    The brain scores the final-features block of ``vectors`` (the default
+    model's every-stage rows, in the collection's order), the embedding that
+    serves it best on the fidelity benchmark's long tails. Returns the weights in
+    the collection's order.
+
+    Example::
+
+        weights = brain_gfl_weights(train, np.array(train.values(embedding_field())), 1.0, 5.0)
+    """
+    import fiftyone.brain as fob
+
+    from dequity.pipeline.views import content_columns
+    from dequity.pipeline.weights import gfl_weight
+
+    final = np.asarray(vectors)[:, content_columns(vectors)]
+    fob.compute_uniqueness(samples, "brain_uniqueness", embeddings=final, progress=False)
+    uniqueness = np.array(samples.values("brain_uniqueness"), dtype=float)
+    return gfl_weight(1.0 - uniqueness, eta, gamma)
+
+
 def example_sheet(
     dataset: Any, path: Path, conditions: Sequence[str], per_condition: int = 6
 ) -> Path:
